@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* vtpm-agent: the node agent's command line. Parses options, sets up logging,
+ * connects to the API server, then hands over to the controllers. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "kube/client.h"
+#include "kube/config.h"
+
+static void usage(FILE *f) {
+        fputs("Usage: vtpm-agent [OPTIONS]\n"
+              "\n"
+              "Gives KubeVirt virtual machines a persistent, encrypted virtual TPM.\n"
+              "\n"
+              "Options:\n"
+              "  --kubeconfig FILE   API server credentials (default: $KUBECONFIG, then the\n"
+              "                      in-cluster service account, then ~/.kube/config)\n"
+              "  --check             connect, print the server version and identity, and exit\n"
+              "  --log-level LEVEL   debug, info, warn or error (default info)\n"
+              "  --log-format FMT    json (default) or text\n"
+              "  -h, --help          show this help and exit\n"
+              "  --version           show the version and exit\n"
+              "\n"
+              "Exit status: 0 on success, 1 when the API server cannot be used (the message\n"
+              "names the cause), 2 on a usage error.\n",
+              f);
+}
+
+/* Connect and prove the credentials work: /version alone is readable
+ * anonymously, so also ask who we are. */
+static int connect_and_identify(const char *kubeconfig, kube_client **ret_client) {
+        _cleanup_error_ vt_error *err = NULL;
+        _cleanup_kube_config_ kube_config *cfg = NULL;
+        int r = kube_config_load_default(kubeconfig, &cfg, &err);
+        if (r < 0) {
+                log_kv(LOG_LEVEL_ERROR, "cannot load API server configuration", "error", err->msg, NULL);
+                return r;
+        }
+        _cleanup_kube_client_ kube_client *client = NULL;
+        r = kube_client_new(cfg, "vtpm-agent/" VTPM_VERSION, &client, &err);
+        if (r < 0) {
+                log_kv(LOG_LEVEL_ERROR, "cannot set up the API client", "error", err->msg, NULL);
+                return r;
+        }
+        _cleanup_free_ char *version = NULL;
+        r = kube_server_version(client, &version, &err);
+        if (r < 0) {
+                log_kv(LOG_LEVEL_ERROR, "cannot reach the API server", "server", cfg->server, "error", err->msg, NULL);
+                return r;
+        }
+        _cleanup_free_ char *user = NULL;
+        r = kube_whoami(client, &user, &err);
+        if (r < 0) {
+                log_kv(LOG_LEVEL_ERROR, "the API server refused our credentials", "server", cfg->server, "config",
+                       cfg->origin, "error", err->msg, NULL);
+                return r;
+        }
+        if (strcmp(user, "system:anonymous") == 0) {
+                log_kv(LOG_LEVEL_ERROR, "the API server treats us as system:anonymous: no usable credentials",
+                       "server", cfg->server, "config", cfg->origin, NULL);
+                return -EKEYREJECTED;
+        }
+        log_kv(LOG_LEVEL_INFO, "connected to the API server", "server", cfg->server, "serverVersion", version, "user",
+               user, "config", cfg->origin, NULL);
+        *ret_client = TAKE_PTR(client);
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        enum { OPT_KUBECONFIG = 256, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_VERSION };
+        static const struct option opts[] = {
+                {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
+                {"check", no_argument, NULL, OPT_CHECK},
+                {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+                {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, OPT_VERSION},
+                {0},
+        };
+        const char *kubeconfig = NULL;
+        int level = LOG_LEVEL_INFO;
+        bool json = true, check = false;
+        for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+                switch (c) {
+                case OPT_KUBECONFIG:
+                        kubeconfig = optarg;
+                        break;
+                case OPT_CHECK:
+                        check = true;
+                        break;
+                case OPT_LOG_LEVEL:
+                        level = log_level_from_string(optarg);
+                        if (level < 0) {
+                                fprintf(stderr, "vtpm-agent: unknown log level \"%s\" (debug, info, warn, error)\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case OPT_LOG_FORMAT:
+                        if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                                fprintf(stderr, "vtpm-agent: unknown log format \"%s\" (json, text)\n", optarg);
+                                return 2;
+                        }
+                        json = strcmp(optarg, "json") == 0;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                case OPT_VERSION:
+                        printf("vtpm-agent %s\n", VTPM_VERSION);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "vtpm-agent: unexpected argument \"%s\"\n", argv[optind]);
+                usage(stderr);
+                return 2;
+        }
+        log_setup(level, json);
+
+        _cleanup_kube_client_ kube_client *client = NULL;
+        if (connect_and_identify(kubeconfig, &client) < 0)
+                return 1;
+        if (check)
+                return 0;
+        return 0;
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages vtpm-agent builds and tests with. Idempotent:
+# packages already present are not touched, and apt is not called at all when
+# nothing is missing (so a warm `make test` does not need the network).
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config clang libclang-rt-14-dev llvm
+  libcurl4-openssl-dev libyaml-dev libjansson-dev libvirt-dev libssl-dev libcap-dev
+  swtpm swtpm-tools swtpm-dev libtpms0 tpm2-tools clevis clevis-tpm2 socat
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ovmf
+  python3-pykmip openssl valgrind jq util-linux iproute2 procps psmisc
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} Debian packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${#missing[@]} missing packages: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "fileio.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "buf.h"
+
+int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *ret_size, vt_error **err) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return vt_error_errno(err, errno, "cannot open %s", path);
+        vt_buf b = {0};
+        char chunk[8192];
+        for (;;) {
+                ssize_t n = read(fd, chunk, sizeof(chunk));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = vt_error_errno(err, errno, "cannot read %s", path);
+                        vt_buf_wipe(&b);
+                        return r;
+                }
+                if (n == 0)
+                        break;
+                if (b.len + (size_t)n > max_size) {
+                        vt_buf_wipe(&b);
+                        return vt_error_set(err, EFBIG, "%s is larger than %zu bytes", path, max_size);
+                }
+                vt_buf_append(&b, chunk, (size_t)n);
+        }
+        if (ret_size)
+                *ret_size = b.len;
+        *ret_data = vt_buf_steal(&b);
+        return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, int mode, vt_error **err) {
+        _cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0)
+                return vt_error_errno(err, errno, "cannot create %s", tmp);
+        const char *p = data;
+        size_t left = size;
+        while (left > 0) {
+                ssize_t n = write(fd, p, left);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = vt_error_errno(err, errno, "cannot write %s", tmp);
+                        unlink(tmp);
+                        return r;
+                }
+                p += n;
+                left -= (size_t)n;
+        }
+        if (fsync(fd) < 0 || rename(tmp, path) < 0) {
+                int r = vt_error_errno(err, errno, "cannot commit %s", path);
+                unlink(tmp);
+                return r;
+        }
+        /* Make the rename itself durable. */
+        _cleanup_free_ char *dir = xstrdup(path);
+        _cleanup_close_ int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+                (void)fsync(dfd);
+        return 0;
+}

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stddef.h>
+
+#include "error.h"
+
+/* Read a whole file (at most max_size bytes; larger is -EFBIG). The result is
+ * NUL-terminated; *ret_size excludes the NUL. */
+int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *ret_size, vt_error **err);
+/* Write atomically: temp file in the same directory, fsync, rename. */
+int write_file_atomic(const char *path, const void *data, size_t size, int mode, vt_error **err);

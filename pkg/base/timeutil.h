@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+#include <stdint.h>
+
+typedef uint64_t usec_t;
+#define USEC_PER_SEC ((usec_t)1000000)
+#define USEC_PER_MSEC ((usec_t)1000)
+
+usec_t now_monotonic(void);
+usec_t now_realtime(void);
+/* RFC 3339 with microseconds, as Kubernetes MicroTime wants ("...T...000000Z"). */
+void format_rfc3339_micro(usec_t realtime, char buf[static 40]);
+/* RFC 3339 to the second, as Kubernetes Time wants. */
+void format_rfc3339(usec_t realtime, char buf[static 40]);
+/* Sleep, resuming after signals, until `usec` passed. */
+void sleep_usec(usec_t usec);
