@@ -2,15 +2,20 @@
 /* vtpm-agent: the node agent's command line. Parses options, sets up logging,
  * connects to the API server, then hands over to the controllers. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <pthread.h>
 
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "kube/client.h"
 #include "kube/config.h"
+#include "config.h"
+#include "state_controller.h"
 
 static void usage(FILE *f) {
         fputs("Usage: vtpm-agent [OPTIONS]\n"
@@ -20,6 +25,9 @@ static void usage(FILE *f) {
               "Options:\n"
               "  --kubeconfig FILE   API server credentials (default: $KUBECONFIG, then the\n"
               "                      in-cluster service account, then ~/.kube/config)\n"
+              "  --config FILE       the agent's configuration (YAML; see README)\n"
+              "  --identity NAME     leader-election identity (default: $POD_NAME, else\n"
+              "                      hostname and pid)\n"
               "  --check             connect, print the server version and identity, and exit\n"
               "  --log-level LEVEL   debug, info, warn or error (default info)\n"
               "  --log-format FMT    json (default) or text\n"
@@ -71,18 +79,59 @@ static int connect_and_identify(const char *kubeconfig, kube_client **ret_client
         return 0;
 }
 
+static char *default_identity(void) {
+        const char *pod = getenv("POD_NAME");
+        if (pod && *pod)
+                return xstrdup(pod);
+        char host[256] = "";
+        gethostname(host, sizeof(host) - 1);
+        return xasprintf("%s_%d", host, (int)getpid());
+}
+
+/* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
+ * thread and taken here with sigwait(), so no handler races the workers.
+ * Stopping never stops a VM's swtpm: those processes are not our children. */
+static int run(kube_client *client, const agent_config *cfg, const char *identity_opt) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        _cleanup_free_ char *identity = identity_opt ? xstrdup(identity_opt) : default_identity();
+        _cleanup_(state_controller_freep) state_controller *sc = NULL;
+        if (cfg->state.enabled) {
+                _cleanup_error_ vt_error *err = NULL;
+                if (state_controller_new(client, cfg, identity, &sc, &err) < 0 || state_controller_start(sc, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot start the state controller", "error", err->msg, NULL);
+                        return 1;
+                }
+                log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease",
+                       cfg->state.lease_name, "namespace", cfg->namespace, NULL);
+        }
+        int sig = 0;
+        sigwait(&set, &sig);
+        log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+        state_controller_stop(sc);
+        log_kv(LOG_LEVEL_INFO, "stopped cleanly", NULL);
+        return 0;
+}
+
 int main(int argc, char **argv) {
-        enum { OPT_KUBECONFIG = 256, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_VERSION };
+        enum { OPT_KUBECONFIG = 256, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_VERSION, OPT_CONFIG, OPT_IDENTITY };
         static const struct option opts[] = {
                 {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
                 {"check", no_argument, NULL, OPT_CHECK},
+                {"config", required_argument, NULL, OPT_CONFIG},
+                {"identity", required_argument, NULL, OPT_IDENTITY},
                 {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
                 {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, OPT_VERSION},
                 {0},
         };
-        const char *kubeconfig = NULL;
+        const char *kubeconfig = NULL, *config_path = NULL, *identity_opt = NULL;
         int level = LOG_LEVEL_INFO;
         bool json = true, check = false;
         for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -92,6 +141,12 @@ int main(int argc, char **argv) {
                         break;
                 case OPT_CHECK:
                         check = true;
+                        break;
+                case OPT_CONFIG:
+                        config_path = optarg;
+                        break;
+                case OPT_IDENTITY:
+                        identity_opt = optarg;
                         break;
                 case OPT_LOG_LEVEL:
                         level = log_level_from_string(optarg);
@@ -125,10 +180,26 @@ int main(int argc, char **argv) {
         }
         log_setup(level, json);
 
+        _cleanup_(agent_config_freep) agent_config *cfg = NULL;
+        if (config_path) {
+                _cleanup_error_ vt_error *err = NULL;
+                if (agent_config_load(config_path, &cfg, &err) < 0) {
+                        /* Before logging is known to work for the operator: plain stderr too. */
+                        fprintf(stderr, "vtpm-agent: %s\n", err->msg);
+                        return 2;
+                }
+        } else
+                cfg = agent_config_new_default();
+        const char *node = getenv("NODE_NAME");
+        if (node && *node) {
+                free(cfg->node_name);
+                cfg->node_name = xstrdup(node);
+        }
+
         _cleanup_kube_client_ kube_client *client = NULL;
         if (connect_and_identify(kubeconfig, &client) < 0)
                 return 1;
         if (check)
                 return 0;
-        return 0;
+        return run(client, cfg, identity_opt);
 }

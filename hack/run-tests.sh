@@ -18,7 +18,8 @@ trap cleanup EXIT
 hack/cluster-up.sh
 export KUBECONFIG=$VTPM_RUN/admin.kubeconfig
 
-suites=(build/asan/test/unit/* test/fuzz/regress.t test/e2e/*.t)
+mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*" ! -name "*.o" | sort)
+suites=("${units[@]}" test/fuzz/regress.t test/e2e/*.t)
 rc=0
 prove --timer -f "${suites[@]}" || rc=$?
 echo "make test: wall time $(( $(date +%s) - start ))s"

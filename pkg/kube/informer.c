@@ -20,6 +20,7 @@ struct kube_informer {
         long page_size;
         usec_t backoff_initial, backoff_max;
         long watch_timeout_sec;
+        bool optional;
         kube_informer_handlers h;
 
         pthread_t thread;
@@ -135,6 +136,7 @@ int kube_informer_new(kube_client *c, const kube_resource *res, const kube_infor
         inf->backoff_initial = opts->backoff_initial ? opts->backoff_initial : 800 * USEC_PER_MSEC;
         inf->backoff_max = opts->backoff_max ? opts->backoff_max : 30 * USEC_PER_SEC;
         inf->watch_timeout_sec = opts->watch_timeout_sec > 0 ? opts->watch_timeout_sec : 300;
+        inf->optional = opts->optional;
         if (h)
                 inf->h = *h;
         pthread_rwlock_init(&inf->cache_lock, NULL);
@@ -291,10 +293,16 @@ static int do_list(kube_informer *inf, vt_error **err) {
                 stat_add(inf, &inf->stats.list_pages, 1);
                 int r = kube_list_page(inf->client, coll, inf->label_selector, inf->field_selector, inf->page_size,
                                        cont, &page, err);
-                if (r < 0) {
-                        /* An expired continue token: start the list over. */
+                if (r == -ENOENT && inf->optional) {
+                        /* Not served (yet): an empty, synced cache; the caller keeps retrying. */
+                        pthread_mutex_lock(&inf->state_lock);
+                        inf->synced = true;
+                        pthread_cond_broadcast(&inf->state_cond);
+                        pthread_mutex_unlock(&inf->state_lock);
                         return r;
                 }
+                if (r < 0)
+                        return r; /* including an expired continue token: the list starts over */
                 json_t *items = json_object_get(page, "items");
                 size_t i;
                 json_t *item;
@@ -436,6 +444,12 @@ static void *informer_thread(void *userdata) {
                                 failures = 0; /* a normal timeout: reconnect at once */
                         else if (r != -ECANCELED)
                                 stat_add(inf, &inf->stats.resumes, 1);
+                }
+                if (r == -ENOENT && inf->optional && inf->need_relist) {
+                        /* An optional type not served: look again now and then, quietly. */
+                        if (sleep_or_stop(inf, inf->backoff_max))
+                                break;
+                        continue;
                 }
                 if (r < 0 && r != -ECANCELED) {
                         stat_add(inf, &inf->stats.errors, 1);

@@ -53,6 +53,8 @@ typedef struct kube_informer_options {
         usec_t backoff_max;         /* 0: 30 s */
         long watch_timeout_sec;     /* server-side timeoutSeconds base; 0: 300 (randomised up to 2x) */
         const char *index_label;    /* optional: also index objects by this label's value */
+        bool optional;              /* the resource type may not be served (a CRD not installed):
+                                       count as synced and empty, and keep checking */
 } kube_informer_options;
 
 typedef struct kube_informer_stats {

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/fileio.h"
+#include "base/quantity.h"
+
+enum ftype { F_SECTION, F_STRING, F_BOOL, F_INT, F_QUANTITY, F_ABSPATH, F_FILE, F_ENUM, F_CLASS_SIZES };
+
+typedef struct field {
+        const char *key;
+        enum ftype type;
+        size_t offset;
+        const struct field *sub;      /* F_SECTION */
+        const char *const *choices;   /* F_ENUM */
+        int min, max;                 /* F_INT */
+} field;
+
+#define OFF(m) offsetof(agent_config, m)
+
+static const char *const providers[] = {"secret", "kmip", NULL};
+static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const formats[] = {"json", "text", NULL};
+
+static const field state_fields[] = {
+        {"enabled", F_BOOL, OFF(state.enabled)},
+        {"storageClass", F_STRING, OFF(state.storage_class)},
+        {"size", F_QUANTITY, OFF(state.size)},
+        {"minimumSizes", F_CLASS_SIZES, 0},
+        {"leaseName", F_STRING, OFF(state.lease_name)},
+        {"workers", F_INT, OFF(state.workers), .min = 1, .max = 256},
+        {0},
+};
+static const field node_fields[] = {
+        {"enabled", F_BOOL, OFF(node.enabled)},
+        {"kubeletRoot", F_ABSPATH, OFF(node.kubelet_root)},
+        {"socketDir", F_ABSPATH, OFF(node.socket_dir)},
+        {"swtpmStateDir", F_ABSPATH, OFF(node.swtpm_state_dir)},
+        {"swtpmUser", F_STRING, OFF(node.swtpm_user)},
+        {"maxConcurrentStarts", F_INT, OFF(node.max_concurrent_starts), .min = 1, .max = 1024},
+        {0},
+};
+static const field kmip_fields[] = {
+        {"endpoint", F_STRING, OFF(keys.kmip_endpoint)},
+        {"caFile", F_FILE, OFF(keys.kmip_ca_file)},
+        {"certFile", F_FILE, OFF(keys.kmip_cert_file)},
+        {"keyFile", F_FILE, OFF(keys.kmip_key_file)},
+        {0},
+};
+static const field keys_fields[] = {
+        {"provider", F_ENUM, OFF(keys.provider), .choices = providers},
+        {"kmip", F_SECTION, 0, kmip_fields},
+        {0},
+};
+static const field http_fields[] = {
+        {"listen", F_STRING, OFF(http.listen)},
+        {0},
+};
+static const field log_fields[] = {
+        {"level", F_ENUM, OFF(log.level), .choices = levels},
+        {"format", F_ENUM, OFF(log.format), .choices = formats},
+        {0},
+};
+static const field top_fields[] = {
+        {"namespace", F_STRING, OFF(namespace)},
+        {"nodeName", F_STRING, OFF(node_name)},
+        {"state", F_SECTION, 0, state_fields},
+        {"node", F_SECTION, 0, node_fields},
+        {"keys", F_SECTION, 0, keys_fields},
+        {"http", F_SECTION, 0, http_fields},
+        {"log", F_SECTION, 0, log_fields},
+        {0},
+};
+
+agent_config *agent_config_new_default(void) {
+        agent_config *c = xnew(agent_config, 1);
+        c->namespace = xstrdup("vtpm-system");
+        c->state.enabled = true;
+        c->state.size = 10LL << 20;
+        c->state.lease_name = xstrdup("vtpm-agent-state-controller");
+        c->state.workers = 16;
+        c->node.enabled = true;
+        c->node.kubelet_root = xstrdup("/var/lib/kubelet");
+        c->node.socket_dir = xstrdup("/var/run/kubevirt/sockets");
+        c->node.swtpm_state_dir = xstrdup("/var/lib/libvirt/swtpm");
+        c->node.swtpm_user = xstrdup("tss");
+        c->node.max_concurrent_starts = 4;
+        c->keys.provider = xstrdup("secret");
+        c->http.listen = xstrdup("127.0.0.1:9464");
+        c->log.level = xstrdup("info");
+        c->log.format = xstrdup("json");
+        return c;
+}
+
+void agent_config_free(agent_config *c) {
+        if (!c)
+                return;
+        free(c->namespace);
+        free(c->node_name);
+        free(c->state.storage_class);
+        for (size_t i = 0; i < c->state.n_min_sizes; i++)
+                free(c->state.min_sizes[i].storage_class);
+        free(c->state.min_sizes);
+        free(c->state.lease_name);
+        free(c->node.kubelet_root);
+        free(c->node.socket_dir);
+        free(c->node.swtpm_state_dir);
+        free(c->node.swtpm_user);
+        free(c->keys.provider);
+        free(c->keys.kmip_endpoint);
+        free(c->keys.kmip_ca_file);
+        free(c->keys.kmip_cert_file);
+        free(c->keys.kmip_key_file);
+        free(c->http.listen);
+        free(c->log.level);
+        free(c->log.format);
+        free(c);
+}
+
+int64_t agent_config_size_for_class(const agent_config *c, const char *storage_class) {
+        int64_t s = c->state.size;
+        for (size_t i = 0; storage_class && i < c->state.n_min_sizes; i++)
+                if (strcmp(c->state.min_sizes[i].storage_class, storage_class) == 0 && c->state.min_sizes[i].bytes > s)
+                        s = c->state.min_sizes[i].bytes;
+        return s;
+}
+
+typedef struct parse_ctx {
+        yaml_document_t *doc;
+        const char *name;
+        agent_config *cfg;
+        vt_error **err;
+} parse_ctx;
+
+static int at(parse_ctx *p, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
+        return vt_error_set(p->err, EINVAL, "%s:%zu:%zu: %s%s%s", p->name, n->start_mark.line + 1,
+                            n->start_mark.column + 1, fmt, a ? a : "", b ? b : "");
+}
+
+static const char *scalar(const yaml_node_t *n) {
+        return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static char *known_keys(const field *f) {
+        vt_buf b = {0};
+        for (; f->key; f++)
+                vt_buf_printf(&b, "%s%s", b.len ? ", " : "", f->key);
+        return vt_buf_steal(&b);
+}
+
+static int parse_section(parse_ctx *p, const yaml_node_t *map, const field *fields, const char *section);
+
+static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const char *path) {
+        char *base = (char *)p->cfg;
+        const char *s = scalar(v);
+        if (f->type == F_SECTION) {
+                if (v->type != YAML_MAPPING_NODE)
+                        return at(p, v, "\"", path, "\" must be a mapping");
+                return parse_section(p, v, f->sub, path);
+        }
+        if (f->type == F_CLASS_SIZES) {
+                if (v->type != YAML_MAPPING_NODE)
+                        return at(p, v, "\"", path, "\" must map storage-class names to sizes");
+                for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+                        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+                        yaml_node_t *q = yaml_document_get_node(p->doc, pr->value);
+                        if (!scalar(k) || !scalar(q))
+                                return at(p, q ? q : v, "\"", path, "\" entries must be name: size");
+                        int64_t bytes;
+                        _cleanup_error_ vt_error *qe = NULL;
+                        if (quantity_parse(scalar(q), &bytes, &qe) < 0)
+                                return at(p, q, path, ": ", qe->msg);
+                        agent_config *c = p->cfg;
+                        c->state.min_sizes = xrealloc(c->state.min_sizes, (c->state.n_min_sizes + 1) * sizeof(class_min_size));
+                        c->state.min_sizes[c->state.n_min_sizes++] = (class_min_size){xstrdup(scalar(k)), bytes};
+                }
+                return 0;
+        }
+        if (!s)
+                return at(p, v, "\"", path, "\" must be a single value, not a list or mapping");
+        bool plain = v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        switch (f->type) {
+        case F_BOOL:
+                if (!plain || (strcmp(s, "true") != 0 && strcmp(s, "false") != 0))
+                        return at(p, v, "\"", path, "\" must be true or false");
+                *(bool *)(base + f->offset) = strcmp(s, "true") == 0;
+                return 0;
+        case F_INT: {
+                char *end = NULL;
+                long n = strtol(s, &end, 10);
+                if (!plain || !*s || *end || n < f->min || n > f->max) {
+                        _cleanup_free_ char *range = xasprintf("\" must be a whole number from %d to %d", f->min, f->max);
+                        return at(p, v, "\"", path, range);
+                }
+                *(int *)(base + f->offset) = (int)n;
+                return 0;
+        }
+        case F_QUANTITY: {
+                _cleanup_error_ vt_error *qe = NULL;
+                if (quantity_parse(s, (int64_t *)(base + f->offset), &qe) < 0)
+                        return at(p, v, path, ": ", qe->msg);
+                return 0;
+        }
+        case F_ENUM:
+                for (const char *const *c = f->choices; *c; c++)
+                        if (strcmp(s, *c) == 0)
+                                goto store;
+                {
+                        vt_buf b = {0};
+                        for (const char *const *c = f->choices; *c; c++)
+                                vt_buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
+                        _cleanup_free_ char *choices = vt_buf_steal(&b);
+                        _cleanup_free_ char *m = xasprintf("\" must be one of: %s", choices);
+                        return at(p, v, "\"", path, m);
+                }
+        case F_ABSPATH:
+        case F_FILE:
+                if (s[0] != '/')
+                        return at(p, v, "\"", path, "\" must be an absolute path");
+                if (f->type == F_FILE && access(s, R_OK) < 0) {
+                        _cleanup_free_ char *m = xasprintf("\": cannot read %s: %s", s, strerror(errno));
+                        return at(p, v, "\"", path, m);
+                }
+                goto store;
+        case F_STRING:
+        store:
+                free(*(char **)(base + f->offset));
+                *(char **)(base + f->offset) = *s ? xstrdup(s) : NULL;
+                return 0;
+        default:
+                return at(p, v, "internal: unhandled type for ", path, NULL);
+        }
+}
+
+static int parse_section(parse_ctx *p, const yaml_node_t *map, const field *fields, const char *section) {
+        for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top; pr++) {
+                yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+                yaml_node_t *v = yaml_document_get_node(p->doc, pr->value);
+                const char *key = scalar(k);
+                if (!key)
+                        return at(p, k, "keys must be plain names", NULL, NULL);
+                const field *f = fields;
+                while (f->key && strcmp(f->key, key) != 0)
+                        f++;
+                _cleanup_free_ char *path = section ? xasprintf("%s.%s", section, key) : xstrdup(key);
+                if (!f->key) {
+                        _cleanup_free_ char *known = known_keys(fields);
+                        _cleanup_free_ char *m = xasprintf("\" (known keys here: %s)", known);
+                        return at(p, k, "unknown key \"", path, m);
+                }
+                int r = parse_value(p, f, v, path);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int agent_config_parse(const char *data, size_t len, const char *name, agent_config **ret, vt_error **err) {
+        assert_return(data && name && ret, -EINVAL);
+        _cleanup_(agent_config_freep) agent_config *c = agent_config_new_default();
+        yaml_parser_t parser;
+        yaml_document_t doc;
+        if (!yaml_parser_initialize(&parser))
+                return vt_error_set(err, ENOMEM, "%s: cannot initialise YAML parser", name);
+        yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+        int r = 0;
+        if (!yaml_parser_load(&parser, &doc)) {
+                r = vt_error_set(err, EINVAL, "%s:%zu:%zu: %s", name, parser.problem_mark.line + 1,
+                                 parser.problem_mark.column + 1, parser.problem ? parser.problem : "YAML syntax error");
+                yaml_parser_delete(&parser);
+                return r;
+        }
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        parse_ctx p = {&doc, name, c, err};
+        if (root && root->type != YAML_MAPPING_NODE)
+                r = at(&p, root, "the configuration must be a mapping of keys", NULL, NULL);
+        else if (root)
+                r = parse_section(&p, root, top_fields, NULL);
+        if (r == 0 && strcmp(c->keys.provider, "kmip") == 0 &&
+            (!c->keys.kmip_endpoint || !c->keys.kmip_ca_file || !c->keys.kmip_cert_file || !c->keys.kmip_key_file))
+                r = vt_error_set(err, EINVAL,
+                                 "%s: keys.provider is kmip but keys.kmip is missing endpoint, caFile, certFile or keyFile",
+                                 name);
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int agent_config_load(const char *path, agent_config **ret, vt_error **err) {
+        _cleanup_free_ char *data = NULL;
+        size_t len = 0;
+        int r = read_full_file(path, 1u << 20, &data, &len, err);
+        if (r < 0)
+                return vt_error_prefix(err, "configuration: ");
+        return agent_config_parse(data, len, path, ret, err);
+}

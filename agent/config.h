@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The agent's configuration file (YAML). Every key is documented in
+ * README.md; an unknown key, a value of the wrong type or a bad path is
+ * refused at start with file:line:column. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/error.h"
+
+typedef struct class_min_size {
+        char *storage_class;
+        int64_t bytes;
+} class_min_size;
+
+typedef struct agent_config {
+        char *namespace; /* the agent's own namespace: Lease, KEK Secrets */
+        char *node_name; /* overridden by $NODE_NAME */
+        struct {
+                bool enabled;
+                char *storage_class;    /* first in the resolution order; NULL = unset */
+                int64_t size;           /* bytes; default 10Mi */
+                class_min_size *min_sizes;
+                size_t n_min_sizes;
+                char *lease_name;
+                int workers;            /* concurrent reconciles (and writes in flight) */
+        } state;
+        struct {
+                bool enabled;
+                char *kubelet_root;
+                char *socket_dir;
+                char *swtpm_state_dir;
+                char *swtpm_user;
+                int max_concurrent_starts;
+        } node;
+        struct {
+                char *provider; /* "secret" or "kmip" */
+                char *kmip_endpoint;
+                char *kmip_ca_file, *kmip_cert_file, *kmip_key_file;
+        } keys;
+        struct {
+                char *listen; /* "127.0.0.1:9464"; "" disables */
+        } http;
+        struct {
+                char *level, *format;
+        } log;
+} agent_config;
+
+/* Defaults only. */
+agent_config *agent_config_new_default(void);
+/* Defaults, overlaid with the file. */
+int agent_config_load(const char *path, agent_config **ret, vt_error **err);
+int agent_config_parse(const char *data, size_t len, const char *name, agent_config **ret, vt_error **err);
+/* The storage-size floor for a class: max(state.size, its minimum). */
+int64_t agent_config_size_for_class(const agent_config *c, const char *storage_class);
+void agent_config_free(agent_config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(agent_config *, agent_config_free)

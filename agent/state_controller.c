@@ -1,0 +1,739 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Level-triggered and idempotent: every reconcile reads the caches, computes
+ * what should be, and writes only what differs. A steady cluster costs no
+ * writes, including after a restart. Never deletes or adopts a PVC. */
+#include "state_controller.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "base/quantity.h"
+#include "kube/events.h"
+#include "kube/informer.h"
+#include "kube/lease.h"
+#include "kube/workqueue.h"
+#include "storageclass.h"
+#include "vmspec.h"
+
+static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
+static const kube_resource res_kubevirt = {"kubevirt.io", "v1", "kubevirts", true};
+static const kube_resource res_hco = {"hco.kubevirt.io", "v1beta1", "hyperconvergeds", true};
+static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
+static const kube_resource res_sc = {"storage.k8s.io", "v1", "storageclasses", false};
+static const kube_resource res_pod = {"", "v1", "pods", true};
+static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
+
+#define FIELD_MANAGER "vtpm-agent"
+#define CONTROLLER_NAME "vtpm-agent.io/state-controller"
+
+enum { INF_VM, INF_PVC, INF_SC, INF_KUBEVIRT, INF_HCO, INF_POD, INF_TPMSTATE, _INF_MAX };
+
+struct state_controller {
+        kube_client *client;
+        const agent_config *cfg;
+        char *identity;
+        kube_informer *inf[_INF_MAX];
+        kube_workqueue *queue;
+        kube_recorder *recorder;
+        kube_elector *elector;
+        pthread_t *workers;
+        int n_workers;
+        atomic_bool leader;
+        pthread_mutex_t stats_lock;
+        state_controller_stats stats;
+};
+
+static void bump(state_controller *sc, uint64_t *field) {
+        pthread_mutex_lock(&sc->stats_lock);
+        (*field)++;
+        pthread_mutex_unlock(&sc->stats_lock);
+}
+
+/* ---- informer handlers: map every change to the VM keys it concerns ---- */
+
+static void enqueue_key(state_controller *sc, const char *key) {
+        kube_workqueue_add(sc->queue, key);
+}
+
+static void on_vm(const char *key, json_t *obj, void *ud) {
+        enqueue_key(ud, key);
+}
+static void on_vm_update(const char *key, json_t *o, json_t *n, void *ud) {
+        enqueue_key(ud, key);
+}
+
+static void enqueue_all_vm(const char *key, json_t *obj, void *ud) {
+        enqueue_key(ud, key);
+}
+
+/* A cluster-wide input (StorageClass, KubeVirt, HyperConverged) changed:
+ * every VM may resolve differently now. Reconciles of unchanged VMs write
+ * nothing, so this costs CPU, not API requests. */
+static void enqueue_all(state_controller *sc) {
+        kube_informer_foreach(sc->inf[INF_VM], enqueue_all_vm, sc);
+}
+static void on_global(const char *key, json_t *obj, void *ud) {
+        enqueue_all(ud);
+}
+static void on_global_update(const char *key, json_t *o, json_t *n, void *ud) {
+        enqueue_all(ud);
+}
+
+/* PVC and TPMState keys map to their VM: by controlling owner when it is a
+ * VM, else by the PVC naming rule (a foreign PVC in the way). */
+static void enqueue_owner_vm(state_controller *sc, json_t *obj, bool strip_prefix) {
+        const char *ns = json_string_value(json_object_get(json_object_get(obj, "metadata"), "namespace"));
+        const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+        json_t *ref = controller_ref(obj);
+        const char *vm = NULL;
+        if (ref && json_string_value(json_object_get(ref, "kind")) &&
+            strcmp(json_string_value(json_object_get(ref, "kind")), "VirtualMachine") == 0)
+                vm = json_string_value(json_object_get(ref, "name"));
+        else if (name && strip_prefix && strncmp(name, STATE_PVC_PREFIX, strlen(STATE_PVC_PREFIX)) == 0)
+                vm = name + strlen(STATE_PVC_PREFIX);
+        else if (name && !strip_prefix)
+                vm = name;
+        if (!ns || !vm)
+                return;
+        _cleanup_free_ char *key = xasprintf("%s/%s", ns, vm);
+        enqueue_key(sc, key);
+}
+static void on_pvc(const char *key, json_t *obj, void *ud) {
+        enqueue_owner_vm(ud, obj, true);
+}
+static void on_pvc_update(const char *key, json_t *o, json_t *n, void *ud) {
+        enqueue_owner_vm(ud, n, true);
+}
+static void on_tpmstate(const char *key, json_t *obj, void *ud) {
+        enqueue_owner_vm(ud, obj, false);
+}
+static void on_tpmstate_update(const char *key, json_t *o, json_t *n, void *ud) {
+        enqueue_owner_vm(ud, n, false);
+}
+static void on_pod(const char *key, json_t *obj, void *ud) {
+        const char *ns = json_string_value(json_object_get(json_object_get(obj, "metadata"), "namespace"));
+        const char *vm = json_string_value(
+                json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), "vm.kubevirt.io/name"));
+        if (ns && vm) {
+                _cleanup_free_ char *k = xasprintf("%s/%s", ns, vm);
+                enqueue_key(ud, k);
+        }
+}
+static void on_pod_update(const char *key, json_t *o, json_t *n, void *ud) {
+        on_pod(key, n, ud);
+}
+
+static void on_informer_error(const vt_error *err, void *ud) {
+        log_kv(LOG_LEVEL_WARN, "list/watch failed; retrying with backoff", "error", err->msg, NULL);
+}
+
+/* ---- transforms: cache only what reconcile reads ---- */
+
+static json_t *trim_vm(json_t *o, void *ud) {
+        return vm_trim(o);
+}
+static json_t *trim_pvc(json_t *o, void *ud) {
+        return pvc_trim(o);
+}
+static json_t *trim_sc(json_t *o, void *ud) {
+        static const char *const keep[] = {"provisioner", NULL};
+        return metadata_trim(o, keep);
+}
+static json_t *trim_spec(json_t *o, void *ud) {
+        static const char *const keep[] = {"spec", NULL};
+        return metadata_trim(o, keep);
+}
+static json_t *trim_pod(json_t *o, void *ud) {
+        json_t *out = metadata_trim(o, NULL);
+        json_t *md = json_object_get(out, "metadata");
+        json_object_del(md, "annotations");
+        json_object_del(md, "ownerReferences");
+        json_t *phase = json_object_get(json_object_get(o, "status"), "phase");
+        json_t *node = json_object_get(json_object_get(o, "spec"), "nodeName");
+        if (phase)
+                json_object_set(out, "phase", phase);
+        if (node)
+                json_object_set(out, "nodeName", node);
+        return out;
+}
+
+/* ---- reading the caches ---- */
+
+static const char *md_str(json_t *obj, const char *k) {
+        return json_string_value(json_object_get(json_object_get(obj, "metadata"), k));
+}
+
+struct first_class {
+        const char *path[3];
+        char *value;
+};
+static void find_class(const char *key, json_t *obj, void *ud) {
+        struct first_class *f = ud;
+        json_t *n = json_object_get(obj, "spec");
+        for (size_t i = 0; n && i < ELEMENTSOF(f->path) && f->path[i]; i++)
+                n = json_object_get(n, f->path[i]);
+        const char *v = json_string_value(n);
+        /* Several CRs: the alphabetically first key decides, deterministically. */
+        if (v && *v && !f->value)
+                f->value = xstrdup(v);
+}
+
+struct sc_list {
+        sc_info *v;
+        size_t n, alloc;
+};
+static void collect_sc(const char *key, json_t *obj, void *ud) {
+        struct sc_list *l = ud;
+        json_t *ann = json_object_get(json_object_get(obj, "metadata"), "annotations");
+        const char *d = json_string_value(json_object_get(ann, "storageclass.kubernetes.io/is-default-class"));
+        const char *vd = json_string_value(json_object_get(ann, "storageclass.kubevirt.io/is-default-virt-class"));
+        l->v = xgrow(l->v, &l->alloc, l->n + 1, sizeof(sc_info));
+        l->v[l->n++] = (sc_info){xstrdup(md_str(obj, "name")), json_string_value(json_object_get(obj, "provisioner"))
+                                                                       ? xstrdup(json_string_value(json_object_get(obj, "provisioner")))
+                                                                       : NULL,
+                                 d && strcmp(d, "true") == 0, vd && strcmp(vd, "true") == 0};
+}
+
+static void choose_class(state_controller *sc, sc_choice *ret) {
+        struct first_class kv = {{"configuration", "vmStateStorageClass", NULL}, NULL};
+        struct first_class hco = {{"vmStateStorageClass", NULL, NULL}, NULL};
+        kube_informer_foreach(sc->inf[INF_KUBEVIRT], find_class, &kv);
+        kube_informer_foreach(sc->inf[INF_HCO], find_class, &hco);
+        struct sc_list l = {0};
+        kube_informer_foreach(sc->inf[INF_SC], collect_sc, &l);
+        resolve_storage_class(sc->cfg->state.storage_class, kv.value, hco.value, l.v, l.n, ret);
+        for (size_t i = 0; i < l.n; i++) {
+                free((char *)l.v[i].name);
+                free((char *)l.v[i].provisioner);
+        }
+        free(l.v);
+        free(kv.value);
+        free(hco.value);
+}
+
+/* The VM's current launcher pod (not finished), or NULL. New reference. */
+static json_t *find_launcher(state_controller *sc, const char *ns, const char *vm) {
+        char **keys = NULL;
+        size_t n = kube_informer_keys_by_label(sc->inf[INF_POD], vm, &keys);
+        json_t *found = NULL;
+        for (size_t i = 0; i < n; i++) {
+                json_t *p = kube_informer_get(sc->inf[INF_POD], keys[i]);
+                const char *pns = md_str(p, "namespace");
+                const char *phase = json_string_value(json_object_get(p, "phase"));
+                bool live = !phase || (strcmp(phase, "Succeeded") != 0 && strcmp(phase, "Failed") != 0);
+                if (!found && pns && strcmp(pns, ns) == 0 && live && !json_object_get(json_object_get(p, "metadata"), "deletionTimestamp"))
+                        found = json_incref(p);
+                json_decref(p);
+                free(keys[i]);
+        }
+        free(keys);
+        return found;
+}
+
+/* ---- desired state ---- */
+
+typedef struct desired {
+        const char *phase;
+        const char *ready_reason; /* Ready condition */
+        bool ready;
+        char *message;
+        const char *event_reason; /* a Warning to emit when this reason is new for this generation */
+        char *event_note;
+} desired;
+
+static void desired_done(desired *d) {
+        free(d->message);
+        free(d->event_note);
+}
+
+static json_t *condition(const char *type, bool status, const char *reason, const char *message, json_t *old_conditions,
+                         json_int_t generation) {
+        char now[40];
+        format_rfc3339(now_realtime(), now);
+        const char *st = status ? "True" : "False";
+        const char *ltt = now;
+        size_t i;
+        json_t *c;
+        json_array_foreach(old_conditions, i, c) {
+                const char *t = json_string_value(json_object_get(c, "type"));
+                const char *s = json_string_value(json_object_get(c, "status"));
+                const char *when = json_string_value(json_object_get(c, "lastTransitionTime"));
+                if (t && strcmp(t, type) == 0 && s && strcmp(s, st) == 0 && when)
+                        ltt = when; /* unchanged status keeps its transition time */
+        }
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", type, "status", st, "reason", reason, "message",
+                         message ? message : "", "lastTransitionTime", ltt, "observedGeneration", generation);
+}
+
+static bool pvc_controlled_by(json_t *pvc, const char *vm_uid) {
+        json_t *ref = controller_ref(pvc);
+        const char *uid = json_string_value(json_object_get(ref, "uid"));
+        return uid && vm_uid && strcmp(uid, vm_uid) == 0;
+}
+
+static char *describe_owner(json_t *obj) {
+        json_t *ref = controller_ref(obj);
+        if (!ref)
+                return xstrdup("no controlling owner");
+        return xasprintf("controlled by %s %s (uid %s)", json_string_value(json_object_get(ref, "kind")) ?: "?",
+                         json_string_value(json_object_get(ref, "name")) ?: "?",
+                         json_string_value(json_object_get(ref, "uid")) ?: "?");
+}
+
+static bool has_string(json_t *arr, const char *s) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(arr, i, v) if (json_string_value(v) && strcmp(json_string_value(v), s) == 0) return true;
+        return false;
+}
+
+static int record(state_controller *sc, json_t *vm, enum kube_event_type type, const char *reason, const char *action,
+                  const char *note) {
+        kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", md_str(vm, "namespace"), md_str(vm, "name"),
+                               md_str(vm, "uid")};
+        _cleanup_error_ vt_error *err = NULL;
+        int r = kube_record(sc->recorder, &ref, type, reason, action, note, &err);
+        if (r < 0)
+                log_kv(LOG_LEVEL_WARN, "cannot record event", "reason", reason, "error", err->msg, NULL);
+        else
+                bump(sc, &sc->stats.events);
+        return r;
+}
+
+static json_t *owner_ref_to(json_t *vm) {
+        return json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", "apiVersion", "kubevirt.io/v1", "kind", "VirtualMachine",
+                         "name", md_str(vm, "name"), "uid", md_str(vm, "uid"), "controller", 1, "blockOwnerDeletion", 1);
+}
+
+static int create_pvc(state_controller *sc, json_t *vm, const char *pvc_name, const char *cls, vt_error **err) {
+        const char *ns = md_str(vm, "namespace"), *name = md_str(vm, "name");
+        _cleanup_free_ char *label = vm_label_value(name);
+        _cleanup_free_ char *size = quantity_format(agent_config_size_for_class(sc->cfg, cls));
+        json_t *pvc = json_pack(
+                "{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:{s:s}, s:o}, s:{s:[s], s:s, s:s, s:{s:{s:s}}}}", "apiVersion", "v1",
+                "kind", "PersistentVolumeClaim", "metadata", "name", pvc_name, "namespace", ns, "labels",
+                LABEL_MANAGED_BY, LABEL_MANAGER_VALUE, LABEL_VM, label, "annotations", ANNOTATION_VM_NAME, name,
+                "ownerReferences", owner_ref_to(vm), "spec", "accessModes", "ReadWriteMany", "volumeMode", "Filesystem",
+                "storageClassName", cls, "resources", "requests", "storage", size);
+        _cleanup_free_ char *coll = kube_path(&res_pvc, ns, NULL, NULL);
+        int r = kube_create(sc->client, coll, pvc, NULL, err);
+        json_decref(pvc);
+        if (r == 0)
+                bump(sc, &sc->stats.pvcs_created);
+        return r;
+}
+
+static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t **ret_existing, vt_error **err) {
+        const char *ns = md_str(vm, "namespace"), *name = md_str(vm, "name");
+        _cleanup_free_ char *key = xasprintf("%s/%s", ns, name);
+        json_t *ts = kube_informer_get(sc->inf[INF_TPMSTATE], key);
+        if (ts) {
+                *ret_existing = ts;
+                return 0;
+        }
+        _cleanup_free_ char *label = vm_label_value(name);
+        json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:o}, s:{s:s, s:s}}", "apiVersion",
+                                "vtpm-agent.io/v1alpha1", "kind", "TPMState", "metadata", "name", name, "namespace", ns,
+                                "labels", LABEL_MANAGED_BY, LABEL_MANAGER_VALUE, LABEL_VM, label, "ownerReferences",
+                                owner_ref_to(vm), "spec", "vmName", name, "vmUID", md_str(vm, "uid"));
+        _cleanup_free_ char *coll = kube_path(&res_tpmstate, ns, NULL, NULL);
+        json_t *created = NULL;
+        int r = kube_create(sc->client, coll, obj, &created, err);
+        json_decref(obj);
+        if (r < 0)
+                return r;
+        bump(sc, &sc->stats.tpmstates_created);
+        *ret_existing = created;
+        return 0;
+}
+
+/* Write status only when it differs from what is there. */
+static int update_status(state_controller *sc, json_t *ts, json_t *status, vt_error **err) {
+        json_t *old = json_object_get(ts, "status");
+        if (old && json_equal(old, status))
+                return 0;
+        /* Merge patch: fields we no longer set must be removed explicitly. */
+        json_t *st = json_deep_copy(status);
+        const char *k;
+        json_t *v;
+        json_object_foreach(old, k, v) if (!json_object_get(st, k)) json_object_set_new(st, k, json_null());
+        json_t *patch = json_pack("{s:o}", "status", st);
+        _cleanup_free_ char *path = kube_path(&res_tpmstate, md_str(ts, "namespace"), md_str(ts, "name"), "status");
+        int r = kube_patch(sc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, err);
+        json_decref(patch);
+        if (r == 0)
+                bump(sc, &sc->stats.status_updates);
+        return r;
+}
+
+static json_int_t vm_generation(json_t *vm) {
+        return json_integer_value(json_object_get(json_object_get(vm, "metadata"), "generation"));
+}
+
+/* Was this Ready reason already reported for this generation? Then no new event. */
+static bool already_reported(json_t *old_status, const char *reason, json_int_t gen) {
+        json_t *conds = json_object_get(old_status, "conditions");
+        size_t i;
+        json_t *c;
+        json_array_foreach(conds, i, c) {
+                const char *t = json_string_value(json_object_get(c, "type"));
+                const char *r = json_string_value(json_object_get(c, "reason"));
+                if (t && strcmp(t, "Ready") == 0 && r && strcmp(r, reason) == 0 &&
+                    json_integer_value(json_object_get(c, "observedGeneration")) == gen)
+                        return true;
+        }
+        return false;
+}
+
+static int reconcile(state_controller *sc, const char *key, vt_error **err) {
+        json_t *vm = kube_informer_get(sc->inf[INF_VM], key);
+        if (!vm)
+                return 0; /* deleted: the garbage collector removes PVC and TPMState through ownerReferences */
+        int r = 0;
+        json_t *pvc = NULL, *launcher = NULL, *ts = NULL, *status = NULL, *cached_ts = NULL;
+        _cleanup_free_ char *pvc_name = NULL, *pvc_key = NULL, *tskey = NULL;
+        tpm_intent intent;
+        sc_choice choice = {0};
+        desired d = {0};
+        vm_tpm_intent(vm, &intent);
+        if (json_object_get(json_object_get(vm, "metadata"), "deletionTimestamp"))
+                goto out;
+
+        const char *ns = md_str(vm, "namespace"), *name = md_str(vm, "name"), *uid = md_str(vm, "uid");
+        json_int_t gen = vm_generation(vm);
+        pvc_name = state_pvc_name(name);
+        pvc_key = xasprintf("%s/%s", ns, pvc_name);
+        pvc = kube_informer_get(sc->inf[INF_PVC], pvc_key);
+        bool pvc_ours = pvc && pvc_controlled_by(pvc, uid);
+        tskey = xasprintf("%s/%s", ns, name);
+        cached_ts = kube_informer_get(sc->inf[INF_TPMSTATE], tskey);
+        json_t *old_status = json_object_get(cached_ts, "status");
+        const char *storage_class = NULL, *class_source = NULL;
+
+        if (intent.invalid) {
+                d = (desired){"Error", "InvalidTPMSpec", false, xstrdup(intent.invalid), "InvalidTPMSpec",
+                              xasprintf("the VM's TPM settings cannot be used: %s", intent.invalid)};
+        } else if (!intent.has_tpm) {
+                if (!pvc_ours && !cached_ts)
+                        goto out; /* nothing to report for a VM without a TPM */
+                d = (desired){pvc_ours ? "Retained" : "NoTPM", pvc_ours ? "StateRetained" : "NoTPM", false,
+                              pvc_ours ? xasprintf("the VM has no TPM now; its state is retained in PVC %s. Delete "
+                                                   "that PVC to release the state on purpose",
+                                                   pvc_name)
+                                       : xstrdup("the VM has no TPM")};
+        } else if (!intent.persistent) {
+                d = (desired){pvc_ours ? "Retained" : "Ephemeral", pvc_ours ? "StateRetained" : "NotPersistent", false,
+                              pvc_ours ? xasprintf("the TPM is not persistent now; earlier state is retained in PVC %s. "
+                                                   "Delete that PVC to release it on purpose",
+                                                   pvc_name)
+                                       : xstrdup("the TPM is not persistent: its state lives in the launcher pod and is "
+                                                 "lost when the VM stops")};
+                if (!old_status || json_integer_value(json_object_get(old_status, "warnedGeneration")) != gen)
+                        d.event_reason = "NonPersistentTPM",
+                        d.event_note = xstrdup("this VM's TPM is not persistent: secrets sealed to it (BitLocker keys) "
+                                               "are lost when the VM stops. Set "
+                                               "spec.template.spec.domain.devices.tpm.persistent: true to keep them");
+        } else if (pvc && !pvc_ours) {
+                _cleanup_free_ char *owner = describe_owner(pvc);
+                d = (desired){"Conflict", "StateVolumeConflict", false,
+                              xasprintf("PVC %s already exists and is not this VM's (%s); it is not adopted, changed "
+                                        "or deleted. Rename or remove it to let the VM's state be provisioned",
+                                        pvc_name, owner),
+                              "StateVolumeConflict", NULL};
+                d.event_note = xstrdup(d.message);
+        } else if (pvc) {
+                json_t *spec = json_object_get(pvc, "spec");
+                json_t *modes = json_object_get(spec, "accessModes");
+                const char *vmode = json_string_value(json_object_get(spec, "volumeMode"));
+                storage_class = json_string_value(json_object_get(spec, "storageClassName"));
+                class_source = old_status ? json_string_value(json_object_get(old_status, "storageClassSource")) : NULL;
+                const char *phase = json_string_value(json_object_get(pvc, "phase"));
+                if (!has_string(modes, "ReadWriteMany") || (vmode && strcmp(vmode, "Filesystem") != 0)) {
+                        _cleanup_free_ char *m = json_dumps(modes, JSON_COMPACT);
+                        d = (desired){"Error", "StateVolumeWrongShape", false,
+                                      xasprintf("PVC %s has accessModes %s and volumeMode %s; the TPM state needs "
+                                                "ReadWriteMany and Filesystem (for live migration). It is left as it is",
+                                                pvc_name, m ? m : "[]", vmode ? vmode : "Filesystem"),
+                                      "StateVolumeWrongShape", NULL};
+                        d.event_note = xstrdup(d.message);
+                } else if (phase && strcmp(phase, "Bound") == 0)
+                        d = (desired){"Ready", "StateVolumeBound", true, xasprintf("state volume %s is bound", pvc_name)};
+                else
+                        d = (desired){"Pending", "WaitingForBinding", false,
+                                      xasprintf("state volume %s is %s, waiting for it to bind", pvc_name,
+                                                phase ? phase : "not yet bound")};
+        } else {
+                choose_class(sc, &choice);
+                class_source = sc_source_name(choice.source);
+                if (choice.reason) {
+                        d = (desired){"Error", choice.reason, false, xstrdup(choice.message), choice.reason,
+                                      xstrdup(choice.message)};
+                } else {
+                        r = create_pvc(sc, vm, pvc_name, choice.name, err);
+                        if (r == -EEXIST) {
+                                /* Created meanwhile (another replica, or our cache is behind): look again soon. */
+                                r = -EAGAIN;
+                                goto out;
+                        }
+                        if (r < 0)
+                                goto out;
+                        storage_class = choice.name;
+                        d = (desired){"Pending", "WaitingForBinding", false,
+                                      xasprintf("state volume %s created in StorageClass %s (%s)", pvc_name, choice.name,
+                                                class_source)};
+                        if (choice.rwx_unlikely)
+                                d.event_reason = "StorageClassNotRWX",
+                                d.event_note = xasprintf(
+                                        "StorageClass %s (chosen by %s) uses a provisioner known not to offer "
+                                        "ReadWriteMany filesystems; the state PVC %s asks for ReadWriteMany and may "
+                                        "stay Pending, and live migration will not be possible. No other class is "
+                                        "picked silently",
+                                        choice.name, class_source, pvc_name);
+                }
+        }
+
+        /* Restart required: persistence changed under a running launcher. */
+        launcher = find_launcher(sc, ns, name);
+        bool restart_required = false;
+        json_t *launcher_rec = NULL;
+        if (launcher && intent.has_tpm) {
+                json_t *old_rec = json_object_get(old_status, "launcher");
+                const char *lu = md_str(launcher, "uid");
+                const char *old_uid = json_string_value(json_object_get(old_rec, "uid"));
+                if (old_uid && lu && strcmp(old_uid, lu) == 0) {
+                        launcher_rec = json_incref(old_rec);
+                        restart_required = json_is_true(json_object_get(old_rec, "persistent")) != intent.persistent;
+                } else
+                        launcher_rec = json_pack("{s:s, s:b}", "uid", lu ? lu : "", "persistent", intent.persistent);
+        }
+
+        status = json_object();
+        json_object_set_new(status, "phase", json_string(d.phase));
+        json_object_set_new(status, "message", json_string(d.message ? d.message : ""));
+        json_object_set_new(status, "observedGeneration", json_integer(gen));
+        json_object_set_new(status, "persistent", json_boolean(intent.has_tpm && intent.persistent));
+        json_object_set_new(status, "encrypted", json_false());
+        if (pvc || storage_class)
+                json_object_set_new(status, "pvcName", json_string(pvc_name));
+        if (storage_class)
+                json_object_set_new(status, "storageClass", json_string(storage_class));
+        if (class_source)
+                json_object_set_new(status, "storageClassSource", json_string(class_source));
+        if (launcher) {
+                const char *node = json_string_value(json_object_get(launcher, "nodeName"));
+                if (node)
+                        json_object_set_new(status, "node", json_string(node));
+        }
+        if (launcher_rec)
+                json_object_set_new(status, "launcher", launcher_rec);
+        json_int_t warned = json_integer_value(json_object_get(old_status, "warnedGeneration"));
+        if (d.event_reason && strcmp(d.event_reason, "NonPersistentTPM") == 0)
+                warned = gen;
+        if (warned)
+                json_object_set_new(status, "warnedGeneration", json_integer(warned));
+        json_t *old_conds = json_object_get(old_status, "conditions");
+        json_t *conds = json_array();
+        json_array_append_new(conds, condition("Ready", d.ready, d.ready_reason, d.message, old_conds, gen));
+        json_array_append_new(
+                conds, condition("RestartRequired", restart_required,
+                                 restart_required ? "PersistenceChanged" : "NoRestartNeeded",
+                                 restart_required ? "TPM persistence changed while the VM runs; it takes effect at the "
+                                                    "VM's next start"
+                                                  : "",
+                                 old_conds, gen));
+        json_object_set_new(status, "conditions", conds);
+
+        bool was_restart_required = false;
+        {
+                size_t i;
+                json_t *c;
+                json_array_foreach(old_conds, i, c) {
+                        const char *t = json_string_value(json_object_get(c, "type"));
+                        if (t && strcmp(t, "RestartRequired") == 0)
+                                was_restart_required = strcmp(json_string_value(json_object_get(c, "status")) ?: "", "True") == 0;
+                }
+        }
+
+        r = ensure_tpmstate(sc, vm, &ts, err);
+        if (r < 0)
+                goto out;
+        r = update_status(sc, ts, status, err);
+        if (r < 0)
+                goto out;
+
+        /* Events last, once the status that dedups them is written. */
+        if (d.event_reason && (strcmp(d.event_reason, "NonPersistentTPM") == 0 || strcmp(d.event_reason, "StorageClassNotRWX") == 0 ||
+                               !already_reported(old_status, d.ready_reason, gen)))
+                record(sc, vm, KUBE_EVENT_WARNING, d.event_reason, "Provision", d.event_note ? d.event_note : d.message);
+        if (restart_required && !was_restart_required)
+                record(sc, vm, KUBE_EVENT_WARNING, "RestartRequired", "Reconcile",
+                       intent.persistent ? "TPM persistence was turned on while the VM runs: restart the VM to move its "
+                                           "TPM state onto the persistent volume"
+                                         : "TPM persistence was turned off while the VM runs: it takes effect at the next "
+                                           "start; the state volume is retained");
+        if (pvc == NULL && storage_class && !d.event_reason)
+                log_kv(LOG_LEVEL_INFO, "state volume created", "vm", key, "pvc", pvc_name, "storageClass", storage_class,
+                       "source", class_source, NULL);
+out:
+        json_decref(cached_ts);
+        json_decref(ts);
+        json_decref(status);
+        json_decref(launcher);
+        json_decref(pvc);
+        json_decref(vm);
+        desired_done(&d);
+        sc_choice_done(&choice);
+        tpm_intent_done(&intent);
+        return r;
+}
+
+/* ---- workers and leadership ---- */
+
+static void *worker(void *ud) {
+        state_controller *sc = ud;
+        for (;;) {
+                _cleanup_free_ char *key = kube_workqueue_get(sc->queue);
+                if (!key)
+                        break;
+                if (!atomic_load(&sc->leader)) {
+                        /* Stand-by: the new leader relists everything anyway. */
+                        kube_workqueue_forget(sc->queue, key);
+                        kube_workqueue_done(sc->queue, key);
+                        continue;
+                }
+                _cleanup_error_ vt_error *err = NULL;
+                bump(sc, &sc->stats.reconciles);
+                int r = reconcile(sc, key, &err);
+                if (r < 0) {
+                        bump(sc, &sc->stats.reconcile_errors);
+                        if (r != -EAGAIN)
+                                log_kv(LOG_LEVEL_WARN, "reconcile failed; will retry", "vm", key, "error",
+                                       err ? err->msg : strerror(-r), NULL);
+                        kube_workqueue_add_rate_limited(sc->queue, key);
+                } else
+                        kube_workqueue_forget(sc->queue, key);
+                kube_workqueue_done(sc->queue, key);
+        }
+        return NULL;
+}
+
+static void started_leading(void *ud) {
+        state_controller *sc = ud;
+        log_kv(LOG_LEVEL_INFO, "became the state controller's leader", "identity", sc->identity, NULL);
+        atomic_store(&sc->leader, true);
+        enqueue_all(sc);
+}
+
+static void stopped_leading(void *ud) {
+        state_controller *sc = ud;
+        log_kv(LOG_LEVEL_INFO, "no longer the state controller's leader", "identity", sc->identity, NULL);
+        atomic_store(&sc->leader, false);
+}
+
+int state_controller_new(kube_client *c, const agent_config *cfg, const char *identity, state_controller **ret,
+                         vt_error **err) {
+        state_controller *sc = xnew(state_controller, 1);
+        sc->client = c;
+        sc->cfg = cfg;
+        sc->identity = xstrdup(identity);
+        pthread_mutex_init(&sc->stats_lock, NULL);
+        /* Failures back off per VM; the token bucket would only slow a burst of 5,000. */
+        kube_workqueue_options qo = {.base_delay = 50 * USEC_PER_MSEC, .max_delay = 300 * USEC_PER_SEC,
+                                     .disable_bucket = true};
+        sc->queue = kube_workqueue_new(&qo);
+        sc->recorder = kube_recorder_new(c, CONTROLLER_NAME, identity);
+
+        struct {
+                const kube_resource *res;
+                kube_informer_options o;
+                kube_informer_handlers h;
+        } defs[_INF_MAX] = {
+                [INF_VM] = {&res_vm, {0}, {on_vm, on_vm_update, on_vm, trim_vm}},
+                [INF_PVC] = {&res_pvc, {0}, {on_pvc, on_pvc_update, on_pvc, trim_pvc}},
+                [INF_SC] = {&res_sc, {0}, {on_global, on_global_update, on_global, trim_sc}},
+                [INF_KUBEVIRT] = {&res_kubevirt, {.optional = true}, {on_global, on_global_update, on_global, trim_spec}},
+                [INF_HCO] = {&res_hco, {.optional = true}, {on_global, on_global_update, on_global, trim_spec}},
+                [INF_POD] = {&res_pod, {.label_selector = "kubevirt.io=virt-launcher", .index_label = "vm.kubevirt.io/name"},
+                             {on_pod, on_pod_update, on_pod, trim_pod}},
+                [INF_TPMSTATE] = {&res_tpmstate, {.label_selector = LABEL_MANAGED_BY "=" LABEL_MANAGER_VALUE},
+                                  {on_tpmstate, on_tpmstate_update, on_tpmstate, NULL}},
+        };
+        for (int i = 0; i < _INF_MAX; i++) {
+                defs[i].h.userdata = sc;
+                defs[i].h.on_error = on_informer_error;
+                kube_informer_new(c, defs[i].res, &defs[i].o, &defs[i].h, &sc->inf[i]);
+        }
+        kube_elector_options eo = {.namespace = cfg->namespace, .name = cfg->state.lease_name, .identity = identity,
+                                   .on_started_leading = started_leading, .on_stopped_leading = stopped_leading,
+                                   .userdata = sc};
+        int r = kube_elector_new(c, &eo, &sc->elector, err);
+        if (r < 0) {
+                state_controller_free(sc);
+                return r;
+        }
+        *ret = sc;
+        return 0;
+}
+
+int state_controller_start(state_controller *sc, vt_error **err) {
+        for (int i = 0; i < _INF_MAX; i++) {
+                int r = kube_informer_start(sc->inf[i], err);
+                if (r < 0)
+                        return r;
+        }
+        for (int i = 0; i < _INF_MAX; i++)
+                if (kube_informer_wait_synced(sc->inf[i], 300 * USEC_PER_SEC) < 0)
+                        return vt_error_set(err, ETIMEDOUT, "the state controller's caches did not fill within 5 minutes");
+        sc->n_workers = sc->cfg->state.workers;
+        sc->workers = xnew(pthread_t, (size_t)sc->n_workers);
+        for (int i = 0; i < sc->n_workers; i++)
+                pthread_create(&sc->workers[i], NULL, worker, sc);
+        return kube_elector_start(sc->elector, err);
+}
+
+bool state_controller_synced(state_controller *sc) {
+        for (int i = 0; i < _INF_MAX; i++)
+                if (!kube_informer_has_synced(sc->inf[i]))
+                        return false;
+        return true;
+}
+
+void state_controller_stop(state_controller *sc) {
+        if (!sc)
+                return;
+        kube_workqueue_shutdown(sc->queue);
+        for (int i = 0; sc->workers && i < sc->n_workers; i++)
+                pthread_join(sc->workers[i], NULL);
+        free(sc->workers);
+        sc->workers = NULL;
+        sc->n_workers = 0;
+        kube_elector_stop(sc->elector); /* releases the Lease: a stand-by takes over at once */
+        for (int i = 0; i < _INF_MAX; i++)
+                kube_informer_stop(sc->inf[i]);
+}
+
+void state_controller_free(state_controller *sc) {
+        if (!sc)
+                return;
+        state_controller_stop(sc);
+        kube_elector_free(sc->elector);
+        for (int i = 0; i < _INF_MAX; i++)
+                kube_informer_free(sc->inf[i]);
+        kube_recorder_free(sc->recorder);
+        kube_workqueue_free(sc->queue);
+        pthread_mutex_destroy(&sc->stats_lock);
+        free(sc->identity);
+        free(sc);
+}
+
+void state_controller_get_stats(state_controller *sc, state_controller_stats *ret) {
+        pthread_mutex_lock(&sc->stats_lock);
+        *ret = sc->stats;
+        pthread_mutex_unlock(&sc->stats_lock);
+        ret->queue_depth = kube_workqueue_len(sc->queue);
+        ret->leader = atomic_load(&sc->leader);
+}

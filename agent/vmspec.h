@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What a VirtualMachine asks of its TPM, and the names derived from it.
+ * Pure functions over JSON: no I/O, so every rule has a unit test. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "base/error.h"
+
+#define STATE_PVC_PREFIX "persistent-state-for-"
+#define LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
+#define LABEL_MANAGER_VALUE "vtpm-agent"
+#define LABEL_VM "vtpm-agent.io/vm"
+#define ANNOTATION_VM_NAME "vtpm-agent.io/vm-name"
+
+typedef enum tpm_source { TPM_SOURCE_NONE, TPM_SOURCE_VM, TPM_SOURCE_PREFERENCE } tpm_source;
+
+typedef struct tpm_intent {
+        bool has_tpm;    /* the VM gets a vTPM at all */
+        bool persistent; /* its state must survive stops */
+        tpm_source source;
+        char *invalid;   /* non-NULL: the spec is malformed; says how (no secrets) */
+} tpm_intent;
+
+/* Read spec.template.spec.domain.devices.tpm from a (full or trimmed) VM.
+ * `enabled: false` means no TPM; a non-boolean `persistent` or `enabled` is
+ * invalid input. Preferences are applied by the caller (preferences.c). */
+void vm_tpm_intent(json_t *vm, tpm_intent *ret);
+void tpm_intent_done(tpm_intent *t);
+
+/* persistent-state-for-<vm>, or, past the 253-character limit of an object
+ * name, a deterministic shortened form ending in a hash of the VM's name. */
+char *state_pvc_name(const char *vm_name);
+/* A label value (max 63 characters) naming the VM: the name itself when it
+ * fits, else a shortened form with a hash suffix. */
+char *vm_label_value(const char *vm_name);
+
+/* Keep only what the controllers read of a VM (the informer's transform). */
+json_t *vm_trim(json_t *vm);
+/* The same for PVCs, StorageClasses, pods and other objects it caches. */
+json_t *pvc_trim(json_t *pvc);
+json_t *metadata_trim(json_t *obj, const char *const *keep_top_level);
+
+/* The controlling ownerReference's uid, kind and name, or NULL. */
+json_t *controller_ref(json_t *obj);
