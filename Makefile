@@ -22,7 +22,7 @@ BASEFLAGS = -std=gnu17 -D_GNU_SOURCE $(WARN) -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_
 CFLAGS_RELEASE := $(BASEFLAGS) -O2 -g $(HARDEN)
 CFLAGS_ASAN    := $(BASEFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                   -fno-sanitize-recover=undefined
-LDLIBS         := $(PKG_LIBS) -lcap -pthread
+LDLIBS         := $(PKG_LIBS) -lcap -lm -pthread
 
 LIB_SRCS   := $(sort $(wildcard pkg/*/*.c))
 AGENT_SRCS := $(sort $(filter-out agent/main.c,$(wildcard agent/*.c)))

@@ -15,6 +15,8 @@
 #include "kube/client.h"
 #include "kube/config.h"
 #include "config.h"
+#include "http_server.h"
+#include "metrics/metrics.h"
 #include "state_controller.h"
 
 static void usage(FILE *f) {
@@ -88,6 +90,58 @@ static char *default_identity(void) {
         return xasprintf("%s_%d", host, (int)getpid());
 }
 
+typedef struct agent {
+        kube_client *client;
+        state_controller *sc;
+        vt_metrics *metrics;
+} agent;
+
+static void collect(vt_metrics *m, void *ud) {
+        agent *a = ud;
+        kube_client_stats cs;
+        kube_client_get_stats(a->client, &cs);
+        for (int v = 0; v < _KUBE_VERB_MAX; v++) {
+                _cleanup_free_ char *l = xasprintf("verb=\"%s\"", kube_verb_name(v));
+                vt_counter_set(m, "vtpm_agent_api_requests_total", "Requests sent to the API server, by verb.", l,
+                               (double)cs.requests[v]);
+        }
+        vt_counter_set(m, "vtpm_agent_api_errors_total", "Requests to the API server that failed.", NULL,
+                       (double)cs.errors);
+        vt_counter_set(m, "vtpm_agent_token_reloads_total", "Rotated service-account tokens re-read.", NULL,
+                       (double)cs.token_reloads);
+        if (a->sc) {
+                state_controller_stats s;
+                state_controller_get_stats(a->sc, &s);
+                const char *l = "controller=\"state\"";
+                vt_counter_set(m, "vtpm_agent_reconciles_total", "Reconciles run.", l, (double)s.reconciles);
+                vt_counter_set(m, "vtpm_agent_reconcile_errors_total", "Reconciles that failed and were requeued.", l,
+                               (double)s.reconcile_errors);
+                vt_gauge_set(m, "vtpm_agent_workqueue_depth", "Keys waiting in the work queue.", l, (double)s.queue_depth);
+                vt_gauge_set(m, "vtpm_agent_leader", "1 while this replica is the state controller's writer.", NULL,
+                             (double)s.leader);
+                vt_counter_set(m, "vtpm_agent_state_pvcs_created_total", "State PVCs created.", NULL,
+                               (double)s.pvcs_created);
+                vt_counter_set(m, "vtpm_agent_tpmstates_created_total", "TPMState objects created.", NULL,
+                               (double)s.tpmstates_created);
+                vt_counter_set(m, "vtpm_agent_status_updates_total", "TPMState status writes.", NULL,
+                               (double)s.status_updates);
+                vt_counter_set(m, "vtpm_agent_events_total", "Events recorded.", NULL, (double)s.events);
+        }
+}
+
+static bool healthz(void *ud, char **detail) {
+        return true; /* the process answers: its threads are alive */
+}
+
+static bool readyz(void *ud, char **detail) {
+        agent *a = ud;
+        if (a->sc && !state_controller_synced(a->sc)) {
+                *detail = xstrdup("state controller caches not synced yet");
+                return false;
+        }
+        return true;
+}
+
 /* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
  * thread and taken here with sigwait(), so no handler races the workers.
  * Stopping never stops a VM's swtpm: those processes are not our children. */
@@ -101,11 +155,33 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
 
         _cleanup_free_ char *identity = identity_opt ? xstrdup(identity_opt) : default_identity();
         _cleanup_(state_controller_freep) state_controller *sc = NULL;
+        _cleanup_(vt_metrics_freep) vt_metrics *metrics = vt_metrics_new();
+        agent a = {client, NULL, metrics};
+        vt_metrics_add_collector(metrics, collect, &a);
+        http_server *http = NULL;
+        if (cfg->http.listen && *cfg->http.listen) {
+                _cleanup_error_ vt_error *err = NULL;
+                if (http_server_start(cfg->http.listen, metrics, healthz, readyz, &a, &http, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot serve /metrics, /healthz, /readyz", "error", err->msg, NULL);
+                        return 1;
+                }
+                _cleanup_free_ char *port = xasprintf("%d", http_server_port(http));
+                log_kv(LOG_LEVEL_INFO, "serving /metrics, /healthz and /readyz", "listen", cfg->http.listen, "port",
+                       port, NULL);
+        }
+        int rc = 0;
         if (cfg->state.enabled) {
                 _cleanup_error_ vt_error *err = NULL;
-                if (state_controller_new(client, cfg, identity, &sc, &err) < 0 || state_controller_start(sc, &err) < 0) {
+                if (state_controller_new(client, cfg, identity, &sc, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot set up the state controller", "error", err->msg, NULL);
+                        rc = 1;
+                        goto out;
+                }
+                a.sc = sc;
+                if (state_controller_start(sc, &err) < 0) {
                         log_kv(LOG_LEVEL_ERROR, "cannot start the state controller", "error", err->msg, NULL);
-                        return 1;
+                        rc = 1;
+                        goto out;
                 }
                 log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease",
                        cfg->state.lease_name, "namespace", cfg->namespace, NULL);
@@ -113,9 +189,12 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
         int sig = 0;
         sigwait(&set, &sig);
         log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+out:
+        http_server_stop(http);
         state_controller_stop(sc);
-        log_kv(LOG_LEVEL_INFO, "stopped cleanly", NULL);
-        return 0;
+        if (rc == 0)
+                log_kv(LOG_LEVEL_INFO, "stopped cleanly", NULL);
+        return rc;
 }
 
 int main(int argc, char **argv) {
