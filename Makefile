@@ -78,6 +78,10 @@ $(BUILD)/asan/test/unit/%: $(BUILD)/asan/test/unit/%.o $(BUILD)/libvtpm-asan.a
 # Small C helpers the test bed needs (not product code).
 $(BUILD)/tools/%: test/tools/%.c $(BUILD)/libvtpm.a
 	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $(HARDLD) $< $(BUILD)/libvtpm.a $(LDLIBS) -o $@
+
+$(BUILD)/tools/tpm-guest-bridge: test/tools/tpm-guest-bridge.c
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $(HARDLD) $^ $(LDLIBS) -o $@
 
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/asan/test/unit/%,$(UNIT_SRCS))

@@ -44,6 +44,9 @@ static const field node_fields[] = {
         {"socketDir", F_ABSPATH, OFF(node.socket_dir)},
         {"swtpmStateDir", F_ABSPATH, OFF(node.swtpm_state_dir)},
         {"swtpmUser", F_STRING, OFF(node.swtpm_user)},
+        {"swtpmSocketDir", F_ABSPATH, OFF(node.swtpm_socket_dir)},
+        {"runDir", F_ABSPATH, OFF(node.run_dir)},
+        {"attachmentImage", F_STRING, OFF(node.attachment_image)},
         {"maxConcurrentStarts", F_INT, OFF(node.max_concurrent_starts), .min = 1, .max = 1024},
         {0},
 };
@@ -91,6 +94,9 @@ agent_config *agent_config_new_default(void) {
         c->node.socket_dir = xstrdup("/var/run/kubevirt/sockets");
         c->node.swtpm_state_dir = xstrdup("/var/lib/libvirt/swtpm");
         c->node.swtpm_user = xstrdup("tss");
+        c->node.swtpm_socket_dir = xstrdup("/var/run/vtpm");
+        c->node.run_dir = xstrdup("/run/vtpm-agent");
+        c->node.attachment_image = xstrdup("registry.k8s.io/pause:3.10");
         c->node.max_concurrent_starts = 4;
         c->keys.provider = xstrdup("secret");
         c->http.listen = xstrdup("127.0.0.1:9464");
@@ -113,6 +119,9 @@ void agent_config_free(agent_config *c) {
         free(c->node.socket_dir);
         free(c->node.swtpm_state_dir);
         free(c->node.swtpm_user);
+        free(c->node.swtpm_socket_dir);
+        free(c->node.run_dir);
+        free(c->node.attachment_image);
         free(c->keys.provider);
         free(c->keys.kmip_endpoint);
         free(c->keys.kmip_ca_file);

@@ -32,6 +32,9 @@ typedef struct agent_config {
                 char *socket_dir;
                 char *swtpm_state_dir;
                 char *swtpm_user;
+                char *swtpm_socket_dir; /* inside the launcher: control sockets */
+                char *run_dir;          /* on the node: records of running swtpm, for adoption */
+                char *attachment_image; /* image of the per-VM attachment pod */
                 int max_concurrent_starts;
         } node;
         struct {

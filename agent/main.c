@@ -17,6 +17,7 @@
 #include "config.h"
 #include "http_server.h"
 #include "metrics/metrics.h"
+#include "node_controller.h"
 #include "state_controller.h"
 
 static void usage(FILE *f) {
@@ -93,6 +94,7 @@ static char *default_identity(void) {
 typedef struct agent {
         kube_client *client;
         state_controller *sc;
+        node_controller *nc;
         vt_metrics *metrics;
 } agent;
 
@@ -127,6 +129,22 @@ static void collect(vt_metrics *m, void *ud) {
                                (double)s.status_updates);
                 vt_counter_set(m, "vtpm_agent_events_total", "Events recorded.", NULL, (double)s.events);
         }
+        if (a->nc) {
+                node_controller_stats n;
+                node_controller_get_stats(a->nc, &n);
+                vt_gauge_set(m, "vtpm_agent_launchers", "virt-launchers on this node.", NULL, (double)n.launchers);
+                vt_gauge_set(m, "vtpm_agent_swtpm_processes", "swtpm processes supervised on this node.", NULL,
+                             (double)n.swtpm_running);
+                vt_counter_set(m, "vtpm_agent_swtpm_provisions_total", "First-boot provisions (swtpm_setup).", NULL,
+                               (double)n.provisions);
+                vt_counter_set(m, "vtpm_agent_swtpm_starts_total", "swtpm starts.", NULL, (double)n.starts);
+                vt_counter_set(m, "vtpm_agent_swtpm_adoptions_total", "Running swtpm adopted after an agent restart.",
+                               NULL, (double)n.adoptions);
+                vt_counter_set(m, "vtpm_agent_swtpm_stops_total", "swtpm stopped when its launcher went.", NULL,
+                               (double)n.stops);
+                vt_counter_set(m, "vtpm_agent_swtpm_refusals_total",
+                               "swtpm starts refused (mount, state, lock, version).", NULL, (double)n.refusals);
+        }
 }
 
 static bool healthz(void *ud, char **detail) {
@@ -137,6 +155,10 @@ static bool readyz(void *ud, char **detail) {
         agent *a = ud;
         if (a->sc && !state_controller_synced(a->sc)) {
                 *detail = xstrdup("state controller caches not synced yet");
+                return false;
+        }
+        if (a->nc && !node_controller_synced(a->nc)) {
+                *detail = xstrdup("node controller cache not synced yet");
                 return false;
         }
         return true;
@@ -155,8 +177,9 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
 
         _cleanup_free_ char *identity = identity_opt ? xstrdup(identity_opt) : default_identity();
         _cleanup_(state_controller_freep) state_controller *sc = NULL;
+        _cleanup_(node_controller_freep) node_controller *nc = NULL;
         _cleanup_(vt_metrics_freep) vt_metrics *metrics = vt_metrics_new();
-        agent a = {client, NULL, metrics};
+        agent a = {client, NULL, NULL, metrics};
         vt_metrics_add_collector(metrics, collect, &a);
         http_server *http = NULL;
         if (cfg->http.listen && *cfg->http.listen) {
@@ -186,11 +209,34 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
                 log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease",
                        cfg->state.lease_name, "namespace", cfg->namespace, NULL);
         }
+        if (cfg->node.enabled && (!cfg->node_name || !*cfg->node_name))
+                log_kv(LOG_LEVEL_WARN, "node controller not started: this node's name is unknown (set NODE_NAME, as "
+                                       "the DaemonSet does, or nodeName in the configuration)",
+                       NULL);
+        else if (cfg->node_name && *cfg->node_name) {
+                /* With node.enabled false the controller still labels the node as
+                 * offering no vTPM, and starts nothing. */
+                _cleanup_error_ vt_error *err = NULL;
+                if (node_controller_new(client, cfg, metrics, &nc, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot set up the node controller", "error", err->msg, NULL);
+                        rc = 1;
+                        goto out;
+                }
+                a.nc = nc;
+                if (node_controller_start(nc, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot start the node controller", "error", err->msg, NULL);
+                        rc = 1;
+                        goto out;
+                }
+                log_kv(LOG_LEVEL_INFO, "node controller running", "node", cfg->node_name, "enabled",
+                       cfg->node.enabled ? "true" : "false", NULL);
+        }
         int sig = 0;
         sigwait(&set, &sig);
         log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
 out:
         http_server_stop(http);
+        node_controller_stop(nc); /* never stops a VM's swtpm */
         state_controller_stop(sc);
         if (rc == 0)
                 log_kv(LOG_LEVEL_INFO, "stopped cleanly", NULL);

@@ -72,3 +72,10 @@ static inline void fclosep(FILE **f) {
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
 }
+
+/* jansson references: `_cleanup_json_ json_t *o = NULL;` (include <jansson.h> first). */
+#define _cleanup_json_ _cleanup_(vt_json_unrefp)
+#define DEFINE_JSON_CLEANUP                                                                        \
+        static inline void vt_json_unrefp(json_t **p) {                                            \
+                json_decref(*p);                                                                   \
+        }

@@ -1,0 +1,910 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "node_controller.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/fileio.h"
+#include "base/hashmap.h"
+#include "base/log.h"
+#include "kube/events.h"
+#include "kube/informer.h"
+#include "kube/workqueue.h"
+#include "mount/mountpoint.h"
+#include "mount/nsmount.h"
+#include "proc/proc.h"
+#include "swtpm_runtime.h"
+#include "vmspec.h"
+
+DEFINE_JSON_CLEANUP
+
+static const kube_resource res_pod = {"", "v1", "pods", true};
+static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
+static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
+static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
+static const kube_resource res_lease = {"coordination.k8s.io", "v1", "leases", true};
+static const kube_resource res_node = {"", "v1", "nodes", false};
+
+#define LABEL_ATTACHMENT_FOR "vtpm-agent.io/attachment-for"
+#define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
+#define ANN_TPM_MODEL "vtpm-agent.io/tpm-model"
+#define TICK_USEC (3 * USEC_PER_SEC)
+
+/* What the agent knows of one launcher; persisted under run_dir so a
+ * restarted agent adopts its swtpm instead of starting another. */
+typedef struct launcher {
+        char *key;            /* ns/pod */
+        char *pod_uid;
+        char *vm_name, *vm_uid, *ns;
+        pid_t pid;            /* the launcher's process */
+        uint64_t pid_start;
+        pid_t swtpm_pid;
+        uint64_t swtpm_start;
+        char *ctrl_path;      /* inside the launcher's namespace */
+        char *attach_pod;     /* attachment pod name, if persistent */
+        bool persistent;
+        bool lease_held;
+        json_t *reported;     /* the nodeState last written */
+} launcher;
+
+struct node_controller {
+        kube_client *client;
+        const agent_config *cfg;
+        vt_metrics *metrics;
+        char *node;
+        kube_informer *pods;
+        kube_workqueue *queue;
+        kube_recorder *recorder;
+        pthread_t *workers;
+        int n_workers;
+        pthread_t ticker;
+        atomic_bool stopping;
+        bool ticker_started;
+        pthread_mutex_t lock; /* launchers, stats */
+        vt_hashmap *launchers;
+        node_controller_stats stats;
+        uid_t swtpm_uid;
+        gid_t swtpm_gid;
+};
+
+static void launcher_free(void *p) {
+        launcher *l = p;
+        if (!l)
+                return;
+        free(l->key);
+        free(l->pod_uid);
+        free(l->vm_name);
+        free(l->vm_uid);
+        free(l->ns);
+        free(l->ctrl_path);
+        free(l->attach_pod);
+        json_decref(l->reported);
+        free(l);
+}
+
+static const char *md(json_t *o, const char *k) {
+        return json_string_value(json_object_get(json_object_get(o, "metadata"), k));
+}
+
+static void stat_inc(node_controller *nc, uint64_t *f, int64_t d) {
+        pthread_mutex_lock(&nc->lock);
+        *f += (uint64_t)d;
+        pthread_mutex_unlock(&nc->lock);
+}
+
+/* ---- persistence of launcher records (for adoption) ---- */
+
+static char *record_path(node_controller *nc, const char *pod_uid) {
+        return xasprintf("%s/launchers/%s.json", nc->cfg->node.run_dir, pod_uid);
+}
+
+static void record_save(node_controller *nc, const launcher *l) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:b}", "key", l->key, "podUID",
+                              l->pod_uid, "vmName", l->vm_name, "vmUID", l->vm_uid, "namespace", l->ns, "pid",
+                              (json_int_t)l->pid, "pidStart", (json_int_t)l->pid_start, "swtpmPid",
+                              (json_int_t)l->swtpm_pid, "swtpmStart", (json_int_t)l->swtpm_start, "ctrlPath",
+                              l->ctrl_path, "attachPod", l->attach_pod, "persistent", l->persistent);
+        _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        _cleanup_free_ char *dir = xasprintf("%s/launchers", nc->cfg->node.run_dir);
+        mkdir(nc->cfg->node.run_dir, 0700);
+        mkdir(dir, 0700);
+        _cleanup_free_ char *p = record_path(nc, l->pod_uid);
+        _cleanup_error_ vt_error *err = NULL;
+        if (write_file_atomic(p, text, strlen(text), 0600, &err) < 0)
+                log_kv(LOG_LEVEL_WARN, "cannot record a running swtpm; a restarted agent would not adopt it", "error",
+                       err->msg, NULL);
+}
+
+static void record_remove(node_controller *nc, const char *pod_uid) {
+        _cleanup_free_ char *p = record_path(nc, pod_uid);
+        unlink(p);
+}
+
+static void records_load(node_controller *nc) {
+        _cleanup_free_ char *dir = xasprintf("%s/launchers", nc->cfg->node.run_dir);
+        DIR *d = opendir(dir);
+        if (!d)
+                return;
+        for (struct dirent *de; (de = readdir(d));) {
+                if (de->d_name[0] == '.' || !strstr(de->d_name, ".json"))
+                        continue;
+                _cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
+                json_t *j = json_load_file(p, 0, NULL);
+                const char *key = json_string_value(json_object_get(j, "key"));
+                if (!key || !json_string_value(json_object_get(j, "podUID"))) {
+                        json_decref(j);
+                        continue;
+                }
+                launcher *l = xnew(launcher, 1);
+                l->key = xstrdup(key);
+                l->pod_uid = xstrdup(json_string_value(json_object_get(j, "podUID")));
+                l->vm_name = xstrdup(json_string_value(json_object_get(j, "vmName")) ?: "");
+                l->vm_uid = xstrdup(json_string_value(json_object_get(j, "vmUID")) ?: "");
+                l->ns = xstrdup(json_string_value(json_object_get(j, "namespace")) ?: "");
+                l->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
+                l->pid_start = (uint64_t)json_integer_value(json_object_get(j, "pidStart"));
+                l->swtpm_pid = (pid_t)json_integer_value(json_object_get(j, "swtpmPid"));
+                l->swtpm_start = (uint64_t)json_integer_value(json_object_get(j, "swtpmStart"));
+                const char *cp = json_string_value(json_object_get(j, "ctrlPath"));
+                const char *ap = json_string_value(json_object_get(j, "attachPod"));
+                l->ctrl_path = cp ? xstrdup(cp) : NULL;
+                l->attach_pod = ap ? xstrdup(ap) : NULL;
+                l->persistent = json_is_true(json_object_get(j, "persistent"));
+                l->lease_held = l->persistent;
+                json_decref(j);
+                pthread_mutex_lock(&nc->lock);
+                vt_hashmap_put(nc->launchers, l->key, l);
+                pthread_mutex_unlock(&nc->lock);
+        }
+        closedir(d);
+}
+
+/* ---- reporting ---- */
+
+static void report(node_controller *nc, launcher *l, const char *phase, const char *reason, const char *message,
+                   bool warn) {
+        json_t *ns = json_pack("{s:s, s:s, s:s, s:s, s:s}", "node", nc->node, "launcher", l->key, "phase", phase,
+                               "reason", reason, "message", message ? message : "");
+        if (l->swtpm_pid > 0)
+                json_object_set_new(ns, "swtpmPid", json_integer(l->swtpm_pid));
+        if (l->reported && json_equal(l->reported, ns)) {
+                json_decref(ns);
+                return; /* said already: no write */
+        }
+        json_t *patch = json_pack("{s:{s:O}}", "status", "nodeState", ns);
+        _cleanup_free_ char *path = kube_path(&res_tpmstate, l->ns, l->vm_name, "status");
+        _cleanup_error_ vt_error *err = NULL;
+        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &err) < 0 &&
+            !(err && err->code == ENOENT))
+                log_kv(LOG_LEVEL_WARN, "cannot report node state", "vm", l->vm_name, "error", err->msg, NULL);
+        json_decref(patch);
+        json_decref(l->reported);
+        l->reported = ns;
+        kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", l->ns, l->vm_name, l->vm_uid && *l->vm_uid ? l->vm_uid : NULL};
+        _cleanup_error_ vt_error *eerr = NULL;
+        (void)kube_record(nc->recorder, &ref, warn ? KUBE_EVENT_WARNING : KUBE_EVENT_NORMAL, reason,
+                          warn ? "Refuse" : "Start", message ? message : reason, &eerr);
+        log_kv(warn ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, message ? message : reason, "vm", l->vm_name, "namespace", l->ns,
+               "reason", reason, NULL);
+}
+
+/* ---- the per-VM state lock: one swtpm per state, cluster-wide ---- */
+
+static char *lease_name(const char *vm_uid) {
+        return xasprintf("vtpm-state-%s", vm_uid);
+}
+
+/* Take the VM's state lock for this launcher. A holder whose launcher pod
+ * still exists (same uid, not finished) keeps it: -EBUSY naming it. */
+static int lock_state(node_controller *nc, launcher *l, char **ret_holder, vt_error **err) {
+        _cleanup_free_ char *name = lease_name(l->vm_uid);
+        _cleanup_free_ char *path = kube_path(&res_lease, nc->cfg->namespace, name, NULL);
+        _cleanup_free_ char *me = xasprintf("%s/%s/%s", nc->node, l->key, l->pod_uid);
+        json_t *cur = NULL;
+        int r = kube_get(nc->client, path, &cur, NULL);
+        if (r == -ENOENT) {
+                json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s}}", "apiVersion", "coordination.k8s.io/v1",
+                                        "kind", "Lease", "metadata", "name", name, "namespace", nc->cfg->namespace,
+                                        "spec", "holderIdentity", me);
+                _cleanup_free_ char *coll = kube_path(&res_lease, nc->cfg->namespace, NULL, NULL);
+                r = kube_create(nc->client, coll, obj, NULL, err);
+                json_decref(obj);
+                if (r == -EEXIST)
+                        return -EAGAIN;
+                return r;
+        }
+        if (r < 0)
+                return vt_error_set(err, -r, "cannot read the state lock %s", name);
+        const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
+        if (holder && strcmp(holder, me) == 0) {
+                json_decref(cur);
+                return 0;
+        }
+        if (holder && *holder) {
+                /* node/ns/pod/uid: is that launcher still there? */
+                _cleanup_free_ char *h = xstrdup(holder);
+                char *p1 = strchr(h, '/'), *p2 = p1 ? strchr(p1 + 1, '/') : NULL, *p3 = p2 ? strchr(p2 + 1, '/') : NULL;
+                if (p1 && p2 && p3) {
+                        *p1 = *p2 = *p3 = '\0';
+                        _cleanup_free_ char *ppath = kube_path(&res_pod, p1 + 1, p2 + 1, NULL);
+                        json_t *pod = NULL;
+                        int pr = kube_get(nc->client, ppath, &pod, NULL);
+                        const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
+                        bool live = pr == 0 && md(pod, "uid") && strcmp(md(pod, "uid"), p3 + 1) == 0 &&
+                                    !(phase && (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0));
+                        json_decref(pod);
+                        if (live || (pr < 0 && pr != -ENOENT)) {
+                                *ret_holder = xasprintf("launcher %s/%s on node %s", p1 + 1, p2 + 1, h);
+                                json_decref(cur);
+                                return -EBUSY;
+                        }
+                }
+        }
+        json_object_set_new(json_object_get(cur, "spec"), "holderIdentity", json_string(me));
+        r = kube_update(nc->client, path, cur, NULL, err);
+        json_decref(cur);
+        return r == -ESTALE ? -EAGAIN : r;
+}
+
+static void unlock_state(node_controller *nc, launcher *l) {
+        if (!l->vm_uid || !*l->vm_uid)
+                return;
+        _cleanup_free_ char *name = lease_name(l->vm_uid);
+        _cleanup_free_ char *path = kube_path(&res_lease, nc->cfg->namespace, name, NULL);
+        _cleanup_free_ char *me = xasprintf("%s/%s/%s", nc->node, l->key, l->pod_uid);
+        json_t *cur = NULL;
+        if (kube_get(nc->client, path, &cur, NULL) == 0) {
+                const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
+                if (holder && strcmp(holder, me) == 0) {
+                        json_object_set_new(json_object_get(cur, "spec"), "holderIdentity", json_string(""));
+                        (void)kube_update(nc->client, path, cur, NULL, NULL);
+                }
+        }
+        json_decref(cur);
+        l->lease_held = false;
+}
+
+/* ---- the attachment pod: the kubelet publishes the state PVC for it ---- */
+
+static char *attach_name(const char *pod_uid) {
+        return xasprintf("vtpm-attach-%s", pod_uid);
+}
+
+/* Returns 1 when the pod runs (published), 0 while waiting, < 0 on error. */
+static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_pod, const char *pvc,
+                             json_t **ret_pod, vt_error **err) {
+        _cleanup_free_ char *name = attach_name(l->pod_uid);
+        _cleanup_free_ char *path = kube_path(&res_pod, l->ns, name, NULL);
+        json_t *pod = NULL;
+        int r = kube_get(nc->client, path, &pod, NULL);
+        if (r == -ENOENT) {
+                _cleanup_free_ char *label = vm_label_value(l->vm_name);
+                json_t *obj = json_pack(
+                        "{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s, s:s}, s:[{s:s, s:s, s:s, s:s, s:b, s:b}]}, "
+                        "s:{s:s, s:s, s:[{s:s}], s:[{s:s, s:s, s:s, s:[{s:s, s:s}]}], s:[{s:s, s:{s:s}}], s:I}}",
+                        "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", l->ns, "labels",
+                        LABEL_ATTACHMENT_FOR, l->pod_uid, LABEL_VM, label, LABEL_MANAGED_BY, LABEL_MANAGER_VALUE,
+                        "ownerReferences", "apiVersion", "v1", "kind", "Pod", "name", md(launcher_pod, "name"), "uid",
+                        l->pod_uid, "controller", 1, "blockOwnerDeletion", 0, "spec", "nodeName", nc->node,
+                        "restartPolicy", "Always", "tolerations", "operator", "Exists", "containers", "name", "hold",
+                        "image", nc->cfg->node.attachment_image, "imagePullPolicy", "IfNotPresent", "volumeMounts",
+                        "name", "state", "mountPath", "/state", "volumes", "name", "state", "persistentVolumeClaim",
+                        "claimName", pvc, "terminationGracePeriodSeconds", (json_int_t)1);
+                _cleanup_free_ char *coll = kube_path(&res_pod, l->ns, NULL, NULL);
+                r = kube_create(nc->client, coll, obj, NULL, err);
+                json_decref(obj);
+                if (r < 0 && r != -EEXIST)
+                        return r;
+                free(l->attach_pod);
+                l->attach_pod = xstrdup(name);
+                return 0;
+        }
+        if (r < 0)
+                return vt_error_set(err, -r, "cannot read attachment pod %s", name);
+        free(l->attach_pod);
+        l->attach_pod = xstrdup(name);
+        const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
+        if (phase && strcmp(phase, "Running") == 0) {
+                *ret_pod = pod;
+                return 1;
+        }
+        json_decref(pod);
+        return 0;
+}
+
+static void delete_attachment(node_controller *nc, launcher *l) {
+        if (!l->attach_pod)
+                return;
+        _cleanup_free_ char *path = kube_path(&res_pod, l->ns, l->attach_pod, NULL);
+        _cleanup_error_ vt_error *err = NULL;
+        int r = kube_delete(nc->client, path, NULL, NULL, "Background", &err);
+        if (r < 0 && r != -ENOENT)
+                log_kv(LOG_LEVEL_WARN, "cannot delete attachment pod", "pod", l->attach_pod, "error", err->msg, NULL);
+}
+
+/* The PVC as the kubelet published it for the attachment pod:
+ * <root>/pods/<uid>/volumes/<plugin>/<pv>[/mount], a mount point. */
+static char *published_path(node_controller *nc, const char *attach_uid, const char *pv) {
+        _cleanup_free_ char *vols = xasprintf("%s/pods/%s/volumes", nc->cfg->node.kubelet_root, attach_uid);
+        DIR *d = opendir(vols);
+        if (!d)
+                return NULL;
+        char *found = NULL;
+        for (struct dirent *de; !found && (de = readdir(d));) {
+                if (de->d_name[0] == '.')
+                        continue;
+                const char *cands[] = {"", "/mount"};
+                for (size_t i = 0; !found && i < ELEMENTSOF(cands); i++) {
+                        _cleanup_free_ char *p = xasprintf("%s/%s/%s%s", vols, de->d_name, pv, cands[i]);
+                        if (is_mount_point(p, NULL) > 0)
+                                found = TAKE_PTR(p);
+                }
+        }
+        closedir(d);
+        return found;
+}
+
+/* ---- swtpm's place in the launcher ---- */
+
+static int mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid) {
+        if (mkdir(path, mode) < 0 && errno != EEXIST)
+                return -errno;
+        if (chown(path, uid, gid) < 0)
+                return -errno;
+        return chmod(path, mode) < 0 ? -errno : 0;
+}
+
+/* Put swtpm in its launcher's cgroups, so it is accounted to the VM's pod
+ * and not killed when the agent's container is replaced. Best effort. */
+static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
+        _cleanup_free_ char *p = xasprintf("/proc/%d/cgroup", (int)launcher_pid);
+        _cleanup_free_ char *data = NULL;
+        if (read_full_file(p, 1 << 16, &data, NULL, NULL) < 0)
+                return;
+        char *save = NULL;
+        for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+                if (!c1 || !c2)
+                        continue;
+                *c2 = '\0';
+                const char *ctrls = c1 + 1, *cg = c2 + 1;
+                _cleanup_free_ char *procs = NULL;
+                if (!*ctrls)
+                        procs = xasprintf("/sys/fs/cgroup%s/cgroup.procs", cg);
+                else if (strncmp(ctrls, "name=", 5) == 0)
+                        procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls + 5, cg);
+                else
+                        procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls, cg);
+                int fd = open(procs, O_WRONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                        char pid[32];
+                        int n = snprintf(pid, sizeof(pid), "%d", (int)swtpm_pid);
+                        (void)!write(fd, pid, (size_t)n);
+                        close(fd);
+                }
+        }
+}
+
+/* ---- reconcile ---- */
+
+static void teardown(node_controller *nc, launcher *l) {
+        if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
+                _cleanup_free_ char *via = xasprintf("/proc/%d/root%s", (int)l->swtpm_pid, l->ctrl_path ? l->ctrl_path : "");
+                _cleanup_error_ vt_error *err = NULL;
+                if (swtpm_stop(l->swtpm_pid, l->swtpm_start, via, &err) < 0)
+                        log_kv(LOG_LEVEL_WARN, "swtpm did not stop cleanly", "vm", l->vm_name, "error", err->msg, NULL);
+                else
+                        log_kv(LOG_LEVEL_INFO, "swtpm stopped", "vm", l->vm_name, "launcher", l->key, NULL);
+                stat_inc(nc, &nc->stats.stops, 1);
+                stat_inc(nc, &nc->stats.swtpm_running, -1);
+        }
+        l->swtpm_pid = 0;
+        if (!l->persistent && l->pod_uid) {
+                /* Scratch state goes with its launcher, as KubeVirt's non-persistent TPM does. */
+                _cleanup_free_ char *scratch = xasprintf("%s/scratch/%s", nc->cfg->node.run_dir, l->pod_uid);
+                (void)umount2(scratch, MNT_DETACH);
+                _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", scratch);
+                (void)!system(cmd);
+        }
+        delete_attachment(nc, l);
+        if (l->lease_held || l->persistent)
+                unlock_state(nc, l);
+        record_remove(nc, l->pod_uid);
+}
+
+static bool pod_finished(json_t *pod) {
+        const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
+        if (phase && (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0))
+                return true;
+        return json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp") != NULL;
+}
+
+static launcher *launcher_get_or_new(node_controller *nc, const char *key, json_t *pod) {
+        pthread_mutex_lock(&nc->lock);
+        launcher *l = vt_hashmap_get(nc->launchers, key);
+        const char *uid = md(pod, "uid");
+        if (l && uid && strcmp(l->pod_uid, uid) != 0) {
+                /* Same name, new pod: the old one's leftovers go first (caller handles). */
+                l = NULL;
+        }
+        if (!l) {
+                l = xnew(launcher, 1);
+                l->key = xstrdup(key);
+                l->pod_uid = xstrdup(uid ? uid : "");
+                l->ns = xstrdup(md(pod, "namespace") ? md(pod, "namespace") : "");
+                const char *vm = json_string_value(
+                        json_object_get(json_object_get(json_object_get(pod, "metadata"), "labels"), "vm.kubevirt.io/name"));
+                l->vm_name = xstrdup(vm ? vm : "");
+                vt_hashmap_put(nc->launchers, key, l);
+                nc->stats.launchers = vt_hashmap_size(nc->launchers);
+        }
+        pthread_mutex_unlock(&nc->lock);
+        return l;
+}
+
+static void launcher_forget(node_controller *nc, const char *key) {
+        pthread_mutex_lock(&nc->lock);
+        vt_hashmap_remove(nc->launchers, key);
+        nc->stats.launchers = vt_hashmap_size(nc->launchers);
+        pthread_mutex_unlock(&nc->lock);
+}
+
+/* Bring a launcher's vTPM up: every check passes before swtpm starts. */
+static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **err) {
+        int r = 0;
+        _cleanup_json_ json_t *vm = NULL, *ts = NULL, *attach = NULL, *pvc = NULL;
+        _cleanup_free_ char *published = NULL, *host_state = NULL, *holder = NULL;
+        _cleanup_close_ int mntns = -1;
+        const char *vm_ns = l->ns;
+
+        /* Already running (ours, or adopted after a restart)? Leave it alone. */
+        if (l->swtpm_pid > 0) {
+                if (swtpm_alive(l->swtpm_pid, l->swtpm_start))
+                        return r;
+                report(nc, l, "Failed", "SwtpmExited",
+                       "swtpm exited while its launcher runs; the VM's TPM is gone until the VM restarts", true);
+                l->swtpm_pid = 0;
+                record_save(nc, l);
+                return r;
+        }
+        if (!*l->vm_name)
+                return r; /* not a KubeVirt launcher we can place */
+
+        /* What the cluster decided: the VM (uid, TPM asks) and its TPMState. */
+        _cleanup_free_ char *vm_path = kube_path(&res_vm, vm_ns, l->vm_name, NULL);
+        r = kube_get(nc->client, vm_path, &vm, err);
+        if (r < 0)
+                return r;
+        free(l->vm_uid);
+        l->vm_uid = xstrdup(md(vm, "uid") ? md(vm, "uid") : "");
+        _cleanup_free_ char *ts_path = kube_path(&res_tpmstate, vm_ns, l->vm_name, NULL);
+        if (kube_get(nc->client, ts_path, &ts, NULL) < 0) {
+                r = -EAGAIN; /* the state controller has not looked at this VM yet */
+                return r;
+        }
+        json_t *st = json_object_get(ts, "status");
+        tpm_intent intent;
+        vm_tpm_intent(vm, &intent);
+        bool has_tpm = intent.has_tpm, persistent = intent.persistent;
+        if (intent.source == TPM_SOURCE_NONE) {
+                /* A preference decided: the state controller's verdict says which. */
+                persistent = json_is_true(json_object_get(st, "persistent"));
+                has_tpm = persistent;
+        }
+        tpm_intent_done(&intent);
+        if (!has_tpm)
+                return r;
+        l->persistent = persistent;
+
+        json_t *ann = json_object_get(json_object_get(vm, "metadata"), "annotations");
+        const char *version = json_string_value(json_object_get(ann, ANN_TPM_VERSION));
+        const char *model = json_string_value(json_object_get(ann, ANN_TPM_MODEL));
+        if (!version)
+                version = "2.0";
+        if (!model)
+                model = "tpm-crb";
+        if ((strcmp(version, "2.0") != 0 && strcmp(version, "1.2") != 0) ||
+            (strcmp(model, "tpm-crb") != 0 && strcmp(model, "tpm-tis") != 0)) {
+                _cleanup_free_ char *m = xasprintf("TPM version \"%s\" / model \"%s\" is not supported (versions 2.0, "
+                                                   "1.2; models tpm-crb, tpm-tis)", version, model);
+                report(nc, l, "Refused", "TPMVersionUnsupported", m, true);
+                stat_inc(nc, &nc->stats.refusals, 1);
+                return r;
+        }
+        if (strcmp(version, "1.2") == 0 && strcmp(model, "tpm-crb") == 0) {
+                report(nc, l, "Refused", "TPMModelUnsupported",
+                       "the tpm-crb model needs TPM 2.0; use tpm-tis for TPM 1.2", true);
+                stat_inc(nc, &nc->stats.refusals, 1);
+                return r;
+        }
+        const char *phase = json_string_value(json_object_get(st, "phase"));
+        if (persistent && (!phase || strcmp(phase, "Ready") != 0)) {
+                report(nc, l, "Waiting", "WaitingForStateVolume",
+                       "waiting for the state volume to be bound before starting the TPM", false);
+                r = -EAGAIN;
+                return r;
+        }
+
+        /* The launcher's process, from its socket's peer credentials. */
+        _cleanup_free_ char *sock = xasprintf("%s/%s.sock", nc->cfg->node.socket_dir, l->pod_uid);
+        pid_t pid = 0;
+        uid_t puid;
+        if (peercred_of_socket(sock, &pid, &puid, NULL) < 0) {
+                r = -EAGAIN; /* not listening yet */
+                return r;
+        }
+        l->pid = pid;
+        if (proc_start_time(pid, &l->pid_start, err) < 0) {
+                r = -EAGAIN;
+                return r;
+        }
+
+        _cleanup_free_ char *state_in_ns = xasprintf("%s/%s", nc->cfg->node.swtpm_state_dir, l->vm_uid);
+        if (persistent) {
+                r = lock_state(nc, l, &holder, err);
+                if (r == -EBUSY) {
+                        _cleanup_free_ char *m = xasprintf("the VM's TPM state is in use by %s; a second swtpm on the "
+                                                           "same state is never started",
+                                                           holder);
+                        report(nc, l, "Refused", "StateInUse", m, true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        return r;
+                }
+                if (r < 0)
+                        return r;
+                l->lease_held = true;
+                const char *pvc_name = json_string_value(json_object_get(st, "pvcName"));
+                _cleanup_free_ char *pvc_path = kube_path(&res_pvc, vm_ns, pvc_name ? pvc_name : "", NULL);
+                r = kube_get(nc->client, pvc_path, &pvc, err);
+                if (r < 0)
+                        return r;
+                const char *pv = json_string_value(json_object_get(json_object_get(pvc, "spec"), "volumeName"));
+                r = ensure_attachment(nc, l, pod, pvc_name, &attach, err);
+                if (r <= 0) {
+                        if (r == 0) {
+                                report(nc, l, "Waiting", "WaitingForAttachment",
+                                       "waiting for the kubelet to publish the state volume on this node", false);
+                                r = -EAGAIN;
+                        }
+                        return r;
+                }
+                published = pv ? published_path(nc, md(attach, "uid"), pv) : NULL;
+                if (!published) {
+                        report(nc, l, "Refused", "StateVolumeNotMounted",
+                               "the state volume is not mounted on this node; swtpm is not started on scratch state",
+                               true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        r = -EAGAIN;
+                        return r;
+                }
+                r = bind_mount_in_namespace(pid, published, state_in_ns, err);
+                if (r >= 0)
+                        r = check_mount_in_namespace(pid, published, state_in_ns, err);
+                if (r <= 0) {
+                        _cleanup_free_ char *m = xasprintf("the state volume could not be mounted into the launcher "
+                                                           "and verified: %s; swtpm is not started",
+                                                           err && *err ? (*err)->msg : "not mounted");
+                        report(nc, l, "Refused", "StateVolumeNotMounted", m, true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        if (r == 0)
+                                r = -EIO;
+                        return r;
+                }
+                host_state = xstrdup(published);
+        } else {
+                /* KubeVirt's non-persistent TPM: scratch state that lives and dies with
+                 * the launcher. A private tmpfs, mounted into the launcher like a volume. */
+                _cleanup_free_ char *scratch_parent = xasprintf("%s/scratch", nc->cfg->node.run_dir);
+                _cleanup_free_ char *scratch = xasprintf("%s/%s", scratch_parent, l->pod_uid);
+                mkdir(nc->cfg->node.run_dir, 0700);
+                mkdir(scratch_parent, 0711);
+                mkdir(scratch, 0700);
+                if (is_mount_point(scratch, NULL) <= 0 &&
+                    mount("vtpm-scratch", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4m,mode=0700") < 0)
+                        return vt_error_errno(err, errno, "cannot mount scratch state for %s", l->key);
+                r = bind_mount_in_namespace(pid, scratch, state_in_ns, err);
+                if (r < 0)
+                        return r;
+                host_state = TAKE_PTR(scratch);
+        }
+        /* The volume root belongs to the swtpm user, 0700: only it reads the state. */
+        if (mkdir_owned(host_state, 0700, nc->swtpm_uid, nc->swtpm_gid) < 0) {
+                r = vt_error_errno(err, errno, "cannot prepare the state directory for %s", nc->cfg->node.swtpm_user);
+                return r;
+        }
+        _cleanup_free_ char *sockdir = xasprintf("/proc/%d/root%s", (int)pid, nc->cfg->node.swtpm_socket_dir);
+        mkdir(sockdir, 0755);
+        if (chown(sockdir, nc->swtpm_uid, nc->swtpm_gid) < 0) {
+                r = vt_error_errno(err, errno, "cannot prepare %s in the launcher", nc->cfg->node.swtpm_socket_dir);
+                return r;
+        }
+        free(l->ctrl_path);
+        l->ctrl_path = xasprintf("%s/%s.sock", nc->cfg->node.swtpm_socket_dir, l->vm_uid);
+        _cleanup_free_ char *run_dir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);
+        _cleanup_free_ char *run_parent = xasprintf("%s/swtpm", nc->cfg->node.run_dir);
+        mkdir(nc->cfg->node.run_dir, 0700);
+        mkdir(run_parent, 0700);
+        mkdir_owned(run_dir, 0700, nc->swtpm_uid, nc->swtpm_gid);
+
+        mntns = proc_open_mntns(pid, err);
+        if (mntns < 0) {
+                r = mntns;
+                return r;
+        }
+        swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns, .ctrl_path = l->ctrl_path,
+                           .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns};
+        usec_t t0 = now_monotonic();
+        r = swtpm_provision(&spec, host_state, err);
+        if (r < 0) {
+                report(nc, l, "Failed", "ProvisionFailed", err && *err ? (*err)->msg : "swtpm_setup failed", true);
+                return r;
+        }
+        if (r == 0) {
+                stat_inc(nc, &nc->stats.provisions, 1);
+                if (nc->metrics)
+                        vt_histogram_observe(nc->metrics, "vtpm_agent_swtpm_provision_seconds",
+                                             "First-boot provisioning (swtpm_setup with EK and certificates).", NULL,
+                                             (double)(now_monotonic() - t0) / USEC_PER_SEC, vt_latency_buckets,
+                                             vt_latency_buckets_n);
+        } else {
+                r = swtpm_probe(&spec, host_state, err);
+                if (r < 0) {
+                        _cleanup_free_ char *m = xasprintf("the TPM state cannot be loaded (%s); it is left untouched "
+                                                           "and swtpm is not started",
+                                                           err && *err ? (*err)->msg : "unreadable");
+                        report(nc, l, "Refused", "StateUnreadable", m, true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        return r;
+                }
+        }
+        /* Re-check right before start: the launcher may have gone meanwhile. */
+        uint64_t again = 0;
+        if (proc_start_time(pid, &again, NULL) < 0 || again != l->pid_start) {
+                r = -EAGAIN;
+                return r;
+        }
+        if (persistent && check_mount_in_namespace(pid, published, state_in_ns, NULL) != 1) {
+                report(nc, l, "Refused", "StateVolumeNotMounted",
+                       "the state volume is no longer mounted in the launcher; swtpm is not started", true);
+                r = -EAGAIN;
+                return r;
+        }
+        t0 = now_monotonic();
+        r = swtpm_start(&spec, &l->swtpm_pid, &l->swtpm_start, err);
+        if (r < 0) {
+                report(nc, l, "Failed", "SwtpmStartFailed", err && *err ? (*err)->msg : "swtpm did not start", true);
+                return r;
+        }
+        join_launcher_cgroup(pid, l->swtpm_pid);
+        record_save(nc, l);
+        stat_inc(nc, &nc->stats.starts, 1);
+        stat_inc(nc, &nc->stats.swtpm_running, 1);
+        if (nc->metrics)
+                vt_histogram_observe(nc->metrics, "vtpm_agent_swtpm_start_seconds",
+                                     "From start request to swtpm answering on its control channel.", NULL,
+                                     (double)(now_monotonic() - t0) / USEC_PER_SEC, vt_latency_buckets,
+                                     vt_latency_buckets_n);
+        _cleanup_free_ char *m = xasprintf("vTPM %s (%s) started on node %s with %s state", version, model, nc->node,
+                                           persistent ? "persistent" : "ephemeral");
+        report(nc, l, "Running", "VTPMStarted", m, false);
+        return r;
+}
+
+static int reconcile(node_controller *nc, const char *key, vt_error **err) {
+        json_t *pod = kube_informer_get(nc->pods, key);
+        pthread_mutex_lock(&nc->lock);
+        launcher *known = vt_hashmap_get(nc->launchers, key);
+        pthread_mutex_unlock(&nc->lock);
+        if (known && (!pod || pod_finished(pod) || (md(pod, "uid") && strcmp(known->pod_uid, md(pod, "uid")) != 0))) {
+                teardown(nc, known);
+                launcher_forget(nc, key);
+                known = NULL;
+        }
+        if (!pod || pod_finished(pod)) {
+                json_decref(pod);
+                return 0;
+        }
+        launcher *l = launcher_get_or_new(nc, key, pod);
+        int r = bring_up(nc, l, pod, err);
+        json_decref(pod);
+        return r;
+}
+
+/* ---- plumbing ---- */
+
+static void enqueue(const char *key, json_t *obj, void *ud) {
+        node_controller *nc = ud;
+        kube_workqueue_add(nc->queue, key);
+}
+static void enqueue_update(const char *key, json_t *o, json_t *n, void *ud) {
+        enqueue(key, n, ud);
+}
+
+static json_t *trim_pod(json_t *o, void *ud) {
+        json_t *out = json_object();
+        json_t *m = json_object();
+        json_t *omd = json_object_get(o, "metadata");
+        const char *keep[] = {"name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp"};
+        for (size_t i = 0; i < ELEMENTSOF(keep); i++)
+                if (json_object_get(omd, keep[i]))
+                        json_object_set(m, keep[i], json_object_get(omd, keep[i]));
+        json_object_set_new(out, "metadata", m);
+        json_t *phase = json_object_get(json_object_get(o, "status"), "phase");
+        if (phase)
+                json_object_set_new(out, "status", json_pack("{s:O}", "phase", phase));
+        return out;
+}
+
+static void *worker(void *ud) {
+        node_controller *nc = ud;
+        for (;;) {
+                _cleanup_free_ char *key = kube_workqueue_get(nc->queue);
+                if (!key)
+                        break;
+                _cleanup_error_ vt_error *err = NULL;
+                int r = reconcile(nc, key, &err);
+                if (r == -EAGAIN)
+                        kube_workqueue_add_after(nc->queue, key, USEC_PER_SEC);
+                else if (r < 0) {
+                        log_kv(LOG_LEVEL_WARN, "launcher reconcile failed; will retry", "launcher", key, "error",
+                               err ? err->msg : strerror(-r), NULL);
+                        kube_workqueue_add_rate_limited(nc->queue, key);
+                } else
+                        kube_workqueue_forget(nc->queue, key);
+                kube_workqueue_done(nc->queue, key);
+        }
+        return NULL;
+}
+
+/* Launchers can die without their pod changing (the process exits first):
+ * look at every known one now and then. No API requests: reconcile of a
+ * running launcher only checks /proc. */
+static void *ticker(void *ud) {
+        node_controller *nc = ud;
+        while (!atomic_load(&nc->stopping)) {
+                for (usec_t slept = 0; slept < TICK_USEC && !atomic_load(&nc->stopping); slept += 100 * USEC_PER_MSEC)
+                        sleep_usec(100 * USEC_PER_MSEC);
+                pthread_mutex_lock(&nc->lock);
+                const char *k;
+                void *v;
+                for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                        launcher *l = v;
+                        bool gone = l->pid > 0 && (proc_start_time(l->pid, &(uint64_t){0}, NULL) < 0);
+                        bool tpm_gone = l->swtpm_pid > 0 && !swtpm_alive(l->swtpm_pid, l->swtpm_start);
+                        if (gone || tpm_gone)
+                                kube_workqueue_add(nc->queue, k);
+                }
+                pthread_mutex_unlock(&nc->lock);
+        }
+        return NULL;
+}
+
+static void label_node(node_controller *nc) {
+        bool t12 = false, t2 = false;
+        _cleanup_error_ vt_error *err = NULL;
+        if (nc->cfg->node.enabled && swtpm_capabilities(&t12, &t2, &err) < 0)
+                log_kv(LOG_LEVEL_WARN, "cannot read swtpm's capabilities; the node offers no vTPM", "error", err->msg,
+                       NULL);
+        json_t *patch = json_pack("{s:{s:{s:s, s:s, s:s}}}", "metadata", "labels", "vtpm-agent.io/enabled",
+                                  nc->cfg->node.enabled ? "true" : "false", "vtpm-agent.io/tpm-1.2",
+                                  t12 ? "true" : "false", "vtpm-agent.io/tpm-2.0", t2 ? "true" : "false");
+        _cleanup_free_ char *path = kube_path(&res_node, NULL, nc->node, NULL);
+        _cleanup_error_ vt_error *perr = NULL;
+        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &perr) < 0)
+                log_kv(LOG_LEVEL_WARN, "cannot label the node with its TPM capabilities", "node", nc->node, "error",
+                       perr->msg, NULL);
+        json_decref(patch);
+}
+
+int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *metrics, node_controller **ret,
+                        vt_error **err) {
+        if (!cfg->node_name || !*cfg->node_name)
+                return vt_error_set(err, EINVAL, "the node controller needs this node's name: set NODE_NAME (the "
+                                                 "DaemonSet passes spec.nodeName) or nodeName in the configuration");
+        struct passwd *pw = getpwnam(cfg->node.swtpm_user);
+        if (!pw)
+                return vt_error_set(err, ENOENT, "node.swtpmUser \"%s\" does not exist on this node", cfg->node.swtpm_user);
+        node_controller *nc = xnew(node_controller, 1);
+        nc->client = c;
+        nc->cfg = cfg;
+        nc->metrics = metrics;
+        nc->node = xstrdup(cfg->node_name);
+        nc->swtpm_uid = pw->pw_uid;
+        nc->swtpm_gid = pw->pw_gid;
+        pthread_mutex_init(&nc->lock, NULL);
+        nc->launchers = vt_hashmap_new(launcher_free);
+        kube_workqueue_options qo = {.base_delay = 500 * USEC_PER_MSEC, .max_delay = 60 * USEC_PER_SEC,
+                                     .disable_bucket = true};
+        nc->queue = kube_workqueue_new(&qo);
+        _cleanup_free_ char *instance = xasprintf("vtpm-agent-%s", nc->node);
+        nc->recorder = kube_recorder_new(c, "vtpm-agent.io/node-controller", instance);
+        _cleanup_free_ char *fs = xasprintf("spec.nodeName=%s", nc->node);
+        kube_informer_options o = {.label_selector = "kubevirt.io=virt-launcher", .field_selector = fs};
+        kube_informer_handlers h = {enqueue, enqueue_update, enqueue, trim_pod, NULL, nc};
+        kube_informer_new(c, &res_pod, &o, &h, &nc->pods);
+        *ret = nc;
+        return 0;
+}
+
+int node_controller_start(node_controller *nc, vt_error **err) {
+        records_load(nc);
+        label_node(nc);
+        int r = kube_informer_start(nc->pods, err);
+        if (r < 0)
+                return r;
+        if (kube_informer_wait_synced(nc->pods, 300 * USEC_PER_SEC) < 0)
+                return vt_error_set(err, ETIMEDOUT, "the node controller's launcher cache did not fill in 5 minutes");
+        /* Adopt: records of launchers from before a restart. */
+        pthread_mutex_lock(&nc->lock);
+        const char *k;
+        void *v;
+        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                launcher *l = v;
+                if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
+                        nc->stats.adoptions++;
+                        nc->stats.swtpm_running++;
+                        log_kv(LOG_LEVEL_INFO, "adopted a running swtpm", "vm", l->vm_name, "launcher", l->key, NULL);
+                }
+                kube_workqueue_add(nc->queue, k);
+        }
+        pthread_mutex_unlock(&nc->lock);
+        if (!nc->cfg->node.enabled)
+                return 0;
+        nc->n_workers = nc->cfg->node.max_concurrent_starts;
+        nc->workers = xnew(pthread_t, (size_t)nc->n_workers);
+        for (int i = 0; i < nc->n_workers; i++)
+                pthread_create(&nc->workers[i], NULL, worker, nc);
+        pthread_create(&nc->ticker, NULL, ticker, nc);
+        nc->ticker_started = true;
+        return 0;
+}
+
+bool node_controller_synced(node_controller *nc) {
+        return kube_informer_has_synced(nc->pods);
+}
+
+void node_controller_stop(node_controller *nc) {
+        if (!nc)
+                return;
+        atomic_store(&nc->stopping, true);
+        kube_workqueue_shutdown(nc->queue);
+        for (int i = 0; nc->workers && i < nc->n_workers; i++)
+                pthread_join(nc->workers[i], NULL);
+        free(nc->workers);
+        nc->workers = NULL;
+        nc->n_workers = 0;
+        if (nc->ticker_started) {
+                pthread_join(nc->ticker, NULL);
+                nc->ticker_started = false;
+        }
+        kube_informer_stop(nc->pods);
+}
+
+void node_controller_free(node_controller *nc) {
+        if (!nc)
+                return;
+        node_controller_stop(nc);
+        kube_informer_free(nc->pods);
+        kube_recorder_free(nc->recorder);
+        kube_workqueue_free(nc->queue);
+        vt_hashmap_free(nc->launchers);
+        pthread_mutex_destroy(&nc->lock);
+        free(nc->node);
+        free(nc);
+}
+
+void node_controller_get_stats(node_controller *nc, node_controller_stats *ret) {
+        pthread_mutex_lock(&nc->lock);
+        *ret = nc->stats;
+        pthread_mutex_unlock(&nc->lock);
+}

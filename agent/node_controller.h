@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The node controller: for every virt-launcher on this node, make the VM's
+ * state volume available here (an attachment pod the kubelet publishes),
+ * bind-mount it into the launcher's mount namespace, verify the mount, and
+ * only then provision (first boot) and start swtpm inside that namespace.
+ * Stops swtpm through its control channel when the launcher goes; adopts
+ * running swtpm processes after an agent restart. See README "Node controller". */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "config.h"
+#include "kube/client.h"
+#include "metrics/metrics.h"
+
+typedef struct node_controller node_controller;
+
+typedef struct node_controller_stats {
+        uint64_t launchers;       /* launchers on this node we know of */
+        uint64_t swtpm_running;   /* swtpm processes we supervise */
+        uint64_t provisions;      /* first-boot provisions */
+        uint64_t starts;          /* swtpm starts */
+        uint64_t adoptions;       /* running swtpm adopted after a restart */
+        uint64_t stops;           /* clean stops */
+        uint64_t refusals;        /* starts refused (mount, state, lock, version) */
+} node_controller_stats;
+
+int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *metrics, node_controller **ret,
+                        vt_error **err);
+int node_controller_start(node_controller *nc, vt_error **err);
+bool node_controller_synced(node_controller *nc);
+/* Stops watching; never stops a VM's swtpm. */
+void node_controller_stop(node_controller *nc);
+void node_controller_free(node_controller *nc);
+void node_controller_get_stats(node_controller *nc, node_controller_stats *ret);
+DEFINE_TRIVIAL_CLEANUP_FUNC(node_controller *, node_controller_free)

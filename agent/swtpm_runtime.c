@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "swtpm_runtime.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "base/alloc.h"
+#include "proc/proc.h"
+#include "tpm/caps.h"
+#include "tpm/setup.h"
+#include "tpm/state.h"
+#include "tpm/swtpm.h"
+
+#define STOP_TIMEOUT (10 * USEC_PER_SEC)
+
+static tpm_version version_of(const swtpm_spec *s) {
+        return s->tpm2 ? TPM_VERSION_2 : TPM_VERSION_1_2;
+}
+
+int swtpm_provision(const swtpm_spec *s, const char *host_state_dir, vt_error **err) {
+        int r = tpm_state_detect(host_state_dir, NULL, err);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return 1; /* existing state is never re-created */
+        tpm_setup_opts o = {.version = version_of(s), .state_dir = host_state_dir, .key = s->key,
+                            .key_len = s->key_len, .runas = s->user};
+        r = tpm_setup(&o, err);
+        return r == -EEXIST ? 1 : r;
+}
+
+int swtpm_probe(const swtpm_spec *s, const char *host_state_dir, vt_error **err) {
+        tpm_swtpm_opts o = TPM_SWTPM_OPTS_INIT;
+        o.version = version_of(s);
+        o.state_dir = host_state_dir;
+        o.key = s->key;
+        o.key_len = s->key_len;
+        o.runas = s->user;
+        return tpm_probe_state(&o, err);
+}
+
+int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err) {
+        _cleanup_free_ char *pid_file = xasprintf("%s/swtpm.pid", s->run_dir);
+        _cleanup_free_ char *log_file = xasprintf("%s/swtpm.log", s->run_dir);
+        tpm_swtpm_opts o = TPM_SWTPM_OPTS_INIT;
+        o.version = version_of(s);
+        o.state_dir = s->state_dir;
+        o.ctrl_path = s->ctrl_path;
+        o.ctrl_mode = 0660;
+        o.key = s->key;
+        o.key_len = s->key_len;
+        o.runas = s->user;
+        o.pid_file = pid_file;
+        o.log_file = log_file;
+        o.mntns_fd = s->mntns_fd;
+        pid_t pid = 0;
+        int r = tpm_swtpm_start(&o, &pid, err);
+        if (r < 0)
+                return r;
+        uint64_t st = 0;
+        r = proc_start_time(pid, &st, err);
+        if (r < 0)
+                return r;
+        *ret_pid = pid;
+        *ret_start_time = st;
+        return 0;
+}
+
+bool swtpm_alive(pid_t pid, uint64_t start_time) {
+        if (pid <= 0)
+                return false;
+        /* Our own child that exited: reap it (only this pid, never -1, so the
+         * helpers' own children keep their statuses). */
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+                return false;
+        uint64_t st = 0;
+        if (proc_start_time(pid, &st, NULL) < 0 || st != start_time)
+                return false;
+        char **argv = NULL;
+        if (proc_read_cmdline(pid, &argv, NULL) < 0 || !argv || !argv[0])
+                return false;
+        bool is = strstr(argv[0], "swtpm") != NULL;
+        proc_argv_free(argv);
+        return is;
+}
+
+int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_via, vt_error **err) {
+        if (!swtpm_alive(pid, start_time))
+                return 0;
+        int r = tpm_swtpm_stop(ctrl_via, pid, STOP_TIMEOUT, err);
+        int status;
+        (void)waitpid(pid, &status, WNOHANG);
+        return r < 0 ? r : 0;
+}
+
+int swtpm_capabilities(bool *ret_tpm12, bool *ret_tpm2, vt_error **err) {
+        tpm_caps caps = {0};
+        int r = tpm_caps_detect(NULL, NULL, 10 * USEC_PER_SEC, &caps, err);
+        if (r < 0)
+                return r;
+        *ret_tpm12 = tpm_caps_supports_tpm12(&caps);
+        *ret_tpm2 = tpm_caps_supports_tpm2(&caps);
+        tpm_caps_done(&caps);
+        return 0;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the node controller needs from swtpm, in its own terms: provision a
+ * state directory once, check that existing state loads, start swtpm inside
+ * a launcher's mount namespace, find it again after an agent restart, stop it
+ * cleanly. Implemented on pkg/tpm. Keys arrive as bytes in locked memory and
+ * leave only through a pipe. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/error.h"
+
+typedef struct swtpm_spec {
+        bool tpm2;                /* false: TPM 1.2 */
+        const char *state_dir;    /* as seen by the process that uses it */
+        const char *ctrl_path;    /* control socket, as seen inside the namespace */
+        const char *user;         /* run as (e.g. "tss") */
+        const char *run_dir;      /* agent-side dir for pid/log files of this instance */
+        int mntns_fd;             /* launcher's mount namespace, or -1 */
+        const uint8_t *key;       /* state encryption key or NULL */
+        size_t key_len;
+} swtpm_spec;
+
+/* First start only: returns 0 when provisioned now, 1 when state already
+ * existed (then nothing was touched). `host_state_dir` is the directory as
+ * the agent sees it. */
+int swtpm_provision(const swtpm_spec *s, const char *host_state_dir, vt_error **err);
+/* 0 when the state loads (with the key, if any); -EBADMSG when it does not
+ * (wrong key, corrupt): nothing is written either way. */
+int swtpm_probe(const swtpm_spec *s, const char *host_state_dir, vt_error **err);
+/* Start and wait until the control socket answers. */
+int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err);
+/* Shut down through the control channel (state flushed); signals only as a
+ * fallback. `ctrl_via` is the control socket reachable from the agent (e.g.
+ * through /proc/<pid>/root). */
+int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_via, vt_error **err);
+/* Is this still that swtpm? (pid alive, same start time, an swtpm binary) */
+bool swtpm_alive(pid_t pid, uint64_t start_time);
+/* What the node can offer (from --print-capabilities). */
+int swtpm_capabilities(bool *ret_tpm12, bool *ret_tpm2, vt_error **err);
