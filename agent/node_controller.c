@@ -116,7 +116,7 @@ static void record_save(node_controller *nc, const launcher *l) {
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         _cleanup_free_ char *dir = xasprintf("%s/launchers", nc->cfg->node.run_dir);
-        mkdir(nc->cfg->node.run_dir, 0700);
+        mkdir(nc->cfg->node.run_dir, 0711);
         mkdir(dir, 0700);
         _cleanup_free_ char *p = record_path(nc, l->pod_uid);
         _cleanup_error_ vt_error *err = NULL;
@@ -416,6 +416,14 @@ static void teardown(node_controller *nc, launcher *l) {
                 _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", scratch);
                 (void)!system(cmd);
         }
+        if (l->pod_uid) {
+                _cleanup_free_ char *work = xasprintf("%s/work/%s", nc->cfg->node.run_dir, l->pod_uid);
+                _cleanup_free_ char *rundir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);
+                (void)umount2(work, MNT_DETACH);
+                (void)rmdir(work);
+                _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", rundir);
+                (void)!system(cmd);
+        }
         delete_attachment(nc, l);
         if (l->lease_held || l->persistent)
                 unlock_state(nc, l);
@@ -606,7 +614,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                  * the launcher. A private tmpfs, mounted into the launcher like a volume. */
                 _cleanup_free_ char *scratch_parent = xasprintf("%s/scratch", nc->cfg->node.run_dir);
                 _cleanup_free_ char *scratch = xasprintf("%s/%s", scratch_parent, l->pod_uid);
-                mkdir(nc->cfg->node.run_dir, 0700);
+                mkdir(nc->cfg->node.run_dir, 0711);
                 mkdir(scratch_parent, 0711);
                 mkdir(scratch, 0700);
                 if (is_mount_point(scratch, NULL) <= 0 &&
@@ -632,9 +640,19 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         l->ctrl_path = xasprintf("%s/%s.sock", nc->cfg->node.swtpm_socket_dir, l->vm_uid);
         _cleanup_free_ char *run_dir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);
         _cleanup_free_ char *run_parent = xasprintf("%s/swtpm", nc->cfg->node.run_dir);
-        mkdir(nc->cfg->node.run_dir, 0700);
-        mkdir(run_parent, 0700);
+        mkdir(nc->cfg->node.run_dir, 0711);
+        chmod(nc->cfg->node.run_dir, 0711);
+        mkdir(run_parent, 0711);
         mkdir_owned(run_dir, 0700, nc->swtpm_uid, nc->swtpm_gid);
+        /* swtpm_setup and the probe run as the swtpm user, who may not traverse
+         * the kubelet's directories (0750 root): they work on a private bind
+         * mount of the state under our traversable run dir instead. */
+        _cleanup_free_ char *work_parent = xasprintf("%s/work", nc->cfg->node.run_dir);
+        _cleanup_free_ char *work = xasprintf("%s/%s", work_parent, l->pod_uid);
+        mkdir(work_parent, 0711);
+        mkdir(work, 0700);
+        if (is_mount_point(work, NULL) <= 0 && mount(host_state, work, NULL, MS_BIND, NULL) < 0)
+                return vt_error_errno(err, errno, "cannot bind the state directory for provisioning");
 
         mntns = proc_open_mntns(pid, err);
         if (mntns < 0) {
@@ -644,7 +662,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns, .ctrl_path = l->ctrl_path,
                            .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns};
         usec_t t0 = now_monotonic();
-        r = swtpm_provision(&spec, host_state, err);
+        r = swtpm_provision(&spec, work, err);
         if (r < 0) {
                 report(nc, l, "Failed", "ProvisionFailed", err && *err ? (*err)->msg : "swtpm_setup failed", true);
                 return r;
@@ -657,7 +675,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                                              (double)(now_monotonic() - t0) / USEC_PER_SEC, vt_latency_buckets,
                                              vt_latency_buckets_n);
         } else {
-                r = swtpm_probe(&spec, host_state, err);
+                r = swtpm_probe(&spec, work, err);
                 if (r < 0) {
                         _cleanup_free_ char *m = xasprintf("the TPM state cannot be loaded (%s); it is left untouched "
                                                            "and swtpm is not started",
@@ -667,6 +685,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                         return r;
                 }
         }
+        (void)umount2(work, MNT_DETACH);
         /* Re-check right before start: the launcher may have gone meanwhile. */
         uint64_t again = 0;
         if (proc_start_time(pid, &again, NULL) < 0 || again != l->pid_start) {

@@ -354,6 +354,10 @@ static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t **ret_existi
 /* Write status only when it differs from what is there. */
 static int update_status(state_controller *sc, json_t *ts, json_t *status, vt_error **err) {
         json_t *old = json_object_get(ts, "status");
+        /* status.nodeState belongs to the node controllers: carry it over untouched. */
+        json_t *node_state = json_object_get(old, "nodeState");
+        if (node_state)
+                json_object_set(status, "nodeState", node_state);
         if (old && json_equal(old, status))
                 return 0;
         /* Merge patch: fields we no longer set must be removed explicitly. */

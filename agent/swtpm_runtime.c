@@ -51,7 +51,10 @@ int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, v
         o.key = s->key;
         o.key_len = s->key_len;
         o.runas = s->user;
-        o.pid_file = pid_file;
+        /* No --pid: swtpm, once it dropped to the swtpm user, cannot read
+         * /proc/self/fd of its own pid-file fd. The agent records pid and start
+         * time itself (node controller records). */
+        (void)pid_file;
         o.log_file = log_file;
         o.mntns_fd = s->mntns_fd;
         pid_t pid = 0;
