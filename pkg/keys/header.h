@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The key header: a small JSON file beside the TPM state on the PVC
+ * (KEY_HEADER_FILE) that holds the VM's DEK wrapped by a KEK, and says who can
+ * unwrap it, so state and key travel together through snapshots and moves:
+ *
+ *   {
+ *     "version": 1,
+ *     "provider": "kmip",                  "secret" | "kmip"
+ *     "kekId": "42",                       Secret name/key version, or KMIP unique identifier
+ *     "algorithm": "AES-256-KWP",          or "KMIP-AES-256-CBC-PKCS5" (see below)
+ *     "wrappedKey": "<base64>",            40 bytes (KWP) / 80 bytes (KMIP CBC) for a 256-bit DEK
+ *     "dekGeneration": 1,                  +1 each time the DEK is replaced (state re-encrypted)
+ *     "createdAt": "2026-11-23T09:00:00Z", when this DEK was generated (optional)
+ *     "wrappedAt": "2026-11-23T09:00:00Z"  when it was last (re-)wrapped, e.g. KEK rotation (optional)
+ *   }
+ *
+ * The file comes from a volume, so parsing is strict: unknown version, unknown
+ * or missing fields, wrong types, bad base64 and wrong lengths are errors
+ * (-EBADMSG, or -EPROTONOSUPPORT for a newer version). */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "keys/wrap.h"
+
+#define KEY_HEADER_FILE "vtpm-key.json"
+#define KEY_HEADER_VERSION 1
+#define KEY_HEADER_MAX_SIZE 4096
+#define KEY_ID_MAX 256
+
+/* Server-side wrapping by a KMIP server's Encrypt: wrappedKey is IV(16) ||
+ * AES-256-CBC-PKCS5(KEK, IV, DEK || check(16)), where check is the first 16
+ * bytes of SHA-256("vtpm-agent dek check v1" || DEK). CBC has no integrity of
+ * its own; the check makes a wrong KEK or altered blob fail with -EBADMSG. */
+#define KEYS_ALG_KMIP_CBC "KMIP-AES-256-CBC-PKCS5"
+
+#define KEYS_PROVIDER_SECRET "secret"
+#define KEYS_PROVIDER_KMIP "kmip"
+
+typedef struct key_header {
+        char *provider;
+        char *kek_id;
+        char *algorithm;
+        uint8_t *wrapped_key;
+        size_t wrapped_key_len;
+        uint64_t dek_generation; /* >= 1 */
+        char *created_at;        /* NULL when absent */
+        char *wrapped_at;        /* NULL when absent */
+} key_header;
+
+/* Free the fields (not h itself) and zero it. */
+void key_header_done(key_header *h);
+
+/* Expected wrapped length for a 256-bit DEK under `algorithm`, or 0 if the
+ * algorithm is unknown. */
+size_t key_header_wrapped_len(const char *algorithm);
+
+/* Check a header's fields (also done by parse and format). */
+int key_header_validate(const key_header *h, vt_error **err);
+
+int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **err);
+/* Serialise (validated) as pretty JSON with a trailing newline. */
+int key_header_format(const key_header *h, char **ret, vt_error **err);
+
+/* Read/write `path`; write is atomic (temp + fsync + rename), mode 0600.
+ * read returns -ENOENT when there is no header (unencrypted or new state). */
+int key_header_read(const char *path, key_header *ret, vt_error **err);
+int key_header_write(const char *path, const key_header *h, vt_error **err);
+
+/* Strict RFC 4648 base64 (standard alphabet, '=' padding required, no
+ * whitespace). decode returns -EBADMSG on anything else. */
+char *keys_base64_encode(const uint8_t *p, size_t n);
+int keys_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len);

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What every KEK provider shares: the error classification and filling a
+ * key header's wrapping fields. */
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/timeutil.h"
+#include "keys/provider.h"
+
+bool keys_error_is_unavailable(int r) {
+        switch (-r) {
+        case ECONNREFUSED:
+        case ECONNRESET:
+        case ECONNABORTED:
+        case EHOSTDOWN:
+        case EHOSTUNREACH:
+        case ENETDOWN:
+        case ENETUNREACH:
+        case ETIMEDOUT:
+        case EPIPE:
+        case ENOTCONN:
+        case EAGAIN:
+                return true;
+        default:
+                return false;
+        }
+}
+
+void key_header_set_wrapping(key_header *h, const char *provider, const char *kek_id, const char *algorithm,
+                             uint8_t *wrapped, size_t wrapped_len) {
+        char ts[40];
+        format_rfc3339(now_realtime(), ts);
+        free(h->provider);
+        free(h->kek_id);
+        free(h->algorithm);
+        free(h->wrapped_key);
+        free(h->wrapped_at);
+        h->provider = xstrdup(provider);
+        h->kek_id = xstrdup(kek_id);
+        h->algorithm = xstrdup(algorithm);
+        h->wrapped_key = wrapped;
+        h->wrapped_key_len = wrapped_len;
+        h->wrapped_at = xstrdup(ts);
+}

@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/timeutil.h"
+#include "keys/dek.h"
+#include "keys/provider.h"
+
+typedef struct kmip_provider {
+        kek_provider base;
+        kmip_client *client;
+        char *prefix;
+        enum kmip_wrap_mode mode;
+        int server_side; /* -1 unknown, 0 Get, 1 Encrypt/Decrypt */
+} kmip_provider;
+
+#define CHECK_LEN 16
+static const char check_label[] = "vtpm-agent dek check v1";
+
+/* check = SHA-256(label || DEK)[0..16): binds the DEK to its wrapping so a
+ * wrong KEK or an altered blob is detected although CBC itself is not
+ * authenticated. */
+static int dek_check(const uint8_t *dek, size_t n, uint8_t out[CHECK_LEN]) {
+        uint8_t md[32];
+        unsigned int mdlen = 0;
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+                 EVP_DigestUpdate(ctx, check_label, sizeof(check_label) - 1) == 1 &&
+                 EVP_DigestUpdate(ctx, dek, n) == 1 && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
+        EVP_MD_CTX_free(ctx);
+        if (ok)
+                memcpy(out, md, CHECK_LEN);
+        OPENSSL_cleanse(md, sizeof(md));
+        return ok ? 0 : -EIO;
+}
+
+static int detect_mode(kmip_provider *k, vt_error **err) {
+        if (k->server_side >= 0)
+                return 0;
+        if (k->mode == KMIP_WRAP_GET) {
+                k->server_side = 0;
+                return 0;
+        }
+        uint32_t ops[64];
+        size_t n = 0;
+        int r = kmip_query_operations(k->client, ops, ELEMENTSOF(ops), &n, err);
+        if (r < 0)
+                return r;
+        bool enc = false, dec = false;
+        for (size_t i = 0; i < n; i++) {
+                enc = enc || ops[i] == KMIP_OP_ENCRYPT;
+                dec = dec || ops[i] == KMIP_OP_DECRYPT;
+        }
+        if (k->mode == KMIP_WRAP_SERVER_SIDE && !(enc && dec))
+                return vt_error_set(err, EOPNOTSUPP, "kmip: the key server offers no Encrypt/Decrypt");
+        k->server_side = enc && dec;
+        return 0;
+}
+
+static bool scope_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 128)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (s[i] < 0x21 || s[i] > 0x7e)
+                        return false;
+        return true;
+}
+
+static int kmip_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(scope && ret_kek_id, -EINVAL);
+        if (!scope_valid(scope))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
+        _cleanup_free_ char *name = xasprintf("%s%s", k->prefix, scope);
+        _cleanup_free_ char *uid = NULL;
+        int r = kmip_locate_by_name(k->client, name, &uid, err);
+        if (r == 0) {
+                *ret_kek_id = TAKE_PTR(uid);
+                return 0;
+        }
+        if (r != -ENOENT)
+                return vt_error_prefix(err, "kmip: looking up KEK %s: ", name);
+        r = kmip_create_aes256(k->client, name, &uid, err);
+        if (r < 0)
+                return vt_error_prefix(err, "kmip: creating KEK %s: ", name);
+        r = kmip_activate(k->client, uid, err);
+        if (r < 0)
+                return vt_error_prefix(err, "kmip: activating KEK %s (%s): ", name, uid);
+        *ret_kek_id = TAKE_PTR(uid);
+        return 0;
+}
+
+static int kmip_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(kek_id && dek && h, -EINVAL);
+        if (dek->len != DEK_SIZE)
+                return vt_error_set(err, EINVAL, "kmip: DEK must be %d bytes", DEK_SIZE);
+        int r = detect_mode(k, err);
+        if (r < 0)
+                return r;
+        if (!k->server_side) {
+                _cleanup_secmem_ secmem *kek = NULL;
+                r = kmip_get_key(k->client, kek_id, &kek, err);
+                if (r < 0)
+                        return r;
+                _cleanup_free_ uint8_t *w = NULL;
+                size_t wl = 0;
+                r = keys_wrap_local(kek, dek, &w, &wl, err);
+                if (r < 0)
+                        return r;
+                key_header_set_wrapping(h, KEYS_PROVIDER_KMIP, kek_id, KEYS_ALG_AES256_KWP, TAKE_PTR(w), wl);
+                return 0;
+        }
+        _cleanup_secmem_ secmem *plain = NULL;
+        r = secmem_new(DEK_SIZE + CHECK_LEN, &plain, err);
+        if (r < 0)
+                return r;
+        memcpy(plain->data, dek->data, DEK_SIZE);
+        if (dek_check(dek->data, DEK_SIZE, plain->data + DEK_SIZE) < 0)
+                return vt_error_set(err, EIO, "kmip: hashing failed");
+        uint8_t iv[16];
+        if (RAND_bytes(iv, sizeof(iv)) != 1)
+                return vt_error_set(err, EIO, "kmip: no random IV");
+        _cleanup_free_ uint8_t *ct = NULL;
+        size_t ctl = 0;
+        r = kmip_encrypt_cbc(k->client, kek_id, iv, plain->data, plain->len, &ct, &ctl, err);
+        if (r < 0)
+                return r;
+        if (16 + ctl != key_header_wrapped_len(KEYS_ALG_KMIP_CBC))
+                return vt_error_set(err, EBADMSG, "kmip: Encrypt returned %zu bytes", ctl);
+        uint8_t *w = xmalloc(16 + ctl);
+        memcpy(w, iv, 16);
+        memcpy(w + 16, ct, ctl);
+        key_header_set_wrapping(h, KEYS_PROVIDER_KMIP, kek_id, KEYS_ALG_KMIP_CBC, w, 16 + ctl);
+        return 0;
+}
+
+static int unwrap_failed(vt_error **err, const key_header *h, int r) {
+        (void)vt_error_prefix(err, "kmip: unwrapping the DEK with KEK %s failed: ", h->kek_id);
+        return r;
+}
+
+static int kmip_unwrap(kek_provider *p, const key_header *h, secmem **ret_dek, vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(h && ret_dek, -EINVAL);
+        int r = key_header_validate(h, err);
+        if (r < 0)
+                return r;
+        if (strcmp(h->provider, KEYS_PROVIDER_KMIP) != 0)
+                return vt_error_set(err, EINVAL, "kmip: key header belongs to provider \"%s\"", h->provider);
+
+        if (strcmp(h->algorithm, KEYS_ALG_AES256_KWP) == 0) {
+                /* Wrapped locally (Get mode): whatever the server offers now,
+                 * this one needs the KEK's bytes. */
+                _cleanup_secmem_ secmem *kek = NULL;
+                r = kmip_get_key(k->client, h->kek_id, &kek, err);
+                if (r < 0)
+                        return unwrap_failed(err, h, r);
+                r = keys_unwrap_local(kek, h->wrapped_key, h->wrapped_key_len, ret_dek, err);
+                return r < 0 ? unwrap_failed(err, h, r) : 0;
+        }
+
+        /* KEYS_ALG_KMIP_CBC (validate() allowed nothing else). */
+        _cleanup_secmem_ secmem *plain = NULL;
+        r = kmip_decrypt_cbc(k->client, h->kek_id, h->wrapped_key, h->wrapped_key + 16, h->wrapped_key_len - 16,
+                             &plain, err);
+        if (r == -EPROTO || r == -EBADMSG) {
+                /* A wrong KEK shows up as a padding error, which servers
+                 * report as a cryptographic or a general failure. */
+                vt_error_free(err ? *err : NULL);
+                if (err)
+                        *err = NULL;
+                return vt_error_set(err, EBADMSG,
+                                    "kmip: unwrapping the DEK with KEK %s failed: the key server could not "
+                                    "decrypt it (wrong KEK or altered wrapped key)",
+                                    h->kek_id);
+        }
+        if (r < 0)
+                return unwrap_failed(err, h, r);
+        uint8_t check[CHECK_LEN];
+        if (plain->len != DEK_SIZE + CHECK_LEN || dek_check(plain->data, DEK_SIZE, check) < 0 ||
+            CRYPTO_memcmp(check, plain->data + DEK_SIZE, CHECK_LEN) != 0)
+                return vt_error_set(err, EBADMSG,
+                                    "kmip: unwrapping the DEK with KEK %s failed: integrity check did not match "
+                                    "(wrong KEK or altered wrapped key)",
+                                    h->kek_id);
+        return secmem_dup(plain->data, DEK_SIZE, ret_dek, err);
+}
+
+static void kmip_free(kek_provider *p) {
+        kmip_provider *k = (kmip_provider *)p;
+        kmip_client_free(k->client);
+        free(k->prefix);
+        free(k);
+}
+
+static const kek_provider_ops kmip_ops = {
+        .name = KEYS_PROVIDER_KMIP,
+        .ensure_kek = kmip_ensure_kek,
+        .wrap = kmip_wrap,
+        .unwrap = kmip_unwrap,
+        .free = kmip_free,
+};
+
+int kek_provider_kmip_new(const kmip_provider_options *o, kek_provider **ret, vt_error **err) {
+        assert_return(o && ret, -EINVAL);
+        kmip_client *c = NULL;
+        int r = kmip_client_new(&o->server, &c, err);
+        if (r < 0)
+                return r;
+        kmip_provider *k = xnew(kmip_provider, 1);
+        k->base.ops = &kmip_ops;
+        k->client = c;
+        k->prefix = xstrdup(o->name_prefix ? o->name_prefix : "vtpm-agent-kek/");
+        k->mode = o->mode;
+        k->server_side = -1;
+        *ret = &k->base;
+        return 0;
+}
+
+int kek_provider_kmip_server_side(kek_provider *p) {
+        assert_return(p && p->ops == &kmip_ops, -EINVAL);
+        kmip_provider *k = (kmip_provider *)p;
+        return k->server_side < 0 ? -EAGAIN : k->server_side;
+}
