@@ -94,7 +94,7 @@ agent_config *agent_config_new_default(void) {
         c->node.socket_dir = xstrdup("/var/run/kubevirt/sockets");
         c->node.swtpm_state_dir = xstrdup("/var/lib/libvirt/swtpm");
         c->node.swtpm_user = xstrdup("tss");
-        c->node.swtpm_socket_dir = xstrdup("/var/run/vtpm");
+        c->node.swtpm_socket_dir = xstrdup("/run/vtpm");
         c->node.run_dir = xstrdup("/run/vtpm-agent");
         c->node.attachment_image = xstrdup("registry.k8s.io/pause:3.10");
         c->node.max_concurrent_starts = 4;

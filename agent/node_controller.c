@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdatomic.h>
@@ -22,6 +23,7 @@
 #include "mount/mountpoint.h"
 #include "mount/nsmount.h"
 #include "proc/proc.h"
+#include "proc/rootdir.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
 
@@ -364,6 +366,7 @@ static int mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid) {
         return chmod(path, mode) < 0 ? -errno : 0;
 }
 
+
 /* Put swtpm in its launcher's cgroups, so it is accounted to the VM's pod
  * and not killed when the agent's container is replaced. Best effort. */
 static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
@@ -630,12 +633,14 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 r = vt_error_errno(err, errno, "cannot prepare the state directory for %s", nc->cfg->node.swtpm_user);
                 return r;
         }
-        _cleanup_free_ char *sockdir = xasprintf("/proc/%d/root%s", (int)pid, nc->cfg->node.swtpm_socket_dir);
-        mkdir(sockdir, 0755);
-        if (chown(sockdir, nc->swtpm_uid, nc->swtpm_gid) < 0) {
-                r = vt_error_errno(err, errno, "cannot prepare %s in the launcher", nc->cfg->node.swtpm_socket_dir);
+        /* swtpm (as its user) creates its control socket there; QEMU in the
+         * launcher connects to it. Created with openat2(RESOLVE_IN_ROOT |
+         * RESOLVE_NO_SYMLINKS): a symlink planted by the launcher can neither
+         * redirect the agent outside the launcher nor change what it chowns,
+         * and the path stays valid seen through /proc/<pid>/root. */
+        r = mkdir_in_root(pid, nc->cfg->node.swtpm_socket_dir, 0755, nc->swtpm_uid, nc->swtpm_gid, err);
+        if (r < 0)
                 return r;
-        }
         free(l->ctrl_path);
         l->ctrl_path = xasprintf("%s/%s.sock", nc->cfg->node.swtpm_socket_dir, l->vm_uid);
         _cleanup_free_ char *run_dir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);

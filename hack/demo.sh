@@ -41,7 +41,7 @@ cleanup() {
     exit $rc
   fi
   pkill -f "tpm-guest-bridge --ctrl /proc/.*--listen $D/" 2>/dev/null || true
-  pkill -f "socat UNIX-LISTEN:$D/" 2>/dev/null || true
+  pkill -f "launcher-standin --socket $D/" 2>/dev/null || true
   kubectl delete ns demo --wait=false >/dev/null 2>&1 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # Give the agents a moment to stop swtpm for the launchers that went.
@@ -111,6 +111,8 @@ wait_for 30 "node labels" sh -c "kubectl get node demo-node-a -o jsonpath='{.met
 show kubectl get nodes -L vtpm-agent.io/tpm-2.0 -L vtpm-agent.io/tpm-1.2
 
 step "4. A Windows 11 style VM with a persistent TPM"
+# Idempotent: a namespace left by an earlier DEMO_KEEP=1 run goes first.
+kubectl delete ns demo --ignore-not-found --wait=true --timeout 120s >/dev/null
 kubectl create ns demo >/dev/null
 show kubectl -n demo apply -f manifests/examples/win11.yaml
 show kubectl -n demo patch vm win11 --type json -p '[{"op": "add", "path": "/spec/template/spec/domain/devices/tpm", "value": {"persistent": true}}]'
@@ -119,7 +121,8 @@ show kubectl -n demo get pvc
 show kubectl get tpmstate -A
 
 # launcher NODE POD VM: the virt-launcher pod and its process: a private mount
-# namespace listening on the launcher socket, as virt-launcher does.
+# namespace (with its own tmpfs where libvirt keeps swtpm state and sockets)
+# listening on the launcher socket, as virt-launcher does.
 launcher() {
   local node=$1 pod=$2 vm=$3
   kubectl -n demo apply -f - >/dev/null <<EOF
@@ -133,15 +136,15 @@ spec:
   containers: [{name: compute, image: virt-launcher:standin}]
 EOF
   local uid; uid=$(kubectl -n demo get pod "$pod" -o jsonpath='{.metadata.uid}')
-  setsid unshare -m --propagation private socat "UNIX-LISTEN:$D/$node/sockets/$uid.sock,fork,unlink-early" /dev/null \
-    </dev/null >/dev/null 2>&1 &
+  setsid "$B/tools/launcher-standin" --socket "$D/$node/sockets/$uid.sock" --tmpfs /var/lib/libvirt \
+    --tmpfs /run/vtpm </dev/null >/dev/null 2>&1 &
   echo "$!"
 }
 # guest NODE VM LAUNCHER_PID: QEMU's side of the TPM (the data channel), for tpm2-tools and clevis.
 guest() {
   local node=$1 vm=$2 lpid=$3 uid ctrl
   uid=$(kubectl -n demo get vm "$vm" -o jsonpath='{.metadata.uid}')
-  ctrl=/proc/$lpid/root/var/run/vtpm/$uid.sock
+  ctrl=/proc/$lpid/root/run/vtpm/$uid.sock
   wait_for 60 "swtpm in the launcher on node-$node" test -S "$ctrl"
   "$B/tools/tpm-guest-bridge" --ctrl "$ctrl" --listen "$D/$node-$vm.data" >"$D/$node-$vm.bridge.log" 2>&1 &
   wait_for 10 "the guest's TPM" test -S "$D/$node-$vm.data"
