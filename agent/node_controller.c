@@ -24,6 +24,7 @@
 #include "mount/nsmount.h"
 #include "proc/proc.h"
 #include "proc/rootdir.h"
+#include "keymgr.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
 
@@ -54,6 +55,7 @@ typedef struct launcher {
         char *ctrl_path;      /* inside the launcher's namespace */
         char *attach_pod;     /* attachment pod name, if persistent */
         bool persistent;
+        bool encrypted;
         bool lease_held;
         json_t *reported;     /* the nodeState last written */
 } launcher;
@@ -66,6 +68,7 @@ struct node_controller {
         kube_informer *pods;
         kube_workqueue *queue;
         kube_recorder *recorder;
+        keymgr *keys;
         pthread_t *workers;
         int n_workers;
         pthread_t ticker;
@@ -179,6 +182,7 @@ static void report(node_controller *nc, launcher *l, const char *phase, const ch
                                "reason", reason, "message", message ? message : "");
         if (l->swtpm_pid > 0)
                 json_object_set_new(ns, "swtpmPid", json_integer(l->swtpm_pid));
+        json_object_set_new(ns, "encrypted", json_boolean(l->encrypted));
         if (l->reported && json_equal(l->reported, ns)) {
                 json_decref(ns);
                 return; /* said already: no write */
@@ -664,8 +668,30 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 r = mntns;
                 return r;
         }
+        /* The state key: unwrapped from the header on the volume, or made and
+         * wrapped there before the first state exists. Only pipes carry it on. */
+        _cleanup_(secmem_freep) secmem *dek = NULL;
+        _cleanup_(state_key_info_done) state_key_info ki = {0};
+        r = keymgr_state_key(nc->keys, l->ns, work, &dek, &ki, err);
+        if (r < 0) {
+                if (keymgr_unavailable(r)) {
+                        _cleanup_free_ char *m = xasprintf("the key provider is unavailable (%s); the VM's TPM starts "
+                                                           "as soon as it answers again",
+                                                           err && *err ? (*err)->msg : strerror(-r));
+                        report(nc, l, "Waiting", "KeyProviderUnavailable", m, true);
+                        return -EHOSTDOWN; /* backoff, then retry */
+                }
+                _cleanup_free_ char *m = xasprintf("the state key cannot be unwrapped (%s); swtpm is not started and "
+                                                   "the state is left untouched",
+                                                   err && *err ? (*err)->msg : strerror(-r));
+                report(nc, l, "Refused", "KeyUnwrapFailed", m, true);
+                stat_inc(nc, &nc->stats.refusals, 1);
+                return r;
+        }
+        l->encrypted = dek != NULL;
         swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns, .ctrl_path = l->ctrl_path,
-                           .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns};
+                           .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns,
+                           .key = dek ? dek->data : NULL, .key_len = dek ? dek->len : 0};
         usec_t t0 = now_monotonic();
         r = swtpm_provision(&spec, work, err);
         if (r < 0) {
@@ -718,7 +744,8 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                                      "From start request to swtpm answering on its control channel.", NULL,
                                      (double)(now_monotonic() - t0) / USEC_PER_SEC, vt_latency_buckets,
                                      vt_latency_buckets_n);
-        _cleanup_free_ char *m = xasprintf("vTPM %s (%s) started on node %s with %s state", version, model, nc->node,
+        _cleanup_free_ char *m = xasprintf("vTPM %s (%s) started on node %s with %s%s state", version, model, nc->node,
+                                           !l->encrypted ? "unencrypted " : "",
                                            persistent ? "persistent" : "ephemeral");
         report(nc, l, "Running", "VTPMStarted", m, false);
         return r;
@@ -852,6 +879,11 @@ int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *met
         nc->queue = kube_workqueue_new(&qo);
         _cleanup_free_ char *instance = xasprintf("vtpm-agent-%s", nc->node);
         nc->recorder = kube_recorder_new(c, "vtpm-agent.io/node-controller", instance);
+        int kr = keymgr_new(c, cfg, &nc->keys, err);
+        if (kr < 0) {
+                node_controller_free(nc);
+                return kr;
+        }
         _cleanup_free_ char *fs = xasprintf("spec.nodeName=%s", nc->node);
         kube_informer_options o = {.label_selector = "kubevirt.io=virt-launcher", .field_selector = fs};
         kube_informer_handlers h = {enqueue, enqueue_update, enqueue, trim_pod, NULL, nc};
@@ -920,6 +952,7 @@ void node_controller_free(node_controller *nc) {
         node_controller_stop(nc);
         kube_informer_free(nc->pods);
         kube_recorder_free(nc->recorder);
+        keymgr_free(nc->keys);
         kube_workqueue_free(nc->queue);
         vt_hashmap_free(nc->launchers);
         pthread_mutex_destroy(&nc->lock);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/hashmap.h"
 #include "base/log.h"
 #include "base/quantity.h"
 #include "kube/events.h"
@@ -43,6 +44,12 @@ struct state_controller {
         pthread_t *workers;
         int n_workers;
         atomic_bool leader;
+        /* TPMStates as our own last write returned them, until the informer
+         * has caught up: the next reconcile of the same VM (often triggered
+         * by that very write) must not judge from an older cached status, or
+         * it re-sends the events the status dedups. ns/vm -> json_t. */
+        pthread_mutex_t written_lock;
+        vt_hashmap *written;
         pthread_mutex_t stats_lock;
         state_controller_stats stats;
 };
@@ -170,6 +177,7 @@ static const char *md_str(json_t *obj, const char *k) {
 struct first_class {
         const char *path[3];
         char *value;
+        char *key;
 };
 static void find_class(const char *key, json_t *obj, void *ud) {
         struct first_class *f = ud;
@@ -177,9 +185,14 @@ static void find_class(const char *key, json_t *obj, void *ud) {
         for (size_t i = 0; n && i < ELEMENTSOF(f->path) && f->path[i]; i++)
                 n = json_object_get(n, f->path[i]);
         const char *v = json_string_value(n);
-        /* Several CRs: the alphabetically first key decides, deterministically. */
-        if (v && *v && !f->value)
+        /* Several CRs: the alphabetically first key decides, deterministically
+         * (the cache is a hash map: its iteration order is not). */
+        if (v && *v && (!f->key || strcmp(key, f->key) < 0)) {
+                free(f->value);
+                free(f->key);
                 f->value = xstrdup(v);
+                f->key = xstrdup(key);
+        }
 }
 
 struct sc_list {
@@ -212,7 +225,9 @@ static void choose_class(state_controller *sc, sc_choice *ret) {
         }
         free(l.v);
         free(kv.value);
+        free(kv.key);
         free(hco.value);
+        free(hco.key);
 }
 
 /* The VM's current launcher pod (not finished), or NULL. New reference. */
@@ -327,12 +342,65 @@ static int create_pvc(state_controller *sc, json_t *vm, const char *pvc_name, co
         return r;
 }
 
-static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t **ret_existing, vt_error **err) {
+static void written_free(void *p) {
+        json_decref(p);
+}
+
+static void remember_written(state_controller *sc, const char *key, json_t *ts) {
+        if (!ts)
+                return;
+        pthread_mutex_lock(&sc->written_lock);
+        vt_hashmap_put(sc->written, key, json_incref(ts));
+        pthread_mutex_unlock(&sc->written_lock);
+}
+
+static void forget_written(state_controller *sc, const char *key) {
+        pthread_mutex_lock(&sc->written_lock);
+        vt_hashmap_remove(sc->written, key);
+        pthread_mutex_unlock(&sc->written_lock);
+}
+
+/* resourceVersions are opaque, but the API server's are etcd revisions:
+ * compare them as numbers when both are, else only tell equal from not. */
+static bool rv_at_least(const char *a, const char *b) {
+        if (!a || !b)
+                return false;
+        char *ea = NULL, *eb = NULL;
+        unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
+        if (*a && *b && !*ea && !*eb)
+                return x >= y;
+        return strcmp(a, b) == 0;
+}
+
+/* The VM's TPMState as we know it best: the cache, unless our own last write
+ * is newer than what the cache holds. New reference or NULL. */
+static json_t *current_tpmstate(state_controller *sc, const char *key, const char *vm_uid) {
+        json_t *cached = kube_informer_get(sc->inf[INF_TPMSTATE], key);
+        pthread_mutex_lock(&sc->written_lock);
+        json_t *w = vt_hashmap_get(sc->written, key);
+        const char *wuid = w ? json_string_value(json_object_get(json_object_get(w, "spec"), "vmUID")) : NULL;
+        bool use_written = w && wuid && vm_uid && strcmp(wuid, vm_uid) == 0;
+        if (use_written && cached) {
+                const char *cu = md_str(cached, "uid"), *wu = md_str(w, "uid");
+                /* Same object and the cache has our write (or newer): done with the memo. */
+                if (!cu || !wu || strcmp(cu, wu) != 0 ||
+                    rv_at_least(md_str(cached, "resourceVersion"), md_str(w, "resourceVersion")))
+                        use_written = false;
+        }
+        json_t *ret = use_written ? json_incref(w) : cached;
+        if (!use_written && w)
+                vt_hashmap_remove(sc->written, key);
+        pthread_mutex_unlock(&sc->written_lock);
+        if (use_written)
+                json_decref(cached);
+        return ret;
+}
+
+static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t *current, json_t **ret_existing, vt_error **err) {
         const char *ns = md_str(vm, "namespace"), *name = md_str(vm, "name");
         _cleanup_free_ char *key = xasprintf("%s/%s", ns, name);
-        json_t *ts = kube_informer_get(sc->inf[INF_TPMSTATE], key);
-        if (ts) {
-                *ret_existing = ts;
+        if (current) {
+                *ret_existing = json_incref(current);
                 return 0;
         }
         _cleanup_free_ char *label = vm_label_value(name);
@@ -344,20 +412,28 @@ static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t **ret_existi
         json_t *created = NULL;
         int r = kube_create(sc->client, coll, obj, &created, err);
         json_decref(obj);
+        if (r == -EEXIST)
+                return -EAGAIN; /* another replica, or a cache behind: look again soon */
         if (r < 0)
                 return r;
         bump(sc, &sc->stats.tpmstates_created);
+        remember_written(sc, key, created);
         *ret_existing = created;
         return 0;
 }
 
 /* Write status only when it differs from what is there. */
-static int update_status(state_controller *sc, json_t *ts, json_t *status, vt_error **err) {
+static int update_status(state_controller *sc, const char *key, json_t *ts, json_t *status, vt_error **err) {
         json_t *old = json_object_get(ts, "status");
         /* status.nodeState belongs to the node controllers: carry it over untouched. */
         json_t *node_state = json_object_get(old, "nodeState");
-        if (node_state)
+        if (node_state) {
                 json_object_set(status, "nodeState", node_state);
+                /* Whether the state is encrypted at rest is known where swtpm runs. */
+                json_t *enc = json_object_get(node_state, "encrypted");
+                if (json_is_boolean(enc))
+                        json_object_set(status, "encrypted", enc);
+        }
         if (old && json_equal(old, status))
                 return 0;
         /* Merge patch: fields we no longer set must be removed explicitly. */
@@ -367,10 +443,14 @@ static int update_status(state_controller *sc, json_t *ts, json_t *status, vt_er
         json_object_foreach(old, k, v) if (!json_object_get(st, k)) json_object_set_new(st, k, json_null());
         json_t *patch = json_pack("{s:o}", "status", st);
         _cleanup_free_ char *path = kube_path(&res_tpmstate, md_str(ts, "namespace"), md_str(ts, "name"), "status");
-        int r = kube_patch(sc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, err);
+        json_t *updated = NULL;
+        int r = kube_patch(sc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, &updated, err);
         json_decref(patch);
-        if (r == 0)
+        if (r == 0) {
                 bump(sc, &sc->stats.status_updates);
+                remember_written(sc, key, updated);
+        }
+        json_decref(updated);
         return r;
 }
 
@@ -395,8 +475,10 @@ static bool already_reported(json_t *old_status, const char *reason, json_int_t 
 
 static int reconcile(state_controller *sc, const char *key, vt_error **err) {
         json_t *vm = kube_informer_get(sc->inf[INF_VM], key);
-        if (!vm)
+        if (!vm) {
+                forget_written(sc, key);
                 return 0; /* deleted: the garbage collector removes PVC and TPMState through ownerReferences */
+        }
         int r = 0;
         json_t *pvc = NULL, *launcher = NULL, *ts = NULL, *status = NULL, *cached_ts = NULL;
         _cleanup_free_ char *pvc_name = NULL, *pvc_key = NULL, *tskey = NULL;
@@ -414,7 +496,7 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
         pvc = kube_informer_get(sc->inf[INF_PVC], pvc_key);
         bool pvc_ours = pvc && pvc_controlled_by(pvc, uid);
         tskey = xasprintf("%s/%s", ns, name);
-        cached_ts = kube_informer_get(sc->inf[INF_TPMSTATE], tskey);
+        cached_ts = current_tpmstate(sc, tskey, uid);
         json_t *old_status = json_object_get(cached_ts, "status");
         const char *storage_class = NULL, *class_source = NULL;
 
@@ -562,10 +644,10 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                 }
         }
 
-        r = ensure_tpmstate(sc, vm, &ts, err);
+        r = ensure_tpmstate(sc, vm, cached_ts, &ts, err);
         if (r < 0)
                 goto out;
-        r = update_status(sc, ts, status, err);
+        r = update_status(sc, tskey, ts, status, err);
         if (r < 0)
                 goto out;
 
@@ -628,6 +710,10 @@ static void *worker(void *ud) {
 static void started_leading(void *ud) {
         state_controller *sc = ud;
         log_kv(LOG_LEVEL_INFO, "became the state controller's leader", "identity", sc->identity, NULL);
+        /* Whatever we wrote in an earlier term may have been overwritten since. */
+        pthread_mutex_lock(&sc->written_lock);
+        vt_hashmap_clear(sc->written);
+        pthread_mutex_unlock(&sc->written_lock);
         atomic_store(&sc->leader, true);
         enqueue_all(sc);
 }
@@ -645,6 +731,8 @@ int state_controller_new(kube_client *c, const agent_config *cfg, const char *id
         sc->cfg = cfg;
         sc->identity = xstrdup(identity);
         pthread_mutex_init(&sc->stats_lock, NULL);
+        pthread_mutex_init(&sc->written_lock, NULL);
+        sc->written = vt_hashmap_new(written_free);
         /* Failures back off per VM; the token bucket would only slow a burst of 5,000. */
         kube_workqueue_options qo = {.base_delay = 50 * USEC_PER_MSEC, .max_delay = 300 * USEC_PER_SEC,
                                      .disable_bucket = true};
@@ -730,6 +818,8 @@ void state_controller_free(state_controller *sc) {
         kube_recorder_free(sc->recorder);
         kube_workqueue_free(sc->queue);
         pthread_mutex_destroy(&sc->stats_lock);
+        vt_hashmap_free(sc->written);
+        pthread_mutex_destroy(&sc->written_lock);
         free(sc->identity);
         free(sc);
 }

@@ -370,6 +370,8 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 headers = curl_slist_append(headers, ct);
         }
         int r = 0;
+        /* Secrets carry key material: their bytes are wiped, not just freed. */
+        bool sensitive = strstr(path, "/secrets") != NULL;
         for (int attempt = 0; attempt < 2; attempt++) {
                 char *token = NULL;
                 r = current_token(c, attempt > 0, &token, err);
@@ -389,24 +391,35 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
                 curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, NULL);
                 wipe_free(token);
-                if (cc != CURLE_OK) {
+                if (cc != CURLE_OK && code >= 400 && !sink.overflow) {
+                        /* The server answered with an error and closed the connection:
+                         * kube-apiserver sends an HTTP/2 GOAWAY with a 401, and libcurl
+                         * 7.88 then often fails a POST with CURLE_PARTIAL_FILE, the
+                         * Status body lost. The status line arrived: report the API
+                         * error (from the body if it is there, else from the code),
+                         * not a transport failure, so the 401 retry below and callers'
+                         * Unauthorized handling work. */
+                        curl_easy_cleanup(h);
+                        h = NULL;
+                } else if (cc != CURLE_OK) {
                         /* A broken connection must not poison the pool. */
                         curl_easy_cleanup(h);
                         r = sink.overflow ? vt_error_set(err, EFBIG, "%s %s: response larger than %u bytes", method,
                                                          path, MAX_RESPONSE)
                                           : transport_error(c, method, path, cc, errbuf, err);
-                        vt_buf_free(&sink.buf);
+                        sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                         break;
                 }
-                handle_release(c, h);
+                if (h)
+                        handle_release(c, h);
                 if (code == 401 && c->cfg->token_file && attempt == 0) {
                         /* The token may have rotated between our stat and the request. */
-                        vt_buf_free(&sink.buf);
+                        sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                         continue;
                 }
                 if (code >= 400 || code < 200) {
                         r = api_error(method, path, code, sink.buf.data, sink.buf.len, err);
-                        vt_buf_free(&sink.buf);
+                        sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                         break;
                 }
                 json_t *j = NULL;
@@ -416,11 +429,11 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                         if (!j) {
                                 r = vt_error_set(err, EBADMSG, "%s %s: invalid JSON in response at byte %d: %s", method,
                                                  path, je.position, je.text);
-                                vt_buf_free(&sink.buf);
+                                sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                                 break;
                         }
                 }
-                vt_buf_free(&sink.buf);
+                sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                 if (ret_body)
                         *ret_body = j;
                 else
@@ -435,10 +448,15 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
 
 static int request_json(kube_client *c, enum kube_verb verb, const char *method, const char *path,
                         const char *content_type, json_t *obj, json_t **ret, vt_error **err) {
-        _cleanup_free_ char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+        char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
         if (obj && !body)
                 return vt_error_set(err, EINVAL, "%s %s: cannot encode request body", method, path);
-        return kube_request(c, verb, method, path, content_type, body, body ? strlen(body) : 0, ret, err);
+        size_t len = body ? strlen(body) : 0;
+        int r = kube_request(c, verb, method, path, content_type, body, len, ret, err);
+        if (body && strstr(path, "/secrets"))
+                OPENSSL_cleanse(body, len);
+        free(body);
+        return r;
 }
 
 int kube_get(kube_client *c, const char *path, json_t **ret, vt_error **err) {

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The per-VM state key: a random 256-bit DEK, stored only wrapped by a KEK
+ * from the configured provider, in the key header (vtpm-key.json) beside
+ * the TPM state on the PVC, so state and wrapped key travel together.
+ *
+ * Providers: "secret" (default) keeps one KEK per VM namespace in a Secret
+ * in the agent's own namespace (tenants of the VM namespace cannot read it),
+ * created on first use; "kmip" keeps the KEK on a KMIP server.
+ *
+ * Errors for the caller's status: keymgr_unavailable(r) -> the provider is
+ * unreachable (KeyProviderUnavailable, retry); -EBADMSG / -ENOKEY -> the key
+ * cannot be unwrapped (KeyUnwrapFailed). Messages name provider and key id,
+ * never key material. Thread-safe. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "base/error.h"
+#include "config.h"
+#include "keys/secmem.h"
+#include "kube/client.h"
+
+typedef struct keymgr keymgr;
+
+int keymgr_new(kube_client *c, const agent_config *cfg, keymgr **ret, vt_error **err);
+void keymgr_free(keymgr *km);
+DEFINE_TRIVIAL_CLEANUP_FUNC(keymgr *, keymgr_free)
+
+typedef struct state_key_info {
+        bool created;        /* a new DEK was made (first boot) */
+        bool unencrypted;    /* existing state from before encryption: no DEK */
+        char *provider;      /* for status: "secret" / "kmip" */
+        char *kek_id;
+} state_key_info;
+void state_key_info_done(state_key_info *i);
+
+/* The DEK for the TPM state in `state_dir` (a path the agent can write):
+ *  - a key header exists: unwrap it;
+ *  - neither header nor state: make a DEK, wrap it, write the header
+ *    (atomically) before any state exists, and return it;
+ *  - state without header (written before encryption was on): *ret_dek is
+ *    NULL and info->unencrypted is set; the state is left as it is.
+ * `scope` is the VM's namespace (one KEK per namespace). */
+int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
+                     vt_error **err);
+bool keymgr_unavailable(int r);

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The "secret" KEK provider: one 256-bit KEK per VM namespace, in the Secret
+ * <agent-ns>/vtpm-kek-<vm-ns>, data key "kek-<version>", created on first
+ * use. The kekId in key headers is "<agent-ns>/vtpm-kek-<vm-ns>#<version>",
+ * so a future rotation adds a version and re-wraps without losing old ones.
+ * Wrapping is local (RFC 5649); the KEK is held only in locked memory. */
+#include "provider_secret.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "keys/wrap.h"
+#include "vmspec.h"
+
+static const kube_resource res_secret = {"", "v1", "secrets", true};
+
+typedef struct secret_provider {
+        kek_provider base;
+        kube_client *client;
+        char *namespace;
+} secret_provider;
+
+/* Wipe a JSON string in place: Secrets arrive as JSON text holding the key. */
+static void wipe_json_strings(json_t *j) {
+        if (json_is_string(j)) {
+                OPENSSL_cleanse((char *)json_string_value(j), json_string_length(j));
+                return;
+        }
+        const char *k;
+        json_t *v;
+        size_t i;
+        if (json_is_object(j))
+                json_object_foreach(j, k, v) wipe_json_strings(v);
+        else if (json_is_array(j))
+                json_array_foreach(j, i, v) wipe_json_strings(v);
+}
+
+static char *secret_name(const char *scope) {
+        return xasprintf("vtpm-kek-%s", scope);
+}
+
+static int get_secret(secret_provider *sp, const char *name, json_t **ret, vt_error **err) {
+        _cleanup_free_ char *path = kube_path(&res_secret, sp->namespace, name, NULL);
+        return kube_get(sp->client, path, ret, err);
+}
+
+/* data[field] (base64) into locked memory. */
+static int load_kek(secret_provider *sp, const char *kek_id, secmem **ret, vt_error **err) {
+        _cleanup_free_ char *copy = xstrdup(kek_id);
+        char *slash = strchr(copy, '/'), *hash = strrchr(copy, '#');
+        if (!slash || !hash || hash < slash)
+                return vt_error_set(err, ENOKEY, "secret provider: malformed kekId \"%s\"", kek_id);
+        *hash = '\0';
+        const char *name = slash + 1, *version = hash + 1;
+        json_t *s = NULL;
+        int r = get_secret(sp, name, &s, err);
+        if (r == -ENOENT) {
+                if (err) {
+                        vt_error_free(*err);
+                        *err = NULL;
+                }
+                return vt_error_set(err, ENOKEY, "secret provider: the KEK Secret %s/%s does not exist (kekId %s)",
+                                    sp->namespace, name, kek_id);
+        }
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *field = xasprintf("kek-%s", version);
+        const char *b64 = json_string_value(json_object_get(json_object_get(s, "data"), field));
+        if (!b64) {
+                wipe_json_strings(s);
+                json_decref(s);
+                return vt_error_set(err, ENOKEY, "secret provider: Secret %s/%s has no key %s (kekId %s)", sp->namespace,
+                                    name, field, kek_id);
+        }
+        secmem *m = NULL;
+        r = secmem_new(48, &m, err);
+        if (r >= 0) {
+                int n = EVP_DecodeBlock(m->data, (const unsigned char *)b64, (int)strlen(b64));
+                if (n != 33 || b64[strlen(b64) - 1] != '=') /* 32 bytes encode as 44 chars with one '=' */
+                        r = vt_error_set(err, EBADMSG, "secret provider: key %s in Secret %s/%s is not a 256-bit key",
+                                         field, sp->namespace, name);
+                else
+                        secmem_truncate(m, 32);
+        }
+        wipe_json_strings(s);
+        json_decref(s);
+        if (r < 0) {
+                secmem_free(m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
+        secret_provider *sp = (secret_provider *)p;
+        _cleanup_free_ char *name = secret_name(scope);
+        json_t *s = NULL;
+        int r = get_secret(sp, name, &s, err);
+        if (r == 0) {
+                const char *cur = json_string_value(json_object_get(
+                        json_object_get(json_object_get(s, "metadata"), "annotations"), "vtpm-agent.io/current-kek"));
+                *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, cur ? cur : "1");
+                wipe_json_strings(s);
+                json_decref(s);
+                return 0;
+        }
+        if (r != -ENOENT)
+                return r;
+        if (err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+        /* First use for this namespace: a fresh KEK. */
+        _cleanup_(secmem_freep) secmem *kek = NULL;
+        r = secmem_new(32, &kek, err);
+        if (r < 0)
+                return r;
+        if (RAND_priv_bytes(kek->data, 32) != 1)
+                return vt_error_set(err, EIO, "secret provider: the random generator failed");
+        char b64[64];
+        EVP_EncodeBlock((unsigned char *)b64, kek->data, 32);
+        json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:{s:s, s:s}}, s:s, s:{s:s}}", "apiVersion", "v1",
+                                "kind", "Secret", "metadata", "name", name, "namespace", sp->namespace, "labels",
+                                LABEL_MANAGED_BY, LABEL_MANAGER_VALUE, "annotations", "vtpm-agent.io/kek-for", scope,
+                                "vtpm-agent.io/current-kek", "1", "type", "Opaque", "data", "kek-1", b64);
+        OPENSSL_cleanse(b64, sizeof(b64));
+        _cleanup_free_ char *coll = kube_path(&res_secret, sp->namespace, NULL, NULL);
+        r = kube_create(sp->client, coll, obj, NULL, err);
+        wipe_json_strings(obj);
+        json_decref(obj);
+        if (r == -EEXIST) {
+                /* Another agent made it first: use theirs. */
+                if (err) {
+                        vt_error_free(*err);
+                        *err = NULL;
+                }
+                return sp_ensure_kek(p, scope, ret_kek_id, err);
+        }
+        if (r < 0)
+                return r;
+        *ret_kek_id = xasprintf("%s/%s#1", sp->namespace, name);
+        return 0;
+}
+
+static int sp_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
+        _cleanup_(secmem_freep) secmem *kek = NULL;
+        int r = load_kek((secret_provider *)p, kek_id, &kek, err);
+        if (r < 0)
+                return r;
+        uint8_t *wrapped = NULL;
+        size_t len = 0;
+        r = keys_wrap_local(kek, dek, &wrapped, &len, err);
+        if (r < 0)
+                return r;
+        key_header_set_wrapping(h, "secret", kek_id, "AES-256-KWP", wrapped, len);
+        return 0;
+}
+
+static int sp_unwrap(kek_provider *p, const key_header *h, secmem **ret_dek, vt_error **err) {
+        _cleanup_(secmem_freep) secmem *kek = NULL;
+        int r = load_kek((secret_provider *)p, h->kek_id, &kek, err);
+        if (r < 0)
+                return r;
+        r = keys_unwrap_local(kek, h->wrapped_key, h->wrapped_key_len, ret_dek, err);
+        if (r == -EBADMSG)
+                return vt_error_prefix(err, "secret provider, kekId %s: ", h->kek_id);
+        return r;
+}
+
+static void sp_free(kek_provider *p) {
+        secret_provider *sp = (secret_provider *)p;
+        free(sp->namespace);
+        free(sp);
+}
+
+static const kek_provider_ops secret_ops = {"secret", sp_ensure_kek, sp_wrap, sp_unwrap, sp_free};
+
+int kek_provider_secret_new(kube_client *c, const char *namespace, kek_provider **ret) {
+        secret_provider *sp = xnew(secret_provider, 1);
+        sp->base.ops = &secret_ops;
+        sp->client = c;
+        sp->namespace = xstrdup(namespace);
+        *ret = &sp->base;
+        return 0;
+}
