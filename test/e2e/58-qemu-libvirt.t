@@ -216,9 +216,15 @@ mkdir -p "$after"
 cp -a "$store"/. "$after"/ 2>/dev/null
 # reset_count of STATE-DIR: a bare swtpm on it (a copy), TPM2_Startup(CLEAR) by
 # swtpm itself, TPM2_ReadClock. Each TPM2_Startup(CLEAR) adds one.
+# The state is encrypted at rest: the key comes from the header beside it and
+# the namespace's KEK (build/tools/state-key, with the admin's credentials).
 reset_count() {
-  local dir=$1 s=$work/bare-$RANDOM out
-  swtpm socket --tpm2 --tpmstate "dir=$dir" --server "type=unixio,path=$s.data" \
+  local dir=$1 s=$work/bare-$RANDOM out key=()
+  if [ -f "$dir/vtpm-key.json" ]; then
+    "$E2E_TOP/build/tools/state-key" --state-dir "$dir" --out "$s.key" >&2 || return 1
+    key=(--key "file=$s.key,format=hex,mode=aes-256-cbc")
+  fi
+  swtpm socket --tpm2 --tpmstate "dir=$dir" --server "type=unixio,path=$s.data" "${key[@]}" \
     --ctrl "type=unixio,path=$s.ctrl" --flags not-need-init,startup-clear --log "file=$s.log" &
   bare_pid=$!
   wait_until 10 test -S "$s.data"
