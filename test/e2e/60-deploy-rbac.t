@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 7: what an operator installs. The manifests apply through kustomize
+# and validate server-side; the DaemonSet's pod spec has what the README
+# promises; the ServiceAccount can do exactly what the agent needs and none of
+# the dangerous things (a table of kubectl auth can-i under the real RBAC
+# authorizer).
+. "$(dirname "$0")/lib.sh"
+require_cluster
+cd "$E2E_TOP"
+
+ok "kubectl apply -k deploy/base --dry-run=server validates every object" \
+  kubectl apply -k deploy/base --dry-run=server
+ok "kubectl apply -k deploy/overlays/kmip --dry-run=server validates" \
+  kubectl apply -k deploy/overlays/kmip --dry-run=server
+out=$(kubectl apply -k deploy/overlays/testbed 2>&1); rc=$?
+# The DaemonSet has no real node to run on here; the rest stays for later suites.
+at_exit kubectl -n vtpm-system delete ds vtpm-agent --ignore-not-found --wait=false
+if [ $rc -eq 0 ] && ! grep -qi error <<<"$out"; then pass "kubectl apply -k deploy/overlays/testbed creates every object without error"
+else fail "kubectl apply -k deploy/overlays/testbed" "$out"; fi
+
+ds=$(kubectl -n vtpm-system get ds vtpm-agent -o json)
+q() { jq -r "$1" <<<"$ds"; }
+is "$(q .spec.template.spec.hostPID)" true "DaemonSet: hostPID (launchers are found by pid)"
+is "$(q '.spec.template.spec.containers[0].securityContext.privileged')" false "DaemonSet: not privileged"
+is "$(q '.spec.template.spec.containers[0].securityContext.capabilities.drop[0]')" ALL "DaemonSet: drops all capabilities"
+caps=$(q '.spec.template.spec.containers[0].securityContext.capabilities.add | sort | join(",")')
+is "$caps" "CHOWN,DAC_OVERRIDE,FOWNER,IPC_LOCK,KILL,SETGID,SETUID,SYS_ADMIN,SYS_CHROOT,SYS_PTRACE" \
+  "DaemonSet: exactly the capabilities the README justifies"
+is "$(q '.spec.template.spec.containers[0].env[] | select(.name=="NODE_NAME") | .valueFrom.fieldRef.fieldPath')" \
+  spec.nodeName "DaemonSet: NODE_NAME from the downward API"
+is "$(q '.spec.template.spec.containers[0].volumeMounts[] | select(.name=="kubelet") | .mountPropagation')" \
+  HostToContainer "DaemonSet: kubelet root with HostToContainer propagation"
+like "$(q '.spec.template.spec.containers[0].resources.limits.memory')" '^[0-9]+Mi$' "DaemonSet: a memory limit"
+like "$(q '.spec.template.spec.containers[0].resources.requests.cpu')" '^[0-9]+m$' "DaemonSet: a CPU request"
+is "$(q '.spec.template.spec.containers[0].livenessProbe.httpGet.path')" /healthz "DaemonSet: liveness probe on /healthz"
+is "$(q '.spec.template.spec.containers[0].readinessProbe.httpGet.path')" /readyz "DaemonSet: readiness probe on /readyz"
+is "$(q '.spec.updateStrategy.type')/$(q '.spec.updateStrategy.rollingUpdate.maxUnavailable')" RollingUpdate/1 \
+  "DaemonSet: rolling update, one node at a time"
+is "$(q '.spec.template.spec.serviceAccountName')" vtpm-agent "DaemonSet: runs as the vtpm-agent ServiceAccount"
+is "$(q '.spec.template.spec.containers[0].imagePullPolicy')" Never "test-bed overlay: image never pulled"
+
+# The can-i table. "yes" rows are every verb the agent uses; "no" rows are
+# what it must never have. (Subresources need --subresource: "pods/exec"
+# would ask about a pod NAMED exec.)
+sa=system:serviceaccount:vtpm-system:vtpm-agent
+kubectl create ns e2e-60-tenant >/dev/null 2>&1 || true
+at_exit kubectl delete ns e2e-60-tenant --wait=false
+table=(
+  "yes list virtualmachines.kubevirt.io -A"
+  "yes watch virtualmachines.kubevirt.io -A"
+  "yes get virtualmachines.kubevirt.io -n e2e-60-tenant"
+  "yes update virtualmachines.kubevirt.io -n e2e-60-tenant --subresource=finalizers"
+  "yes watch kubevirts.kubevirt.io -A"
+  "yes watch hyperconvergeds.hco.kubevirt.io -A"
+  "yes watch virtualmachineclusterpreferences.instancetype.kubevirt.io"
+  "yes watch virtualmachinepreferences.instancetype.kubevirt.io -A"
+  "yes watch controllerrevisions.apps -A"
+  "yes watch storageprofiles.cdi.kubevirt.io"
+  "yes watch storageclasses.storage.k8s.io"
+  "yes watch persistentvolumeclaims -A"
+  "yes create persistentvolumeclaims -n e2e-60-tenant"
+  "yes watch pods -A"
+  "yes create pods -n e2e-60-tenant"
+  "yes delete pods -n e2e-60-tenant"
+  "yes patch nodes"
+  "yes create tpmstates.vtpm-agent.io -n e2e-60-tenant"
+  "yes patch tpmstates.vtpm-agent.io -n e2e-60-tenant --subresource=status"
+  "yes create events.events.k8s.io -n e2e-60-tenant"
+  "yes patch events.events.k8s.io -n e2e-60-tenant"
+  "yes create leases.coordination.k8s.io -n vtpm-system"
+  "yes update leases.coordination.k8s.io -n vtpm-system"
+  "yes get secrets -n vtpm-system"
+  "yes create secrets -n vtpm-system"
+  "no get secrets -n e2e-60-tenant"
+  "no list secrets -A"
+  "no create secrets -n e2e-60-tenant"
+  "no delete virtualmachines.kubevirt.io -n e2e-60-tenant"
+  "no update virtualmachines.kubevirt.io -n e2e-60-tenant"
+  "no patch virtualmachines.kubevirt.io -n e2e-60-tenant --subresource=status"
+  "no delete persistentvolumeclaims -n e2e-60-tenant"
+  "no update persistentvolumeclaims -n e2e-60-tenant"
+  "no patch persistentvolumeclaims -n e2e-60-tenant"
+  "no delete secrets -n vtpm-system"
+  "no delete tpmstates.vtpm-agent.io -n e2e-60-tenant"
+  "no create leases.coordination.k8s.io -n e2e-60-tenant"
+  "no delete nodes"
+  "no create clusterrolebindings.rbac.authorization.k8s.io"
+  "no * * -A"
+  "no * pods -n e2e-60-tenant"
+  "no create pods -n e2e-60-tenant --subresource=exec"
+)
+diag "can-i as $sa:"
+for row in "${table[@]}"; do
+  read -r want verb res rest <<<"$row"
+  # shellcheck disable=SC2086
+  got=$(kubectl auth can-i "$verb" "$res" $rest --as "$sa" 2>/dev/null)
+  diag "$(printf '  %-7s %-58s want %-3s got %s' "$verb" "$res $rest" "$want" "$got")"
+  is "$got" "$want" "can-i $verb $res $rest: $want"
+done
