@@ -37,7 +37,7 @@ endef
 REL_OBJS  := $(call objs,$(BUILD)/rel,$(LIB_SRCS) $(AGENT_SRCS))
 ASAN_OBJS := $(call objs,$(BUILD)/asan,$(LIB_SRCS) $(AGENT_SRCS))
 
-.PHONY: all agent asan unit-bins fuzz-bins tools deps control-plane cluster-up cluster-down \
+.PHONY: all agent asan unit-bins fuzz-bins tools asan-tools deps control-plane cluster-up cluster-down \
         test unit e2e fuzz bench demo clean valgrind
 
 all: $(BUILD)/vtpm-agent
@@ -84,10 +84,17 @@ $(BUILD)/tools/tpm-guest-bridge: test/tools/tpm-guest-bridge.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $(HARDLD) $^ $(LDLIBS) -o $@
 
+# The same tools with ASan+UBSan: `make asan-tools`, then run the suites with
+# VTPM_TOOLS=build/asan/tools.
+$(BUILD)/asan/tools/%: test/tools/%.c $(BUILD)/libvtpm-asan.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ASAN) $^ $(LDLIBS) -o $@
+
 UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/asan/test/unit/%,$(UNIT_SRCS))
 TOOL_BINS := $(patsubst test/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
 unit-bins: $(UNIT_BINS)
 tools: $(TOOL_BINS)
+asan-tools: $(patsubst test/tools/%.c,$(BUILD)/asan/tools/%,$(TOOL_SRCS))
 
 # libFuzzer targets (clang); each links the library sources it needs, built with clang.
 FUZZ_LIB_FLAGS := -std=gnu17 -D_GNU_SOURCE -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_CFLAGS) -g -O1 \

@@ -257,8 +257,9 @@ int main(int argc, char **argv) {
                 {0},
         };
         const char *kubeconfig = NULL, *config_path = NULL, *identity_opt = NULL;
-        int level = LOG_LEVEL_INFO;
-        bool json = true, check = false;
+        int level = -1; /* unset: from the configuration, else info */
+        int json = -1;  /* unset: from the configuration, else JSON */
+        bool check = false;
         for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
                 switch (c) {
                 case OPT_KUBECONFIG:
@@ -285,7 +286,7 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "vtpm-agent: unknown log format \"%s\" (json, text)\n", optarg);
                                 return 2;
                         }
-                        json = strcmp(optarg, "json") == 0;
+                        json = strcmp(optarg, "json") == 0 ? 1 : 0;
                         break;
                 case 'h':
                         usage(stdout);
@@ -303,18 +304,22 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return 2;
         }
-        log_setup(level, json);
-
         _cleanup_(agent_config_freep) agent_config *cfg = NULL;
         if (config_path) {
                 _cleanup_error_ vt_error *err = NULL;
                 if (agent_config_load(config_path, &cfg, &err) < 0) {
-                        /* Before logging is known to work for the operator: plain stderr too. */
+                        /* Plain stderr: the configuration is what would set up logging. */
                         fprintf(stderr, "vtpm-agent: %s\n", err->msg);
                         return 2;
                 }
         } else
                 cfg = agent_config_new_default();
+        /* Command-line flags win over the configuration's log section. */
+        if (level < 0)
+                level = log_level_from_string(cfg->log.level);
+        if (json < 0)
+                json = strcmp(cfg->log.format, "text") != 0;
+        log_setup(level < 0 ? LOG_LEVEL_INFO : level, json);
         const char *node = getenv("NODE_NAME");
         if (node && *node) {
                 free(cfg->node_name);
