@@ -96,13 +96,21 @@ unit-bins: $(UNIT_BINS)
 tools: $(TOOL_BINS)
 asan-tools: $(patsubst test/tools/%.c,$(BUILD)/asan/tools/%,$(TOOL_SRCS))
 
-# libFuzzer targets (clang); each links the library sources it needs, built with clang.
-FUZZ_LIB_FLAGS := -std=gnu17 -D_GNU_SOURCE -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_CFLAGS) -g -O1 \
-                  -fsanitize=fuzzer,address,undefined -DVTPM_VERSION='"fuzz"' -pthread
+# libFuzzer targets (clang). The library is compiled once with coverage
+# instrumentation (fuzzer-no-link) into an archive; each target links it.
+FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_CFLAGS) -g -O1 \
+               -DVTPM_VERSION='"fuzz"' -pthread
+FUZZ_OBJS := $(call objs,$(BUILD)/fuzzlib,$(LIB_SRCS) $(AGENT_SRCS))
 FUZZ_BINS := $(patsubst test/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
-$(BUILD)/fuzz/%: test/fuzz/%.c $(LIB_SRCS) $(AGENT_SRCS)
+$(BUILD)/fuzzlib/%.o: %.c $(wildcard pkg/*/*.h agent/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_LIB_FLAGS) $< $(LIB_SRCS) $(AGENT_SRCS) $(LDLIBS) -o $@
+	@$(if $(Q),echo "  CC-FUZZ $<")
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+$(BUILD)/libvtpm-fuzz.a: $(FUZZ_OBJS)
+	@rm -f $@; ar rcs $@ $^
+$(BUILD)/fuzz/%: test/fuzz/%.c $(BUILD)/libvtpm-fuzz.a
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< $(BUILD)/libvtpm-fuzz.a $(LDLIBS) -o $@
 fuzz-bins: $(FUZZ_BINS)
 
 deps:
