@@ -50,6 +50,27 @@ void vm_tpm_intent(json_t *vm, tpm_intent *ret) {
                 return; /* enabled: false means no TPM at all */
         ret->has_tpm = true;
         ret->persistent = persistent && json_is_true(persistent);
+        ret->invalid = vm_tpm_annotations_invalid(vm);
+}
+
+char *vm_tpm_annotations_invalid(json_t *vm) {
+        json_t *ann = json_object_get(json_object_get(vm, "metadata"), "annotations");
+        json_t *jv = json_object_get(ann, ANNOTATION_TPM_VERSION), *jm = json_object_get(ann, ANNOTATION_TPM_MODEL);
+        const char *version = json_string_value(jv), *model = json_string_value(jm);
+        /* Annotation values are strings; anything else cannot come from the API server. */
+        if (version && strcmp(version, "2.0") != 0 && strcmp(version, "1.2") != 0)
+                return xasprintf("annotation " ANNOTATION_TPM_VERSION " is \"%.64s\"; the supported TPM versions are "
+                                 "\"2.0\" (the default) and \"1.2\"",
+                                 version);
+        if (model && strcmp(model, "tpm-crb") != 0 && strcmp(model, "tpm-tis") != 0)
+                return xasprintf("annotation " ANNOTATION_TPM_MODEL " is \"%.64s\"; the supported TPM models are "
+                                 "\"tpm-crb\" (the default) and \"tpm-tis\"",
+                                 model);
+        /* As Nova: the CRB interface exists only for TPM 2.0. */
+        if (version && strcmp(version, "1.2") == 0 && (!model || strcmp(model, "tpm-crb") == 0))
+                return xstrdup("TPM version 1.2 needs model tpm-tis (annotation " ANNOTATION_TPM_MODEL
+                               ": tpm-tis): the tpm-crb interface, the default model, exists only for TPM 2.0");
+        return NULL;
 }
 
 static void hash_suffix(const char *s, char out[HASH_CHARS + 1]) {

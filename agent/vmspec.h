@@ -13,6 +13,10 @@
 #define LABEL_MANAGER_VALUE "vtpm-agent"
 #define LABEL_VM "vtpm-agent.io/vm"
 #define ANNOTATION_VM_NAME "vtpm-agent.io/vm-name"
+/* Requests the node controller honours; validated here so a bad one is
+ * reported on the VM before any launcher starts. */
+#define ANNOTATION_TPM_VERSION "vtpm-agent.io/tpm-version" /* "2.0" (default) or "1.2" */
+#define ANNOTATION_TPM_MODEL "vtpm-agent.io/tpm-model"     /* "tpm-crb" (default) or "tpm-tis" */
 
 typedef enum tpm_source { TPM_SOURCE_NONE, TPM_SOURCE_VM, TPM_SOURCE_PREFERENCE } tpm_source;
 
@@ -28,6 +32,11 @@ typedef struct tpm_intent {
  * invalid input. Preferences are applied by the caller (preferences.c). */
 void vm_tpm_intent(json_t *vm, tpm_intent *ret);
 void tpm_intent_done(tpm_intent *t);
+/* NULL when the VM's vtpm-agent.io/tpm-version and tpm-model annotations
+ * (both optional) are usable, else why not (caller frees). Version 1.2 needs
+ * model tpm-tis, as in OpenStack Nova. vm_tpm_intent() applies it to VMs
+ * that have a TPM. */
+char *vm_tpm_annotations_invalid(json_t *vm);
 
 /* persistent-state-for-<vm>, or, past the 253-character limit of an object
  * name, a deterministic shortened form ending in a hash of the VM's name. */

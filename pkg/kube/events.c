@@ -131,7 +131,12 @@ int kube_record(kube_recorder *r, const kube_object_ref *reg, enum kube_event_ty
 
         unsigned char rnd[8];
         RAND_bytes(rnd, sizeof(rnd));
-        _cleanup_free_ char *name = xasprintf("%s.%02x%02x%02x%02x%02x%02x%02x%02x", reg->name, rnd[0], rnd[1], rnd[2],
+        /* Object names may be 253 characters: leave room for the 17-character
+         * suffix, and do not let the cut end a name segment with '-' or '.'. */
+        int keep = (int)strnlen(reg->name, 236);
+        while (keep > 1 && (reg->name[keep - 1] == '-' || reg->name[keep - 1] == '.'))
+                keep--;
+        _cleanup_free_ char *name = xasprintf("%.*s.%02x%02x%02x%02x%02x%02x%02x%02x", keep, reg->name, rnd[0], rnd[1], rnd[2],
                                               rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
         json_t *regarding = json_pack("{s:s, s:s, s:s, s:s}", "apiVersion", reg->api_version, "kind", reg->kind,
                                       "namespace", ns, "name", reg->name);
