@@ -18,6 +18,7 @@
 #include "kube/lease.h"
 #include "kube/workqueue.h"
 #include "storageclass.h"
+#include "preference.h"
 #include "vmspec.h"
 
 static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
@@ -31,7 +32,13 @@ static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstat
 #define FIELD_MANAGER "vtpm-agent"
 #define CONTROLLER_NAME "vtpm-agent.io/state-controller"
 
-enum { INF_VM, INF_PVC, INF_SC, INF_KUBEVIRT, INF_HCO, INF_POD, INF_TPMSTATE, _INF_MAX };
+static const kube_resource res_cpref = {"instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterpreferences", false};
+static const kube_resource res_nspref = {"instancetype.kubevirt.io", "v1beta1", "virtualmachinepreferences", true};
+static const kube_resource res_revision = {"apps", "v1", "controllerrevisions", true};
+static const kube_resource res_sprofile = {"cdi.kubevirt.io", "v1beta1", "storageprofiles", false};
+
+enum { INF_VM, INF_PVC, INF_SC, INF_KUBEVIRT, INF_HCO, INF_POD, INF_TPMSTATE, INF_CPREF, INF_NSPREF, INF_REVISION,
+       INF_SPROFILE, _INF_MAX };
 
 struct state_controller {
         kube_client *client;
@@ -132,6 +139,111 @@ static void on_pod(const char *key, json_t *obj, void *ud) {
 }
 static void on_pod_update(const char *key, json_t *o, json_t *n, void *ud) {
         on_pod(key, n, ud);
+}
+
+/* A preference changed: requeue the VMs that name it without a frozen
+ * revision (those with one keep what KubeVirt froze). A scan of the cache,
+ * never a request per VM; preferences change rarely. */
+struct pref_match {
+        state_controller *sc;
+        const char *key;
+};
+static void enqueue_if_uses(const char *vm_key, json_t *vm, void *ud) {
+        struct pref_match *m = ud;
+        _cleanup_free_ char *k = vm_live_preference_key(vm);
+        if (k && strcmp(k, m->key) == 0)
+                kube_workqueue_add(m->sc->queue, vm_key);
+}
+static void on_pref_common(json_t *obj, const char *kind, void *ud) {
+        state_controller *sc = ud;
+        json_t *md = json_object_get(obj, "metadata");
+        _cleanup_free_ char *key = preference_key(kind, json_string_value(json_object_get(md, "namespace")),
+                                                  json_string_value(json_object_get(md, "name")));
+        struct pref_match m = {sc, key};
+        kube_informer_foreach(sc->inf[INF_VM], enqueue_if_uses, &m);
+}
+static void on_cpref(const char *key, json_t *obj, void *ud) {
+        on_pref_common(obj, "VirtualMachineClusterPreference", ud);
+}
+static void on_cpref_update(const char *key, json_t *o, json_t *n, void *ud) {
+        on_pref_common(n, "VirtualMachineClusterPreference", ud);
+}
+static void on_nspref(const char *key, json_t *obj, void *ud) {
+        on_pref_common(obj, "VirtualMachinePreference", ud);
+}
+static void on_nspref_update(const char *key, json_t *o, json_t *n, void *ud) {
+        on_pref_common(n, "VirtualMachinePreference", ud);
+}
+
+/* Keep only preferredTPM of preferences and of frozen revisions. */
+static json_t *trim_preferred_tpm(json_t *o, const char *const *path, size_t n) {
+        json_t *out = metadata_trim(o, NULL);
+        json_object_del(json_object_get(out, "metadata"), "annotations");
+        json_object_del(json_object_get(out, "metadata"), "ownerReferences");
+        json_t *v = o;
+        for (size_t i = 0; v && i < n; i++)
+                v = json_object_get(v, path[i]);
+        if (v) {
+                json_t *spec = json_pack("{s:{s:O}}", "devices", "preferredTPM", v);
+                if (n == 4) /* revision: data.spec... */
+                        json_object_set_new(out, "data", json_pack("{s:o}", "spec", spec));
+                else
+                        json_object_set_new(out, "spec", spec);
+        }
+        return out;
+}
+static json_t *trim_pref(json_t *o, void *ud) {
+        static const char *const path[] = {"spec", "devices", "preferredTPM"};
+        return trim_preferred_tpm(o, path, 3);
+}
+static json_t *trim_revision(json_t *o, void *ud) {
+        static const char *const path[] = {"data", "spec", "devices", "preferredTPM"};
+        return trim_preferred_tpm(o, path, 4);
+}
+static json_t *trim_sprofile(json_t *o, void *ud) {
+        json_t *out = metadata_trim(o, NULL);
+        json_t *sets = json_object_get(json_object_get(o, "status"), "claimPropertySets");
+        if (sets)
+                json_object_set_new(out, "status", json_pack("{s:O}", "claimPropertySets", sets));
+        return out;
+}
+
+static json_t *lookup_preference(const char *kind, const char *namespace, const char *name, void *ud) {
+        state_controller *sc = ud;
+        if (namespace) {
+                _cleanup_free_ char *k = xasprintf("%s/%s", namespace, name);
+                return kube_informer_get(sc->inf[INF_NSPREF], k);
+        }
+        return kube_informer_get(sc->inf[INF_CPREF], name);
+}
+static json_t *lookup_revision(const char *namespace, const char *name, void *ud) {
+        state_controller *sc = ud;
+        _cleanup_free_ char *k = xasprintf("%s/%s", namespace ? namespace : "", name);
+        return kube_informer_get(sc->inf[INF_REVISION], k);
+}
+
+/* CDI's StorageProfile for the class, when there is one, says which access
+ * and volume modes the class really offers. */
+static bool profile_lacks_rwx_fs(state_controller *sc, const char *cls) {
+        json_t *p = kube_informer_get(sc->inf[INF_SPROFILE], cls);
+        if (!p)
+                return false;
+        json_t *sets = json_object_get(json_object_get(p, "status"), "claimPropertySets");
+        bool found = false;
+        size_t i;
+        json_t *set;
+        json_array_foreach(sets, i, set) {
+                const char *vm = json_string_value(json_object_get(set, "volumeMode"));
+                size_t j;
+                json_t *mode;
+                json_array_foreach(json_object_get(set, "accessModes"), j, mode) if (json_string_value(mode) &&
+                                                                                     strcmp(json_string_value(mode),
+                                                                                            "ReadWriteMany") == 0 &&
+                                                                                     (!vm || strcmp(vm, "Filesystem") == 0))
+                        found = true;
+        }
+        json_decref(p);
+        return !found;
 }
 
 static void on_informer_error(const vt_error *err, void *ud) {
@@ -482,10 +594,16 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
         int r = 0;
         json_t *pvc = NULL, *launcher = NULL, *ts = NULL, *status = NULL, *cached_ts = NULL;
         _cleanup_free_ char *pvc_name = NULL, *pvc_key = NULL, *tskey = NULL;
-        tpm_intent intent;
         sc_choice choice = {0};
         desired d = {0};
-        vm_tpm_intent(vm, &intent);
+        /* The VM's own devices.tpm, else its preference (frozen revision first). */
+        preference_lookup lookup = {lookup_preference, lookup_revision, sc};
+        effective_tpm eff;
+        vm_effective_tpm(vm, &lookup, &eff);
+        tpm_intent intent = eff.intent;
+        eff.intent = (tpm_intent){0};
+        if (!intent.invalid && intent.source == TPM_SOURCE_PREFERENCE && intent.has_tpm)
+                intent.invalid = vm_tpm_annotations_invalid(vm);
         if (json_object_get(json_object_get(vm, "metadata"), "deletionTimestamp"))
                 goto out;
 
@@ -500,7 +618,14 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
         json_t *old_status = json_object_get(cached_ts, "status");
         const char *storage_class = NULL, *class_source = NULL;
 
-        if (intent.invalid) {
+        if (eff.missing) {
+                d = (desired){"Error", "PreferenceNotFound", false,
+                              xasprintf("%s; the TPM it may ask for is unknown until it exists", eff.missing),
+                              "PreferenceNotFound",
+                              xasprintf("%s: if it asks for a persistent TPM (Windows preferences do), the VM's state "
+                                        "volume is provisioned as soon as the preference appears",
+                                        eff.missing)};
+        } else if (intent.invalid) {
                 d = (desired){"Error", "InvalidTPMSpec", false, xstrdup(intent.invalid), "InvalidTPMSpec",
                               xasprintf("the VM's TPM settings cannot be used: %s", intent.invalid)};
         } else if (!intent.has_tpm) {
@@ -578,6 +703,13 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                                         "ReadWriteMany filesystems; the state PVC %s asks for ReadWriteMany and may "
                                         "stay Pending, and live migration will not be possible. No other class is "
                                         "picked silently",
+                                        choice.name, class_source, pvc_name);
+                        else if (profile_lacks_rwx_fs(sc, choice.name))
+                                d.event_reason = "StorageClassNotRWX",
+                                d.event_note = xasprintf(
+                                        "the CDI StorageProfile of StorageClass %s (chosen by %s) offers no "
+                                        "ReadWriteMany + Filesystem pair: live migration of this VM will not be "
+                                        "possible. The state PVC %s is provisioned anyway; no other class is picked",
                                         choice.name, class_source, pvc_name);
                 }
         }
@@ -674,6 +806,7 @@ out:
         desired_done(&d);
         sc_choice_done(&choice);
         tpm_intent_done(&intent);
+        effective_tpm_done(&eff);
         return r;
 }
 
@@ -753,6 +886,11 @@ int state_controller_new(kube_client *c, const agent_config *cfg, const char *id
                              {on_pod, on_pod_update, on_pod, trim_pod}},
                 [INF_TPMSTATE] = {&res_tpmstate, {.label_selector = LABEL_MANAGED_BY "=" LABEL_MANAGER_VALUE},
                                   {on_tpmstate, on_tpmstate_update, on_tpmstate, NULL}},
+                [INF_CPREF] = {&res_cpref, {.optional = true}, {on_cpref, on_cpref_update, on_cpref, trim_pref}},
+                [INF_NSPREF] = {&res_nspref, {.optional = true}, {on_nspref, on_nspref_update, on_nspref, trim_pref}},
+                /* Revisions are read, not reacted to: KubeVirt updates the VM when it freezes one. */
+                [INF_REVISION] = {&res_revision, {0}, {NULL, NULL, NULL, trim_revision}},
+                [INF_SPROFILE] = {&res_sprofile, {.optional = true}, {NULL, NULL, NULL, trim_sprofile}},
         };
         for (int i = 0; i < _INF_MAX; i++) {
                 defs[i].h.userdata = sc;
