@@ -805,7 +805,8 @@ static void *worker(void *ud) {
                 _cleanup_error_ vt_error *err = NULL;
                 int r = reconcile(nc, key, &err);
                 if (r == -EAGAIN)
-                        kube_workqueue_add_after(nc->queue, key, USEC_PER_SEC);
+                        /* Waiting on the launcher's socket or the kubelet: look again soon. */
+                        kube_workqueue_add_after(nc->queue, key, 250 * USEC_PER_MSEC);
                 else if (r < 0) {
                         log_kv(LOG_LEVEL_WARN, "launcher reconcile failed; will retry", "launcher", key, "error",
                                err ? err->msg : strerror(-r), NULL);

@@ -458,11 +458,18 @@ static void written_free(void *p) {
         json_decref(p);
 }
 
+/* TPMStates as cached and remembered: without managedFields, which were
+ * most of their size (about 25 KB parsed, each). */
+static json_t *trim_tpmstate(json_t *o, void *ud) {
+        static const char *const keep[] = {"spec", "status", NULL};
+        return metadata_trim(o, keep);
+}
+
 static void remember_written(state_controller *sc, const char *key, json_t *ts) {
         if (!ts)
                 return;
         pthread_mutex_lock(&sc->written_lock);
-        vt_hashmap_put(sc->written, key, json_incref(ts));
+        vt_hashmap_put(sc->written, key, trim_tpmstate(ts, NULL));
         pthread_mutex_unlock(&sc->written_lock);
 }
 
@@ -693,9 +700,10 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                         if (r < 0)
                                 goto out;
                         storage_class = choice.name;
+                        /* The same words the next reconcile will find for a Pending PVC:
+                         * no second status write just to change the message. */
                         d = (desired){"Pending", "WaitingForBinding", false,
-                                      xasprintf("state volume %s created in StorageClass %s (%s)", pvc_name, choice.name,
-                                                class_source)};
+                                      xasprintf("state volume %s is Pending, waiting for it to bind", pvc_name)};
                         if (choice.rwx_unlikely)
                                 d.event_reason = "StorageClassNotRWX",
                                 d.event_note = xasprintf(
@@ -885,7 +893,7 @@ int state_controller_new(kube_client *c, const agent_config *cfg, const char *id
                 [INF_POD] = {&res_pod, {.label_selector = "kubevirt.io=virt-launcher", .index_label = "vm.kubevirt.io/name"},
                              {on_pod, on_pod_update, on_pod, trim_pod}},
                 [INF_TPMSTATE] = {&res_tpmstate, {.label_selector = LABEL_MANAGED_BY "=" LABEL_MANAGER_VALUE},
-                                  {on_tpmstate, on_tpmstate_update, on_tpmstate, NULL}},
+                                  {on_tpmstate, on_tpmstate_update, on_tpmstate, trim_tpmstate}},
                 [INF_CPREF] = {&res_cpref, {.optional = true}, {on_cpref, on_cpref_update, on_cpref, trim_pref}},
                 [INF_NSPREF] = {&res_nspref, {.optional = true}, {on_nspref, on_nspref_update, on_nspref, trim_pref}},
                 /* Revisions are read, not reacted to: KubeVirt updates the VM when it freezes one. */
