@@ -84,8 +84,9 @@ void vm_effective_tpm(json_t *vm, const preference_lookup *lookup, effective_tpm
         if (rev && lookup && lookup->revision) {
                 json_t *cr = lookup->revision(ns, rev, lookup->userdata);
                 if (cr) {
+                        /* Found: what it froze is final, even with no preferredTPM in it. */
                         json_t *data = json_object_get(cr, "data");
-                        source = json_incref(data);
+                        source = data ? json_incref(data) : json_object();
                         ret->revision = xstrdup(rev);
                         json_decref(cr);
                 }

@@ -183,13 +183,11 @@ static json_t *trim_preferred_tpm(json_t *o, const char *const *path, size_t n) 
         json_t *v = o;
         for (size_t i = 0; v && i < n; i++)
                 v = json_object_get(v, path[i]);
-        if (v) {
-                json_t *spec = json_pack("{s:{s:O}}", "devices", "preferredTPM", v);
-                if (n == 4) /* revision: data.spec... */
-                        json_object_set_new(out, "data", json_pack("{s:o}", "spec", spec));
-                else
-                        json_object_set_new(out, "spec", spec);
-        }
+        json_t *spec = v ? json_pack("{s:{s:O}}", "devices", "preferredTPM", v) : json_object();
+        if (n == 4) /* a revision keeps its data even without preferredTPM: frozen means frozen */
+                json_object_set_new(out, "data", json_pack("{s:o}", "spec", spec));
+        else
+                json_object_set_new(out, "spec", spec);
         return out;
 }
 static json_t *trim_pref(json_t *o, void *ud) {

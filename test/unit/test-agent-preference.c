@@ -17,6 +17,8 @@ static json_t *lookup_pref(const char *kind, const char *ns, const char *name, v
 }
 
 static json_t *lookup_rev(const char *ns, const char *name, void *ud) {
+        if (strcmp(name, "no-tpm-rev") == 0)
+                return json_loads("{\"data\":{\"spec\":{\"devices\":{}}}}", 0, NULL);
         return strcmp(name, "win11-pref-rev-1") == 0 ? json_incref(revision) : NULL;
 }
 
@@ -85,6 +87,12 @@ static void test_frozen_revision_wins_over_live_edit(void) {
                             json_pack("{s:b}", "persistent", 1));
 }
 
+static void test_frozen_revision_without_tpm_is_final(void) {
+        /* The live preference asks for a persistent TPM; the frozen one asked for none. */
+        check_vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.11\",\"revisionName\":\"no-tpm-rev\"}}}", false,
+                 false, TPM_SOURCE_NONE, false, "frozen without preferredTPM");
+}
+
 static void test_missing_preference(void) {
         check_vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.12\"}}}", false, false, TPM_SOURCE_NONE, true,
                  "missing");
@@ -105,6 +113,7 @@ int main(void) {
                 TAP_CASE(test_preference_gives_persistent_tpm),
                 TAP_CASE(test_vm_own_tpm_wins),
                 TAP_CASE(test_frozen_revision_wins_over_live_edit),
+                TAP_CASE(test_frozen_revision_without_tpm_is_final),
                 TAP_CASE(test_missing_preference),
                 {0},
         });
