@@ -55,6 +55,13 @@ static int load_kek(secret_provider *sp, const char *kek_id, secmem **ret, vt_er
         if (!slash || !hash || hash < slash)
                 return vt_error_set(err, ENOKEY, "secret provider: malformed kekId \"%s\"", kek_id);
         *hash = '\0';
+        *slash = '\0';
+        /* The header comes from the volume: it may only name our own KEKs. */
+        if (strcmp(copy, sp->namespace) != 0)
+                return vt_error_set(err, ENOKEY,
+                                    "secret provider: kekId %s names a KEK in namespace %s, but this agent keeps its "
+                                    "KEKs in %s",
+                                    kek_id, copy, sp->namespace);
         const char *name = slash + 1, *version = hash + 1;
         json_t *s = NULL;
         int r = get_secret(sp, name, &s, err);

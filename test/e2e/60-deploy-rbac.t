@@ -8,6 +8,8 @@
 require_cluster
 cd "$E2E_TOP"
 
+# A server-side dry run of namespaced objects needs their namespace to exist.
+ok "the namespace applies" kubectl apply -f manifests/namespace.yaml
 ok "kubectl apply -k deploy/base --dry-run=server validates every object" \
   kubectl apply -k deploy/base --dry-run=server
 ok "kubectl apply -k deploy/overlays/kmip --dry-run=server validates" \

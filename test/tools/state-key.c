@@ -6,7 +6,7 @@
  * (`--key file=F,format=hex,mode=aes-256-cbc`). Also proves the header is
  * all a holder of the KEK needs: state and wrapped key travel together.
  *
- *   state-key --state-dir DIR --out FILE [--kubeconfig F] [--namespace vtpm-system] */
+ *   state-key --state-dir DIR --out FILE [--kubeconfig F] [--namespace NS (default: from the kekId)] */
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ int main(int argc, char **argv) {
                                              {"namespace", required_argument, NULL, 'n'},
                                              {"state-dir", required_argument, NULL, 's'},
                                              {"out", required_argument, NULL, 'o'}, {0}};
-        const char *kubeconfig = NULL, *ns = "vtpm-system", *dir = NULL, *out = NULL;
+        const char *kubeconfig = NULL, *ns = NULL, *dir = NULL, *out = NULL;
         for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
                 if (c == 'k')
                         kubeconfig = optarg;
@@ -57,7 +57,9 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "state-key: provider %s: only the secret provider is supported here\n", h.provider);
                 return 1;
         }
-        kek_provider_secret_new(client, ns, &p);
+        /* The kekId names the KEK's namespace: "<ns>/vtpm-kek-<vm-ns>#<version>". */
+        _cleanup_free_ char *kek_ns = xstrndup(h.kek_id, strcspn(h.kek_id, "/"));
+        kek_provider_secret_new(client, ns ? ns : kek_ns, &p);
         if (kek_provider_unwrap(p, &h, &dek, &err) < 0) {
                 fprintf(stderr, "state-key: %s\n", err->msg);
                 key_header_done(&h);
