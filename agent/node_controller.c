@@ -486,8 +486,15 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         if (l->swtpm_pid > 0) {
                 if (swtpm_alive(l->swtpm_pid, l->swtpm_start))
                         return r;
-                report(nc, l, "Failed", "SwtpmExited",
-                       "swtpm exited while its launcher runs; the VM's TPM is gone until the VM restarts", true);
+                /* QEMU shuts swtpm down (CMD_SHUTDOWN) whenever the VM stops: that is
+                 * normal, not a warning. Said only while the launcher still runs;
+                 * a launcher that went is torn down without a word. */
+                uint64_t st = 0;
+                if (l->pid > 0 && proc_start_time(l->pid, &st, NULL) == 0 && st == l->pid_start)
+                        report(nc, l, "Stopped", "SwtpmExited",
+                               "swtpm exited (the VM shut its TPM down, or swtpm failed); it starts again with the "
+                               "VM's next launcher",
+                               false);
                 l->swtpm_pid = 0;
                 record_save(nc, l);
                 return r;
