@@ -41,3 +41,9 @@ void sleep_usec(usec_t usec) {
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                 ;
 }
+
+void monotonic_deadline(usec_t usec, struct timespec *ret) {
+        usec_t end = now_monotonic() + usec;
+        ret->tv_sec = (time_t)(end / USEC_PER_SEC);
+        ret->tv_nsec = (long)(end % USEC_PER_SEC) * 1000;
+}

@@ -13,5 +13,9 @@ usec_t now_realtime(void);
 void format_rfc3339_micro(usec_t realtime, char buf[static 40]);
 /* RFC 3339 to the second, as Kubernetes Time wants. */
 void format_rfc3339(usec_t realtime, char buf[static 40]);
+/* The absolute CLOCK_MONOTONIC time `usec` from now, as pthread_cond_timedwait
+ * wants it for condition variables created with pthread_condattr_setclock. */
+struct timespec;
+void monotonic_deadline(usec_t usec, struct timespec *ret);
 /* Sleep, resuming after signals, until `usec` passed. */
 void sleep_usec(usec_t usec);

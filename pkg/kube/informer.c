@@ -250,10 +250,7 @@ static void stat_add(kube_informer *inf, uint64_t *field, uint64_t n) {
 /* Sleep for `usec`, returning early (true) when asked to stop. */
 static bool sleep_or_stop(kube_informer *inf, usec_t usec) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        usec_t end = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 + usec;
-        ts.tv_sec = (time_t)(end / USEC_PER_SEC);
-        ts.tv_nsec = (long)(end % USEC_PER_SEC) * 1000;
+        monotonic_deadline(usec, &ts);
         pthread_mutex_lock(&inf->state_lock);
         while (!atomic_load(&inf->stop))
                 if (pthread_cond_timedwait(&inf->state_cond, &inf->state_lock, &ts) != 0)
@@ -496,10 +493,7 @@ bool kube_informer_has_synced(kube_informer *inf) {
 
 int kube_informer_wait_synced(kube_informer *inf, usec_t timeout) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        usec_t end = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 + timeout;
-        ts.tv_sec = (time_t)(end / USEC_PER_SEC);
-        ts.tv_nsec = (long)(end % USEC_PER_SEC) * 1000;
+        monotonic_deadline(timeout, &ts);
         int r = 0;
         pthread_mutex_lock(&inf->state_lock);
         while (!inf->synced && r == 0)

@@ -163,10 +163,7 @@ static void release(kube_elector *e) {
 
 static bool wait_or_stop(kube_elector *e, usec_t usec) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        usec_t end = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 + usec;
-        ts.tv_sec = (time_t)(end / USEC_PER_SEC);
-        ts.tv_nsec = (long)(end % USEC_PER_SEC) * 1000;
+        monotonic_deadline(usec, &ts);
         pthread_mutex_lock(&e->lock);
         while (!atomic_load(&e->stop))
                 if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) != 0)
