@@ -62,17 +62,7 @@ show kubectl version
 step "2. Install vtpm-agent's namespace, ServiceAccount, least-privilege RBAC and config"
 show kubectl apply -f manifests/namespace.yaml -f manifests/serviceaccount.yaml -f manifests/rbac.yaml -f manifests/configmap.yaml
 # The agents authenticate with the ServiceAccount's own token (TokenRequest), not as admin.
-kubectl -n vtpm-system create token vtpm-agent --duration 2h > "$D/token"
-server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
-ca=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
-cat > "$D/agent.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-current-context: agent
-clusters: [{name: testbed, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
-users: [{name: vtpm-agent, user: {tokenFile: "$D/token"}}]
-contexts: [{name: agent, context: {cluster: testbed, user: vtpm-agent}}]
-EOF
+hack/agent-identity.sh vtpm-system "$D" >/dev/null
 show "$B/vtpm-agent" --check --kubeconfig "$D/agent.kubeconfig" --log-format text
 
 step "3. Two nodes with their own agent and kubelet stand-in; RWX storage shared between them"

@@ -76,7 +76,8 @@ subject() {
 # kubeconfig NAME USER: $VTPM_RUN/NAME.kubeconfig for the client cert USER.{crt,key}.
 kubeconfig() {
   local name=$1 user=$2 out="$VTPM_RUN/$1.kubeconfig"
-  [ -s "$out" ] && return 0
+  # Kept unless the port changed (a $VTPM_RUN reused with other VTPM_*_PORT).
+  grep -qx "    server: https://127.0.0.1:$TB_APISERVER_PORT" "$out" 2>/dev/null && return 0
   cat > "$out.tmp" <<EOF
 apiVersion: v1
 kind: Config

@@ -20,6 +20,7 @@ export KUBECONFIG=$VTPM_RUN/admin.kubeconfig
 
 mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*" ! -name "*.o" | sort)
 suites=("${units[@]}" test/fuzz/regress.t test/e2e/*.t)
+export E2E_SINCE=$(date -u +%FT%T)
 rc=0
 prove --timer -f "${suites[@]}" || rc=$?
 echo "make test: wall time $(( $(date +%s) - start ))s"

@@ -27,15 +27,19 @@ bad file $'keys:\n  provider: kmip\n  kmip:\n    endpoint: k:5696\n    caFile: /
 bad syntax $'state: [\n' "$tmp/syntax.yaml:2:1:" "YAML syntax error with file:line:column"
 
 # --- a running agent: probes, metrics, clean stop
-kubectl create ns vtpm-system >/dev/null 2>&1 || true
+# As the product's ServiceAccount (TokenRequest token), this namespace its own.
+akc=$("$E2E_TOP/hack/agent-identity.sh" "$NS" "$tmp/identity" "vtpm-agent-e2e-$NS") ||
+  bail_out "cannot set up the agent's ServiceAccount identity"
+at_exit kubectl delete clusterrolebinding "vtpm-agent-e2e-$NS" --ignore-not-found --wait=false
 port=$(( 20000 + RANDOM % 20000 ))
 cat > "$tmp/config.yaml" <<EOF
+namespace: $NS
 state:
   leaseName: e2e-61-$RANDOM
 http:
   listen: "127.0.0.1:$port"
 EOF
-"$agent" --config "$tmp/config.yaml" --identity e2e-61 --log-format json > "$tmp/agent.log" 2>&1 &
+"$agent" --kubeconfig "$akc" --config "$tmp/config.yaml" --identity e2e-61 --log-format json > "$tmp/agent.log" 2>&1 &
 apid=$!
 at_exit "kill $apid 2>/dev/null"
 ok "/readyz answers ok once the caches are synced" wait_until 60 sh -c "curl -sf http://127.0.0.1:$port/readyz | grep -q ok"

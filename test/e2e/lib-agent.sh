@@ -31,19 +31,29 @@
 #                            (count = series count or 1)
 #
 # Environment:
-#   AGENT_KUBECONFIG  the kubeconfig the agent uses (default: $KUBECONFIG,
-#                     the admin one; point it at the agent's ServiceAccount
-#                     kubeconfig to test with the product's RBAC)
+#   AGENT_KUBECONFIG  the kubeconfig the agent uses (default: the product's
+#                     ServiceAccount in $NS with a TokenRequest token, made by
+#                     hack/agent-identity.sh; set it to $KUBECONFIG for admin)
 #   AGENT_BIN         default build/asan/vtpm-agent
 #   AGENT_DIR         logs and configs (default $VTPM_RUN/e2e/<test>-<ns>)
 
-AGENT_KUBECONFIG=${AGENT_KUBECONFIG:-$KUBECONFIG}
 AGENT_BIN=${AGENT_BIN:-$E2E_TOP/build/asan/vtpm-agent}
 PROVISIONER_BIN=${PROVISIONER_BIN:-$E2E_TOP/build/tools/testbed-provisioner}
 AGENT_DIR=${AGENT_DIR:-$VTPM_RUN/e2e/$(basename "$0" .t)-${NS:-nons}}
 AGENT_LEASE=${AGENT_LEASE:-vtpm-e2e-${NS:-nons}}
 TESTBED_PROVISIONER=vtpm-agent.io/testbed
 mkdir -p "$AGENT_DIR"
+
+# The agents run as the product's own ServiceAccount, with a TokenRequest
+# token, under the real RBAC authorizer: manifests/rbac.yaml applied with this
+# test's namespace as the agent's own namespace (its Lease, KEK Secrets and
+# state locks live there). Anything the agent does beyond its RBAC fails here.
+if [ -z "${AGENT_KUBECONFIG:-}" ]; then
+  [ -n "${NS:-}" ] || bail_out "lib-agent.sh: call setup_namespace before sourcing it"
+  AGENT_KUBECONFIG=$("$E2E_TOP/hack/agent-identity.sh" "$NS" "$AGENT_DIR/identity" "vtpm-agent-e2e-$NS") ||
+    bail_out "cannot set up the agent's ServiceAccount identity in $NS"
+  at_exit kubectl delete clusterrolebinding "vtpm-agent-e2e-$NS" --ignore-not-found --wait=false
+fi
 
 [ -x "$AGENT_BIN" ] || bail_out "$AGENT_BIN missing: run 'make asan'"
 [ -x "$PROVISIONER_BIN" ] || bail_out "$PROVISIONER_BIN missing: run 'make tools'"
