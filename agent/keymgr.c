@@ -123,3 +123,32 @@ int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secme
         *ret_dek = TAKE_PTR(dek);
         return 0;
 }
+
+int keymgr_unwrap(keymgr *km, const key_header *entry, secmem **ret_dek, vt_error **err) {
+        pthread_mutex_lock(&km->lock);
+        int r = kek_provider_unwrap(km->provider, entry, ret_dek, err);
+        pthread_mutex_unlock(&km->lock);
+        return r;
+}
+
+int keymgr_kek_version(keymgr *km, const char *scope, const char *version, char **ret_kek_id, vt_error **err) {
+        pthread_mutex_lock(&km->lock);
+        int r = kek_provider_ensure_kek_version(km->provider, scope, version, ret_kek_id, err);
+        pthread_mutex_unlock(&km->lock);
+        return r;
+}
+
+int keymgr_wrap(keymgr *km, const char *scope, const char *kek_id, const char *version, const secmem *dek,
+                key_header *entry, vt_error **err) {
+        _cleanup_free_ char *id = kek_id ? xstrdup(kek_id) : NULL;
+        int r = 0;
+        pthread_mutex_lock(&km->lock);
+        if (!id && version)
+                r = kek_provider_ensure_kek_version(km->provider, scope, version, &id, err);
+        else if (!id)
+                r = kek_provider_ensure_kek(km->provider, scope, &id, err);
+        if (r >= 0)
+                r = kek_provider_wrap(km->provider, id, dek, entry, err);
+        pthread_mutex_unlock(&km->lock);
+        return r;
+}

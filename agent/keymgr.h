@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "config.h"
+#include "keys/header.h"
 #include "keys/secmem.h"
 #include "kube/client.h"
 
@@ -44,3 +45,15 @@ void state_key_info_done(state_key_info *i);
 int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
                      vt_error **err);
 bool keymgr_unavailable(int r);
+
+/* Building blocks for rotation (agent/key_rotation.c); each one provider
+ * call under the lock. */
+/* Unwrap one key entry of a header (the current one, or h->next). */
+int keymgr_unwrap(keymgr *km, const key_header *entry, secmem **ret_dek, vt_error **err);
+/* Wrap dek into `entry` (its wrapping fields are replaced): under kek_id, or
+ * when NULL under the scope's KEK version `version`, or when that is NULL
+ * too under the scope's current KEK (created on first use). */
+int keymgr_wrap(keymgr *km, const char *scope, const char *kek_id, const char *version, const secmem *dek,
+                key_header *entry, vt_error **err);
+/* The KEK id of the scope's version `version` (created on first use). */
+int keymgr_kek_version(keymgr *km, const char *scope, const char *version, char **ret_kek_id, vt_error **err);

@@ -24,7 +24,9 @@
 #include "mount/nsmount.h"
 #include "proc/proc.h"
 #include "proc/rootdir.h"
+#include "key_rotation.h"
 #include "keymgr.h"
+#include "keys/header.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
 
@@ -41,6 +43,10 @@ static const kube_resource res_node = {"", "v1", "nodes", false};
 #define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
 #define ANN_TPM_MODEL "vtpm-agent.io/tpm-model"
 #define TICK_USEC (3 * USEC_PER_SEC)
+/* A VM waiting for its key server is retried at least this often: a retry is
+ * one connection to the server, and the queue's 60 s ceiling (meant for API
+ * errors) would let a VM wait up to a minute after the server is back. */
+#define KEY_RETRY_MAX_USEC (10 * USEC_PER_SEC)
 
 /* What the agent knows of one launcher; persisted under run_dir so a
  * restarted agent adopts its swtpm instead of starting another. */
@@ -66,6 +72,7 @@ struct node_controller {
         vt_metrics *metrics;
         char *node;
         kube_informer *pods;
+        kube_informer *tpmstates; /* rotation requests (annotations) and status.keys */
         kube_workqueue *queue;
         kube_recorder *recorder;
         keymgr *keys;
@@ -474,6 +481,331 @@ static void launcher_forget(node_controller *nc, const char *key) {
         pthread_mutex_unlock(&nc->lock);
 }
 
+/* ---- keys: rotation requests and their status ---- */
+
+/* Rotation is requested on the VM's TPMState with these annotations; the
+ * value is the operator's request id (for KEK rotation it names the new KEK
+ * version, shared by every VM of the namespace asking for it). */
+#define ANN_ROTATE_KEK "vtpm-agent.io/rotate-kek"
+#define ANN_ROTATE_DEK "vtpm-agent.io/rotate-dek"
+
+static const char *ts_annotation(json_t *ts, const char *name) {
+        return json_string_value(json_object_get(json_object_get(json_object_get(ts, "metadata"), "annotations"), name));
+}
+
+/* status.keys.<which>.<field> of a TPMState. */
+static const char *ts_keys_field(json_t *ts, const char *which, const char *field) {
+        json_t *k = json_object_get(json_object_get(ts, "status"), "keys");
+        return json_string_value(json_object_get(which ? json_object_get(k, which) : k, field));
+}
+
+static bool str_eq(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
+static void keys_event(node_controller *nc, launcher *l, bool warn, const char *reason, const char *message) {
+        kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", l->ns, l->vm_name,
+                               l->vm_uid && *l->vm_uid ? l->vm_uid : NULL};
+        _cleanup_error_ vt_error *err = NULL;
+        (void)kube_record(nc->recorder, &ref, warn ? KUBE_EVENT_WARNING : KUBE_EVENT_NORMAL, reason, "RotateKeys",
+                          message, &err);
+        log_kv(warn ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, message, "vm", l->vm_name, "namespace", l->ns, "reason", reason,
+               NULL);
+}
+
+/* Merge status.keys (the TPMState's key report): provider, kekId,
+ * dekGeneration, encrypted, kekRotation, dekRotation, message. */
+static void keys_status(node_controller *nc, launcher *l, json_t *keys) {
+        json_t *patch = json_pack("{s:{s:O}}", "status", "keys", keys);
+        _cleanup_free_ char *path = kube_path(&res_tpmstate, l->ns, l->vm_name, "status");
+        _cleanup_error_ vt_error *err = NULL;
+        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &err) < 0 &&
+            !(err && err->code == ENOENT))
+                log_kv(LOG_LEVEL_WARN, "cannot report key status", "vm", l->vm_name, "error", err->msg, NULL);
+        json_decref(patch);
+}
+
+/* Add what the header on the volume says: provider, kekId, dekGeneration. */
+static void keys_from_header(json_t *keys, const char *state_dir) {
+        _cleanup_free_ char *path = xasprintf("%s/%s", state_dir, KEY_HEADER_FILE);
+        _cleanup_(key_header_done) key_header h = {0};
+        if (key_header_read(path, &h, NULL) < 0 || !key_header_has_current(&h)) {
+                json_object_set_new(keys, "encrypted", json_false());
+                return;
+        }
+        json_object_set_new(keys, "encrypted", json_true());
+        json_object_set_new(keys, "provider", json_string(h.provider));
+        json_object_set_new(keys, "kekId", json_string(h.kek_id));
+        json_object_set_new(keys, "dekGeneration", json_integer((json_int_t)h.dek_generation));
+}
+
+static json_t *rotation_done(const char *request) {
+        char now[40];
+        format_rfc3339(now_realtime(), now);
+        return json_pack("{s:s, s:s, s:s, s:b}", "requested", request, "completed", request, "completedAt", now,
+                         "pending", 0);
+}
+
+/* The state directory of a running swtpm, through its mount namespace (the
+ * launcher's, where the volume is bound). */
+static char *running_state_dir(node_controller *nc, launcher *l) {
+        return xasprintf("/proc/%d/root%s/%s", (int)l->swtpm_pid, nc->cfg->node.swtpm_state_dir, l->vm_uid);
+}
+
+/* A running VM: KEK rotation now (only the header changes; swtpm has its
+ * key), DEK rotation reported as pending until the next start. Reads the
+ * TPMState from the informer cache: no request unless there is work. */
+static int keys_running(node_controller *nc, launcher *l, vt_error **err) {
+        if (!nc->tpmstates || !l->vm_uid || !*l->vm_uid)
+                return 0;
+        _cleanup_free_ char *key = xasprintf("%s/%s", l->ns, l->vm_name);
+        _cleanup_json_ json_t *ts = kube_informer_get(nc->tpmstates, key);
+        if (!ts)
+                return 0;
+        const char *kek_req = ts_annotation(ts, ANN_ROTATE_KEK), *dek_req = ts_annotation(ts, ANN_ROTATE_DEK);
+        bool kek_todo = kek_req && !str_eq(kek_req, ts_keys_field(ts, "kekRotation", "completed"));
+        bool dek_todo = dek_req && !str_eq(dek_req, ts_keys_field(ts, "dekRotation", "completed")) &&
+                        !str_eq(dek_req, ts_keys_field(ts, "dekRotation", "requested"));
+        if (!kek_todo && !dek_todo)
+                return 0;
+        _cleanup_free_ char *dir = running_state_dir(nc, l);
+        _cleanup_json_ json_t *keys = json_object();
+        int r = 0;
+        if (kek_todo) {
+                _cleanup_free_ char *kek_id = NULL;
+                _cleanup_error_ vt_error *kerr = NULL;
+                r = keyrot_rotate_kek(nc->keys, l->ns, dir, kek_req, &kek_id, &kerr);
+                if (r >= 0) {
+                        json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
+                        _cleanup_free_ char *m = xasprintf("KEK rotation %s: the state key is wrapped by KEK %s%s",
+                                                           kek_req, kek_id, r == 0 ? " (already)" : "");
+                        json_object_set_new(keys, "message", json_string(m));
+                        keys_event(nc, l, false, "KEKRotated", m);
+                        r = 0;
+                } else if (r == -ENOENT) {
+                        json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
+                        json_object_set_new(keys, "message",
+                                            json_string("KEK rotation: the state is not encrypted; nothing to re-wrap"));
+                        r = 0;
+                } else {
+                        _cleanup_free_ char *m = xasprintf("KEK rotation %s failed: %s", kek_req,
+                                                           kerr ? kerr->msg : strerror(-r));
+                        json_object_set_new(keys, "kekRotation",
+                                            json_pack("{s:s, s:s}", "requested", kek_req, "error", m));
+                        json_object_set_new(keys, "message", json_string(m));
+                        keys_event(nc, l, true, "KEKRotationFailed", m);
+                        if (keymgr_unavailable(r) && err)
+                                *err = TAKE_PTR(kerr); /* retried with backoff */
+                        else
+                                r = 0;           /* said; a new request id retries */
+                }
+        }
+        if (dek_todo) {
+                json_object_set_new(keys, "dekRotation", json_pack("{s:s, s:b}", "requested", dek_req, "pending", 1));
+                if (!kek_todo)
+                        json_object_set_new(keys, "message",
+                                            json_string("DEK rotation pending: the state is re-encrypted at the VM's "
+                                                        "next start"));
+        }
+        keys_from_header(keys, dir);
+        keys_status(nc, l, keys);
+        return r;
+}
+
+/* At start, before swtpm: finish or undo an interrupted re-encryption, do
+ * requested rotations, encrypt state from before encryption, and hand back
+ * the DEK (NULL: unencrypted). `ts` is the TPMState just read. A failure
+ * that leaves the state usable is reported and the start goes on; one that
+ * does not refuses the start. */
+static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const char *dir, bool tpm2,
+                         secmem **ret_dek, vt_error **err) {
+        _cleanup_json_ json_t *keys = json_object();
+        int r = keyrot_recover(dir, err);
+        if (r < 0) {
+                _cleanup_free_ char *m = xasprintf("an interrupted key rotation could not be finished or undone (%s); "
+                                                   "swtpm is not started",
+                                                   err && *err ? (*err)->msg : strerror(-r));
+                report(nc, l, "Refused", "KeyRotationIncomplete", m, true);
+                return r;
+        }
+        if (r > KEYROT_NOTHING) {
+                _cleanup_free_ char *m = xasprintf("key rotation recovery: %s", keyrot_action_name((keyrot_action)r));
+                keys_event(nc, l, false, "KeyRotationRecovered", m);
+                json_object_set_new(keys, "message", json_string(m));
+        }
+
+        const char *kek_req = ts_annotation(ts, ANN_ROTATE_KEK), *dek_req = ts_annotation(ts, ANN_ROTATE_DEK);
+        if (kek_req && !str_eq(kek_req, ts_keys_field(ts, "kekRotation", "completed"))) {
+                _cleanup_free_ char *kek_id = NULL;
+                _cleanup_error_ vt_error *kerr = NULL;
+                r = keyrot_rotate_kek(nc->keys, l->ns, dir, kek_req, &kek_id, &kerr);
+                if (r >= 0 || r == -ENOENT) {
+                        json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
+                        if (r > 0) {
+                                _cleanup_free_ char *m = xasprintf("KEK rotation %s: the state key is wrapped by KEK %s",
+                                                                   kek_req, kek_id);
+                                keys_event(nc, l, false, "KEKRotated", m);
+                                json_object_set_new(keys, "message", json_string(m));
+                        }
+                } else if (keymgr_unavailable(r)) {
+                        _cleanup_free_ char *m = xasprintf("the key provider is unavailable (%s); the VM's TPM starts "
+                                                           "as soon as it answers again",
+                                                           kerr ? kerr->msg : strerror(-r));
+                        report(nc, l, "Waiting", "KeyProviderUnavailable", m, true);
+                        return -EHOSTDOWN;
+                } else {
+                        /* The old wrapping stands: the VM starts with it. */
+                        _cleanup_free_ char *m = xasprintf("KEK rotation %s failed: %s", kek_req,
+                                                           kerr ? kerr->msg : strerror(-r));
+                        json_object_set_new(keys, "kekRotation",
+                                            json_pack("{s:s, s:s}", "requested", kek_req, "error", m));
+                        json_object_set_new(keys, "message", json_string(m));
+                        keys_event(nc, l, true, "KEKRotationFailed", m);
+                }
+        }
+
+        _cleanup_(secmem_freep) secmem *dek = NULL;
+        _cleanup_(state_key_info_done) state_key_info ki = {0};
+        r = keymgr_state_key(nc->keys, l->ns, dir, &dek, &ki, err);
+        if (r < 0) {
+                if (keymgr_unavailable(r)) {
+                        _cleanup_free_ char *m = xasprintf("the key provider is unavailable (%s); the VM's TPM starts "
+                                                           "as soon as it answers again",
+                                                           err && *err ? (*err)->msg : strerror(-r));
+                        report(nc, l, "Waiting", "KeyProviderUnavailable", m, true);
+                        return -EHOSTDOWN; /* backoff, then retry */
+                }
+                _cleanup_free_ char *m = xasprintf("the state key cannot be unwrapped (%s); swtpm is not started and "
+                                                   "the state is left untouched",
+                                                   err && *err ? (*err)->msg : strerror(-r));
+                report(nc, l, "Refused", "KeyUnwrapFailed", m, true);
+                stat_inc(nc, &nc->stats.refusals, 1);
+                return r;
+        }
+
+        keyrot_tpm t = {.version = tpm2 ? TPM_VERSION_2 : TPM_VERSION_1_2, .runas = nc->cfg->node.swtpm_user};
+        if (ki.unencrypted || (dek && dek_req && !str_eq(dek_req, ts_keys_field(ts, "dekRotation", "completed")))) {
+                const char *req = ki.unencrypted ? NULL : dek_req;
+                _cleanup_(secmem_freep) secmem *fresh = NULL;
+                _cleanup_error_ vt_error *rerr = NULL;
+                r = keyrot_reencrypt(nc->keys, l->ns, dir, req, &t, &fresh, &rerr);
+                if (r < 0) {
+                        /* Whatever is left must load: finish or undo, or refuse. */
+                        _cleanup_error_ vt_error *cerr = NULL;
+                        int c = keyrot_recover(dir, &cerr);
+                        _cleanup_free_ char *m = xasprintf(
+                                "%s failed (%s)%s%s", req ? "DEK rotation" : "encrypting the existing unencrypted state",
+                                rerr ? rerr->msg : strerror(-r), c < 0 ? "; recovery failed too: " : "",
+                                c < 0 ? cerr->msg : "");
+                        if (keymgr_unavailable(r)) {
+                                report(nc, l, "Waiting", "KeyProviderUnavailable", m, true);
+                                return -EHOSTDOWN;
+                        }
+                        if (!req || c < 0) {
+                                /* Never started on state whose key we are not sure of, and
+                                 * unencrypted state is never started as such again. */
+                                _cleanup_free_ char *mm = xasprintf("%s; the old state is left as it was and swtpm is "
+                                                                    "not started", m);
+                                report(nc, l, "Refused", req ? "KeyRotationIncomplete" : "StateEncryptionFailed", mm,
+                                       true);
+                                stat_inc(nc, &nc->stats.refusals, 1);
+                                if (err && !*err)
+                                        *err = TAKE_PTR(rerr);
+                                return r;
+                        }
+                        json_object_set_new(keys, "dekRotation",
+                                            json_pack("{s:s, s:s, s:b}", "requested", req, "error", m, "pending", 0));
+                        json_object_set_new(keys, "message", json_string(m));
+                        keys_event(nc, l, true, "DEKRotationFailed", m);
+                        if (c == KEYROT_ROLL_FORWARD) {
+                                /* Failed past its marker and finished now: the new key is current. */
+                                secmem_free(TAKE_PTR(dek));
+                                state_key_info_done(&ki);
+                                r = keymgr_state_key(nc->keys, l->ns, dir, &dek, &ki, err);
+                                if (r < 0) {
+                                        report(nc, l, "Refused", "KeyUnwrapFailed",
+                                               err && *err ? (*err)->msg : "the state key cannot be unwrapped", true);
+                                        return r;
+                                }
+                        }
+                } else if (r > 0) {
+                        secmem_free(dek);
+                        dek = TAKE_PTR(fresh);
+                        _cleanup_free_ char *m =
+                                req ? xasprintf("DEK rotation %s: the TPM state is re-encrypted under a new key", req)
+                                    : xstrdup("the existing unencrypted TPM state is now encrypted");
+                        keys_event(nc, l, false, req ? "DEKRotated" : "StateEncrypted", m);
+                        json_object_set_new(keys, "message", json_string(m));
+                        if (req)
+                                json_object_set_new(keys, "dekRotation", rotation_done(req));
+                } else if (req)
+                        json_object_set_new(keys, "dekRotation", rotation_done(req));
+        }
+        keys_from_header(keys, dir);
+        keys_status(nc, l, keys);
+        *ret_dek = TAKE_PTR(dek);
+        return 0;
+}
+
+/* TPMStates with a rotation request: wake the launchers of that VM on this
+ * node. Only a change of the request (or a first sight) enqueues, so the
+ * agent's own status writes do not. */
+static void ts_wake(node_controller *nc, json_t *ts) {
+        const char *ns = md(ts, "namespace"), *name = md(ts, "name");
+        if (!ns || !name)
+                return;
+        pthread_mutex_lock(&nc->lock);
+        const char *k;
+        void *v;
+        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                launcher *l = v;
+                if (str_eq(l->ns, ns) && str_eq(l->vm_name, name))
+                        kube_workqueue_add(nc->queue, k);
+        }
+        pthread_mutex_unlock(&nc->lock);
+}
+
+static void ts_added(const char *key, json_t *obj, void *ud) {
+        if (ts_annotation(obj, ANN_ROTATE_KEK) || ts_annotation(obj, ANN_ROTATE_DEK))
+                ts_wake(ud, obj);
+}
+
+static bool ann_changed(json_t *o, json_t *n, const char *name) {
+        const char *a = ts_annotation(o, name), *b = ts_annotation(n, name);
+        return (a || b) && !str_eq(a, b);
+}
+
+static void ts_updated(const char *key, json_t *o, json_t *n, void *ud) {
+        if (ann_changed(o, n, ANN_ROTATE_KEK) || ann_changed(o, n, ANN_ROTATE_DEK))
+                ts_wake(ud, n);
+}
+
+static void ts_deleted(const char *key, json_t *obj, void *ud) {
+}
+
+/* Cache only what rotation reads: names, the two annotations, status.keys. */
+static json_t *ts_trim(json_t *o, void *ud) {
+        json_t *m = json_object();
+        json_t *omd = json_object_get(o, "metadata");
+        const char *keep[] = {"name", "namespace", "uid", "resourceVersion"};
+        for (size_t i = 0; i < ELEMENTSOF(keep); i++)
+                if (json_object_get(omd, keep[i]))
+                        json_object_set(m, keep[i], json_object_get(omd, keep[i]));
+        json_t *ann = json_object();
+        const char *anns[] = {ANN_ROTATE_KEK, ANN_ROTATE_DEK};
+        for (size_t i = 0; i < ELEMENTSOF(anns); i++) {
+                json_t *v = json_object_get(json_object_get(omd, "annotations"), anns[i]);
+                if (v)
+                        json_object_set(ann, anns[i], v);
+        }
+        json_object_set_new(m, "annotations", ann);
+        json_t *out = json_pack("{s:o}", "metadata", m);
+        json_t *keys = json_object_get(json_object_get(o, "status"), "keys");
+        if (keys)
+                json_object_set_new(out, "status", json_pack("{s:O}", "keys", keys));
+        return out;
+}
+
 /* Bring a launcher's vTPM up: every check passes before swtpm starts. */
 static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **err) {
         int r = 0;
@@ -485,7 +817,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         /* Already running (ours, or adopted after a restart)? Leave it alone. */
         if (l->swtpm_pid > 0) {
                 if (swtpm_alive(l->swtpm_pid, l->swtpm_start))
-                        return r;
+                        return keys_running(nc, l, err);
                 /* QEMU shuts swtpm down (CMD_SHUTDOWN) whenever the VM stops: that is
                  * normal, not a warning. Said only while the launcher still runs;
                  * a launcher that went is torn down without a word. */
@@ -676,25 +1008,13 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 return r;
         }
         /* The state key: unwrapped from the header on the volume, or made and
-         * wrapped there before the first state exists. Only pipes carry it on. */
+         * wrapped there before the first state exists; requested rotations and
+         * the encryption of old unencrypted state happen here, before swtpm
+         * starts. Only pipes carry the key on. */
         _cleanup_(secmem_freep) secmem *dek = NULL;
-        _cleanup_(state_key_info_done) state_key_info ki = {0};
-        r = keymgr_state_key(nc->keys, l->ns, work, &dek, &ki, err);
-        if (r < 0) {
-                if (keymgr_unavailable(r)) {
-                        _cleanup_free_ char *m = xasprintf("the key provider is unavailable (%s); the VM's TPM starts "
-                                                           "as soon as it answers again",
-                                                           err && *err ? (*err)->msg : strerror(-r));
-                        report(nc, l, "Waiting", "KeyProviderUnavailable", m, true);
-                        return -EHOSTDOWN; /* backoff, then retry */
-                }
-                _cleanup_free_ char *m = xasprintf("the state key cannot be unwrapped (%s); swtpm is not started and "
-                                                   "the state is left untouched",
-                                                   err && *err ? (*err)->msg : strerror(-r));
-                report(nc, l, "Refused", "KeyUnwrapFailed", m, true);
-                stat_inc(nc, &nc->stats.refusals, 1);
+        r = keys_at_start(nc, l, ts, work, strcmp(version, "2.0") == 0, &dek, err);
+        if (r < 0)
                 return r;
-        }
         l->encrypted = dek != NULL;
         swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns, .ctrl_path = l->ctrl_path,
                            .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns,
@@ -814,6 +1134,9 @@ static void *worker(void *ud) {
                 if (r == -EAGAIN)
                         /* Waiting on the launcher's socket or the kubelet: look again soon. */
                         kube_workqueue_add_after(nc->queue, key, 250 * USEC_PER_MSEC);
+                else if (r == -EHOSTDOWN && kube_workqueue_peek_backoff(nc->queue, key) > KEY_RETRY_MAX_USEC)
+                        /* KeyProviderUnavailable (reported already): back off, but not past the ceiling. */
+                        kube_workqueue_add_after(nc->queue, key, KEY_RETRY_MAX_USEC);
                 else if (r < 0) {
                         log_kv(LOG_LEVEL_WARN, "launcher reconcile failed; will retry", "launcher", key, "error",
                                err ? err->msg : strerror(-r), NULL);
@@ -896,6 +1219,9 @@ int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *met
         kube_informer_options o = {.label_selector = "kubevirt.io=virt-launcher", .field_selector = fs};
         kube_informer_handlers h = {enqueue, enqueue_update, enqueue, trim_pod, NULL, nc};
         kube_informer_new(c, &res_pod, &o, &h, &nc->pods);
+        kube_informer_options to = {0};
+        kube_informer_handlers th = {ts_added, ts_updated, ts_deleted, ts_trim, NULL, nc};
+        kube_informer_new(c, &res_tpmstate, &to, &th, &nc->tpmstates);
         *ret = nc;
         return 0;
 }
@@ -904,6 +1230,8 @@ int node_controller_start(node_controller *nc, vt_error **err) {
         records_load(nc);
         label_node(nc);
         int r = kube_informer_start(nc->pods, err);
+        if (r >= 0)
+                r = kube_informer_start(nc->tpmstates, err);
         if (r < 0)
                 return r;
         if (kube_informer_wait_synced(nc->pods, 300 * USEC_PER_SEC) < 0)
@@ -952,6 +1280,7 @@ void node_controller_stop(node_controller *nc) {
                 nc->ticker_started = false;
         }
         kube_informer_stop(nc->pods);
+        kube_informer_stop(nc->tpmstates);
 }
 
 void node_controller_free(node_controller *nc) {
@@ -959,6 +1288,7 @@ void node_controller_free(node_controller *nc) {
                 return;
         node_controller_stop(nc);
         kube_informer_free(nc->pods);
+        kube_informer_free(nc->tpmstates);
         kube_recorder_free(nc->recorder);
         keymgr_free(nc->keys);
         kube_workqueue_free(nc->queue);

@@ -2,7 +2,9 @@
 /* The "secret" KEK provider: one 256-bit KEK per VM namespace, in the Secret
  * <agent-ns>/vtpm-kek-<vm-ns>, data key "kek-<version>", created on first
  * use. The kekId in key headers is "<agent-ns>/vtpm-kek-<vm-ns>#<version>",
- * so a future rotation adds a version and re-wraps without losing old ones.
+ * so a rotation adds a version and re-wraps without losing old ones: KEK
+ * rotation request "<id>" adds data key "kek-<id>" and makes it current
+ * (annotation vtpm-agent.io/current-kek) for the namespace's new VMs.
  * Wrapping is local (RFC 5649); the KEK is held only in locked memory. */
 #include "provider_secret.h"
 
@@ -154,6 +156,88 @@ static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, 
         return 0;
 }
 
+static int fresh_kek_b64(char b64[64], vt_error **err) {
+        _cleanup_(secmem_freep) secmem *kek = NULL;
+        int r = secmem_new(32, &kek, err);
+        if (r < 0)
+                return r;
+        if (RAND_priv_bytes(kek->data, 32) != 1)
+                return vt_error_set(err, EIO, "secret provider: the random generator failed");
+        EVP_EncodeBlock((unsigned char *)b64, kek->data, 32);
+        return 0;
+}
+
+static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
+                                 vt_error **err) {
+        secret_provider *sp = (secret_provider *)p;
+        if (!keys_rotation_id_valid(version))
+                return vt_error_set(err, EINVAL, "secret provider: \"%.64s\" is not a valid KEK version", version);
+        _cleanup_free_ char *name = secret_name(scope);
+        _cleanup_free_ char *field = xasprintf("kek-%s", version);
+        /* Read-modify-write under the Secret's resourceVersion: two agents
+         * rotating the same namespace at once must not both add a key. */
+        for (int attempt = 0; attempt < 8; attempt++) {
+                json_t *s = NULL;
+                int r = get_secret(sp, name, &s, err);
+                if (r == -ENOENT) {
+                        if (err) {
+                                vt_error_free(*err);
+                                *err = NULL;
+                        }
+                        _cleanup_free_ char *first = NULL;
+                        r = sp_ensure_kek(p, scope, &first, err); /* create the Secret (kek-1) first */
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (r < 0)
+                        return r;
+                json_t *data = json_object_get(s, "data");
+                if (json_string_value(json_object_get(data, field))) {
+                        wipe_json_strings(s);
+                        json_decref(s);
+                        *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, version);
+                        return 0;
+                }
+                char b64[64];
+                r = fresh_kek_b64(b64, err);
+                if (r < 0) {
+                        wipe_json_strings(s);
+                        json_decref(s);
+                        return r;
+                }
+                if (!json_is_object(data)) {
+                        data = json_object();
+                        json_object_set_new(s, "data", data);
+                }
+                json_object_set_new(data, field, json_string(b64));
+                OPENSSL_cleanse(b64, sizeof(b64));
+                json_t *meta = json_object_get(s, "metadata");
+                json_t *ann = json_object_get(meta, "annotations");
+                if (!json_is_object(ann)) {
+                        ann = json_object();
+                        json_object_set_new(meta, "annotations", ann);
+                }
+                json_object_set_new(ann, "vtpm-agent.io/current-kek", json_string(version));
+                _cleanup_free_ char *path = kube_path(&res_secret, sp->namespace, name, NULL);
+                r = kube_update(sp->client, path, s, NULL, err);
+                wipe_json_strings(s);
+                json_decref(s);
+                if (r == -ESTALE || r == -EEXIST) {
+                        if (err) {
+                                vt_error_free(*err);
+                                *err = NULL;
+                        }
+                        continue; /* somebody else changed it: look again */
+                }
+                if (r < 0)
+                        return r;
+                *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, version);
+                return 0;
+        }
+        return vt_error_set(err, EAGAIN, "secret provider: the KEK Secret %s/%s keeps changing", sp->namespace, name);
+}
+
 static int sp_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
         _cleanup_(secmem_freep) secmem *kek = NULL;
         int r = load_kek((secret_provider *)p, kek_id, &kek, err);
@@ -185,7 +269,14 @@ static void sp_free(kek_provider *p) {
         free(sp);
 }
 
-static const kek_provider_ops secret_ops = {"secret", sp_ensure_kek, sp_wrap, sp_unwrap, sp_free};
+static const kek_provider_ops secret_ops = {
+        .name = "secret",
+        .ensure_kek = sp_ensure_kek,
+        .ensure_kek_version = sp_ensure_kek_version,
+        .wrap = sp_wrap,
+        .unwrap = sp_unwrap,
+        .free = sp_free,
+};
 
 int kek_provider_secret_new(kube_client *c, const char *namespace, kek_provider **ret) {
         secret_provider *sp = xnew(secret_provider, 1);

@@ -82,8 +82,10 @@ bool swtpm_alive(pid_t pid, uint64_t start_time) {
         if (proc_start_time(pid, &st, NULL) < 0 || st != start_time)
                 return false;
         char **argv = NULL;
-        if (proc_read_cmdline(pid, &argv, NULL) < 0 || !argv || !argv[0])
+        if (proc_read_cmdline(pid, &argv, NULL) < 0 || !argv || !argv[0]) {
+                proc_argv_free(argv); /* a zombie's cmdline is empty */
                 return false;
+        }
         bool is = strstr(argv[0], "swtpm") != NULL;
         proc_argv_free(argv);
         return is;

@@ -9,8 +9,9 @@
 # KMIP object owner; extendedKeyUsage=clientAuth, which PyKMIP insists on with
 # enable_tls_client_auth=True), server.conf, server.log, pykmip.db, pid, port,
 # and env (VTPM_KMIP_HOST/PORT/CA/CERT/KEY, for `. DIR/env`).
-# Start is idempotent: the certificates and the database survive a restart, so
-# keys created before a stop are still there after the next start.
+# Start is idempotent: the certificates, the database and (if still free) the
+# port survive a restart, so keys created before a stop are still there after
+# the next start, at the same address.
 set -euo pipefail
 
 cmd=${1:-}
@@ -55,7 +56,9 @@ gen_certs() {
 
 free_port() {
   local p
-  for p in $(seq 15696 15796); do
+  # A restart keeps the port of the previous start when it is still free:
+  # clients configured with it reconnect by themselves.
+  for p in $(cat "$dir/port" 2>/dev/null) $(seq 15696 15796); do
     if ! ss -Htln "sport = :$p" | grep -q .; then
       echo "$p"
       return 0

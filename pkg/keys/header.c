@@ -4,7 +4,9 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdbool.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/fileio.h"
@@ -19,7 +21,32 @@ void key_header_done(key_header *h) {
         free(h->wrapped_key);
         free(h->created_at);
         free(h->wrapped_at);
+        free(h->dek_request);
+        if (h->next) {
+                key_header_done(h->next);
+                free(h->next);
+        }
         *h = (key_header){0};
+}
+
+static char *dup_or_null(const char *s) {
+        return s ? xstrdup(s) : NULL;
+}
+
+void key_header_copy_entry(const key_header *src, key_header *ret) {
+        *ret = (key_header){0};
+        ret->provider = dup_or_null(src->provider);
+        ret->kek_id = dup_or_null(src->kek_id);
+        ret->algorithm = dup_or_null(src->algorithm);
+        if (src->wrapped_key) {
+                ret->wrapped_key = xmalloc(src->wrapped_key_len ? src->wrapped_key_len : 1);
+                memcpy(ret->wrapped_key, src->wrapped_key, src->wrapped_key_len);
+                ret->wrapped_key_len = src->wrapped_key_len;
+        }
+        ret->dek_generation = src->dek_generation;
+        ret->created_at = dup_or_null(src->created_at);
+        ret->wrapped_at = dup_or_null(src->wrapped_at);
+        ret->dek_request = dup_or_null(src->dek_request);
 }
 
 size_t key_header_wrapped_len(const char *algorithm) {
@@ -54,8 +81,7 @@ static bool timestamp_valid(const char *s) {
         return true;
 }
 
-int key_header_validate(const key_header *h, vt_error **err) {
-        assert_return(h, -EINVAL);
+static int validate_entry(const key_header *h, vt_error **err) {
         if (!h->provider || (strcmp(h->provider, KEYS_PROVIDER_SECRET) != 0 &&
                              strcmp(h->provider, KEYS_PROVIDER_KMIP) != 0))
                 return vt_error_set(err, EBADMSG, "key header: provider must be \"secret\" or \"kmip\"");
@@ -75,6 +101,30 @@ int key_header_validate(const key_header *h, vt_error **err) {
                 return vt_error_set(err, EBADMSG, "key header: createdAt is not an RFC 3339 time");
         if (h->wrapped_at && !timestamp_valid(h->wrapped_at))
                 return vt_error_set(err, EBADMSG, "key header: wrappedAt is not an RFC 3339 time");
+        if (h->dek_request && !key_id_valid(h->dek_request))
+                return vt_error_set(err, EBADMSG, "key header: dekRequest must be 1..%d printable characters",
+                                    KEY_ID_MAX);
+        return 0;
+}
+
+int key_header_validate(const key_header *h, vt_error **err) {
+        assert_return(h, -EINVAL);
+        int r;
+        if (key_header_has_current(h) || !h->next) {
+                r = validate_entry(h, err);
+                if (r < 0)
+                        return r;
+        } else if (h->kek_id || h->algorithm || h->wrapped_key || h->dek_request)
+                return vt_error_set(err, EBADMSG, "key header: a header without a current key has only \"next\"");
+        if (h->next) {
+                if (h->next->next)
+                        return vt_error_set(err, EBADMSG, "key header: \"next\" cannot have a \"next\"");
+                r = validate_entry(h->next, err);
+                if (r < 0)
+                        return vt_error_prefix(err, "next: ");
+                if (key_header_has_current(h) && h->next->dek_generation <= h->dek_generation)
+                        return vt_error_set(err, EBADMSG, "key header: next.dekGeneration must be above dekGeneration");
+        }
         return 0;
 }
 
@@ -147,6 +197,7 @@ int keys_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len
 
 static const char *const known_fields[] = {
         "version", "provider", "kekId", "algorithm", "wrappedKey", "dekGeneration", "createdAt", "wrappedAt",
+        "dekRequest", "next",
 };
 
 static int get_string(json_t *root, const char *name, bool required, char **ret, vt_error **err) {
@@ -163,6 +214,68 @@ static int get_string(json_t *root, const char *name, bool required, char **ret,
         if (strlen(json_string_value(v)) != json_string_length(v))
                 return vt_error_set(err, EBADMSG, "key header: field \"%s\" contains NUL", name);
         *ret = xstrdup(json_string_value(v));
+        return 0;
+}
+
+/* One key entry: the top level (top = true: "version" and "next" allowed,
+ * all fields optional when there is a "next") or the "next" object. */
+static int parse_entry(json_t *root, bool top, key_header *h, vt_error **err) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(root, k, v) {
+                bool known = false;
+                for (size_t i = 0; i < ELEMENTSOF(known_fields); i++)
+                        if (strcmp(k, known_fields[i]) == 0)
+                                known = true;
+                if (!top && (strcmp(k, "version") == 0 || strcmp(k, "next") == 0))
+                        known = false;
+                if (!known)
+                        return vt_error_set(err, EBADMSG, "key header: unknown field \"%.64s\"", k);
+        }
+        json_t *nx = top ? json_object_get(root, "next") : NULL;
+        if (nx) {
+                if (!json_is_object(nx))
+                        return vt_error_set(err, EBADMSG, "key header: field \"next\" must be an object");
+                h->next = xnew(key_header, 1);
+                int r = parse_entry(nx, false, h->next, err);
+                if (r < 0)
+                        return r;
+        }
+        /* Without a current key (state being encrypted for the first time)
+         * the header is only "version" and "next". */
+        bool current = !nx || json_object_get(root, "provider");
+        if (!current) {
+                const char *cur_fields[] = {"kekId", "algorithm", "wrappedKey", "dekGeneration", "createdAt",
+                                            "wrappedAt", "dekRequest"};
+                for (size_t i = 0; i < ELEMENTSOF(cur_fields); i++)
+                        if (json_object_get(root, cur_fields[i]))
+                                return vt_error_set(err, EBADMSG,
+                                                    "key header: \"%s\" without \"provider\" (a header without a "
+                                                    "current key has only \"next\")",
+                                                    cur_fields[i]);
+                return 0;
+        }
+
+        _cleanup_free_ char *wrapped_b64 = NULL;
+        int r;
+        if ((r = get_string(root, "provider", true, &h->provider, err)) < 0 ||
+            (r = get_string(root, "kekId", true, &h->kek_id, err)) < 0 ||
+            (r = get_string(root, "algorithm", true, &h->algorithm, err)) < 0 ||
+            (r = get_string(root, "wrappedKey", true, &wrapped_b64, err)) < 0 ||
+            (r = get_string(root, "createdAt", false, &h->created_at, err)) < 0 ||
+            (r = get_string(root, "wrappedAt", false, &h->wrapped_at, err)) < 0 ||
+            (r = get_string(root, "dekRequest", false, &h->dek_request, err)) < 0)
+                return r;
+
+        json_t *gen = json_object_get(root, "dekGeneration");
+        if (!gen)
+                return vt_error_set(err, EBADMSG, "key header: missing field \"dekGeneration\"");
+        if (!json_is_integer(gen) || json_integer_value(gen) < 1)
+                return vt_error_set(err, EBADMSG, "key header: dekGeneration must be a positive integer");
+        h->dek_generation = (uint64_t)json_integer_value(gen);
+
+        if (keys_base64_decode(wrapped_b64, strlen(wrapped_b64), &h->wrapped_key, &h->wrapped_key_len) < 0)
+                return vt_error_set(err, EBADMSG, "key header: wrappedKey is not valid base64");
         return 0;
 }
 
@@ -186,38 +299,10 @@ int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **
                 return vt_error_set(err, EPROTONOSUPPORT, "key header: version %lld is not supported (this agent reads version %d)",
                                     (long long)json_integer_value(ver), KEY_HEADER_VERSION);
 
-        const char *k;
-        json_t *v;
-        json_object_foreach(root, k, v) {
-                bool known = false;
-                for (size_t i = 0; i < ELEMENTSOF(known_fields); i++)
-                        if (strcmp(k, known_fields[i]) == 0)
-                                known = true;
-                if (!known)
-                        return vt_error_set(err, EBADMSG, "key header: unknown field \"%.64s\"", k);
-        }
-
         _cleanup_(key_header_done) key_header h = {0};
-        _cleanup_free_ char *wrapped_b64 = NULL;
-        int r;
-        if ((r = get_string(root, "provider", true, &h.provider, err)) < 0 ||
-            (r = get_string(root, "kekId", true, &h.kek_id, err)) < 0 ||
-            (r = get_string(root, "algorithm", true, &h.algorithm, err)) < 0 ||
-            (r = get_string(root, "wrappedKey", true, &wrapped_b64, err)) < 0 ||
-            (r = get_string(root, "createdAt", false, &h.created_at, err)) < 0 ||
-            (r = get_string(root, "wrappedAt", false, &h.wrapped_at, err)) < 0)
+        int r = parse_entry(root, true, &h, err);
+        if (r < 0)
                 return r;
-
-        json_t *gen = json_object_get(root, "dekGeneration");
-        if (!gen)
-                return vt_error_set(err, EBADMSG, "key header: missing field \"dekGeneration\"");
-        if (!json_is_integer(gen) || json_integer_value(gen) < 1)
-                return vt_error_set(err, EBADMSG, "key header: dekGeneration must be a positive integer");
-        h.dek_generation = (uint64_t)json_integer_value(gen);
-
-        if (keys_base64_decode(wrapped_b64, strlen(wrapped_b64), &h.wrapped_key, &h.wrapped_key_len) < 0)
-                return vt_error_set(err, EBADMSG, "key header: wrappedKey is not valid base64");
-
         r = key_header_validate(&h, err);
         if (r < 0)
                 return r;
@@ -226,14 +311,8 @@ int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **
         return 0;
 }
 
-int key_header_format(const key_header *h, char **ret, vt_error **err) {
-        assert_return(h && ret, -EINVAL);
-        int r = key_header_validate(h, err);
-        if (r < 0)
-                return r;
+static void format_entry(const key_header *h, json_t *o) {
         _cleanup_free_ char *b = keys_base64_encode(h->wrapped_key, h->wrapped_key_len);
-        _cleanup_(json_decrefp) json_t *o = json_object();
-        json_object_set_new(o, "version", json_integer(KEY_HEADER_VERSION));
         json_object_set_new(o, "provider", json_string(h->provider));
         json_object_set_new(o, "kekId", json_string(h->kek_id));
         json_object_set_new(o, "algorithm", json_string(h->algorithm));
@@ -243,6 +322,24 @@ int key_header_format(const key_header *h, char **ret, vt_error **err) {
                 json_object_set_new(o, "createdAt", json_string(h->created_at));
         if (h->wrapped_at)
                 json_object_set_new(o, "wrappedAt", json_string(h->wrapped_at));
+        if (h->dek_request)
+                json_object_set_new(o, "dekRequest", json_string(h->dek_request));
+}
+
+int key_header_format(const key_header *h, char **ret, vt_error **err) {
+        assert_return(h && ret, -EINVAL);
+        int r = key_header_validate(h, err);
+        if (r < 0)
+                return r;
+        _cleanup_(json_decrefp) json_t *o = json_object();
+        json_object_set_new(o, "version", json_integer(KEY_HEADER_VERSION));
+        if (key_header_has_current(h))
+                format_entry(h, o);
+        if (h->next) {
+                json_t *n = json_object();
+                format_entry(h->next, n);
+                json_object_set_new(o, "next", n);
+        }
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (!s)
                 return vt_error_set(err, ENOMEM, "key header: cannot serialise");
@@ -271,4 +368,52 @@ int key_header_write(const char *path, const key_header *h, vt_error **err) {
         if (r < 0)
                 return r;
         return write_file_atomic(path, s, strlen(s), 0600, err);
+}
+
+int key_header_write_hooked(const char *path, const key_header *h, void (*before_rename)(const char *point),
+                            const char *point, vt_error **err) {
+        assert_return(path && h, -EINVAL);
+        _cleanup_free_ char *s = NULL;
+        int r = key_header_format(h, &s, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
+        (void)unlink(tmp);
+        {
+                _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (fd < 0)
+                        return vt_error_errno(err, errno, "cannot create %s", tmp);
+                size_t len = strlen(s), off = 0;
+                while (off < len) {
+                        ssize_t n = write(fd, s + off, len - off);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n < 0) {
+                                r = vt_error_errno(err, errno, "cannot write %s", tmp);
+                                (void)unlink(tmp);
+                                return r;
+                        }
+                        off += (size_t)n;
+                }
+                if (fsync(fd) < 0) {
+                        r = vt_error_errno(err, errno, "cannot sync %s", tmp);
+                        (void)unlink(tmp);
+                        return r;
+                }
+        }
+        if (before_rename)
+                before_rename(point);
+        if (rename(tmp, path) < 0) {
+                r = vt_error_errno(err, errno, "cannot commit %s", path);
+                (void)unlink(tmp);
+                return r;
+        }
+        _cleanup_free_ char *dir = xstrdup(path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+                *slash = '\0';
+        _cleanup_close_ int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0)
+                return vt_error_errno(err, errno, "cannot sync the directory of %s", path);
+        return 0;
 }

@@ -11,14 +11,23 @@
  *     "wrappedKey": "<base64>",            40 bytes (KWP) / 80 bytes (KMIP CBC) for a 256-bit DEK
  *     "dekGeneration": 1,                  +1 each time the DEK is replaced (state re-encrypted)
  *     "createdAt": "2026-11-23T09:00:00Z", when this DEK was generated (optional)
- *     "wrappedAt": "2026-11-23T09:00:00Z"  when it was last (re-)wrapped, e.g. KEK rotation (optional)
+ *     "wrappedAt": "2026-11-23T09:00:00Z", when it was last (re-)wrapped, e.g. KEK rotation (optional)
+ *     "dekRequest": "2026-q4",             the DEK rotation request that made this DEK (optional)
+ *     "next": { same fields, no "version"/"next" }  a DEK being introduced (optional, see below)
  *   }
+ *
+ * "next" exists only while the state is being re-encrypted (DEK rotation, or
+ * the one-time encryption of state written before encryption was on): the
+ * new DEK is on the volume, wrapped, before any file is encrypted with it,
+ * so whatever a crash leaves can be finished or undone. For state that was
+ * unencrypted the current fields are absent and only "next" is there.
  *
  * The file comes from a volume, so parsing is strict: unknown version, unknown
  * or missing fields, wrong types, bad base64 and wrong lengths are errors
  * (-EBADMSG, or -EPROTONOSUPPORT for a newer version). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,7 +57,19 @@ typedef struct key_header {
         uint64_t dek_generation; /* >= 1 */
         char *created_at;        /* NULL when absent */
         char *wrapped_at;        /* NULL when absent */
+        char *dek_request;       /* NULL when absent */
+        struct key_header *next; /* NULL when absent; never has a next itself */
 } key_header;
+
+/* Whether h has a current wrapped key (false only for unencrypted state that
+ * is being encrypted: then next is set). */
+static inline bool key_header_has_current(const key_header *h) {
+        return h->provider != NULL;
+}
+
+/* Deep copy of one key entry (wrapping fields, generation, times, request;
+ * not next). */
+void key_header_copy_entry(const key_header *src, key_header *ret);
 
 /* Free the fields (not h itself) and zero it. */
 void key_header_done(key_header *h);
@@ -68,6 +89,12 @@ int key_header_format(const key_header *h, char **ret, vt_error **err);
  * read returns -ENOENT when there is no header (unencrypted or new state). */
 int key_header_read(const char *path, key_header *ret, vt_error **err);
 int key_header_write(const char *path, const key_header *h, vt_error **err);
+/* The same with a hook called as before_rename(point) after the temp file is
+ * written and synced and before the rename (crash-injection tests); the hook
+ * may be NULL. Also syncs the directory. The temp file
+ * is "<path>.tmp"; a leftover one is harmless and replaced next time. */
+int key_header_write_hooked(const char *path, const key_header *h, void (*before_rename)(const char *point),
+                            const char *point, vt_error **err);
 
 /* Strict RFC 4648 base64 (standard alphabet, '=' padding required, no
  * whitespace). decode returns -EBADMSG on anything else. */

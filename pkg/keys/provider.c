@@ -26,6 +26,19 @@ bool keys_error_is_unavailable(int r) {
         }
 }
 
+bool keys_rotation_id_valid(const char *id) {
+        size_t n = id ? strlen(id) : 0;
+        if (n == 0 || n > 63)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = id[i];
+                bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+                if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+                        return false;
+        }
+        return true;
+}
+
 void key_header_set_wrapping(key_header *h, const char *provider, const char *kek_id, const char *algorithm,
                              uint8_t *wrapped, size_t wrapped_len) {
         char ts[40];

@@ -27,6 +27,13 @@ typedef struct kek_provider_ops {
         const char *name; /* "secret" | "kmip": the header's provider field */
         /* The KEK for `scope` (e.g. the VM's namespace), created on first use. */
         int (*ensure_kek)(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err);
+        /* KEK rotation: the KEK named `version` (the operator's rotation
+         * request id, see keys_rotation_id_valid) for `scope`, created on first
+         * use and from then on the one new VMs of the scope get. Idempotent:
+         * every VM of the scope asking for the same version gets the same KEK.
+         * Old KEKs are never deleted. */
+        int (*ensure_kek_version)(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
+                                  vt_error **err);
         /* Wrap `dek` under kek_id; sets h's provider, kekId, algorithm,
          * wrappedKey and wrappedAt (replacing old values: a KEK rotation
          * re-wraps in place) and leaves dekGeneration/createdAt alone. */
@@ -43,6 +50,10 @@ struct kek_provider {
 static inline int kek_provider_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
         return p->ops->ensure_kek(p, scope, ret_kek_id, err);
 }
+static inline int kek_provider_ensure_kek_version(kek_provider *p, const char *scope, const char *version,
+                                                  char **ret_kek_id, vt_error **err) {
+        return p->ops->ensure_kek_version(p, scope, version, ret_kek_id, err);
+}
 static inline int kek_provider_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h,
                                     vt_error **err) {
         return p->ops->wrap(p, kek_id, dek, h, err);
@@ -56,6 +67,10 @@ static inline void kek_provider_free(kek_provider *p) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(kek_provider *, kek_provider_free)
 #define _cleanup_kek_provider_ _cleanup_(kek_provider_freep)
+
+/* A rotation request id (annotation value) usable as a KEK version: 1..63
+ * of [A-Za-z0-9._-], starting with a letter or digit. */
+bool keys_rotation_id_valid(const char *id);
 
 /* Connection-level failures a retry may cure. */
 bool keys_error_is_unavailable(int r);

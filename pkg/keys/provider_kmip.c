@@ -94,6 +94,39 @@ static int kmip_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id
         return 0;
 }
 
+/* Rotated KEKs are their own objects, Name "<prefix><scope>@<version>";
+ * Locate first, so every VM of the scope asking for the version shares one. */
+static int kmip_ensure_kek_version(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
+                                   vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(scope && version && ret_kek_id, -EINVAL);
+        if (!scope_valid(scope))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
+        if (!keys_rotation_id_valid(version))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK version");
+        _cleanup_free_ char *name = xasprintf("%s%s@%s", k->prefix, scope, version);
+        _cleanup_free_ char *uid = NULL;
+        int r = kmip_locate_by_name(k->client, name, &uid, err);
+        if (r == 0) {
+                *ret_kek_id = TAKE_PTR(uid);
+                return 0;
+        }
+        if (r != -ENOENT)
+                return vt_error_prefix(err, "kmip: looking up KEK %s: ", name);
+        if (err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+        r = kmip_create_aes256(k->client, name, &uid, err);
+        if (r < 0)
+                return vt_error_prefix(err, "kmip: creating KEK %s: ", name);
+        r = kmip_activate(k->client, uid, err);
+        if (r < 0)
+                return vt_error_prefix(err, "kmip: activating KEK %s (%s): ", name, uid);
+        *ret_kek_id = TAKE_PTR(uid);
+        return 0;
+}
+
 static int kmip_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
         kmip_provider *k = (kmip_provider *)p;
         assert_return(kek_id && dek && h, -EINVAL);
@@ -201,6 +234,7 @@ static void kmip_free(kek_provider *p) {
 static const kek_provider_ops kmip_ops = {
         .name = KEYS_PROVIDER_KMIP,
         .ensure_kek = kmip_ensure_kek,
+        .ensure_kek_version = kmip_ensure_kek_version,
         .wrap = kmip_wrap,
         .unwrap = kmip_unwrap,
         .free = kmip_free,

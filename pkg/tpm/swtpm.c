@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/fileio.h"
+#include "keys/secmem.h"
 #include "tpm/ctrl.h"
 #include "tpm/exec.h"
 
@@ -644,5 +645,263 @@ int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err) {
                                     "TPM state in %s cannot be loaded%s (CMD_INIT: TPM result 0x%x): %s", o->state_dir,
                                     o->key ? " with the given key" : " without a key", res, tail);
         }
+        return 0;
+}
+
+/* ---- copying a state from one key to another ---- */
+
+static int io_wait(int fd, short ev, usec_t deadline) {
+        for (;;) {
+                usec_t now = now_monotonic();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                struct pollfd p = {.fd = fd, .events = ev};
+                int n = poll(&p, 1, (int)((deadline - now) / USEC_PER_MSEC) + 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n > 0)
+                        return 0;
+        }
+}
+
+static int io_send(int fd, const void *p, size_t n, usec_t deadline) {
+        const uint8_t *b = p;
+        while (n > 0) {
+                ssize_t w = send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0 && errno == EAGAIN) {
+                        int r = io_wait(fd, POLLOUT, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (w < 0)
+                        return -errno;
+                b += w;
+                n -= (size_t)w;
+        }
+        return 0;
+}
+
+/* Exactly n bytes; -EPIPE when the peer closed first. */
+static int io_recv(int fd, void *p, size_t n, usec_t deadline) {
+        uint8_t *b = p;
+        while (n > 0) {
+                ssize_t g = recv(fd, b, n, MSG_DONTWAIT);
+                if (g < 0 && errno == EINTR)
+                        continue;
+                if (g < 0 && errno == EAGAIN) {
+                        int r = io_wait(fd, POLLIN, deadline);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if (g < 0)
+                        return -errno;
+                if (g == 0)
+                        return -EPIPE;
+                b += g;
+                n -= (size_t)g;
+        }
+        return 0;
+}
+
+static uint32_t get_be32(const uint8_t *p) {
+        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v) {
+        p[0] = (uint8_t)(v >> 24);
+        p[1] = (uint8_t)(v >> 16);
+        p[2] = (uint8_t)(v >> 8);
+        p[3] = (uint8_t)v;
+}
+
+/* A private swtpm on o->state_dir, controlled over a socketpair. */
+typedef struct private_tpm {
+        child c;
+        int fd;
+        const char *dir;
+} private_tpm;
+
+static int private_open(const tpm_swtpm_opts *o, private_tpm *ret, vt_error **err) {
+        char **argv = build_argv(o, true, err);
+        if (!argv)
+                return err && *err ? -(*err)->code : -EINVAL;
+        _cleanup_close_ int key_fd = -1;
+        int r;
+        if (o->key && (r = tpm_key_pipe(o->key, o->key_len, false, &key_fd, err)) < 0) {
+                tpm_strv_free(argv);
+                return r;
+        }
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+                tpm_strv_free(argv);
+                return vt_error_errno(err, errno, "cannot create socketpair");
+        }
+        _cleanup_close_ int ours = sp[0], theirs = sp[1];
+        launch l = {.argv = argv, .mntns_fd = o->mntns_fd, .key_fd = key_fd, .ctrl_fd = theirs};
+        child c;
+        r = spawn(&l, &c, err);
+        tpm_strv_free(argv);
+        if (r < 0)
+                return vt_error_prefix(err, "swtpm on %s: ", o->state_dir);
+        *ret = (private_tpm){.c = c, .fd = TAKE_FD(ours), .dir = o->state_dir};
+        return 0;
+}
+
+/* CMD_SHUTDOWN (writes what the TPM holds), then wait for the process. */
+static char *private_close(private_tpm *t) {
+        if (t->fd >= 0) {
+                uint8_t resp[4];
+                (void)tpm_ctrl_call_fd(t->fd, t->dir, CMD_SHUTDOWN, NULL, 0, resp, 4, 4, 5 * USEC_PER_SEC, NULL);
+                close(TAKE_FD(t->fd));
+        }
+        if (t->c.pid > 0 && !child_exited(&t->c, 5000, NULL))
+                kill_and_reap(&t->c);
+        char *tail = read_log_tail(t->c.log_fd, t->c.log_offset);
+        child_done(&t->c);
+        return tail;
+}
+
+static int private_init(private_tpm *t, usec_t timeout, vt_error **err) {
+        uint32_t req = 0; /* keep any volatile state file */
+        uint8_t resp[4];
+        int r = tpm_ctrl_call_fd(t->fd, t->dir, CMD_INIT, &req, 4, resp, 4, 4, timeout, err);
+        if (r < 0)
+                return r;
+        uint32_t res = get_be32(resp);
+        if (res != 0)
+                return vt_error_set(err, TPM_ESTATE, "TPM state in %s cannot be loaded (CMD_INIT: TPM result 0x%x)",
+                                    t->dir, res);
+        return 0;
+}
+
+#define STATEBLOB_MAX (1024 * 1024)
+
+/* The plaintext state holds the TPM's seeds: it goes into locked memory. */
+static int private_get_blob(private_tpm *t, uint32_t type, usec_t timeout, secmem **ret, vt_error **err) {
+        usec_t deadline = now_monotonic() + timeout;
+        uint8_t msg[16];
+        put_be32(msg, CMD_GET_STATEBLOB);
+        put_be32(msg + 4, PTM_STATE_FLAG_DECRYPTED);
+        put_be32(msg + 8, type);
+        put_be32(msg + 12, 0); /* offset */
+        int r = io_send(t->fd, msg, sizeof(msg), deadline);
+        uint8_t hdr[16];
+        if (r >= 0)
+                r = io_recv(t->fd, hdr, 4, deadline);
+        if (r < 0)
+                return vt_error_errno(err, -r, "CMD_GET_STATEBLOB to swtpm on %s", t->dir);
+        uint32_t res = get_be32(hdr);
+        if (res != 0)
+                return vt_error_set(err, EIO, "CMD_GET_STATEBLOB (type %u) on %s: TPM result 0x%x", type, t->dir, res);
+        r = io_recv(t->fd, hdr + 4, 12, deadline);
+        if (r < 0)
+                return vt_error_errno(err, -r, "CMD_GET_STATEBLOB from swtpm on %s", t->dir);
+        uint32_t flags = get_be32(hdr + 4), tot = get_be32(hdr + 8), len = get_be32(hdr + 12);
+        if (flags & PTM_STATE_FLAG_ENCRYPTED)
+                return vt_error_set(err, EPROTO, "swtpm on %s returned the state still encrypted", t->dir);
+        if (len != tot || len == 0 || len > STATEBLOB_MAX)
+                return vt_error_set(err, EPROTO, "CMD_GET_STATEBLOB on %s: unexpected length %u of %u", t->dir,
+                                    len, tot);
+        _cleanup_secmem_ secmem *data = NULL;
+        r = secmem_new(len, &data, err);
+        if (r < 0)
+                return r;
+        r = io_recv(t->fd, data->data, len, deadline);
+        if (r < 0)
+                return vt_error_errno(err, -r, "CMD_GET_STATEBLOB data from swtpm on %s", t->dir);
+        *ret = TAKE_PTR(data);
+        return 0;
+}
+
+static int private_set_blob(private_tpm *t, uint32_t type, const uint8_t *data, size_t len, usec_t timeout,
+                            vt_error **err) {
+        usec_t deadline = now_monotonic() + timeout;
+        uint8_t msg[16];
+        put_be32(msg, CMD_SET_STATEBLOB);
+        put_be32(msg + 4, 0); /* plaintext: swtpm encrypts it with its own key */
+        put_be32(msg + 8, type);
+        put_be32(msg + 12, (uint32_t)len);
+        int r = io_send(t->fd, msg, sizeof(msg), deadline);
+        if (r >= 0)
+                r = io_send(t->fd, data, len, deadline);
+        uint8_t resp[4];
+        if (r >= 0)
+                r = io_recv(t->fd, resp, 4, deadline);
+        if (r < 0)
+                return vt_error_errno(err, -r, "CMD_SET_STATEBLOB to swtpm on %s", t->dir);
+        uint32_t res = get_be32(resp);
+        if (res != 0)
+                return vt_error_set(err, EIO, "CMD_SET_STATEBLOB (type %u) on %s: TPM result 0x%x", type, t->dir, res);
+        return 0;
+}
+
+int tpm_copy_state(const tpm_swtpm_opts *from, const tpm_swtpm_opts *to, vt_error **err) {
+        assert_return(from && to && from->state_dir && to->state_dir, -EINVAL);
+        tpm_version v = TPM_VERSION_2;
+        int r = tpm_state_detect(from->state_dir, &v, err);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return vt_error_set(err, ENOENT, "no TPM state in %s to copy", from->state_dir);
+        /* Only the permanent state is carried over. A volatile or savestate
+         * file exists only after a suspend or migration of the running TPM;
+         * copying it would mean resuming a TPM outside QEMU: refuse instead. */
+        const char *extra[] = {"tpm2-00.volatilestate", "tpm2-00.savestate", "tpm-00.volatilestate",
+                               "tpm-00.savestate"};
+        for (size_t i = 0; i < ELEMENTSOF(extra); i++) {
+                _cleanup_free_ char *p = xasprintf("%s/%s", from->state_dir, extra[i]);
+                if (access(p, F_OK) == 0)
+                        return vt_error_set(err, EBUSY,
+                                            "%s holds %s (a suspended TPM); its state is not re-encrypted",
+                                            from->state_dir, extra[i]);
+        }
+        r = tpm_state_detect(to->state_dir, NULL, err);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return vt_error_set(err, EEXIST, "%s already holds TPM state", to->state_dir);
+        usec_t timeout = from->timeout ? from->timeout : 10 * USEC_PER_SEC;
+
+        /* 1. The plaintext permanent state, from a swtpm with the old key.
+         *    INIT loads (and decrypts) it; no TPM command runs, so nothing is
+         *    written to the source directory. */
+        private_tpm src = {.fd = -1};
+        r = private_open(from, &src, err);
+        if (r < 0)
+                return r;
+        _cleanup_secmem_ secmem *blob = NULL;
+        r = private_init(&src, timeout, err);
+        if (r >= 0)
+                r = private_get_blob(&src, PTM_BLOB_TYPE_PERMANENT, timeout, &blob, err);
+        _cleanup_free_ char *src_tail = private_close(&src);
+        if (r < 0)
+                return vt_error_prefix(err, "reading the state (swtpm log: %s): ", src_tail);
+
+        /* 2. Into a swtpm with the new key on the empty target: SET before
+         *    INIT, INIT writes it there (encrypted with the new key), and
+         *    SHUTDOWN ends it. */
+        private_tpm dst = {.fd = -1};
+        r = private_open(to, &dst, err);
+        if (r >= 0) {
+                r = private_set_blob(&dst, PTM_BLOB_TYPE_PERMANENT, blob->data, blob->len, timeout, err);
+                if (r >= 0)
+                        r = private_init(&dst, timeout, err);
+                _cleanup_free_ char *dst_tail = private_close(&dst);
+                if (r < 0)
+                        (void)vt_error_prefix(err, "writing the state (swtpm log: %s): ", dst_tail);
+        }
+        if (r < 0)
+                return r;
+        r = tpm_state_detect(to->state_dir, NULL, err);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return vt_error_set(err, EIO, "swtpm wrote no state into %s", to->state_dir);
         return 0;
 }

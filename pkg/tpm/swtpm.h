@@ -89,3 +89,17 @@ int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err);
  * pid 4, key 5. Free with tpm_strv_free. */
 char **tpm_swtpm_argv(const tpm_swtpm_opts *o, vt_error **err);
 void tpm_strv_free(char **v);
+
+/* Copy the permanent TPM state of from->state_dir into the empty directory
+ * to->state_dir, re-encrypted: from->key (or none) is the key it is stored
+ * with, to->key (or none) the key of the copy. Done by swtpm itself
+ * (CMD_GET_STATEBLOB with PTM_STATE_FLAG_DECRYPTED from a private swtpm on
+ * the source after CMD_INIT, CMD_SET_STATEBLOB + CMD_INIT into a private one
+ * on the target), so swtpm's file format is never reimplemented. The source
+ * is not written; the plaintext state (it holds the TPM's seeds) passes
+ * only through locked memory (secmem) and the two swtpm control sockets.
+ * Uses state_dir, version, key, runas, swtpm_path, mntns_fd,
+ * timeout of each; no other swtpm may use either directory. -EBUSY when the
+ * source holds a volatile/savestate file (a suspended TPM: not copied);
+ * -TPM_ESTATE when the source does not load with from->key. */
+int tpm_copy_state(const tpm_swtpm_opts *from, const tpm_swtpm_opts *to, vt_error **err);

@@ -52,7 +52,7 @@ if [ -z "${AGENT_KUBECONFIG:-}" ]; then
   [ -n "${NS:-}" ] || bail_out "lib-agent.sh: call setup_namespace before sourcing it"
   AGENT_KUBECONFIG=$("$E2E_TOP/hack/agent-identity.sh" "$NS" "$AGENT_DIR/identity" "vtpm-agent-e2e-$NS") ||
     bail_out "cannot set up the agent's ServiceAccount identity in $NS"
-  at_exit kubectl delete clusterrolebinding "vtpm-agent-e2e-$NS" --ignore-not-found --wait=false
+  at_exit "kubectl delete clusterrolebinding vtpm-agent-e2e-$NS --ignore-not-found --wait=false >/dev/null"
 fi
 
 [ -x "$AGENT_BIN" ] || bail_out "$AGENT_BIN missing: run 'make asan'"

@@ -11,6 +11,9 @@
 #   node_up N [YAML]         a test node N (a, b, ...): Node object $(node_name N),
 #                            kubelet stand-in, agent "agent-N" (extra YAML lines
 #                            appended to the `node:` section of its config)
+#                            NODE_CONFIG_TOP (if set): extra top-level YAML lines
+#                            for every node's config written after it is set,
+#                            e.g. a `keys:` section
 #   node_name N              the Node object's name
 #   node_dir N               its directory: kubelet/ sockets/ run/ config.yaml
 #   node_agent_start N / node_agent_stop N / node_agent_kill N (SIGKILL) / node_agent_log N
@@ -106,6 +109,7 @@ _node_config() {
     echo "  runDir: $d/run"
     [ -z "${_node_cfg_extra[$n]:-}" ] || printf '%s\n' "${_node_cfg_extra[$n]}" | sed 's/^/  /'
     echo 'http: {listen: ""}'
+    [ -z "${NODE_CONFIG_TOP:-}" ] || printf '%s\n' "$NODE_CONFIG_TOP"
   } > "$d/config.yaml"
 }
 
@@ -256,7 +260,7 @@ swtpm_pids() {
   local u p
   u=$(_uid_of "$1")
   [ -n "$u" ] || return 0
-  for p in $(pgrep -x 'swtpm|swtpm_setup'); do
+  for p in $(pgrep -x 'swtpm|swtpm_setup' 2>/dev/null); do
     grep -qF "$u" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
   done
   return 0

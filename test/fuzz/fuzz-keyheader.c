@@ -7,6 +7,18 @@
 
 #include "keys/header.h"
 
+static bool str_same(const char *a, const char *b) {
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool entry_equal(const key_header *a, const key_header *b) {
+        return str_same(a->provider, b->provider) && str_same(a->kek_id, b->kek_id) &&
+               str_same(a->algorithm, b->algorithm) && str_same(a->dek_request, b->dek_request) &&
+               a->wrapped_key_len == b->wrapped_key_len &&
+               (a->wrapped_key_len == 0 || memcmp(a->wrapped_key, b->wrapped_key, a->wrapped_key_len) == 0) &&
+               a->dek_generation == b->dek_generation;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *buf = malloc(size ? size : 1);
@@ -19,10 +31,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 if (key_header_parse(s, strlen(s), &back, NULL) != 0)
                         abort();
-                if (strcmp(h.provider, back.provider) || strcmp(h.kek_id, back.kek_id) ||
-                    strcmp(h.algorithm, back.algorithm) || h.wrapped_key_len != back.wrapped_key_len ||
-                    memcmp(h.wrapped_key, back.wrapped_key, h.wrapped_key_len) ||
-                    h.dek_generation != back.dek_generation)
+                /* A header may have no current key (only "next"): compare the
+                 * entries field by field, NULL-safe. */
+                if (!entry_equal(&h, &back) || !h.next != !back.next || (h.next && !entry_equal(h.next, back.next)))
                         abort();
                 free(s);
         }

@@ -196,6 +196,42 @@ static void test_wrap_server_side(void) {
         roundtrip(KMIP_WRAP_AUTO, KEYS_ALG_KMIP_CBC);
 }
 
+/* KEK rotation: a named version is its own key object, found again by name
+ * (every VM of the scope asking for it shares it), and a DEK re-wrapped
+ * under it unwraps to the same key. */
+static void test_kek_version(void) {
+        _cleanup_(kek_provider_freep) kek_provider *p = provider(KMIP_WRAP_AUTO);
+        check(p);
+        if (!p)
+                return;
+        _cleanup_error_ vt_error *err = NULL;
+        _cleanup_free_ char *base = NULL, *v1 = NULL, *v1b = NULL, *v2 = NULL;
+        check_int_eq(kek_provider_ensure_kek(p, "rot", &base, &err), 0);
+        check_int_eq(kek_provider_ensure_kek_version(p, "rot", "2026-q4", &v1, &err), 0);
+        check_int_eq(kek_provider_ensure_kek_version(p, "rot", "2026-q4", &v1b, &err), 0);
+        check_int_eq(kek_provider_ensure_kek_version(p, "rot", "2027-q1", &v2, &err), 0);
+        if (err)
+                printf("# %s\n", err->msg);
+        check(base && v1 && v1b && v2);
+        if (!base || !v1 || !v1b || !v2)
+                return;
+        check_str_eq(v1, v1b);
+        check(strcmp(v1, base) != 0 && strcmp(v2, v1) != 0);
+        vt_error *bad = NULL;
+        check_int_eq(kek_provider_ensure_kek_version(p, "rot", "no/slash", &(char *){NULL}, &bad), -EINVAL);
+        vt_error_free(bad);
+
+        _cleanup_(secmem_freep) secmem *dek = NULL, *back = NULL, *back2 = NULL;
+        check_int_eq(dek_generate(&dek, NULL), 0);
+        _cleanup_(key_header_done) key_header h = {.dek_generation = 1};
+        check_int_eq(kek_provider_wrap(p, base, dek, &h, &err), 0);
+        check_int_eq(kek_provider_unwrap(p, &h, &back, &err), 0);
+        check_int_eq(kek_provider_wrap(p, v1, back, &h, &err), 0); /* re-wrap in place */
+        check_str_eq(h.kek_id, v1);
+        check_int_eq(kek_provider_unwrap(p, &h, &back2, &err), 0);
+        check(back2 && memcmp(back2->data, dek->data, 32) == 0);
+}
+
 static void test_wrap_get_local(void) {
         roundtrip(KMIP_WRAP_GET, KEYS_ALG_AES256_KWP);
 }
@@ -313,6 +349,7 @@ int main(void) {
                 TAP_CASE(test_client_ops),
                 TAP_CASE(test_wrap_server_side),
                 TAP_CASE(test_wrap_get_local),
+                TAP_CASE(test_kek_version),
                 TAP_CASE(test_bad_config_and_verification),
                 TAP_CASE(test_silent_server_times_out),
                 TAP_CASE(test_server_down_then_back),
