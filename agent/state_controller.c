@@ -539,6 +539,24 @@ static int ensure_tpmstate(state_controller *sc, json_t *vm, json_t *current, js
         return 0;
 }
 
+/* A VM's first reconcile creates its PVC and its TPMState: independent
+ * requests, sent at the same time (one round trip, not two; the burst of a
+ * few thousand VMs keeps twice as many writes in flight). The status write
+ * needs the TPMState, so it waits for both. */
+struct ts_create {
+        state_controller *sc;
+        json_t *vm;
+        json_t *ts;
+        vt_error *err;
+        int r;
+};
+
+static void *ts_create_thread(void *ud) {
+        struct ts_create *t = ud;
+        t->r = ensure_tpmstate(t->sc, t->vm, NULL, &t->ts, &t->err);
+        return NULL;
+}
+
 /* Write status only when it differs from what is there. */
 static int update_status(state_controller *sc, const char *key, json_t *ts, json_t *status, vt_error **err) {
         json_t *old = json_object_get(ts, "status");
@@ -551,6 +569,10 @@ static int update_status(state_controller *sc, const char *key, json_t *ts, json
                 if (json_is_boolean(enc))
                         json_object_set(status, "encrypted", enc);
         }
+        /* status.keys too (key rotation reports, written where swtpm runs). */
+        json_t *keys = json_object_get(old, "keys");
+        if (keys)
+                json_object_set(status, "keys", keys);
         if (old && json_equal(old, status))
                 return 0;
         /* Merge patch: fields we no longer set must be removed explicitly. */
@@ -689,7 +711,22 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                         d = (desired){"Error", choice.reason, false, xstrdup(choice.message), choice.reason,
                                       xstrdup(choice.message)};
                 } else {
+                        struct ts_create tc = {sc, vm, NULL, NULL, 0};
+                        pthread_t th;
+                        bool parallel = !cached_ts && pthread_create(&th, NULL, ts_create_thread, &tc) == 0;
                         r = create_pvc(sc, vm, pvc_name, choice.name, err);
+                        if (parallel) {
+                                pthread_join(th, NULL);
+                                ts = tc.ts; /* freed at out, whatever happens next */
+                                if (tc.r < 0 && r >= 0) {
+                                        r = tc.r;
+                                        if (err && !*err)
+                                                *err = TAKE_PTR(tc.err);
+                                }
+                                vt_error_free(tc.err);
+                                if (r < 0 && r != -EEXIST)
+                                        goto out;
+                        }
                         if (r == -EEXIST) {
                                 /* Created meanwhile (another replica, or our cache is behind): look again soon. */
                                 r = -EAGAIN;
@@ -782,9 +819,11 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                 }
         }
 
-        r = ensure_tpmstate(sc, vm, cached_ts, &ts, err);
-        if (r < 0)
-                goto out;
+        if (!ts) {
+                r = ensure_tpmstate(sc, vm, cached_ts, &ts, err);
+                if (r < 0)
+                        goto out;
+        }
         r = update_status(sc, tskey, ts, status, err);
         if (r < 0)
                 goto out;

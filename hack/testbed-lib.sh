@@ -140,6 +140,17 @@ tb_wait_healthy() {
   done
 }
 
+# Opt-in knobs for the benchmark's own test bed (defaults: as the tests need):
+#   VTPM_TB_AUDIT=0      no audit log (suites count requests from it; `make bench`
+#                        counts them from the agent's /metrics instead)
+#   VTPM_TB_KCM_QPS=N    kube-controller-manager's client limit (default 20 qps,
+#                        burst 30): PV binding of thousands of PVCs needs more
+tb_audit_args() {
+  [ "${VTPM_TB_AUDIT:-1}" = 0 ] && return 0
+  echo --audit-policy-file "$VTPM_RUN/audit-policy.yaml" --audit-log-path "$TB_LOGS/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1
+}
+
 tb_args() {
   case $1 in
     etcd)
@@ -162,8 +173,7 @@ tb_args() {
         --service-cluster-ip-range "$TB_SERVICE_CIDR" \
         --allow-privileged=true \
         --shutdown-watch-termination-grace-period 2s \
-        --audit-policy-file "$VTPM_RUN/audit-policy.yaml" --audit-log-path "$TB_LOGS/audit.log" \
-        --audit-log-maxsize 200 --audit-log-maxbackup 1 \
+        $(tb_audit_args) \
         --cert-dir "$VTPM_RUN/certs/kube-apiserver" ;;
     kube-controller-manager)
       local kc=$VTPM_RUN/kube-controller-manager.kubeconfig
@@ -173,6 +183,7 @@ tb_args() {
         --cluster-signing-cert-file "$TB_PKI/ca.crt" --cluster-signing-key-file "$TB_PKI/ca.key" \
         --use-service-account-credentials --leader-elect=false \
         --client-ca-file "$TB_PKI/ca.crt" --authentication-skip-lookup \
+        ${VTPM_TB_KCM_QPS:+--kube-api-qps $VTPM_TB_KCM_QPS --kube-api-burst $((VTPM_TB_KCM_QPS * 2))} \
         --cert-dir "$VTPM_RUN/certs/kube-controller-manager" ;;
   esac
 }

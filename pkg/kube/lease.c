@@ -24,6 +24,11 @@ struct kube_elector {
         char *observed_rv;
         usec_t observed_at;
         usec_t last_renew; /* when we last renewed successfully */
+        /* The Lease as our own last successful write returned it: while we
+         * hold it, the next renewal is an UPDATE with its resourceVersion,
+         * without a GET first (one request per renewal, not two). Dropped on
+         * any failure; a Conflict means someone else wrote: read it afresh. */
+        json_t *last;
 };
 
 int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elector **ret, vt_error **err) {
@@ -65,6 +70,7 @@ void kube_elector_free(kube_elector *e) {
         free(e->name);
         free(e->identity);
         free(e->observed_rv);
+        json_decref(e->last);
         free(e);
 }
 
@@ -80,12 +86,54 @@ static json_t *lease_spec(kube_elector *e, const char *acquire_time, int transit
                          "leaseDurationSeconds", (json_int_t)(e->o.lease_duration / USEC_PER_SEC));
 }
 
+static void forget_last(kube_elector *e) {
+        json_decref(e->last);
+        e->last = NULL;
+}
+
+static void clear_error(vt_error **err) {
+        if (err && *err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+}
+
+/* Renew from the remembered object: 1 renewed, 0 conflict (read afresh),
+ * < 0 error. */
+static int renew_from_last(kube_elector *e, const char *path, vt_error **err) {
+        json_t *cur = json_deep_copy(e->last);
+        forget_last(e);
+        json_t *spec = json_object_get(cur, "spec");
+        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
+        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
+        /* lease_spec copies the acquire time before spec is replaced */
+        json_object_set_new(cur, "spec", lease_spec(e, acquired, transitions));
+        json_t *updated = NULL;
+        int r = kube_update(e->client, path, cur, &updated, err);
+        json_decref(cur);
+        if (r == -ESTALE) {
+                clear_error(err);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        e->last = updated;
+        return 1;
+}
+
 /* One attempt to acquire or renew. Returns 1 if we hold the lease now, 0 if
  * someone else does, < 0 on error. */
 static int try_acquire_or_renew(kube_elector *e, vt_error **err) {
         _cleanup_free_ char *path = kube_path(&lease_res, e->namespace, e->name, NULL);
         json_t *cur = NULL;
-        int r = kube_get(e->client, path, &cur, err);
+        int r;
+        if (e->last) {
+                r = renew_from_last(e, path, err);
+                if (r != 0)
+                        return r;
+                /* Conflict: someone wrote in between; judge from a fresh read. */
+        }
+        r = kube_get(e->client, path, &cur, err);
         if (r == -ENOENT) {
                 if (err && *err) {
                         vt_error_free(*err);
@@ -95,11 +143,15 @@ static int try_acquire_or_renew(kube_elector *e, vt_error **err) {
                                         "kind", "Lease", "metadata", "name", e->name, "namespace", e->namespace,
                                         "spec", lease_spec(e, NULL, 0));
                 _cleanup_free_ char *coll = kube_path(&lease_res, e->namespace, NULL, NULL);
-                r = kube_create(e->client, coll, obj, NULL, err);
+                json_t *created = NULL;
+                r = kube_create(e->client, coll, obj, &created, err);
                 json_decref(obj);
                 if (r == -EEXIST)
                         return 0; /* lost the race: someone else created it */
-                return r < 0 ? r : 1;
+                if (r < 0)
+                        return r;
+                e->last = created;
+                return 1;
         }
         if (r < 0)
                 return r;
@@ -142,13 +194,26 @@ static int try_acquire_or_renew(kube_elector *e, vt_error **err) {
         }
         if (r < 0)
                 return r;
-        json_decref(updated);
+        e->last = updated;
         return 1;
 }
 
 static void release(kube_elector *e) {
         _cleanup_free_ char *path = kube_path(&lease_res, e->namespace, e->name, NULL);
         json_t *cur = NULL;
+        if (e->last) {
+                /* Usually the record is still as our last renewal left it: no GET. */
+                cur = json_deep_copy(e->last);
+                forget_last(e);
+                json_t *spec = json_object_get(cur, "spec");
+                json_object_set_new(spec, "holderIdentity", json_string(""));
+                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
+                int r = kube_update(e->client, path, cur, NULL, NULL);
+                json_decref(cur);
+                cur = NULL;
+                if (r != -ESTALE)
+                        return;
+        }
         if (kube_get(e->client, path, &cur, NULL) < 0)
                 return;
         json_t *spec = json_object_get(cur, "spec");

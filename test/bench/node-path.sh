@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Node path for `make bench` (issue 8): swtpm through the agent, timed from
-# the moment the launcher pod is created (its process listening right after,
+# the moment the launcher pod exists (kubectl create returned; its process listening right after,
 # as virt-launcher would) until the agent's vtpm_agent_swtpm_starts_total
 # counts it, which it does once swtpm answered on its control channel
 # (polled every 10 ms).
@@ -113,6 +113,9 @@ launch() {
   local out name uid
   out=$(kubectl -n "$NS" create -f "$W/pods.yaml" -o json |
     jq -r 'if .items then .items[] else . end | "\(.metadata.name) \(.metadata.uid)"')
+  # The clock starts once the pods exist (what the agent can see), not before
+  # kubectl's own start-up (a few hundred ms on a loaded machine).
+  t0=$(now_ns)
   while read -r name uid; do
     setsid "$B/tools/launcher-standin" --socket "$W/sockets/$uid.sock" --tmpfs /var/lib/libvirt \
       --tmpfs /var/run/vtpm </dev/null >/dev/null 2>&1 &

@@ -6,17 +6,19 @@ parts=$1 stamp=$2 load=$3 wall=$4 out=$5
 
 slurp() { [ -s "$parts/$1" ] && cat "$parts/$1" || echo null; }
 footprint=$( [ -s "$parts/footprint.jsonl" ] && jq -s -c . "$parts/footprint.jsonl" || echo null)
-bursts=$(for f in "$parts"/burst-*.json; do [ -s "$f" ] && cat "$f"; done | jq -s -c .)
-baselines=$(for f in "$parts"/baseline-*.json; do [ -s "$f" ] && cat "$f"; done | jq -s -c .)
+bursts=$(for f in "$parts"/burst-*.json; do if [ -s "$f" ]; then cat "$f"; fi; done | jq -s -c .)
+phases=$( [ -s "$parts/phases.jsonl" ] && jq -s -c . "$parts/phases.jsonl" || echo null)
+vmcreate=$( [ -s "$parts/vm-create.jsonl" ] && jq -s -c . "$parts/vm-create.jsonl" || echo null)
+baselines=$(for f in "$parts"/baseline-*.json; do if [ -s "$f" ]; then cat "$f"; fi; done | jq -s -c .)
 
 jq -n --arg stamp "$stamp" --arg load "$load" --argjson wall "$wall" --arg host "$(hostname)" \
   --argjson cores "$(nproc)" --argjson footprint "$footprint" --argjson bursts "$bursts" \
   --argjson baselines "$baselines" --argjson steady "$(slurp steady.json)" --argjson restart "$(slurp restart.json)" \
   --argjson callgrind "$(slurp callgrind.json)" --argjson node "$(slurp node.json)" \
-  --argjson bare "$(slurp swtpm-bare.json)" '
+  --argjson bare "$(slurp swtpm-bare.json)" --argjson phases "$phases" --argjson vmcreate "$vmcreate" '
   {stamp: $stamp, host: $host, cores: $cores, loadavg_at_end: $load, wall_s: $wall,
    footprint: $footprint, burst: $bursts, baseline: $baselines, steady: $steady, restart: $restart,
-   callgrind: $callgrind, node: $node, swtpm_bare: $bare}
+   callgrind: $callgrind, node: $node, swtpm_bare: $bare, phases: $phases, vm_create_no_agent: $vmcreate}
   | .ratios = [ .burst[]? as $b | (.baseline[]? | select(.creates == $b.vms)) as $p
       | {vms: $b.vms, baseline_wall_s: $p.wall_s,
          pvcs_ratio: (if $b.all_pvcs_s then ($b.all_pvcs_s / $p.wall_s) else null end),
@@ -33,16 +35,20 @@ jq -r '
   def mib(kb): if kb == null then "-" else ((kb / 1024 * 10 | round) / 10 | tostring) + " MiB" end;
   def row(a; b; c; d): [a, b, c, d] | @tsv;
   (["measure", "value", "baseline / goal", "note"] | @tsv),
-  (.burst[]? as $b | (.baseline[]? | select(.creates == $b.vms)) as $p |
+  (([.vm_create_no_agent[]? | .creates_per_s] | if length > 0 then add / length else null end) as $vc |
+   .burst[]? as $b | (first(.baseline[]? | select(.creates == $b.vms)) // {}) as $p |
     row("burst \($b.vms) VMs: all \($b.persistent) state PVCs exist"; "\(f($b.all_pvcs_s)) s";
         "\($p.creates) bare PVC creates: \(f($p.wall_s)) s (\($p.creates_per_s)/s)";
-        "ratio \(f(if $b.all_pvcs_s then $b.all_pvcs_s / $p.wall_s else null end)) (goal <= 1.5 at 5000)"),
+        "ratio \(f(if $b.all_pvcs_s and $p.wall_s then $b.all_pvcs_s / $p.wall_s else null end)) (goal <= 1.5 at 5000)"),
     row("burst \($b.vms): every TPMState has a status"; "\(f($b.all_status_s)) s";
-        "ratio \(f(if $b.all_status_s then $b.all_status_s / $p.wall_s else null end))"; "agent alone"),
+        "ratio \(f(if $b.all_status_s and $p.wall_s then $b.all_status_s / $p.wall_s else null end))"; "agent alone"),
     row("burst \($b.vms): every TPMState Ready"; "\(f($b.all_ready_s)) s";
         "\($b.ready_seen)/\($b.persistent) Ready"; "includes PV binding by kube-controller-manager"),
     row("burst \($b.vms): VM creates (bench tool)"; "\(f($b.vm_create_wall_s)) s"; "\($b.vm_creates_per_s)/s";
         "PVCs complete \(f(if $b.all_pvcs_s then $b.all_pvcs_s - $b.vm_create_wall_s else null end)) s after the last VM"),
+    row("burst \($b.vms): VM creates alone would take"; (if $vc then "\(f($b.vms / $vc)) s" else "-" end);
+        (if $vc then "\(f($vc)) VMs/s with no agent" else "" end);
+        (if $vc and $p.wall_s then "floor for the ratio: \(f($b.vms / $vc / $p.wall_s))" else "" end)),
     row("burst \($b.vms): latency VM created -> PVC seen"; "p50 \(f($b.latency_pvc.p50_ms)) ms";
         "p99 \(f($b.latency_pvc.p99_ms)) ms"; "n=\($b.latency_pvc.n)"),
     row("burst \($b.vms): latency VM created -> status seen"; "p50 \(f($b.latency_status.p50_ms)) ms";
@@ -78,5 +84,6 @@ jq -r '
   (.node | select(. != null and .error != null) | row("node path"; .error; ""; "")),
   (select(.node == null or .node.error != null) | .swtpm_bare | select(. != null and .error == null) |
     row("bare swtpm: cold / warm (median)"; "\(f(.cold_s.median)) s / \(f(.warm_s.median)) s"; "storm of \(.storm_n): \(f(.storm_s)) s"; "no agent numbers to compare")),
+  (select(.phases != null) | row("phase times"; (.phases | map("\(.phase) \(.s)") | join(", ")); "s"; "")),
   row("machine"; "\(.cores) cores, load \(.loadavg_at_end)"; "run \(.wall_s) s"; "numbers are noisy under load")
 ' "$out" | column -t -s $'\t'
