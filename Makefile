@@ -37,7 +37,7 @@ endef
 REL_OBJS  := $(call objs,$(BUILD)/rel,$(LIB_SRCS) $(AGENT_SRCS))
 ASAN_OBJS := $(call objs,$(BUILD)/asan,$(LIB_SRCS) $(AGENT_SRCS))
 
-.PHONY: all agent asan unit-bins fuzz-bins tools asan-tools deps control-plane cluster-up cluster-down \
+.PHONY: image all agent asan unit-bins fuzz-bins tools asan-tools deps control-plane cluster-up cluster-down \
         test unit e2e fuzz bench demo clean valgrind
 
 all: $(BUILD)/vtpm-agent
@@ -145,6 +145,10 @@ test: deps
 bench: control-plane
 	@$(MAKE) --no-print-directory all tools
 	@hack/run-bench.sh
+
+# The agent's image from deploy/Containerfile, with buildah (no Docker engine).
+image: deps
+	@hack/build-image.sh
 
 demo: control-plane
 	@$(MAKE) --no-print-directory all tools

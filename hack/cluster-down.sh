@@ -13,6 +13,11 @@ if [ -d "$VTPM_RUN" ]; then
   flock -w 300 9 || tb_die "another cluster-up/cluster-down holds $VTPM_RUN/.lock"
 fi
 
+# Real nodes first (hack/nodes-up.sh), if any ran with this $VTPM_RUN.
+if [ -d "$VTPM_RUN/nodes" ]; then
+  VTPM_LOCK_HELD=1 "$top/hack/nodes-down.sh" || nodes_failed=1  # the control plane goes anyway
+fi
+
 # Reverse start order: controllers first, etcd last.
 for c in kube-controller-manager kube-apiserver etcd; do
   tb_stop "$c" "${TB_STOP_TIMEOUT:-20}"
@@ -37,4 +42,5 @@ rm -f "$VTPM_RUN/testbed.env"
 # Not ours, but worth knowing: the same binaries running for another test bed.
 others=$(tb_bin_pids)
 [ -z "$others" ] || tb_log "note: other test beds' control-plane processes still run (not ours): $(echo $others)"
+[ -z "${nodes_failed:-}" ] || tb_die "nodes left something behind (see above)"
 tb_log "down: no process of this test bed ($VTPM_RUN) remains"

@@ -47,5 +47,10 @@ until tb_kubectl -n default get serviceaccount default >/dev/null 2>&1; do
 done
 tb_log "controllers running (default ServiceAccount exists) after $(( $(tb_now_ms) - t1 )) ms more"
 
+# Real nodes (kubelet + containerd each), only when asked for: hack/nodes-up.sh.
+if [[ ${VTPM_NODES:-0} =~ ^[1-9] ]]; then
+  VTPM_LOCK_HELD=1 "$top/hack/nodes-up.sh" >&2
+fi
+
 tb_log "up in $(( $(tb_now_ms) - t0 )) ms: apiserver $TB_APISERVER_URL, etcd $TB_ETCD_URL (data $TB_ETCD_DATA)"
 echo "$TB_KUBECONFIG"

@@ -10,6 +10,7 @@ PKGS=(
   swtpm swtpm-tools swtpm-dev libtpms0 tpm2-tools clevis clevis-tpm2 socat
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ovmf
   python3-pykmip openssl valgrind jq util-linux iproute2 procps psmisc
+  libseccomp-dev containernetworking-plugins umoci busybox-static debootstrap buildah yq
 )
 
 missing=()

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make image`: build the agent's image from deploy/Containerfile with buildah
+# (Debian's package), no Docker engine and no registry.
+#
+# This machine reaches Debian's mirrors but not Docker Hub, so the
+# Containerfile's `FROM docker.io/library/debian:12-slim` is satisfied
+# locally: debootstrap --variant=minbase bookworm (the same thing debian:12-slim
+# is) is committed into buildah's storage under that name once, and the build
+# runs with --pull-never. Everything else is the Containerfile as written:
+# its build stage compiles the sources with Debian's -dev packages, its
+# runtime stage installs the libraries and swtpm.
+#
+# Storage, layers and the base live in the cache ($VTPM_CACHE/buildah,
+# $VTPM_CACHE/images), outside the repository; --layers reuses the apt-get
+# layers, so a rebuild after a source change only recompiles.
+# Output (stdout, one line): NAME REF OCI-ARCHIVE, e.g.
+#   vtpm-agent vtpm.local/vtpm-agent:<tag> ~/.cache/vtpm-agent/images/vtpm-agent-<tag>.oci.tar
+# where <tag> hashes the build context. Import it with
+#   ctr -n k8s.io images import --index-name REF OCI-ARCHIVE
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/hack/versions.sh"
+MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+IMG_CACHE=$VTPM_CACHE/images
+BAH_ROOT=$VTPM_CACHE/buildah
+mkdir -p "$IMG_CACHE" "$BAH_ROOT"
+for t in buildah debootstrap; do
+  command -v "$t" >/dev/null || { echo "build-image: $t missing (hack/install-deps.sh installs it)" >&2; exit 1; }
+done
+bah() { buildah --root "$BAH_ROOT/storage" --runroot "$BAH_ROOT/run" --storage-driver vfs "$@"; }
+log() { echo "build-image: $*" >&2; }
+exec 9> "$BAH_ROOT/.lock"
+flock -w 1800 9 || { log "another build holds $BAH_ROOT/.lock"; exit 1; }
+
+# 1. The base, once.
+base_ref=docker.io/library/debian:12-slim
+if ! bah inspect --type image "$base_ref" >/dev/null 2>&1; then
+  base_tar=$IMG_CACHE/debian-12-minbase.tar
+  if [ ! -s "$base_tar" ]; then
+    tmp=$(mktemp -d "$IMG_CACHE/.debootstrap.XXXXXX")
+    log "debootstrap --variant=minbase bookworm from $MIRROR (about 2 minutes)"
+    debootstrap --variant=minbase bookworm "$tmp/rootfs" "$MIRROR" > "$tmp/debootstrap.log" 2>&1 ||
+      { tail -20 "$tmp/debootstrap.log" >&2; rm -rf "$tmp"; exit 1; }
+    # What debian:12-slim leaves out: package lists, downloaded .debs, debootstrap's notes.
+    rm -rf "$tmp/rootfs/var/lib/apt/lists/"* "$tmp/rootfs/var/cache/apt/archives/"*.deb "$tmp/rootfs/debootstrap"
+    tar -C "$tmp/rootfs" --numeric-owner -cf "$tmp/base.tar" .
+    mv "$tmp/base.tar" "$base_tar"
+    rm -rf "$tmp"
+  fi
+  c=$(bah from scratch)
+  bah add "$c" "$base_tar" / >/dev/null
+  bah config --os linux --arch amd64 --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
+  bah commit -q "$c" "$base_ref" >/dev/null
+  bah rm "$c" >/dev/null
+  log "base $base_ref committed from debootstrap"
+fi
+
+# 2. The build context: the files git knows (tracked or new, not ignored),
+# as they are in the working tree; never build/ or caches.
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+(cd "$top" && git ls-files -z --cached --others --exclude-standard |
+   tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$ctx" -xf -
+tag=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
+ref=vtpm.local/vtpm-agent:$tag
+out=$IMG_CACHE/vtpm-agent-$tag.oci.tar
+if [ ! -s "$out" ]; then
+  log "buildah bud -f deploy/Containerfile (tag $tag)"
+  bah bud --pull-never --layers --isolation chroot -f "$ctx/deploy/Containerfile" -t "$ref" "$ctx" > "$ctx/bud.log" 2>&1 ||
+    { tail -30 "$ctx/bud.log" >&2; exit 1; }
+  # The image must run: the agent and swtpm start inside it.
+  c=$(bah from -q "$ref")
+  bah run --isolation chroot "$c" -- /usr/bin/vtpm-agent --version >&2
+  bah run --isolation chroot "$c" -- swtpm --version >&2
+  bah rm "$c" >/dev/null
+  # The archive names the image by its tag only (as an OCI layout does), so
+  # `ctr images import --base-name vtpm.local/vtpm-agent` makes $ref.
+  bah push -q "$ref" "oci-archive:$out.tmp:$tag" >/dev/null
+  mv "$out.tmp" "$out"
+  log "built $ref -> $out"
+fi
+echo "vtpm-agent $ref $out"

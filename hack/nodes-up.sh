@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Start $VTPM_NODES real nodes (default 2) beside the running control plane:
+# per node its own containerd and kubelet, plus one kube-scheduler; import the
+# locally built images (hack/build-images.sh) into every node; wait until all
+# nodes are Ready. Called by hack/cluster-up.sh when VTPM_NODES>0 (or run it
+# directly after cluster-up). Idempotent: healthy processes are left alone.
+# Layout and ports: hack/nodes-lib.sh. hack/nodes-down.sh undoes all of it.
+#
+# Host facts this relies on (issue 11): cgroup v1 without CAP_SYS_RESOURCE, so
+# kubelet runs with failCgroupV1 false, cgroupfs, no per-QoS cgroups, no node
+# allocatable enforcement, swap allowed; containerd with restrict_oom_score_adj.
+# Pods use hostNetwork: the CNI config holds only the loopback plugin.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/hack/testbed-lib.sh"
+. "$top/hack/nodes-lib.sh"
+
+nodes=${VTPM_NODES:-2}
+[[ $nodes =~ ^[1-9][0-9]?$ ]] || tb_die "VTPM_NODES=$nodes: want a count from 1 to 99"
+t0=$(tb_now_ms)
+
+if [ -z "${VTPM_LOCK_HELD:-}" ]; then  # cluster-up holds it when it calls us
+  mkdir -p "$VTPM_RUN"
+  exec 9> "$VTPM_RUN/.lock"
+  flock -w 300 9 || tb_die "another cluster-up/cluster-down holds $VTPM_RUN/.lock"
+fi
+tb_probe kube-apiserver || tb_die "no API server at $TB_APISERVER_URL: run hack/cluster-up.sh first"
+
+"$top/hack/build-nodes.sh" >&2
+built=$("$top/hack/build-images.sh" pause busybox)  # (a failure stops us here: set -e)
+mapfile -t imgs <<<"$built"
+declare -A img_ref img_tar
+for l in "${imgs[@]}"; do
+  read -r name ref tar <<<"$l"
+  img_ref[$name]=$ref img_tar[$name]=$tar
+done
+mkdir -p "$NL_DIR"
+chmod 755 "$NL_DIR"
+printf 'PAUSE_IMAGE=%s\nBUSYBOX_IMAGE=%s\n' "${img_ref[pause]}" "${img_ref[busybox]}" > "$NL_DIR/images.env.new"
+# The agent's own image (hack/build-image.sh: deploy/Containerfile built by buildah),
+# only when asked for: its first build downloads ~200 MB of Debian packages.
+if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
+  built=$("$top/hack/build-image.sh")
+  read -r _ agent_ref agent_tar <<<"$built"
+  echo "AGENT_IMAGE=$agent_ref" >> "$NL_DIR/images.env.new"
+elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still there
+  grep '^AGENT_IMAGE=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
+fi
+mv "$NL_DIR/images.env.new" "$NL_DIR/images.env"
+# Fixed host paths, whatever our configuration says: the runc shim's sockets
+# (/run/containerd/s), the kubelet's container log links (/var/log/containers)
+# and its device-plugin socket (/var/lib/kubelet/device-plugins/kubelet.sock,
+# not under --root-dir). Those we create are listed for nodes-down to remove.
+for h in /run/containerd /var/log/containers /var/lib/kubelet; do
+  if [ ! -e "$h" ]; then
+    mkdir -p "$h"
+    grep -qxF "$h" "$NL_DIR/created-host-dirs" 2>/dev/null || echo "$h" >> "$NL_DIR/created-host-dirs"
+  fi
+done
+
+# kube-scheduler: pods need one, and the control plane runs none.
+"$top/hack/gen-certs.sh" client kube-scheduler system:kube-scheduler >/dev/null
+sk=$VTPM_RUN/kube-scheduler.kubeconfig
+nl_start kube-scheduler "curl -sfk https://127.0.0.1:$NL_SCHEDULER_PORT/healthz" "$K8S_BIN/kube-scheduler" \
+  --kubeconfig "$sk" --authentication-kubeconfig "$sk" --authorization-kubeconfig "$sk" \
+  --bind-address 127.0.0.1 --secure-port "$NL_SCHEDULER_PORT" --leader-elect=false \
+  --cert-dir "$VTPM_RUN/certs/kube-scheduler"
+
+write_containerd_config() { # N
+  local n=$1 d
+  d=$(nl_dir "$n")
+  cat > "$d/containerd/config.toml" <<EOF
+# Written by hack/nodes-up.sh for $(nl_name "$n"). Every path is this node's own:
+# two nodes sharing a containerd would kill each other's pods.
+version = 3
+root = "$d/containerd/root"
+state = "$d/containerd/state"
+
+[grpc]
+  address = "$(nl_sock "$n")"
+
+[plugins]
+  [plugins.'io.containerd.internal.v1.opt']
+    path = "$d/containerd/opt"
+  # NRI's socket is a fixed host path (/var/run/nri): not for one of several nodes.
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = "overlayfs"
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = "${img_ref[pause]}"
+  [plugins.'io.containerd.cri.v1.runtime']
+    # No CAP_SYS_RESOURCE here: without it every sandbox fails writing oom_score_adj.
+    restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
+    cdi_spec_dirs = []  # no /etc/cdi, /var/run/cdi: host paths
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ["$NL_CNI_BIN"]
+      conf_dir = "$d/cni/net.d"
+      max_conf_num = 1
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = "runc"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = "$RUNC_BIN/runc"
+          Root = "$d/runc"
+          SystemdCgroup = false
+EOF
+  cat > "$d/cni/net.d/10-loopback.conflist" <<'EOF'
+{"cniVersion": "1.0.0", "name": "vtpm-loopback", "plugins": [{"type": "loopback"}]}
+EOF
+}
+
+write_kubelet_config() { # N
+  local n=$1 d
+  d=$(nl_dir "$n")
+  cat > "$d/kubelet-config.yaml" <<EOF
+# Written by hack/nodes-up.sh for $(nl_name "$n"). The kubelet listens on loopback
+# only; the node's InternalIP is the host's own (a loopback node IP is refused, and
+# pods' status.hostIP/podIP stay empty without one).
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: $(nl_kubelet_port "$n")
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $(nl_healthz_port "$n")
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $TB_PKI/ca.crt}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: unix://$(nl_sock "$n")
+# cgroup v1, no CAP_SYS_RESOURCE, no systemd (issue 11).
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+podLogsDir: $d/pod-logs
+volumePluginDir: $d/volume-plugins
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+# Imported images are not pullable: never garbage-collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
+registerNode: true
+EOF
+}
+
+# import_image N REF TAR: the layout's manifest carries the tag as its
+# org.opencontainers.image.ref.name; --base-name makes that REF. (With
+# --index-name, ctr also keeps a temporary "import-<date>:<tag>" name that
+# expires, and CRI then fails "image ... not found" creating containers.)
+import_image() {
+  local n=$1 ref=$2 tar=$3 out
+  out=$(nl_ctr "$n" images import --base-name "${ref%:*}" "$tar" 2>&1) ||
+    tb_die "importing $tar into $(nl_name "$n") failed: $out"
+  nl_ctr "$n" images ls -q 2>/dev/null | grep -qxF "$ref" ||
+    tb_die "importing $tar into $(nl_name "$n") made no $ref: $out"
+}
+
+start_node() { # N
+  local n=$1 d name have
+  d=$(nl_dir "$n") name=$(nl_name "$n")
+  mkdir -p "$d/containerd" "$d/runc" "$d/kubelet" "$d/kubelet-pki" "$d/pod-logs" "$d/cni/net.d" "$d/volume-plugins"
+  write_containerd_config "$n"
+  nl_start "$name-containerd" "nl_ctr $n version" "$CONTAINERD_BIN/containerd" --config "$d/containerd/config.toml"
+  have=$(nl_ctr "$n" images ls -q 2>/dev/null)
+  for i in pause busybox; do
+    grep -qxF "${img_ref[$i]}" <<<"$have" || import_image "$n" "${img_ref[$i]}" "${img_tar[$i]}"
+  done
+  if [ -n "${agent_ref:-}" ]; then
+    grep -qxF "$agent_ref" <<<"$have" || import_image "$n" "$agent_ref" "$agent_tar"
+  fi
+  "$top/hack/gen-certs.sh" client "$name" "system:node:$name" system:nodes >/dev/null
+  write_kubelet_config "$n"
+  nl_start "$name-kubelet" "curl -sf http://127.0.0.1:$(nl_healthz_port "$n")/healthz" "$K8S_BIN/kubelet" \
+    --config "$d/kubelet-config.yaml" --kubeconfig "$VTPM_RUN/$name.kubeconfig" \
+    --root-dir "$d/kubelet" --cert-dir "$d/kubelet-pki" \
+    --hostname-override "$name"
+}
+
+for n in $(seq "$nodes"); do start_node "$n"; done
+
+t1=$(tb_now_ms)
+for n in $(seq "$nodes"); do
+  tb_kubectl wait --for condition=Ready --timeout "${VTPM_NODES_READY_TIMEOUT:-120}s" node "$(nl_name "$n")" >&2 ||
+    tb_die "$(nl_name "$n") not Ready; see $TB_LOGS/$(nl_name "$n")-kubelet.log"
+done
+tb_log "$nodes node(s) Ready $(( $(tb_now_ms) - t1 )) ms after their kubelets answered; nodes up in $(( $(tb_now_ms) - t0 )) ms"
