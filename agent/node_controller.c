@@ -25,6 +25,7 @@
 #include "proc/proc.h"
 #include "proc/rootdir.h"
 #include "key_rotation.h"
+#include "dir_watch.h"
 #include "keymgr.h"
 #include "keys/header.h"
 #include "swtpm_runtime.h"
@@ -73,6 +74,8 @@ struct node_controller {
         char *node;
         kube_informer *pods;
         kube_informer *tpmstates; /* rotation requests (annotations) and status.keys */
+        kube_informer *attachments; /* our attachment pods: their phase wakes their launcher */
+        dir_watch *sockets;         /* launchers' sockets appearing in node.socketDir wake them */
         kube_workqueue *queue;
         kube_recorder *recorder;
         keymgr *keys;
@@ -298,8 +301,11 @@ static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_
                              json_t **ret_pod, vt_error **err) {
         _cleanup_free_ char *name = attach_name(l->pod_uid);
         _cleanup_free_ char *path = kube_path(&res_pod, l->ns, name, NULL);
-        json_t *pod = NULL;
-        int r = kube_get(nc->client, path, &pod, NULL);
+        _cleanup_free_ char *cache_key = xasprintf("%s/%s", l->ns, name);
+        /* The cache first (the informer wakes us when the kubelet reports the
+         * pod Running); a GET only when it does not hold the pod (yet). */
+        json_t *pod = kube_informer_get(nc->attachments, cache_key);
+        int r = pod ? 0 : kube_get(nc->client, path, &pod, NULL);
         if (r == -ENOENT) {
                 _cleanup_free_ char *label = vm_label_value(l->vm_name);
                 json_t *obj = json_pack(
@@ -1123,6 +1129,54 @@ static json_t *trim_pod(json_t *o, void *ud) {
         return out;
 }
 
+/* Attachment pods: only what ensure_attachment() reads, and the launcher
+ * (their controlling owner) to wake when one changes. */
+static json_t *trim_attachment(json_t *o, void *ud) {
+        json_t *out = trim_pod(o, ud);
+        json_t *owners = json_object_get(json_object_get(o, "metadata"), "ownerReferences");
+        json_t *md_out = json_object_get(out, "metadata");
+        size_t i;
+        json_t *ref;
+        json_array_foreach(owners, i, ref) {
+                if (json_is_true(json_object_get(ref, "controller")) && json_object_get(ref, "name")) {
+                        json_object_set_new(md_out, "owner", json_incref(json_object_get(ref, "name")));
+                        break;
+                }
+        }
+        return out;
+}
+
+static void attachment_changed(const char *key, json_t *obj, void *ud) {
+        node_controller *nc = ud;
+        const char *ns = md(obj, "namespace"), *owner = md(obj, "owner");
+        if (!ns || !owner)
+                return;
+        _cleanup_free_ char *launcher_key = xasprintf("%s/%s", ns, owner);
+        kube_workqueue_add(nc->queue, launcher_key);
+}
+static void attachment_updated(const char *key, json_t *o, json_t *n, void *ud) {
+        attachment_changed(key, n, ud);
+}
+
+/* "<pod uid>.sock" appeared: its launcher listens (or is about to). */
+static void socket_appeared(const char *name, void *ud) {
+        node_controller *nc = ud;
+        size_t n = strlen(name);
+        if (n <= 5 || strcmp(name + n - 5, ".sock") != 0)
+                return;
+        pthread_mutex_lock(&nc->lock);
+        const char *k;
+        void *v;
+        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                launcher *l = v;
+                if (l->pod_uid && strlen(l->pod_uid) == n - 5 && strncmp(l->pod_uid, name, n - 5) == 0) {
+                        kube_workqueue_add(nc->queue, k);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&nc->lock);
+}
+
 static void *worker(void *ud) {
         node_controller *nc = ud;
         for (;;) {
@@ -1222,6 +1276,10 @@ int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *met
         kube_informer_options to = {0};
         kube_informer_handlers th = {ts_added, ts_updated, ts_deleted, ts_trim, NULL, nc};
         kube_informer_new(c, &res_tpmstate, &to, &th, &nc->tpmstates);
+        kube_informer_options ao = {.label_selector = LABEL_ATTACHMENT_FOR, .field_selector = fs};
+        kube_informer_handlers ah = {attachment_changed, attachment_updated, attachment_changed, trim_attachment,
+                                     NULL, nc};
+        kube_informer_new(c, &res_pod, &ao, &ah, &nc->attachments);
         *ret = nc;
         return 0;
 }
@@ -1232,6 +1290,8 @@ int node_controller_start(node_controller *nc, vt_error **err) {
         int r = kube_informer_start(nc->pods, err);
         if (r >= 0)
                 r = kube_informer_start(nc->tpmstates, err);
+        if (r >= 0)
+                r = kube_informer_start(nc->attachments, err);
         if (r < 0)
                 return r;
         if (kube_informer_wait_synced(nc->pods, 300 * USEC_PER_SEC) < 0)
@@ -1258,6 +1318,11 @@ int node_controller_start(node_controller *nc, vt_error **err) {
                 pthread_create(&nc->workers[i], NULL, worker, nc);
         pthread_create(&nc->ticker, NULL, ticker, nc);
         nc->ticker_started = true;
+        /* Without the watch (no such directory yet) the 250 ms retries still find the sockets. */
+        _cleanup_error_ vt_error *werr = NULL;
+        if (dir_watch_start(nc->cfg->node.socket_dir, socket_appeared, nc, &nc->sockets, &werr) < 0)
+                log_kv(LOG_LEVEL_INFO, "not watching the launchers' socket directory; polling it", "error", werr->msg,
+                       NULL);
         return 0;
 }
 
@@ -1279,8 +1344,11 @@ void node_controller_stop(node_controller *nc) {
                 pthread_join(nc->ticker, NULL);
                 nc->ticker_started = false;
         }
+        dir_watch_stop(nc->sockets);
+        nc->sockets = NULL;
         kube_informer_stop(nc->pods);
         kube_informer_stop(nc->tpmstates);
+        kube_informer_stop(nc->attachments);
 }
 
 void node_controller_free(node_controller *nc) {
@@ -1289,6 +1357,7 @@ void node_controller_free(node_controller *nc) {
         node_controller_stop(nc);
         kube_informer_free(nc->pods);
         kube_informer_free(nc->tpmstates);
+        kube_informer_free(nc->attachments);
         kube_recorder_free(nc->recorder);
         keymgr_free(nc->keys);
         kube_workqueue_free(nc->queue);
