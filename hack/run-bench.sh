@@ -281,7 +281,9 @@ if ! skip steady && [ -n "$agent_pid" ]; then
   say "steady: ${STEADY} s with nothing changing"
   sleep "$STEADY"
   m1=$(metrics); c1=$(cpu_ticks)
-  sleep 0.3  # a renewal sent just before the scrape reaches the watcher
+  # A renewal sent just before the scrape reaches the watcher; one sent after
+  # it is seen by the watcher only (hence the UPDATE difference floored at 0).
+  sleep 0.3
   kill -TERM "$lc" 2>/dev/null || true
   wait "$lc" || true
   jq -n -c --argjson v0 "$(verbs_json <<<"$m0")" --argjson v1 "$(verbs_json <<<"$m1")" \
@@ -310,7 +312,9 @@ if ! skip restart && [ -n "$agent_pid" ]; then
   drained_ms=$(wait_drained)
   drained_ms=$((drained_ms + ready_ms))
   m=$(metrics)
-  sleep 0.3  # a renewal sent just before the scrape reaches the watcher
+  # A renewal sent just before the scrape reaches the watcher; one sent after
+  # it is seen by the watcher only (hence the UPDATE difference floored at 0).
+  sleep 0.3
   kill -TERM "$lc" 2>/dev/null || true
   wait "$lc" || true
   jq -n -c --argjson v "$(verbs_json <<<"$m")" --argjson lease "$(jq .updates "$work/restart-lease.json")" \
@@ -319,7 +323,7 @@ if ! skip restart && [ -n "$agent_pid" ]; then
     --argjson rss "$(rss_kb)" \
     '{vms: $vms, ready_ms: $ready, drained_ms: $drained, reconciles: $rec, rss_kb: $rss, requests: $v,
       lease_updates: $lease,
-      vm_writes: (($v.CREATE // 0) - 1 + ($v.PATCH // 0) + ($v.DELETE // 0) + (($v.UPDATE // 0) - $lease))}' \
+      vm_writes: (($v.CREATE // 0) - 1 + ($v.PATCH // 0) + ($v.DELETE // 0) + ([($v.UPDATE // 0) - $lease, 0] | max))}' \
     > "$parts/restart.json"
   say "restart: $(cat "$parts/restart.json")"
   phase_done restart
