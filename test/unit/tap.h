@@ -22,7 +22,9 @@ static int tap_count, tap_failed, tap_case_failed;
 
 static inline bool tap_check(bool ok, const char *expr, const char *file, int line) {
         if (!ok) {
-                printf("#   FAILED: %s (%s:%d)\n", expr, file, line);
+                /* On stderr, so prove shows why even when it is not verbose (CI logs). */
+                fflush(stdout);
+                fprintf(stderr, "#   FAILED: %s (%s:%d)\n", expr, file, line);
                 tap_case_failed = 1;
         }
         return ok;
@@ -33,13 +35,13 @@ static inline bool tap_check(bool ok, const char *expr, const char *file, int li
         do {                                                                                       \
                 long long _a = (long long)(a), _b = (long long)(b);                                \
                 if (!tap_check(_a == _b, #a " == " #b, __FILE__, __LINE__))                        \
-                        printf("#     got %lld, want %lld\n", _a, _b);                             \
+                        fprintf(stderr, "#     got %lld, want %lld\n", _a, _b);                             \
         } while (0)
 #define check_str_eq(a, b)                                                                         \
         do {                                                                                       \
                 const char *_a = (a), *_b = (b);                                                   \
                 if (!tap_check(_a && _b && strcmp(_a, _b) == 0, #a " == " #b, __FILE__, __LINE__)) \
-                        printf("#     got \"%s\", want \"%s\"\n", _a ? _a : "(null)",              \
+                        fprintf(stderr, "#     got \"%s\", want \"%s\"\n", _a ? _a : "(null)",              \
                                _b ? _b : "(null)");                                                \
         } while (0)
 #define check_contains(hay, needle)                                                                \
@@ -47,7 +49,7 @@ static inline bool tap_check(bool ok, const char *expr, const char *file, int li
                 const char *_h = (hay), *_n = (needle);                                            \
                 if (!tap_check(_h && strstr(_h, _n), #hay " contains " #needle, __FILE__,          \
                                __LINE__))                                                          \
-                        printf("#     \"%s\" does not contain \"%s\"\n", _h ? _h : "(null)", _n);  \
+                        fprintf(stderr, "#     \"%s\" does not contain \"%s\"\n", _h ? _h : "(null)", _n);  \
         } while (0)
 
 static inline int tap_run(const tap_case *cases) {
