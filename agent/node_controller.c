@@ -186,6 +186,19 @@ static void records_load(node_controller *nc) {
 
 /* ---- reporting ---- */
 
+/* Merge one field of the VM's TPMState status (the node controller writes
+ * nodeState and keys only); a TPMState already gone is not an error. */
+static void patch_status_field(node_controller *nc, launcher *l, const char *field, json_t *value) {
+        json_t *patch = json_pack("{s:{s:O}}", "status", field, value);
+        _cleanup_free_ char *path = kube_path(&res_tpmstate, l->ns, l->vm_name, "status");
+        _cleanup_error_ vt_error *err = NULL;
+        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &err) < 0 &&
+            !(err && err->code == ENOENT))
+                log_kv(LOG_LEVEL_WARN, "cannot write the TPMState status", "vm", l->vm_name, "field", field, "error",
+                       err ? err->msg : "unknown", NULL);
+        json_decref(patch);
+}
+
 static void report(node_controller *nc, launcher *l, const char *phase, const char *reason, const char *message,
                    bool warn) {
         json_t *ns = json_pack("{s:s, s:s, s:s, s:s, s:s}", "node", nc->node, "launcher", l->key, "phase", phase,
@@ -197,13 +210,7 @@ static void report(node_controller *nc, launcher *l, const char *phase, const ch
                 json_decref(ns);
                 return; /* said already: no write */
         }
-        json_t *patch = json_pack("{s:{s:O}}", "status", "nodeState", ns);
-        _cleanup_free_ char *path = kube_path(&res_tpmstate, l->ns, l->vm_name, "status");
-        _cleanup_error_ vt_error *err = NULL;
-        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &err) < 0 &&
-            !(err && err->code == ENOENT))
-                log_kv(LOG_LEVEL_WARN, "cannot report node state", "vm", l->vm_name, "error", err->msg, NULL);
-        json_decref(patch);
+        patch_status_field(nc, l, "nodeState", ns);
         json_decref(l->reported);
         l->reported = ns;
         kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", l->ns, l->vm_name, l->vm_uid && *l->vm_uid ? l->vm_uid : NULL};
@@ -522,13 +529,7 @@ static void keys_event(node_controller *nc, launcher *l, bool warn, const char *
 /* Merge status.keys (the TPMState's key report): provider, kekId,
  * dekGeneration, encrypted, kekRotation, dekRotation, message. */
 static void keys_status(node_controller *nc, launcher *l, json_t *keys) {
-        json_t *patch = json_pack("{s:{s:O}}", "status", "keys", keys);
-        _cleanup_free_ char *path = kube_path(&res_tpmstate, l->ns, l->vm_name, "status");
-        _cleanup_error_ vt_error *err = NULL;
-        if (kube_patch(nc->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &err) < 0 &&
-            !(err && err->code == ENOENT))
-                log_kv(LOG_LEVEL_WARN, "cannot report key status", "vm", l->vm_name, "error", err->msg, NULL);
-        json_decref(patch);
+        patch_status_field(nc, l, "keys", keys);
 }
 
 /* Add what the header on the volume says: provider, kekId, dekGeneration. */

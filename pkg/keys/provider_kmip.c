@@ -70,41 +70,8 @@ static bool scope_valid(const char *s) {
         return true;
 }
 
-static int kmip_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
-        kmip_provider *k = (kmip_provider *)p;
-        assert_return(scope && ret_kek_id, -EINVAL);
-        if (!scope_valid(scope))
-                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
-        _cleanup_free_ char *name = xasprintf("%s%s", k->prefix, scope);
-        _cleanup_free_ char *uid = NULL;
-        int r = kmip_locate_by_name(k->client, name, &uid, err);
-        if (r == 0) {
-                *ret_kek_id = TAKE_PTR(uid);
-                return 0;
-        }
-        if (r != -ENOENT)
-                return vt_error_prefix(err, "kmip: looking up KEK %s: ", name);
-        r = kmip_create_aes256(k->client, name, &uid, err);
-        if (r < 0)
-                return vt_error_prefix(err, "kmip: creating KEK %s: ", name);
-        r = kmip_activate(k->client, uid, err);
-        if (r < 0)
-                return vt_error_prefix(err, "kmip: activating KEK %s (%s): ", name, uid);
-        *ret_kek_id = TAKE_PTR(uid);
-        return 0;
-}
-
-/* Rotated KEKs are their own objects, Name "<prefix><scope>@<version>";
- * Locate first, so every VM of the scope asking for the version shares one. */
-static int kmip_ensure_kek_version(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
-                                   vt_error **err) {
-        kmip_provider *k = (kmip_provider *)p;
-        assert_return(scope && version && ret_kek_id, -EINVAL);
-        if (!scope_valid(scope))
-                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
-        if (!keys_rotation_id_valid(version))
-                return vt_error_set(err, EINVAL, "kmip: bad KEK version");
-        _cleanup_free_ char *name = xasprintf("%s%s@%s", k->prefix, scope, version);
+/* The KEK object called `name`: Locate, else Create (AES-256) and Activate. */
+static int ensure_named_kek(kmip_provider *k, const char *name, char **ret_kek_id, vt_error **err) {
         _cleanup_free_ char *uid = NULL;
         int r = kmip_locate_by_name(k->client, name, &uid, err);
         if (r == 0) {
@@ -125,6 +92,29 @@ static int kmip_ensure_kek_version(kek_provider *p, const char *scope, const cha
                 return vt_error_prefix(err, "kmip: activating KEK %s (%s): ", name, uid);
         *ret_kek_id = TAKE_PTR(uid);
         return 0;
+}
+
+static int kmip_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(scope && ret_kek_id, -EINVAL);
+        if (!scope_valid(scope))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
+        _cleanup_free_ char *name = xasprintf("%s%s", k->prefix, scope);
+        return ensure_named_kek(k, name, ret_kek_id, err);
+}
+
+/* Rotated KEKs are their own objects, Name "<prefix><scope>@<version>";
+ * Locate first, so every VM of the scope asking for the version shares one. */
+static int kmip_ensure_kek_version(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
+                                   vt_error **err) {
+        kmip_provider *k = (kmip_provider *)p;
+        assert_return(scope && version && ret_kek_id, -EINVAL);
+        if (!scope_valid(scope))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
+        if (!keys_rotation_id_valid(version))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK version");
+        _cleanup_free_ char *name = xasprintf("%s%s@%s", k->prefix, scope, version);
+        return ensure_named_kek(k, name, ret_kek_id, err);
 }
 
 static int kmip_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {

@@ -578,76 +578,6 @@ int tpm_swtpm_adopt(const char *pid_file, const char *ctrl_path, const char *ctr
         return 0;
 }
 
-int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err) {
-        assert_return(o && o->state_dir, -EINVAL);
-        int r = tpm_state_detect(o->state_dir, NULL, err);
-        if (r < 0)
-                return r;
-        if (r == 0)
-                return vt_error_set(err, ENOENT, "no TPM state in %s to probe", o->state_dir);
-        char **argv = build_argv(o, true, err);
-        if (!argv)
-                return err && *err ? -(*err)->code : -EINVAL;
-        _cleanup_close_ int key_fd = -1;
-        if (o->key && (r = tpm_key_pipe(o->key, o->key_len, false, &key_fd, err)) < 0) {
-                tpm_strv_free(argv);
-                return r;
-        }
-        /* A private control channel: a socketpair end handed over as
-         * clientfd, so no socket path and no namespace question. */
-        int sp[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
-                tpm_strv_free(argv);
-                return vt_error_errno(err, errno, "cannot create socketpair");
-        }
-        _cleanup_close_ int ours = sp[0], theirs = sp[1];
-        launch l = {.argv = argv, .mntns_fd = o->mntns_fd, .key_fd = key_fd, .ctrl_fd = theirs};
-        child c;
-        r = spawn(&l, &c, err);
-        tpm_strv_free(argv);
-        if (key_fd >= 0)
-                close(TAKE_FD(key_fd));
-        close(TAKE_FD(theirs));
-        if (r < 0)
-                return vt_error_prefix(err, "probing TPM state in %s: ", o->state_dir);
-
-        usec_t timeout = o->timeout ? o->timeout : 10 * USEC_PER_SEC;
-        _cleanup_error_ vt_error *cerr = NULL;
-        uint32_t req = 0; /* flags 0: do not delete the volatile state file */
-        uint8_t resp[4];
-        r = tpm_ctrl_call_fd(ours, o->state_dir, CMD_INIT, &req, 4, resp, 4, 4, timeout, &cerr);
-        uint32_t res = 0;
-        if (r >= 0)
-                res = ((uint32_t)resp[0] << 24) | ((uint32_t)resp[1] << 16) | ((uint32_t)resp[2] << 8) | resp[3];
-
-        /* Stop without a TPM command: CMD_SHUTDOWN, then closing the channel
-         * (swtpm with clientfd ends when its client goes). */
-        _cleanup_error_ vt_error *serr = NULL;
-        (void)tpm_ctrl_call_fd(ours, o->state_dir, CMD_SHUTDOWN, NULL, 0, resp, 4, 4, 2 * USEC_PER_SEC, &serr);
-        close(TAKE_FD(ours));
-        int status = 0;
-        if (!child_exited(&c, 3000, &status)) {
-                kill_and_reap(&c);
-                status = -1;
-        }
-        _cleanup_free_ char *tail = read_log_tail(c.log_fd, c.log_offset);
-        child_done(&c);
-
-        if (r < 0)
-                return vt_error_set(err, cerr ? cerr->code : EIO, "probing TPM state in %s: %s; log: %s", o->state_dir,
-                                    cerr ? cerr->msg : "no answer", tail);
-        if (res != 0) {
-                /* Another swtpm holding the directory is not a broken state. */
-                if (strstr(tail, "lockfile"))
-                        return vt_error_set(err, EBUSY, "TPM state in %s is in use by another swtpm: %s",
-                                            o->state_dir, tail);
-                return vt_error_set(err, TPM_ESTATE,
-                                    "TPM state in %s cannot be loaded%s (CMD_INIT: TPM result 0x%x): %s", o->state_dir,
-                                    o->key ? " with the given key" : " without a key", res, tail);
-        }
-        return 0;
-}
-
 /* ---- copying a state from one key to another ---- */
 
 static int io_wait(int fd, short ev, usec_t deadline) {
@@ -777,6 +707,42 @@ static int private_init(private_tpm *t, usec_t timeout, vt_error **err) {
         if (res != 0)
                 return vt_error_set(err, TPM_ESTATE, "TPM state in %s cannot be loaded (CMD_INIT: TPM result 0x%x)",
                                     t->dir, res);
+        return 0;
+}
+
+/* Load the state in a private swtpm (CMD_INIT) and stop it again. */
+int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err) {
+        assert_return(o && o->state_dir, -EINVAL);
+        int r = tpm_state_detect(o->state_dir, NULL, err);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return vt_error_set(err, ENOENT, "no TPM state in %s to probe", o->state_dir);
+        private_tpm t;
+        r = private_open(o, &t, err);
+        if (r < 0)
+                return vt_error_prefix(err, "probing TPM state: ");
+
+        usec_t timeout = o->timeout ? o->timeout : 10 * USEC_PER_SEC;
+        _cleanup_error_ vt_error *cerr = NULL;
+        uint32_t req = 0; /* flags 0: do not delete the volatile state file */
+        uint8_t resp[4];
+        r = tpm_ctrl_call_fd(t.fd, t.dir, CMD_INIT, &req, 4, resp, 4, 4, timeout, &cerr);
+        uint32_t res = r >= 0 ? get_be32(resp) : 0;
+        _cleanup_free_ char *tail = private_close(&t);
+
+        if (r < 0)
+                return vt_error_set(err, cerr ? cerr->code : EIO, "probing TPM state in %s: %s; log: %s", o->state_dir,
+                                    cerr ? cerr->msg : "no answer", tail);
+        if (res != 0) {
+                /* Another swtpm holding the directory is not a broken state. */
+                if (strstr(tail, "lockfile"))
+                        return vt_error_set(err, EBUSY, "TPM state in %s is in use by another swtpm: %s",
+                                            o->state_dir, tail);
+                return vt_error_set(err, TPM_ESTATE,
+                                    "TPM state in %s cannot be loaded%s (CMD_INIT: TPM result 0x%x): %s", o->state_dir,
+                                    o->key ? " with the given key" : " without a key", res, tail);
+        }
         return 0;
 }
 
