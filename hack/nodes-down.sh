@@ -3,9 +3,9 @@
 # $VTPM_RUN/nodes goes. In order: kubelets (so nothing restarts pods), every
 # container task (through containerd, then runc directly for any left), the
 # containerds and their shims, the scheduler, any process still in our pods'
-# cgroups; then every mount under $VTPM_RUN/nodes (pod volumes, container root
-# filesystems, shm, the kubelet's own rshared bind), our pods' cgroups, the
-# kubelet's /var/log/containers links, and the state directories.
+# cgroups; then the nodes' namespace holders (their mounts and veths go with
+# them), the host's address translation for them, any mount under
+# $VTPM_RUN/nodes the host still sees, our pods' cgroups, and the state directories.
 # Idempotent. Exits non-zero if a process, mount or cgroup survives.
 # Called by hack/cluster-down.sh when $VTPM_RUN/nodes exists.
 set -euo pipefail
@@ -59,6 +59,14 @@ for i in $(seq 50); do
 done
 
 phase "no process left"
+# The nodes' namespaces: with their last process gone, every mount the
+# kubelets and containers made inside, and each node's end of its veth, go too.
+for n in $present; do nl_stop "node-$n-ns" 5; done
+tag=$(nl_iptables_tag)
+iptables -t nat -S PREROUTING 2>/dev/null | grep -F -- "\"$tag\"" | sed 's/^-A /-D /' |
+  while read -r rule; do eval "iptables -t nat $rule" || true; done
+for n in $present; do ip link del "$(nl_veth "$n")" 2>/dev/null || true; done
+phase "namespaces, veths and address translation gone"
 # Mounts, deepest first; a busy one is detached (its users are dead by now).
 for i in 1 2 3; do
   m=$(nl_mounts)
@@ -71,27 +79,20 @@ done
 phase "mounts gone"
 for d in $(nl_cgroup_dirs $ids); do rmdir "$d" 2>/dev/null || true; done
 for h in /sys/fs/cgroup/*/; do rmdir "${h}k8s.io" 2>/dev/null || true; done  # only if empty: shared
-for l in $(nl_log_links); do rm -f "$l"; done
 
 problems=()
 p="$(nl_cgroup_pids $ids) $(nl_our_bin_pids)"; [ -z "${p// /}" ] || problems+=("processes: $(echo $p)")
 m=$(nl_mounts); [ -z "$m" ] || problems+=("mounts: $(echo $m)")
+for n in $present; do ip link show "$(nl_veth "$n")" >/dev/null 2>&1 && problems+=("veth $(nl_veth "$n")"); done
+iptables -t nat -S PREROUTING 2>/dev/null | grep -qF -- "$tag" && problems+=("iptables rules tagged $tag")
 c=$(nl_cgroup_dirs $ids); [ -z "$c" ] || problems+=("cgroups: $(echo $c)")
 [ ${#problems[@]} -eq 0 ] || tb_die "nodes: left behind: ${problems[*]}"
 
-# Host directories nodes-up created (nodes-lib.sh), unless another test bed's
-# nodes use them now: only empty ones go, and the kubelet's device-plugin
-# socket only when no kubelet runs at all.
+# Host directories nodes-up created as mount points (nodes-lib.sh), unless
+# another test bed's nodes use them now: only empty ones go.
 while read -r h; do
-  case $h in
-    /var/lib/kubelet)
-      if [ -z "$(find /proc -mindepth 2 -maxdepth 2 -name exe -lname "$K8S_BIN/kubelet*" 2>/dev/null)" ]; then
-        rm -f /var/lib/kubelet/device-plugins/kubelet.sock
-        rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
-      fi ;;
-    /run/containerd) rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true ;;
-    *) rmdir "$h" 2>/dev/null || true ;;
-  esac
+  rmdir "$h" 2>/dev/null || true
+  [ "$h" != /run/kubevirt/sockets ] || rmdir /run/kubevirt 2>/dev/null || true
 done < <(cat "$NL_DIR/created-host-dirs" 2>/dev/null)
 rm -rf "$NL_DIR"
 phase "state directories removed"

@@ -1,7 +1,22 @@
 # Shared shell helpers for real test-bed nodes (hack/nodes-up.sh, hack/nodes-down.sh):
 # per node its own containerd (root, state, socket, runc root) and kubelet (root
-# dir, ports, name, client certificate), plus the kube-scheduler. Sourced after
+# dir, name, client certificate), plus the kube-scheduler. Sourced after
 # hack/testbed-lib.sh; nothing here starts anything when sourced.
+#
+# A node is a set of namespaces, as a machine would be: a holder process
+# ("vtpm-node-ns:<dir>", a sleep) owns a mount, network and UTS namespace, and
+# the node's containerd and kubelet (so every pod of the node) run inside them.
+#   mount: the host's fixed paths a kubelet and the agent's DaemonSet use are
+#          binds of the node's own directories (NL_NODE_PATHS), so manifests'
+#          hostPaths (/var/lib/kubelet, /var/run/kubevirt/sockets, ...) mean
+#          this node's, and nothing the kubelet mounts shows up on the host.
+#   network: lo and eth0 ($NL_NET.N.2/24), a veth to the host ($NL_NET.N.1),
+#          default route through it. hostNetwork pods (the agent) share it, so
+#          two nodes' agents both listen on :9464. The API server is reached
+#          as a pod reaches it: the `kubernetes` Service's ClusterIP:443, DNATed
+#          in the node (what kube-proxy does) to the host side, and there (with
+#          route_localnet on that veth only) to the API server on 127.0.0.1.
+#   uts:   the node's hostname is its name.
 #
 # Layout under $VTPM_RUN/nodes/ (exists only while or after nodes ran):
 #   images.env            PAUSE_IMAGE=..., BUSYBOX_IMAGE=... (refs imported into every node;
@@ -16,21 +31,38 @@
 # containerd puts every container in /k8s.io/<container id> of each hierarchy
 # (shared by all nodes and test beds); ours are known by their ids (nl_container_ids).
 #
-# Environment: VTPM_NODES (count; nodes are node-1..node-N), VTPM_KUBELET_PORT
-# (node N listens on base+10*(N-1), healthz on that +1; default 10650),
-# VTPM_SCHEDULER_PORT (default 10359).
+# Environment: VTPM_NODES (count; nodes are node-1..node-N), VTPM_SCHEDULER_PORT
+# (default 10359), VTPM_NODE_NET (first two octets of the nodes' /24s, default
+# 10.213; another test bed with nodes on this machine needs another).
 
 NL_DIR=$VTPM_RUN/nodes
-NL_KUBELET_PORT=${VTPM_KUBELET_PORT:-10650}
 NL_SCHEDULER_PORT=${VTPM_SCHEDULER_PORT:-10359}
+NL_NET=${VTPM_NODE_NET:-10.213}
 NL_CNI_BIN=/usr/lib/cni
+# SRC:PATH - the node's directory $NL_DIR/node-N/SRC is PATH inside the node.
+NL_NODE_PATHS="kubelet:/var/lib/kubelet sockets:/run/kubevirt/sockets agent-run:/run/vtpm-agent
+  agent-lib:/var/lib/vtpm-agent log-containers:/var/log/containers pod-logs:/var/log/pods
+  run-containerd:/run/containerd"
 
 nl_name() { echo "node-$1"; }
 nl_dir() { echo "$NL_DIR/node-$1"; }
 nl_sock() { echo "$NL_DIR/node-$1/containerd.sock"; }
-nl_kubelet_port() { echo $(( NL_KUBELET_PORT + 10 * ($1 - 1) )); }
-nl_healthz_port() { echo $(( NL_KUBELET_PORT + 10 * ($1 - 1) + 1 )); }
 nl_ctr() { local n=$1; shift; "$CONTAINERD_BIN/ctr" --address "$(nl_sock "$n")" -n k8s.io "$@"; }
+nl_ip() { echo "$NL_NET.$1.2"; }
+nl_gw() { echo "$NL_NET.$1.1"; }
+nl_veth() { echo "vt${TB_APISERVER_PORT}n$1"; }  # the host's end (at most 15 characters)
+nl_iptables_tag() { echo "vtpm-testbed:$VTPM_RUN"; }
+# nl_holder N: pid of node N's namespace holder, if it runs.
+nl_holder() {
+  local pid
+  pid=$(cat "$TB_PIDS/node-$1-ns.pid" 2>/dev/null) && nl_is_ours "$pid" && echo "$pid"
+}
+# nl_in N CMD...: run CMD inside node N (its mount, network and UTS namespaces).
+nl_in() {
+  local n=$1 h; shift
+  h=$(nl_holder "$n") || { echo "nodes: node-$n has no namespace holder" >&2; return 1; }
+  nsenter -t "$h" -m -n -u -- "$@"
+}
 
 # nl_nodes_present: node numbers with a directory (what nodes-down must clean),
 # whatever VTPM_NODES says now.
@@ -40,17 +72,18 @@ nl_nodes_present() {
   return 0
 }
 
-# nl_is_ours PID: PID runs containerd, its shim, ctr, runc, the kubelet or the
-# scheduler with this $VTPM_RUN on its command line.
+# nl_is_ours PID: PID runs containerd, its shim, ctr, runc, the kubelet, the
+# scheduler or a node's namespace holder with this $VTPM_RUN on its command line.
 nl_is_ours() {
   local pid=$1 exe cmd
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
   case $exe in
-    "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler") ;;
+    "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler"|*/sleep) ;;
     *) return 1 ;;
   esac
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  case $exe in */sleep) [[ $cmd == "vtpm-node-ns:$NL_DIR/"* ]]; return ;; esac
   case $cmd in *"$VTPM_RUN/"*) return 0 ;; esac
   return 1
 }
@@ -60,7 +93,7 @@ nl_our_bin_pids() {
   find /proc -mindepth 2 -maxdepth 2 -name exe -printf '%h %l\n' 2>/dev/null |
     while read -r dir exe; do
       case ${exe% (deleted)} in
-        "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler")
+        "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler"|*/sleep)
           nl_is_ours "${dir#/proc/}" && echo "${dir#/proc/}" ;;
       esac
     done
@@ -105,20 +138,10 @@ nl_mounts() {
     sort -rn | cut -d' ' -f2- | uniq
 }
 
-# nl_log_links: /var/log/containers symlinks (a path the kubelet hard-codes) into our pod logs.
-nl_log_links() {
-  local l t
-  for l in /var/log/containers/*.log; do
-    [ -L "$l" ] || continue
-    t=$(readlink "$l")
-    case $t in "$NL_DIR/"*) echo "$l" ;; esac
-  done
-  return 0
-}
-
 # nl_start NAME HEALTH_CMD BIN ARGS...: start BIN in its own session (pid file
 # $TB_PIDS/NAME.pid, log $TB_LOGS/NAME.log) unless running, then wait until
-# HEALTH_CMD (a shell command string) succeeds.
+# HEALTH_CMD (a shell command string) succeeds. With NL_IN=N, BIN runs inside
+# node N's namespaces (nsenter execs it: the pid is BIN's).
 nl_start() {
   local name=$1 health=$2 bin=$3 pid t0 deadline; shift 3
   mkdir -p "$TB_PIDS" "$TB_LOGS"
@@ -127,7 +150,9 @@ nl_start() {
   else
     echo "==== $(date -u +%FT%TZ) starting $name" >> "$TB_LOGS/$name.log"
     # fd 9 is the test bed's lock: the process must not inherit (and hold) it.
-    PATH=$CONTAINERD_BIN:$PATH setsid "$bin" "$@" >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
+    local enter=()
+    [ -z "${NL_IN:-}" ] || enter=(nsenter -t "$(nl_holder "$NL_IN")" -m -n -u --)
+    PATH=$CONTAINERD_BIN:$PATH setsid "${enter[@]}" "$bin" "$@" >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
     pid=$!
     echo "$pid" > "$TB_PIDS/$name.pid"
   fi

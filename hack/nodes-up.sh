@@ -9,7 +9,9 @@
 # Host facts this relies on (issue 11): cgroup v1 without CAP_SYS_RESOURCE, so
 # kubelet runs with failCgroupV1 false, cgroupfs, no per-QoS cgroups, no node
 # allocatable enforcement, swap allowed; containerd with restrict_oom_score_adj.
-# Pods use hostNetwork: the CNI config holds only the loopback plugin.
+# Each node is its own mount, network and UTS namespace (nodes-lib.sh). Pods that
+# need the network use hostNetwork (the node's): the CNI config holds only the
+# loopback plugin.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/testbed-lib.sh"
@@ -47,11 +49,10 @@ elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still ther
   grep '^AGENT_IMAGE=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
 fi
 mv "$NL_DIR/images.env.new" "$NL_DIR/images.env"
-# Fixed host paths, whatever our configuration says: the runc shim's sockets
-# (/run/containerd/s), the kubelet's container log links (/var/log/containers)
-# and its device-plugin socket (/var/lib/kubelet/device-plugins/kubelet.sock,
-# not under --root-dir). Those we create are listed for nodes-down to remove.
-for h in /run/containerd /var/log/containers /var/lib/kubelet; do
+# Mount points for the binds inside every node (NL_NODE_PATHS): they must exist
+# on the host. Those we create are listed for nodes-down to remove.
+for p in $NL_NODE_PATHS; do
+  h=${p#*:}
   if [ ! -e "$h" ]; then
     mkdir -p "$h"
     grep -qxF "$h" "$NL_DIR/created-host-dirs" 2>/dev/null || echo "$h" >> "$NL_DIR/created-host-dirs"
@@ -120,16 +121,12 @@ write_kubelet_config() { # N
   local n=$1 d
   d=$(nl_dir "$n")
   cat > "$d/kubelet-config.yaml" <<EOF
-# Written by hack/nodes-up.sh for $(nl_name "$n"). The kubelet listens on loopback
-# only; the node's InternalIP is the host's own (a loopback node IP is refused, and
-# pods' status.hostIP/podIP stay empty without one).
+# Written by hack/nodes-up.sh for $(nl_name "$n"). The kubelet runs in the node's
+# own network namespace: default ports, the node's address $(nl_ip "$n").
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
-port: $(nl_kubelet_port "$n")
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: $(nl_healthz_port "$n")
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -142,7 +139,6 @@ cgroupDriver: cgroupfs
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 failSwapOn: false
-podLogsDir: $d/pod-logs
 volumePluginDir: $d/volume-plugins
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
@@ -166,12 +162,52 @@ import_image() {
     tb_die "importing $tar into $(nl_name "$n") made no $ref: $out"
 }
 
+# start_ns N: node N's namespaces (see nodes-lib.sh): a holder process that
+# binds the node's directories over the fixed host paths inside its private
+# mount namespace, then sleeps; a veth between it and the host; the routes
+# and address translation that take the node to the API server.
+start_ns() {
+  local n=$1 d h p veth gw ip
+  d=$(nl_dir "$n") veth=$(nl_veth "$n") gw=$(nl_gw "$n") ip=$(nl_ip "$n")
+  nl_holder "$n" >/dev/null && return 0
+  for p in $NL_NODE_PATHS; do mkdir -p "$d/${p%%:*}"; done
+  rm -f "$d/ns-ready"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid unshare --mount --net --uts --propagation private -- bash -c '
+    set -e
+    d=$1 name=$2; shift 2
+    hostname "$name"
+    for p in "$@"; do mount --bind "$d/${p%%:*}" "${p#*:}"; done
+    # Volumes the kubelet mounts under its root reach containers that ask for
+    # HostToContainer propagation (the agent): a shared mount, in this node only.
+    mount --make-rshared /var/lib/kubelet
+    ip link set lo up
+    : > "$d/ns-ready"
+    exec -a "vtpm-node-ns:$d" sleep infinity' vtpm-node-ns "$d" "$(nl_name "$n")" $NL_NODE_PATHS \
+    >> "$TB_LOGS/node-$n-ns.log" 2>&1 < /dev/null 9>&- &
+  h=$!
+  echo "$h" > "$TB_PIDS/node-$n-ns.pid"
+  for _ in $(seq 100); do [ -e "$d/ns-ready" ] && break; kill -0 "$h" 2>/dev/null || break; sleep 0.05; done
+  [ -e "$d/ns-ready" ] || tb_die "node-$n's namespaces did not come up; see $TB_LOGS/node-$n-ns.log"
+  ip link del "$veth" 2>/dev/null || true   # from a holder that died
+  ip link add "$veth" type veth peer name eth0 netns "$h"
+  ip addr add "$gw/24" dev "$veth"
+  ip link set "$veth" up
+  # The host side: the API server listens on loopback; let this veth reach it.
+  sysctl -qw "net.ipv4.conf.$veth.route_localnet=1"
+  iptables -t nat -A PREROUTING -i "$veth" -d "$gw" -p tcp --dport "$TB_APISERVER_PORT" \
+    -m comment --comment "$(nl_iptables_tag)" -j DNAT --to-destination "127.0.0.1:$TB_APISERVER_PORT"
+  nl_in "$n" sh -c "ip addr add $ip/24 dev eth0 && ip link set eth0 up && ip route add default via $gw &&
+    iptables -t nat -A OUTPUT -d $TB_SERVICE_IP -p tcp --dport 443 -j DNAT --to-destination $gw:$TB_APISERVER_PORT"
+}
+
 start_node() { # N
   local n=$1 d name have
   d=$(nl_dir "$n") name=$(nl_name "$n")
-  mkdir -p "$d/containerd" "$d/runc" "$d/kubelet" "$d/kubelet-pki" "$d/pod-logs" "$d/cni/net.d" "$d/volume-plugins"
+  mkdir -p "$d/containerd" "$d/runc" "$d/kubelet-pki" "$d/cni/net.d" "$d/volume-plugins"
+  start_ns "$n"
   write_containerd_config "$n"
-  nl_start "$name-containerd" "nl_ctr $n version" "$CONTAINERD_BIN/containerd" --config "$d/containerd/config.toml"
+  NL_IN=$n nl_start "$name-containerd" "nl_ctr $n version" "$CONTAINERD_BIN/containerd" --config "$d/containerd/config.toml"
   have=$(nl_ctr "$n" images ls -q 2>/dev/null)
   for i in pause busybox; do
     grep -qxF "${img_ref[$i]}" <<<"$have" || import_image "$n" "${img_ref[$i]}" "${img_tar[$i]}"
@@ -180,11 +216,13 @@ start_node() { # N
     grep -qxF "$agent_ref" <<<"$have" || import_image "$n" "$agent_ref" "$agent_tar"
   fi
   "$top/hack/gen-certs.sh" client "$name" "system:node:$name" system:nodes >/dev/null
+  # The node reaches the API server as its pods do: the Service address.
+  sed "s|server: https://.*|server: https://$TB_SERVICE_IP:443|" "$VTPM_RUN/$name.kubeconfig" > "$d/kubelet.kubeconfig"
   write_kubelet_config "$n"
-  nl_start "$name-kubelet" "curl -sf http://127.0.0.1:$(nl_healthz_port "$n")/healthz" "$K8S_BIN/kubelet" \
-    --config "$d/kubelet-config.yaml" --kubeconfig "$VTPM_RUN/$name.kubeconfig" \
-    --root-dir "$d/kubelet" --cert-dir "$d/kubelet-pki" \
-    --hostname-override "$name"
+  NL_IN=$n nl_start "$name-kubelet" "nl_in $n curl -sf http://127.0.0.1:10248/healthz" "$K8S_BIN/kubelet" \
+    --config "$d/kubelet-config.yaml" --kubeconfig "$d/kubelet.kubeconfig" \
+    --root-dir /var/lib/kubelet --cert-dir "$d/kubelet-pki" \
+    --hostname-override "$name" --node-ip "$(nl_ip "$n")"
 }
 
 for n in $(seq "$nodes"); do start_node "$n"; done

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Real nodes (issue 11, foundation): with VTPM_NODES>=2, hack/nodes-up.sh gives
 # Ready nodes whose own kubelet and containerd run pods from locally built
-# images; a `local` PV whose node affinity names two nodes carries a file
+# images, each node its own mount, network and UTS namespace; a `local` PV
+# whose node affinity names two nodes carries a file
 # written by a pod on node-1 to a pod on node-2; and hack/nodes-down.sh, called
 # while pods still run with a volume mounted, leaves no process, mount, cgroup
-# or directory behind. The nodes are brought back up at the end if they were up.
+# directory, namespace, veth or address translation behind. The nodes are
+# brought back up at the end if they were up.
 # Without VTPM_NODES>=2 (the default) the whole suite is skipped.
 . "$(dirname "$0")/lib.sh"
 [[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 2 ] ||
   skip_all "real nodes are opt-in: set VTPM_NODES=2 (see README, test bed)"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
-plan 22
+plan 25
 setup_namespace
 
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -28,9 +30,11 @@ for n in "$n1" "$n2"; do
 done
 like "$(kubectl get node "$n1" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.kubeletVersion}')" \
   "^containerd://${CONTAINERD_VERSION#v} $K8S_VERSION\$" "$n1 runs our containerd and kubelet"
+is "$(kubectl get node "$n1" "$n2" -o jsonpath='{.items[*].status.addresses[?(@.type=="InternalIP")].address}')" \
+  "$(nl_ip 1) $(nl_ip 2)" "each node has its own address, on its own network namespace"
 
 # pod_yaml NAME NODE SCRIPT [PVC]: a busybox pod pinned to NODE by the scheduler
-# (nodeSelector), host network, never pulled; SCRIPT's output is its
+# (nodeSelector), the node's network, never pulled; SCRIPT's output is its
 # termination message, read back from the pod's status.
 pod_yaml() {
   local name=$1 node=$2 script=$3 pvc=${4:-}
@@ -59,14 +63,14 @@ phase_is() { [ "$(k get pod "$1" -o jsonpath='{.status.phase}')" = "$2" ]; }
 message() { k get pod "$1" -o jsonpath='{.status.containerStatuses[0].state.terminated.message}'; }
 
 # A pod on each node: it runs, sees its node through the downward API, and
-# shares the host's network (and so its hostname).
+# shares the node's network and hostname (hostNetwork), not the machine's.
 for n in "$n1" "$n2"; do
   pod_yaml "hello-$n" "$n" 'echo \"hello from $NODE_NAME on $(hostname)\" > /dev/termination-log' | k apply -f - >/dev/null
 done
 for n in "$n1" "$n2"; do
   if wait_until 60 phase_is "hello-$n" Succeeded; then pass "a busybox pod ran to completion on $n"
   else fail "a busybox pod ran to completion on $n" "$(k get pod "hello-$n" -o yaml | tail -40)"; fi
-  is "$(message "hello-$n")" "hello from $n on $(hostname)" "the pod on $n saw its node name and the host network"
+  is "$(message "hello-$n")" "hello from $n on $n" "the pod on $n saw its node name and the node's hostname"
 done
 
 # The agent's image (deploy/Containerfile, built by buildah without a Docker
@@ -128,9 +132,11 @@ pod_yaml holder-2 "$n2" 'exec sleep 3600' shared | k apply -f - >/dev/null
 ok "long-running pods are Running on both nodes" wait_until 60 sh -c \
   "[ \"\$(kubectl -n $NS get pod holder-1 holder-2 -o jsonpath='{.items[*].status.phase}')\" = 'Running Running' ]"
 uid2=$(k get pod holder-2 -o jsonpath='{.metadata.uid}')
-vol=$(nl_dir 2)/kubelet/pods/$uid2/volumes/kubernetes.io~local-volume/$pv
-like "$(awk -v m="$vol" '$5 == m' /proc/self/mountinfo)" " $vol " \
-  "$n2's kubelet bind-mounted the local PV into its pod's volume directory"
+vol=/var/lib/kubelet/pods/$uid2/volumes/kubernetes.io~local-volume/$pv
+kubelet2=$(cat "$TB_PIDS/$n2-kubelet.pid")
+like "$(awk -v m="$vol" '$5 == m' "/proc/$kubelet2/mountinfo")" " $vol " \
+  "$n2's kubelet bind-mounted the local PV into its pod's volume directory (in $n2's mount namespace)"
+is "$(awk -v m="$vol" '$5 == m' /proc/self/mountinfo)" "" "the machine's own mount table does not see it"
 
 # Independent of nodes-lib: our binaries by command line; our containers (their
 # ids from each node's runc state, taken now) by their cgroups, which containerd
@@ -140,7 +146,7 @@ our_procs() {
   local p exe id
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    case $exe in "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|*/kubelet|*/kube-scheduler) ;; *) continue ;; esac
+    case $exe in "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|*/kubelet|*/kube-scheduler|*/sleep) ;; *) continue ;; esac
     tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "$VTPM_RUN/" && echo "${p#/proc/} $exe"
   done
   for id in $ids; do
@@ -148,12 +154,27 @@ our_procs() {
   done
   return 0
 }
-our_mounts() { grep -F " $VTPM_RUN/nodes/" /proc/self/mountinfo; grep -F " $store " /proc/self/mountinfo; return 0; }
+holders=$(cat "$TB_PIDS"/node-*-ns.pid 2>/dev/null)
+# Mounts the machine sees under our paths, and every mount inside a node's namespace.
+our_mounts() {
+  local h
+  grep -F " $VTPM_RUN/nodes/" /proc/self/mountinfo; grep -F " $store " /proc/self/mountinfo
+  for h in $holders; do
+    [[ $(tr '\0' ' ' 2>/dev/null < "/proc/$h/cmdline") == vtpm-node-ns:* ]] && grep -E ' /var/lib/kubelet/pods/| /run/kubevirt/' "/proc/$h/mountinfo"
+  done
+  return 0
+}
+our_net() {
+  local n
+  for n in 1 2; do ip -o link show "$(nl_veth "$n")" 2>/dev/null; done
+  iptables -t nat -S PREROUTING | grep -F "$(nl_iptables_tag)"
+  return 0
+}
 our_cgroups() { local id; for id in $ids; do ls -d /sys/fs/cgroup/*/k8s.io/"$id" 2>/dev/null; done; return 0; }
-diag "before nodes-down: $(echo $ids | wc -w) containers, $(our_procs | wc -l) processes, $(our_mounts | wc -l) mounts, $(our_cgroups | wc -l) cgroup dirs"
-[ -n "$ids" ] && [ -n "$(our_procs)" ] && [ -n "$(our_mounts)" ] && [ -n "$(our_cgroups)" ] &&
-  pass "before nodes-down there are containers, processes, mounts and cgroups to clean up" ||
-  fail "before nodes-down there are containers, processes, mounts and cgroups to clean up" "ids: $ids"
+diag "before nodes-down: $(echo $ids | wc -w) containers, $(our_procs | wc -l) processes, $(our_mounts | wc -l) mounts, $(our_cgroups | wc -l) cgroup dirs, $(our_net | wc -l) links and NAT rules"
+[ -n "$ids" ] && [ -n "$(our_procs)" ] && [ -n "$(our_mounts)" ] && [ -n "$(our_cgroups)" ] && [ "$(our_net | wc -l)" -ge 3 ] &&
+  pass "before nodes-down there are containers, processes, mounts, cgroups, veths and NAT rules to clean up" ||
+  fail "before nodes-down there are containers, processes, mounts, cgroups, veths and NAT rules to clean up" "ids: $ids"
 
 host_dirs=$(cat "$NL_DIR/created-host-dirs" 2>/dev/null)
 diag "host directories nodes-up created: $(echo $host_dirs)"
@@ -161,10 +182,11 @@ t0=$(tb_now_ms)
 ok "hack/nodes-down.sh succeeds with pods running" "$E2E_TOP/hack/nodes-down.sh"
 diag "nodes-down took $(( $(tb_now_ms) - t0 )) ms"
 is "$(our_procs)" "" "no containerd, shim, runc, kubelet, scheduler or pod process of this test bed remains"
-is "$(our_mounts)" "" "no mount under $VTPM_RUN/nodes (pod volumes, root filesystems, shm) remains"
+is "$(our_mounts)" "" "no mount under $VTPM_RUN/nodes (pod volumes, root filesystems, shm) remains, no node namespace"
 is "$(our_cgroups)" "" "no pod cgroup directory remains in any hierarchy"
-left=$(ls -d "$NL_DIR" $host_dirs 2>/dev/null; find /var/log/containers -lname "$VTPM_RUN/*" 2>/dev/null)
-is "$left" "" "no node directory, no host directory nodes-up created, no /var/log/containers link remains"
+is "$(our_net)" "" "no veth and no address translation of the nodes remains"
+left=$(ls -d "$NL_DIR" $host_dirs 2>/dev/null)
+is "$left" "" "no node directory and no host directory nodes-up created remains"
 
 if [ -n "$was_up" ]; then
   ok "nodes come back up for the suites after this one" "$E2E_TOP/hack/nodes-up.sh"
