@@ -317,12 +317,13 @@ static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_
                 _cleanup_free_ char *label = vm_label_value(l->vm_name);
                 json_t *obj = json_pack(
                         "{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s, s:s}, s:[{s:s, s:s, s:s, s:s, s:b, s:b}]}, "
-                        "s:{s:s, s:s, s:[{s:s}], s:[{s:s, s:s, s:s, s:[{s:s, s:s}]}], s:[{s:s, s:{s:s}}], s:I}}",
+                        "s:{s:s, s:s, s:b, s:[{s:s}], s:[{s:s, s:s, s:s, s:[{s:s, s:s}]}], s:[{s:s, s:{s:s}}], "
+                        "s:I}}",
                         "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", l->ns, "labels",
                         LABEL_ATTACHMENT_FOR, l->pod_uid, LABEL_VM, label, LABEL_MANAGED_BY, LABEL_MANAGER_VALUE,
                         "ownerReferences", "apiVersion", "v1", "kind", "Pod", "name", md(launcher_pod, "name"), "uid",
                         l->pod_uid, "controller", 1, "blockOwnerDeletion", 0, "spec", "nodeName", nc->node,
-                        "restartPolicy", "Always", "tolerations", "operator", "Exists", "containers", "name", "hold",
+                        "restartPolicy", "Always", "automountServiceAccountToken", 0, "tolerations", "operator", "Exists", "containers", "name", "hold",
                         "image", nc->cfg->node.attachment_image, "imagePullPolicy", "IfNotPresent", "volumeMounts",
                         "name", "state", "mountPath", "/state", "volumes", "name", "state", "persistentVolumeClaim",
                         "claimName", pvc, "terminationGracePeriodSeconds", (json_int_t)1);

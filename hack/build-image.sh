@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # `make image`: build the agent's image from deploy/Containerfile with buildah
 # (Debian's package), no Docker engine and no registry.
+#   hack/build-image.sh [vtpm-agent]   the agent (deploy/Containerfile, the repository as context)
+#   hack/build-image.sh vtpm-agent-next   the same image with one more label: a different
+#                                      image (digest) to roll the DaemonSet to in tests
+#   hack/build-image.sh launcher       the test bed's virt-launcher (hack/images/launcher/)
 #
 # This machine reaches Debian's mirrors but not Docker Hub, so the
 # Containerfile's `FROM docker.io/library/debian:12-slim` is satisfied
@@ -55,28 +59,53 @@ if ! bah inspect --type image "$base_ref" >/dev/null 2>&1; then
   log "base $base_ref committed from debootstrap"
 fi
 
-# 2. The build context: the files git knows (tracked or new, not ignored),
-# as they are in the working tree; never build/ or caches.
+what=${1:-vtpm-agent}
+case $what in
+  vtpm-agent|vtpm-agent-next) cf=deploy/Containerfile sub=. checks=("vtpm-agent --version" "swtpm --version") ;;
+  launcher) cf=hack/images/launcher/Containerfile sub=hack/images/launcher checks=("swtpm --version" "socat -V") ;;
+  *) log "unknown image $what (vtpm-agent, vtpm-agent-next, launcher)"; exit 2 ;;
+esac
+name=${what%-next}
+
+# 2. The build context: the files git knows under $sub (tracked or new, not
+# ignored), as they are in the working tree; never build/ or caches.
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-(cd "$top" && git ls-files -z --cached --others --exclude-standard |
+(cd "$top/$sub" && git ls-files -z --cached --others --exclude-standard . |
    tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$ctx" -xf -
 tag=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
-ref=vtpm.local/vtpm-agent:$tag
-out=$IMG_CACHE/vtpm-agent-$tag.oci.tar
+ref=vtpm.local/$name:$tag
+out=$IMG_CACHE/$name-$tag.oci.tar
 if [ ! -s "$out" ]; then
-  log "buildah bud -f deploy/Containerfile (tag $tag)"
-  bah bud --pull-never --layers --isolation chroot -f "$ctx/deploy/Containerfile" -t "$ref" "$ctx" > "$ctx/bud.log" 2>&1 ||
+  log "buildah bud -f $cf (tag $tag)"
+  bah bud --pull-never --layers --isolation chroot -f "$ctx/${cf#"$sub"/}" -t "$ref" "$ctx" > "$ctx/bud.log" 2>&1 ||
     { tail -30 "$ctx/bud.log" >&2; exit 1; }
-  # The image must run: the agent and swtpm start inside it.
+  # The image must run what it is for.
   c=$(bah from -q "$ref")
-  bah run --isolation chroot "$c" -- /usr/bin/vtpm-agent --version >&2
-  bah run --isolation chroot "$c" -- swtpm --version >&2
+  for chk in "${checks[@]}"; do
+    # shellcheck disable=SC2086 # a command and its arguments
+    bah run --isolation chroot "$c" -- $chk 2>&1 | head -1 >&2
+  done
   bah rm "$c" >/dev/null
   # The archive names the image by its tag only (as an OCI layout does), so
-  # `ctr images import --base-name vtpm.local/vtpm-agent` makes $ref.
+  # `ctr images import --base-name vtpm.local/NAME` makes $ref.
   bah push -q "$ref" "oci-archive:$out.tmp:$tag" >/dev/null
   mv "$out.tmp" "$out"
   log "built $ref -> $out"
 fi
-echo "vtpm-agent $ref $out"
+if [ "$what" = vtpm-agent-next ]; then
+  # The same files, one more label: another image for a rolling update.
+  nref=$ref-next nout=$IMG_CACHE/$name-$tag-next.oci.tar
+  if [ ! -s "$nout" ]; then
+    bah inspect --type image "$ref" >/dev/null 2>&1 || bah pull -q "oci-archive:$out" >/dev/null
+    c=$(bah from -q "$ref")
+    bah config --label vtpm-agent.io/testbed-roll=next "$c"
+    bah commit -q "$c" "$nref" >/dev/null
+    bah rm "$c" >/dev/null
+    bah push -q "$nref" "oci-archive:$nout.tmp:$tag-next" >/dev/null
+    mv "$nout.tmp" "$nout"
+    log "built $nref -> $nout"
+  fi
+  ref=$nref out=$nout
+fi
+echo "$what $ref $out"

@@ -25,7 +25,7 @@
 #                         shims' sockets, /var/log/containers, /var/lib/kubelet): nodes-down removes them
 #   node-N/containerd.sock, containerd/{config.toml,root,state,opt}, runc/ (runc --root),
 #   node-N/kubelet/ (--root-dir), kubelet-config.yaml, kubelet-pki/, pod-logs/,
-#   node-N/cni/net.d/ (loopback only), volume-plugins/
+#   node-N/cni/net.d/ (a bridge inside the node), cni/ipam/, volume-plugins/
 # Pids and logs: $TB_PIDS/node-N-{containerd,kubelet}.pid, kube-scheduler.pid; same names in $TB_LOGS.
 # Cgroups: the kubelet passes no cgroup parent when cgroupsPerQOS is false, so
 # containerd puts every container in /k8s.io/<container id> of each hierarchy
@@ -49,6 +49,7 @@ nl_dir() { echo "$NL_DIR/node-$1"; }
 nl_sock() { echo "$NL_DIR/node-$1/containerd.sock"; }
 nl_ctr() { local n=$1; shift; "$CONTAINERD_BIN/ctr" --address "$(nl_sock "$n")" -n k8s.io "$@"; }
 nl_ip() { echo "$NL_NET.$1.2"; }
+nl_pod_net() { echo "$NL_NET.$((100 + $1)).0/24"; }  # pods' addresses on node N's bridge
 nl_gw() { echo "$NL_NET.$1.1"; }
 nl_veth() { echo "vt${TB_APISERVER_PORT}n$1"; }  # the host's end (at most 15 characters)
 nl_iptables_tag() { echo "vtpm-testbed:$VTPM_RUN"; }

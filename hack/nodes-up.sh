@@ -10,8 +10,8 @@
 # kubelet runs with failCgroupV1 false, cgroupfs, no per-QoS cgroups, no node
 # allocatable enforcement, swap allowed; containerd with restrict_oom_score_adj.
 # Each node is its own mount, network and UTS namespace (nodes-lib.sh). Pods that
-# need the network use hostNetwork (the node's): the CNI config holds only the
-# loopback plugin.
+# need the network use hostNetwork (the node's); the others get an address on a
+# bridge inside their node, and no route anywhere.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/testbed-lib.sh"
@@ -39,15 +39,24 @@ done
 mkdir -p "$NL_DIR"
 chmod 755 "$NL_DIR"
 printf 'PAUSE_IMAGE=%s\nBUSYBOX_IMAGE=%s\n' "${img_ref[pause]}" "${img_ref[busybox]}" > "$NL_DIR/images.env.new"
-# The agent's own image (hack/build-image.sh: deploy/Containerfile built by buildah),
-# only when asked for: its first build downloads ~200 MB of Debian packages.
+# The agent's own image (hack/build-image.sh: deploy/Containerfile built by
+# buildah), a second one to roll to, and the test bed's launcher image, only
+# when asked for: the first build downloads ~200 MB of Debian packages.
+declare -A extra_ref=() extra_tar=()
 if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
-  built=$("$top/hack/build-image.sh")
-  read -r _ agent_ref agent_tar <<<"$built"
-  echo "AGENT_IMAGE=$agent_ref" >> "$NL_DIR/images.env.new"
+  for what in vtpm-agent vtpm-agent-next launcher; do
+    built=$("$top/hack/build-image.sh" "$what")
+    read -r _ extra_ref[$what] extra_tar[$what] <<<"$built"
+  done
+  printf 'AGENT_IMAGE=%s\nAGENT_IMAGE_NEXT=%s\nLAUNCHER_IMAGE=%s\n' "${extra_ref[vtpm-agent]}" \
+    "${extra_ref[vtpm-agent-next]}" "${extra_ref[launcher]}" >> "$NL_DIR/images.env.new"
 elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still there
-  grep '^AGENT_IMAGE=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
+  grep -E '^(AGENT_IMAGE|AGENT_IMAGE_NEXT|LAUNCHER_IMAGE)=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
 fi
+# The names manifests use for them: deploy/overlays/testbed's agent image, the
+# agent's default attachment image (config node.attachmentImage).
+TESTBED_AGENT=localhost/vtpm-agent:testbed
+ATTACH_IMAGE=registry.k8s.io/pause:3.10
 mv "$NL_DIR/images.env.new" "$NL_DIR/images.env"
 # Mount points for the binds inside every node (NL_NODE_PATHS): they must exist
 # on the host. Those we create are listed for nodes-down to remove.
@@ -112,8 +121,13 @@ state = "$d/containerd/state"
           Root = "$d/runc"
           SystemdCgroup = false
 EOF
-  cat > "$d/cni/net.d/10-loopback.conflist" <<'EOF'
-{"cniVersion": "1.0.0", "name": "vtpm-loopback", "plugins": [{"type": "loopback"}]}
+  # Pods get an address on a bridge inside the node (containerd wants one for
+  # every sandbox that is not hostNetwork), routed nowhere: nothing in the test
+  # bed talks to a pod address. The bridge goes with the node's namespace.
+  rm -f "$d/cni/net.d/10-loopback.conflist"
+  cat > "$d/cni/net.d/10-vtpm-pods.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "vtpm-pods", "plugins": [{"type": "bridge", "bridge": "cni0",
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(nl_pod_net "$n")"}]], "dataDir": "$d/cni/ipam"}}]}
 EOF
 }
 
@@ -212,8 +226,13 @@ start_node() { # N
   for i in pause busybox; do
     grep -qxF "${img_ref[$i]}" <<<"$have" || import_image "$n" "${img_ref[$i]}" "${img_tar[$i]}"
   done
-  if [ -n "${agent_ref:-}" ]; then
-    grep -qxF "$agent_ref" <<<"$have" || import_image "$n" "$agent_ref" "$agent_tar"
+  for what in "${!extra_ref[@]}"; do
+    grep -qxF "${extra_ref[$what]}" <<<"$have" || import_image "$n" "${extra_ref[$what]}" "${extra_tar[$what]}"
+  done
+  nl_ctr "$n" images tag --force "${img_ref[pause]}" "$ATTACH_IMAGE" >/dev/null
+  if [ -n "${extra_ref[vtpm-agent]:-}" ]; then
+    nl_ctr "$n" images tag --force "${extra_ref[vtpm-agent]}" "$TESTBED_AGENT" >/dev/null
+    nl_ctr "$n" images tag --force "${extra_ref[vtpm-agent-next]}" "$TESTBED_AGENT-next" >/dev/null
   fi
   "$top/hack/gen-certs.sh" client "$name" "system:node:$name" system:nodes >/dev/null
   # The node reaches the API server as its pods do: the Service address.

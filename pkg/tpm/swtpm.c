@@ -2,8 +2,10 @@
 #include "tpm/swtpm.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/close_range.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -110,7 +112,7 @@ char **tpm_swtpm_argv(const tpm_swtpm_opts *o, vt_error **err) {
 
 /* What the launcher child tells the parent over a SOCK_SEQPACKET pair. */
 enum { REPORT_LOG_FD = 1, REPORT_FAILED = 2 };
-enum { STAGE_SETSID = 1, STAGE_SETNS, STAGE_LOG, STAGE_PID, STAGE_FDS, STAGE_EXEC };
+enum { STAGE_SETSID = 1, STAGE_SETNS, STAGE_LOG, STAGE_PID, STAGE_FDS, STAGE_EXEC, STAGE_USER };
 struct report {
         int kind;
         int stage;
@@ -132,6 +134,8 @@ static const char *stage_name(int stage) {
                 return "setting up file descriptors";
         case STAGE_EXEC:
                 return "executing swtpm";
+        case STAGE_USER:
+                return "becoming the swtpm user";
         default:
                 return "starting swtpm";
         }
@@ -143,6 +147,9 @@ typedef struct launch {
         int mntns_fd;
         int key_fd;   /* -1 or read end of the key pipe */
         int ctrl_fd;  /* -1 or the child's end of the control socketpair */
+        bool drop_user; /* become uid/gid before exec (instead of swtpm's --runas) */
+        uid_t uid;
+        gid_t gid;
 } launch;
 
 static void child_fail(int report_fd, int stage, int error) {
@@ -164,12 +171,8 @@ static int park(int fd, int report_fd) {
 _noreturn_ static void launch_child(const launch *l, int report_fd) {
         if (setsid() < 0)
                 child_fail(report_fd, STAGE_SETSID, errno);
-        if (l->mntns_fd >= 0) {
-                if (setns(l->mntns_fd, CLONE_NEWNS) < 0)
-                        child_fail(report_fd, STAGE_SETNS, errno);
-        }
-        if (chdir("/") < 0)
-                child_fail(report_fd, STAGE_SETNS, errno);
+        /* The log and pid files are the agent's (node.runDir): open them before
+         * entering the launcher, whose filesystem has no such paths. */
         int log_fd;
         if (l->log_file)
                 log_fd = open(l->log_file, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -178,6 +181,18 @@ _noreturn_ static void launch_child(const launch *l, int report_fd) {
         if (log_fd < 0)
                 child_fail(report_fd, STAGE_LOG, errno);
         off_t off = lseek(log_fd, 0, SEEK_END);
+        int pid_fd = -1;
+        if (l->pid_file) {
+                pid_fd = open(l->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (pid_fd < 0)
+                        child_fail(report_fd, STAGE_PID, errno);
+        }
+        if (l->mntns_fd >= 0) {
+                if (setns(l->mntns_fd, CLONE_NEWNS) < 0)
+                        child_fail(report_fd, STAGE_SETNS, errno);
+        }
+        if (chdir("/") < 0)
+                child_fail(report_fd, STAGE_SETNS, errno);
 
         /* Hand the log to the parent: it quotes the tail if swtpm fails, even
          * when the file lives in another mount namespace or only in memory. */
@@ -197,12 +212,6 @@ _noreturn_ static void launch_child(const launch *l, int report_fd) {
         if (sendmsg(report_fd, &mh, MSG_NOSIGNAL) < 0)
                 child_fail(report_fd, STAGE_LOG, errno);
 
-        int pid_fd = -1;
-        if (l->pid_file) {
-                pid_fd = open(l->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-                if (pid_fd < 0)
-                        child_fail(report_fd, STAGE_PID, errno);
-        }
         int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null_fd < 0)
                 child_fail(report_fd, STAGE_FDS, errno);
@@ -221,6 +230,9 @@ _noreturn_ static void launch_child(const launch *l, int report_fd) {
          * is closed at exec; the report socket stays open until then. */
         if (close_range(CHILD_FD_FIRST_FREE, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
                 child_fail(report_fd, STAGE_FDS, errno);
+
+        if (l->drop_user && (setgroups(0, NULL) < 0 || setgid(l->gid) < 0 || setuid(l->uid) < 0))
+                child_fail(report_fd, STAGE_USER, errno);
 
         struct sigaction sa = {.sa_handler = SIG_DFL};
         for (int s = 1; s < NSIG; s++)
@@ -381,7 +393,26 @@ static char *agent_ctrl_path(const tpm_swtpm_opts *o, pid_t pid) {
 
 int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
         assert_return(o && o->state_dir && o->ctrl_path && ret_pid, -EINVAL);
-        char **argv = build_argv(o, false, err);
+        /* Inside a launcher, the user is ours to resolve: the launcher's image
+         * need not know it (or may give the name another uid than the one
+         * owning the state files). So no --runas: the child drops to the
+         * uid/gid resolved here, just before exec. */
+        tpm_swtpm_opts eff = *o;
+        bool drop = o->mntns_fd >= 0 && o->runas;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        if (drop) {
+                struct passwd pw, *found = NULL;
+                char buf[4096];
+                int e = getpwnam_r(o->runas, &pw, buf, sizeof(buf), &found);
+                if (!found)
+                        return vt_error_set(err, e ? e : ENOENT, "swtpm user '%s' does not exist on this node",
+                                            o->runas);
+                uid = pw.pw_uid;
+                gid = pw.pw_gid;
+                eff.runas = NULL;
+        }
+        char **argv = build_argv(&eff, false, err);
         if (!argv)
                 return err && *err ? -(*err)->code : -EINVAL;
         _cleanup_close_ int key_fd = -1;
@@ -391,7 +422,7 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
                 return r;
         }
         launch l = {.argv = argv, .log_file = o->log_file, .pid_file = o->pid_file, .mntns_fd = o->mntns_fd,
-                    .key_fd = key_fd, .ctrl_fd = -1};
+                    .key_fd = key_fd, .ctrl_fd = -1, .drop_user = drop, .uid = uid, .gid = gid};
         child c;
         r = spawn(&l, &c, err);
         tpm_strv_free(argv);

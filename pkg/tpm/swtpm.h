@@ -44,7 +44,7 @@ typedef struct tpm_swtpm_opts {
         const char *runas;        /* NULL: as the caller; with runas the ctrl/server socket directories
                                    * must be writable by that user (swtpm drops privileges first) */
         const char *pid_file;     /* NULL: none; opened by the launcher as root, passed as --pid fd= */
-        const char *log_file;     /* NULL: an in-memory log (memfd), enough for startup errors */
+        const char *log_file;     /* in the caller's mount namespace (opened before entering mntns_fd); NULL: an in-memory log (memfd) */
         int log_level;            /* 0: 1 (errors). Higher levels dump every TPM command */
         int mntns_fd;             /* >= 0: setns(mntns_fd, CLONE_NEWNS) before exec; all paths above
                                    * are then resolved in that namespace. -1: stay */

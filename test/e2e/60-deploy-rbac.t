@@ -41,56 +41,14 @@ is "$(q '.spec.updateStrategy.type')/$(q '.spec.updateStrategy.rollingUpdate.max
 is "$(q '.spec.template.spec.serviceAccountName')" vtpm-agent "DaemonSet: runs as the vtpm-agent ServiceAccount"
 is "$(q '.spec.template.spec.containers[0].imagePullPolicy')" Never "test-bed overlay: image never pulled"
 
-# The can-i table. "yes" rows are every verb the agent uses; "no" rows are
-# what it must never have. (Subresources need --subresource: "pods/exec"
-# would ask about a pod NAMED exec.)
+# The can-i table (test/e2e/agent-can-i.txt).
 sa=system:serviceaccount:vtpm-system:vtpm-agent
 kubectl create ns e2e-60-tenant >/dev/null 2>&1 || true
 at_exit kubectl delete ns e2e-60-tenant --wait=false
-table=(
-  "yes list virtualmachines.kubevirt.io -A"
-  "yes watch virtualmachines.kubevirt.io -A"
-  "yes get virtualmachines.kubevirt.io -n e2e-60-tenant"
-  "yes update virtualmachines.kubevirt.io -n e2e-60-tenant --subresource=finalizers"
-  "yes watch kubevirts.kubevirt.io -A"
-  "yes watch hyperconvergeds.hco.kubevirt.io -A"
-  "yes watch virtualmachineclusterpreferences.instancetype.kubevirt.io"
-  "yes watch virtualmachinepreferences.instancetype.kubevirt.io -A"
-  "yes watch controllerrevisions.apps -A"
-  "yes watch storageprofiles.cdi.kubevirt.io"
-  "yes watch storageclasses.storage.k8s.io"
-  "yes watch persistentvolumeclaims -A"
-  "yes create persistentvolumeclaims -n e2e-60-tenant"
-  "yes watch pods -A"
-  "yes create pods -n e2e-60-tenant"
-  "yes delete pods -n e2e-60-tenant"
-  "yes patch nodes"
-  "yes create tpmstates.vtpm-agent.io -n e2e-60-tenant"
-  "yes patch tpmstates.vtpm-agent.io -n e2e-60-tenant --subresource=status"
-  "yes create events.events.k8s.io -n e2e-60-tenant"
-  "yes patch events.events.k8s.io -n e2e-60-tenant"
-  "yes create leases.coordination.k8s.io -n vtpm-system"
-  "yes update leases.coordination.k8s.io -n vtpm-system"
-  "yes get secrets -n vtpm-system"
-  "yes create secrets -n vtpm-system"
-  "no get secrets -n e2e-60-tenant"
-  "no list secrets -A"
-  "no create secrets -n e2e-60-tenant"
-  "no delete virtualmachines.kubevirt.io -n e2e-60-tenant"
-  "no update virtualmachines.kubevirt.io -n e2e-60-tenant"
-  "no patch virtualmachines.kubevirt.io -n e2e-60-tenant --subresource=status"
-  "no delete persistentvolumeclaims -n e2e-60-tenant"
-  "no update persistentvolumeclaims -n e2e-60-tenant"
-  "no patch persistentvolumeclaims -n e2e-60-tenant"
-  "no delete secrets -n vtpm-system"
-  "no delete tpmstates.vtpm-agent.io -n e2e-60-tenant"
-  "no create leases.coordination.k8s.io -n e2e-60-tenant"
-  "no delete nodes"
-  "no create clusterrolebindings.rbac.authorization.k8s.io"
-  "no * * -A"
-  "no * pods -n e2e-60-tenant"
-  "no create pods -n e2e-60-tenant --subresource=exec"
-)
+table=()
+while read -r row; do
+  [ -n "$row" ] && [[ $row != \#* ]] && table+=("${row//TENANT/e2e-60-tenant}")
+done < "$E2E_TOP/test/e2e/agent-can-i.txt"
 diag "can-i as $sa:"
 for row in "${table[@]}"; do
   read -r want verb res rest <<<"$row"

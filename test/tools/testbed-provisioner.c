@@ -6,10 +6,15 @@
  * claim; the real kube-controller-manager's binder then binds them. Released
  * volumes are deleted again (their directories too), as a Delete reclaim
  * policy would. One shared root across test nodes is the RWX backing store.
+ * With --local the volumes are `local` PersistentVolumes instead, whose node
+ * affinity admits every node: real kubelets bind-mount those into a pod's
+ * volume directory (a hostPath volume is used in place, never mounted), as a
+ * CSI driver's node plugin would publish a shared filesystem.
  *
- *   testbed-provisioner --kubeconfig F --root DIR */
+ *   testbed-provisioner --kubeconfig F --root DIR [--local] */
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,7 @@ static const kube_resource res_sc = {"storage.k8s.io", "v1", "storageclasses", f
 static kube_client *client;
 static kube_informer *classes;
 static const char *root;
+static bool local_volumes;
 
 static const char *s(json_t *o, const char *a, const char *b) {
         json_t *n = json_object_get(o, a);
@@ -67,6 +73,15 @@ static void provision(json_t *pvc) {
                                s(pvc, "spec", "volumeMode") ? s(pvc, "spec", "volumeMode") : "Filesystem", "hostPath",
                                "path", dir, "type", "Directory", "claimRef", "apiVersion", "v1", "kind",
                                "PersistentVolumeClaim", "namespace", ns, "name", name, "uid", uid);
+        if (local_volumes) {
+                json_t *spec = json_object_get(pv, "spec");
+                json_object_del(spec, "hostPath");
+                json_object_set_new(spec, "local", json_pack("{s:s}", "path", dir));
+                json_object_set_new(spec, "nodeAffinity",
+                                    json_pack("{s:{s:[{s:[{s:s, s:s}]}]}}", "required", "nodeSelectorTerms",
+                                              "matchExpressions", "key", "kubernetes.io/hostname", "operator",
+                                              "Exists"));
+        }
         _cleanup_error_ vt_error *err = NULL;
         _cleanup_free_ char *coll = kube_path(&res_pv, NULL, NULL, NULL);
         int r = kube_create(client, coll, pv, NULL, &err);
@@ -102,13 +117,16 @@ static void on_pv_update(const char *key, json_t *o, json_t *n, void *ud) {
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {{"kubeconfig", required_argument, NULL, 'k'},
-                                             {"root", required_argument, NULL, 'r'}, {0}};
+                                             {"root", required_argument, NULL, 'r'},
+                                             {"local", no_argument, NULL, 'l'}, {0}};
         const char *kubeconfig = NULL;
         for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
                 if (c == 'k')
                         kubeconfig = optarg;
                 else if (c == 'r')
                         root = optarg;
+                else if (c == 'l')
+                        local_volumes = true;
                 else
                         return 2;
         }

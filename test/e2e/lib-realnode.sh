@@ -1,0 +1,176 @@
+# Helpers for the agent on real test-bed nodes (suite 04, make demo): the
+# DaemonSet from manifests/ (deploy/overlays/testbed), launcher pods from the
+# test bed's launcher image, and the "guest" that reaches a launcher's swtpm
+# the way QEMU's external TPM backend would. No TAP here: functions return a
+# status and print on stderr why they failed. Needs hack/testbed-lib.sh and
+# hack/nodes-lib.sh sourced, the nodes up with VTPM_NODES_AGENT_IMAGE=1, and
+# kubectl on PATH with an admin KUBECONFIG.
+#
+#   rn_images_ready          0 when the nodes have the agent and launcher images
+#   rn_storage_up DIR CLASS  test-bed provisioner of `local` RWX volumes over DIR,
+#                            StorageClass CLASS as KubeVirt's default virt class
+#   rn_storage_down          stop that provisioner
+#   rn_agent_deploy          kubectl apply -k deploy/overlays/testbed; wait until an
+#                            agent pod is Ready on every node
+#   rn_agent_undeploy        remove the DaemonSet and its namespace's agent objects
+#   rn_agent_pod NODE        the agent's pod on NODE
+#   rn_container_pid NS POD  host pid of POD's first container (through its node's containerd)
+#   rn_agent_log NODE        the agent container's current log file on NODE (the kubelet's)
+#   rn_launcher_start NS POD VM NODE   a launcher pod for VM on NODE; waits until it listens
+#   rn_launcher_stop NS POD  delete it and wait until it is gone
+#   rn_swtpm_ctrl NS POD VM  swtpm's control socket in that launcher, as the host reaches it
+#   rn_swtpm_pid VM_UID      the swtpm serving VM (pid), if one runs
+#   rn_guest_start CTRL SOCK LOG / rn_guest_stop   the bridge; then $RN_TCTI is the guest's TCTI
+
+RN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RN_NS=vtpm-system
+RN_TCTI=
+
+rn_images_ready() {
+  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env" && [ -n "${AGENT_IMAGE:-}" ] && [ -n "${LAUNCHER_IMAGE:-}" ]
+}
+
+rn_storage_up() {
+  local dir=$1 class=$2
+  mkdir -p "$dir"
+  "$RN_TOP/build/tools/testbed-provisioner" --kubeconfig "$KUBECONFIG" --root "$dir" --local \
+    >> "$dir.provisioner.log" 2>&1 &
+  RN_PROVISIONER=$!
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $class
+  annotations: {storageclass.kubevirt.io/is-default-virt-class: "true"}
+provisioner: vtpm-agent.io/testbed
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+EOF
+}
+
+rn_storage_down() {
+  [ -z "${RN_PROVISIONER:-}" ] || { kill "$RN_PROVISIONER" 2>/dev/null; wait "$RN_PROVISIONER" 2>/dev/null; }
+  RN_PROVISIONER=
+  return 0
+}
+
+_rn_agents_ready() {
+  local want have
+  want=$(kubectl get nodes -o name | wc -l)
+  have=$(kubectl -n $RN_NS get ds vtpm-agent -o jsonpath='{.status.numberReady}/{.status.updatedNumberScheduled}/{.status.desiredNumberScheduled}' 2>/dev/null)
+  [ "$have" = "$want/$want/$want" ]
+}
+
+rn_agent_deploy() {
+  kubectl apply -k "$RN_TOP/deploy/overlays/testbed" >/dev/null || return 1
+  rn_wait 180 _rn_agents_ready || {
+    echo "the DaemonSet's pods are not Ready on every node:" >&2
+    kubectl -n $RN_NS get pods -o wide >&2
+    return 1
+  }
+}
+
+rn_agent_undeploy() {
+  kubectl -n $RN_NS delete ds vtpm-agent --ignore-not-found --wait=false >/dev/null 2>&1
+  rn_wait 60 sh -c "[ -z \"\$(kubectl -n $RN_NS get pods -l app.kubernetes.io/name=vtpm-agent -o name 2>/dev/null)\" ]"
+}
+
+# rn_wait SECS CMD...: until CMD succeeds.
+rn_wait() {
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.3
+  done
+}
+
+rn_agent_pod() {
+  kubectl -n $RN_NS get pods -l app.kubernetes.io/name=vtpm-agent --field-selector "spec.nodeName=$1" -o json |
+    jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name' | grep .
+}
+
+# The node's number from a pod's spec.nodeName (node-N).
+_rn_node_of() { kubectl -n "$1" get pod "$2" -o jsonpath='{.spec.nodeName}' | sed 's/^node-//'; }
+
+rn_container_pid() {
+  local ns=$1 pod=$2 id n
+  id=$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')
+  id=${id#containerd://}
+  n=$(_rn_node_of "$ns" "$pod")
+  [ -n "$id" ] && [ -n "$n" ] || return 1
+  nl_ctr "$n" tasks ls 2>/dev/null | awk -v id="$id" '$1 == id && $3 == "RUNNING" { print $2 }' | grep .
+}
+
+rn_agent_log() {
+  local pod uid n
+  pod=$(rn_agent_pod "$1") || return 1
+  uid=$(kubectl -n $RN_NS get pod "$pod" -o jsonpath='{.metadata.uid}')
+  n=${1#node-}
+  ls -t "$(nl_dir "$n")/pod-logs/${RN_NS}_${pod}_$uid/agent/"*.log 2>/dev/null | head -1
+}
+
+_rn_listening() { [ -S "$(nl_dir "$1")/sockets/$2.sock" ]; }
+
+rn_launcher_start() {
+  local ns=$1 pod=$2 vm=$3 node=$4 uid
+  kubectl -n "$ns" apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $pod
+  labels: {kubevirt.io: virt-launcher, vm.kubevirt.io/name: "$vm"}
+spec:
+  nodeSelector: {kubernetes.io/hostname: $node}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: compute
+    image: $LAUNCHER_IMAGE
+    imagePullPolicy: Never
+    env: [{name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}]
+    volumeMounts: [{name: sockets, mountPath: /var/run/kubevirt/sockets}]
+  volumes:
+  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
+EOF
+  uid=$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')
+  rn_wait 90 _rn_listening "${node#node-}" "$uid" || {
+    echo "launcher $pod on $node is not listening:" >&2
+    kubectl -n "$ns" get pod "$pod" -o wide >&2
+    return 1
+  }
+}
+
+rn_launcher_stop() {
+  kubectl -n "$1" delete pod "$2" --ignore-not-found --wait=true --timeout=60s >/dev/null
+}
+
+rn_swtpm_ctrl() {
+  local pid vm_uid
+  pid=$(rn_container_pid "$1" "$2") || return 1
+  vm_uid=$(kubectl -n "$1" get vm "$3" -o jsonpath='{.metadata.uid}')
+  echo "/proc/$pid/root/run/vtpm/$vm_uid.sock"
+}
+
+rn_swtpm_pid() {
+  local p
+  for p in $(pgrep -x swtpm 2>/dev/null); do
+    grep -qF "$1" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
+  done
+  return 0
+}
+
+rn_guest_start() {
+  local ctrl=$1 sock=$2 log=$3
+  "$RN_TOP/build/tools/tpm-guest-bridge" --ctrl "$ctrl" --listen "$sock" > "$log" 2>&1 &
+  RN_GUEST=$!
+  RN_TCTI="cmd:socat - UNIX-CONNECT:$sock"
+  rn_wait 10 grep -q '^ready' "$log" || { cat "$log" >&2; return 1; }
+}
+
+rn_guest_stop() {
+  [ -z "${RN_GUEST:-}" ] || { kill "$RN_GUEST" 2>/dev/null; wait "$RN_GUEST" 2>/dev/null; }
+  RN_GUEST=
+  return 0
+}
+
+rn_guest() { TPM2TOOLS_TCTI=$RN_TCTI "$@"; }
