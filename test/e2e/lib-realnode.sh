@@ -10,7 +10,7 @@
 #   rn_storage_up DIR CLASS  test-bed provisioner of `local` RWX volumes over DIR,
 #                            StorageClass CLASS as KubeVirt's default virt class
 #   rn_storage_down          stop that provisioner
-#   rn_agent_deploy          kubectl apply -k deploy/overlays/testbed; wait until an
+#   rn_agent_deploy          (re)deploy: kubectl apply -k deploy/overlays/testbed; wait until an
 #                            agent pod is Ready on every node
 #   rn_agent_undeploy        remove the DaemonSet and its namespace's agent objects
 #   rn_agent_pod NODE        the agent's pod on NODE
@@ -62,6 +62,8 @@ _rn_agents_ready() {
 }
 
 rn_agent_deploy() {
+  # Fresh pods: the image behind the testbed tag may have been rebuilt.
+  rn_agent_undeploy
   kubectl apply -k "$RN_TOP/deploy/overlays/testbed" >/dev/null || return 1
   rn_wait 180 _rn_agents_ready || {
     echo "the DaemonSet's pods are not Ready on every node:" >&2
