@@ -99,7 +99,9 @@ like "$attach" "^vtpm-attach-[^ ]+ $n1 Running\$" "an attachment pod on $n1 runs
 like "$(awk '$5 ~ "^/var/lib/libvirt/swtpm/'"$vm_uid"'$" { print $4 " " $5 }' "/proc/$lpid/mountinfo")" "^/[^ ]*testbed-[^ ]* /var/lib/libvirt/swtpm/$vm_uid\$" \
   "the state volume is mounted in the launcher where swtpm keeps its state"
 
-ok "guest on $n1: QEMU's side of the external TPM backend" rn_guest_start "$(rn_swtpm_ctrl "$NS" launcher-a "$vm")" "$T/guest.sock" "$T/guest-a.log"
+# Not under `ok` (a subshell): the bridge's pid and $RN_TCTI must reach us.
+if rn_guest_start "$(rn_swtpm_ctrl "$NS" launcher-a "$vm")" "$T/guest.sock" "$T/guest-a.log"; then pass "guest on $n1: QEMU's side of the external TPM backend"
+else fail "guest on $n1: QEMU's side of the external TPM backend"; fi
 rn_guest tpm2_startup -c >/dev/null 2>&1
 secret="BitLocker recovery key $RANDOM-$RANDOM"
 if printf '%s' "$secret" | rn_guest clevis encrypt tpm2 '{}' > "$T/secret.jwe" 2> "$T/clevis.err" && [ -s "$T/secret.jwe" ]; then
@@ -118,7 +120,9 @@ ok "the attachment pod went with it" wait_until 60 _no_attach
 ok "the VM starts again: a launcher pod on $n2" rn_launcher_start "$NS" launcher-b "$vm" "$n2"
 if wait_until 90 _running_on "$n2"; then pass "the agent on $n2 started the vTPM from the same state"
 else fail "the agent on $n2 started the vTPM from the same state" "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState}')" "$(tail -5 "$(rn_agent_log "$n2")")"; fi
-ok "guest on $n2" rn_guest_start "$(rn_swtpm_ctrl "$NS" launcher-b "$vm")" "$T/guest.sock" "$T/guest-b.log"
+# Not under `ok` (a subshell): the bridge's pid and $RN_TCTI must reach us.
+if rn_guest_start "$(rn_swtpm_ctrl "$NS" launcher-b "$vm")" "$T/guest.sock" "$T/guest-b.log"; then pass "guest on $n2"
+else fail "guest on $n2"; fi
 rn_guest tpm2_startup -c >/dev/null 2>&1
 is "$(rn_guest clevis decrypt < "$T/secret.jwe" 2>&1)" "$secret" "clevis decrypt on $n2 returns the secret sealed on $n1"
 
