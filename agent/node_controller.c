@@ -407,19 +407,28 @@ static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
                 *c2 = '\0';
                 const char *ctrls = c1 + 1, *cg = c2 + 1;
                 _cleanup_free_ char *procs = NULL;
-                if (!*ctrls)
-                        procs = xasprintf("/sys/fs/cgroup%s/cgroup.procs", cg);
-                else if (strncmp(ctrls, "name=", 5) == 0)
+                if (!*ctrls) {
+                        /* The cgroup v2 hierarchy: /sys/fs/cgroup itself, or (hybrid
+                         * hosts) /sys/fs/cgroup/unified. Missing it there leaves swtpm
+                         * in the agent's container, whose runtime kills every process
+                         * of a hostPID container when its main process exits. */
+                        procs = xasprintf("/sys/fs/cgroup/unified%s/cgroup.procs", cg);
+                        if (access(procs, W_OK) < 0) {
+                                free(procs);
+                                procs = xasprintf("/sys/fs/cgroup%s/cgroup.procs", cg);
+                        }
+                } else if (strncmp(ctrls, "name=", 5) == 0)
                         procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls + 5, cg);
                 else
                         procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls, cg);
                 int fd = open(procs, O_WRONLY | O_CLOEXEC);
-                if (fd >= 0) {
-                        char pid[32];
-                        int n = snprintf(pid, sizeof(pid), "%d", (int)swtpm_pid);
-                        (void)!write(fd, pid, (size_t)n);
+                char pid[32];
+                int n = snprintf(pid, sizeof(pid), "%d", (int)swtpm_pid);
+                if (fd < 0 || write(fd, pid, (size_t)n) != n)
+                        log_kv(LOG_LEVEL_WARN, "swtpm did not join its launcher's cgroup; replacing the agent may stop it",
+                               "cgroup", procs, "error", strerror(errno), NULL);
+                if (fd >= 0)
                         close(fd);
-                }
         }
 }
 

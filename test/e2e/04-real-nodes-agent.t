@@ -17,7 +17,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 rn_images_ready || skip_all "the nodes have no agent or launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 40
+plan 44
 setup_namespace e2e-real-agent
 . "$E2E_TOP/test/e2e/lib-agent.sh"  # vm_yaml, events_for
 
@@ -151,7 +151,8 @@ ok "the DaemonSet rolls to another image (localhost/vtpm-agent:testbed-next)" \
   kubectl -n vtpm-system rollout status ds/vtpm-agent --timeout=180s
 np2=$(rn_agent_pod "$n2")
 is "$(kubectl -n vtpm-system get pod "$np2" -o jsonpath='{.spec.containers[0].image}') $([ "$np2" != "$p2" ] && echo new-pod)" \
-  "localhost/vtpm-agent:testbed-next new-pod" "$n2's agent is a new pod on the new image"
+  "localhost/vtpm-agent:testbed-next new-pod" "$n2's agent is a new pod on the new image" ||
+  diag "agent pod on $n2: '$np2'; pods:" "$(kubectl -n vtpm-system get pods -o wide 2>&1)"
 like "$(kubectl -n vtpm-system get pod "$np2" -o jsonpath='{.status.containerStatuses[0].imageID}')" '^sha256:' "the kubelet reports the new image's id"
 is "$(rn_swtpm_pid "$vm_uid") $(awk '{print $22}' "/proc/$s2/stat" 2>/dev/null)" "$s2 $s2_start" "after the roll, still the same swtpm process"
 _adopted_new() { grep -q 'adopted a running swtpm' "$(rn_agent_log "$n2")"; }
