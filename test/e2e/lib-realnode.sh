@@ -4,7 +4,7 @@
 # the way QEMU's external TPM backend would. No TAP here: functions return a
 # status and print on stderr why they failed. Needs hack/testbed-lib.sh and
 # hack/nodes-lib.sh sourced, the nodes up with VTPM_NODES_AGENT_IMAGE=1, and
-# kubectl on PATH with an admin KUBECONFIG.
+# kubectl on PATH with an admin KUBECONFIG. Safe under set -e (make demo).
 #
 #   rn_images_ready          0 when the nodes have the agent and launcher images
 #   rn_storage_up DIR CLASS  test-bed provisioner of `local` RWX volumes over DIR,
@@ -49,7 +49,7 @@ EOF
 }
 
 rn_storage_down() {
-  [ -z "${RN_PROVISIONER:-}" ] || { kill "$RN_PROVISIONER" 2>/dev/null; wait "$RN_PROVISIONER" 2>/dev/null; }
+  if [ -n "${RN_PROVISIONER:-}" ]; then kill "$RN_PROVISIONER" 2>/dev/null; wait "$RN_PROVISIONER" 2>/dev/null || true; fi
   RN_PROVISIONER=
   return 0
 }
@@ -170,7 +170,7 @@ rn_guest_start() {
 }
 
 rn_guest_stop() {
-  [ -z "${RN_GUEST:-}" ] || { kill "$RN_GUEST" 2>/dev/null; wait "$RN_GUEST" 2>/dev/null; }
+  if [ -n "${RN_GUEST:-}" ]; then kill "$RN_GUEST" 2>/dev/null; wait "$RN_GUEST" 2>/dev/null || true; fi
   RN_GUEST=
   return 0
 }
