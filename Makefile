@@ -119,8 +119,9 @@ deps:
 control-plane: deps
 	@hack/build-control-plane.sh
 
+# The control plane and two real nodes (VTPM_NODES=0: the control plane only).
 cluster-up: control-plane
-	@hack/cluster-up.sh
+	@VTPM_NODES=$${VTPM_NODES-2} hack/cluster-up.sh
 
 cluster-down:
 	@hack/cluster-down.sh

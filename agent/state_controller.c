@@ -434,6 +434,26 @@ static json_t *owner_ref_to(json_t *vm) {
                          "name", md_str(vm, "name"), "uid", md_str(vm, "uid"), "controller", 1, "blockOwnerDeletion", 1);
 }
 
+/* Whether the VM still exists with this uid, asked of the API server rather
+ * than the cache; only before re-creating a state PVC that went away (rare),
+ * never on a new VM's first provisioning. An error counts as "there": the
+ * create then goes ahead as before. */
+static bool vm_still_there(state_controller *sc, const char *ns, const char *name, const char *uid) {
+        _cleanup_free_ char *path = kube_path(&res_vm, ns, name, NULL);
+        _cleanup_error_ vt_error *err = NULL;
+        json_t *live = NULL;
+        int r = kube_get(sc->client, path, &live, &err);
+        if (r == -ENOENT)
+                return false;
+        if (r < 0)
+                return true;
+        const char *live_uid = md_str(live, "uid");
+        bool same = live_uid && uid && strcmp(live_uid, uid) == 0 &&
+                    !json_object_get(json_object_get(live, "metadata"), "deletionTimestamp");
+        json_decref(live);
+        return same;
+}
+
 static int create_pvc(state_controller *sc, json_t *vm, const char *pvc_name, const char *cls, vt_error **err) {
         const char *ns = md_str(vm, "namespace"), *name = md_str(vm, "name");
         _cleanup_free_ char *label = vm_label_value(name);
@@ -710,6 +730,12 @@ static int reconcile(state_controller *sc, const char *key, vt_error **err) {
                 if (choice.reason) {
                         d = (desired){"Error", choice.reason, false, xstrdup(choice.message), choice.reason,
                                       xstrdup(choice.message)};
+                } else if (cached_ts && !vm_still_there(sc, ns, name, uid)) {
+                        /* A re-create, with the VM already deleted: the garbage
+                         * collector removed its PVC before our watch told us the
+                         * VM went. Nothing to provision for a VM that is gone. */
+                        r = 0;
+                        goto out;
                 } else {
                         struct ts_create tc = {sc, vm, NULL, NULL, 0};
                         pthread_t th;
