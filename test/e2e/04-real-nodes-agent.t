@@ -17,7 +17,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 rn_images_ready || skip_all "the nodes have no agent or launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 44
+plan 45
 setup_namespace e2e-real-agent
 . "$E2E_TOP/test/e2e/lib-agent.sh"  # vm_yaml, events_for
 
@@ -26,7 +26,9 @@ chmod 755 "$T"
 n1=$(nl_name 1) n2=$(nl_name 2)
 class=$NS-local
 at_exit "rn_guest_stop; kubectl -n $NS delete pods -l kubevirt.io=virt-launcher --wait=true --timeout=60s >/dev/null 2>&1;
-  rn_agent_undeploy; rn_storage_down; kubectl delete storageclass $class --ignore-not-found >/dev/null 2>&1; rm -rf '$T'"
+  rn_agent_undeploy; rn_storage_down; kubectl delete storageclass $class --ignore-not-found >/dev/null 2>&1;
+  kubectl get pv -o json | jq -r '.items[] | select((.spec.local.path // \"\") | startswith(\"$T/\")) | .metadata.name' |
+    xargs -r kubectl delete pv --wait=false >/dev/null 2>&1; rm -rf '$T'"
 
 # ---- 2. The DaemonSet, one pod per node, its own token -------------------------
 ok "kubectl apply -k deploy/overlays/testbed: an agent pod Ready on every node" rn_agent_deploy
@@ -169,3 +171,5 @@ ok "swtpm stopped with its launcher" wait_until 30 _swtpm_gone
 ok "no attachment pod is left" wait_until 60 _no_attach
 ok "the state stays on its volume" test -s "$store/tpm2-00.permall"
 ok "the DaemonSet is removed; its pods go" rn_agent_undeploy
+rn_storage_down
+is "$(pgrep -f "testbed-provisioner .*--root $T/store" 2>/dev/null)" "" "the suite's provisioner is gone (it would race the next suites' own)"

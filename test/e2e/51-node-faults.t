@@ -41,7 +41,7 @@ _warned() { [ -n "$(events_for "$1" "$2" | grep '^Warning ')" ]; }
 ok "(a) a Warning event StateVolumeNotMounted on the VM" wait_until 30 _warned fa StateVolumeNotMounted
 sleep 3 # a refusal is final only if it stays so: give a wrong start the chance to happen
 swtpm_count_is fa 0 "(a) no swtpm (nor swtpm_setup) runs for the VM"
-is "$(ls -A "$(vm_store_dir fa)")" "" "(a) nothing was written to the state volume"
+is "$(ls -A "$(vm_store_dir fa)" 2>&1)" "" "(a) nothing was written to the state volume"
 # A kubelet for node C again (it finishes the attachment pod's deletion).
 node_kubelet_start c
 launcher_stop virt-launcher-fa

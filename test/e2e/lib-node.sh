@@ -195,7 +195,12 @@ vm_store_dir() {
   local pvc pv
   pvc=$(tpmstate_field "$1" .status.pvcName)
   pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}' 2>/dev/null)
-  [ -n "$pv" ] && kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}'
+  [ -n "$pv" ] || return 1
+  local d
+  d=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+  # Never an empty answer: callers write into it.
+  [ -n "$d" ] && [ -d "$d" ] || { echo "vm_store_dir $1: PV $pv has no hostPath directory" >&2; echo /nonexistent; return 1; }
+  echo "$d"
 }
 
 _reason_is() { [ "$(tpmstate_field "$1" .status.nodeState.reason)" = "$2" ]; }

@@ -35,7 +35,7 @@ rn_storage_up() {
   mkdir -p "$dir"
   "$RN_TOP/build/tools/testbed-provisioner" --kubeconfig "$KUBECONFIG" --root "$dir" --local \
     >> "$dir.provisioner.log" 2>&1 &
-  RN_PROVISIONER=$!
+  RN_PROVISIONER=$! RN_STORE=$dir
   kubectl apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -50,6 +50,9 @@ EOF
 
 rn_storage_down() {
   if [ -n "${RN_PROVISIONER:-}" ]; then kill "$RN_PROVISIONER" 2>/dev/null; wait "$RN_PROVISIONER" 2>/dev/null || true; fi
+  # And by its command line: a provisioner left running would race the next
+  # suite's own for every claim of a test-bed class (and make `local` PVs).
+  if [ -n "${RN_STORE:-}" ]; then pkill -f "testbed-provisioner .*--root $RN_STORE --local" 2>/dev/null || true; fi
   RN_PROVISIONER=
   return 0
 }
