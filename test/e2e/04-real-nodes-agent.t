@@ -42,21 +42,24 @@ like "$(grep -m1 'connected to the API server' "$log1")" '"user":"system:service
   "the agent found the API server and authenticated from its pod's in-cluster token"
 like "$(grep -m1 'node controller running' "$log1")" "\"node\":\"$n1\"" "its node controller runs for $n1 (NODE_NAME from the downward API)"
 
-# The token the kubelet projected into the agent's container, read from there.
-apid=$(rn_container_pid vtpm-system "$p1")
-# (/run, not /var/run: that is an absolute symlink, resolved against our own root.)
-tokfile=/proc/$apid/root/run/secrets/kubernetes.io/serviceaccount/token
-cat > "$T/agent.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: tb, cluster: {server: "https://127.0.0.1:$TB_APISERVER_PORT", certificate-authority: "$TB_PKI/ca.crt"}}]
-users: [{name: agent, user: {tokenFile: "$tokfile"}}]
-contexts: [{name: agent, context: {cluster: tb, user: agent}}]
-current-context: agent
-EOF
-who=$(KUBECONFIG=$T/agent.kubeconfig kubectl auth whoami -o json 2>&1)
-is "$(jq -r '.status.userInfo.username + " " + (.status.userInfo.extra["authentication.kubernetes.io/pod-name"][0] // "")' <<<"$who" 2>/dev/null)" \
-  "system:serviceaccount:vtpm-system:vtpm-agent $p1" "the projected token is the ServiceAccount's, bound to the agent's pod"
+# The token the kubelet projected into the agent's container, read from there
+# (/run, not /var/run: that is an absolute symlink, resolved against our own
+# root). Until it names the pod: right after a redeploy, the first look may
+# still find the old container.
+_agent_token_kubeconfig() {
+  local apid
+  apid=$(rn_container_pid vtpm-system "$p1") || return 1
+  printf '%s\n' "apiVersion: v1" "kind: Config" \
+    "clusters: [{name: tb, cluster: {server: \"https://127.0.0.1:$TB_APISERVER_PORT\", certificate-authority: \"$TB_PKI/ca.crt\"}}]" \
+    "users: [{name: agent, user: {tokenFile: \"/proc/$apid/root/run/secrets/kubernetes.io/serviceaccount/token\"}}]" \
+    "contexts: [{name: agent, context: {cluster: tb, user: agent}}]" "current-context: agent" > "$T/agent.kubeconfig"
+  who=$(KUBECONFIG=$T/agent.kubeconfig kubectl auth whoami -o json 2>&1)
+  [ "$(jq -r '.status.userInfo.username + " " + (.status.userInfo.extra["authentication.kubernetes.io/pod-name"][0] // "")' <<<"$who" 2>/dev/null)" = \
+    "system:serviceaccount:vtpm-system:vtpm-agent $p1" ]
+}
+if wait_until 30 _agent_token_kubeconfig; then
+  pass "the projected token is the ServiceAccount's, bound to the agent's pod"
+else fail "the projected token is the ServiceAccount's, bound to the agent's pod" "$who"; fi
 tenant=$NS
 fails=0 rows=0
 while read -r want verb res rest; do
