@@ -13,10 +13,9 @@ hack/build-control-plane.sh
 make --no-print-directory -j"$(nproc)" all asan unit-bins tools fuzz-bins
 
 export VTPM_RUN=${VTPM_RUN:-/tmp/vtpm-testbed}
-# Real nodes (containerd, kubelet) with the agent's and launcher's images, for
-# suites 03 and 04 (the agent as its DaemonSet): VTPM_NODES=2 make test. Not
-# yet the default: see README, real nodes.
-export VTPM_NODES=${VTPM_NODES-0}
+# Two real nodes (containerd, kubelet) with the agent's and launcher's images;
+# VTPM_NODES=0 make test runs without them (the suites that need nodes skip).
+export VTPM_NODES=${VTPM_NODES-2}
 [ "$VTPM_NODES" = 0 ] || export VTPM_NODES_AGENT_IMAGE=1
 cleanup() { hack/cluster-down.sh >/dev/null 2>&1 || true; }
 trap cleanup EXIT
