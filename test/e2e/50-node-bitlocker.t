@@ -4,7 +4,7 @@
 # starts again on node B and the secret unseals. The same story with a
 # non-persistent TPM fails to unseal: the caveat the product exists to fix.
 # Also: the state files are on the shared backing store (0600, owned by the
-# swtpm user), `kubectl get tpmstate` shows the node, and (acceptance 5)
+# swtpm user, as the agent resolves it), `kubectl get tpmstate` shows the node, and (acceptance 5)
 # nothing outlives its launcher.
 . "$(dirname "$0")/lib.sh"
 setup_namespace e2e-node-bitlocker
@@ -12,8 +12,8 @@ setup_namespace e2e-node-bitlocker
 plan 21
 
 node_testbed_up
-ok "node A up (kubelet stand-in + agent)" node_up a
-ok "node B up (kubelet stand-in + agent)" node_up b
+ok "node A up (node-1: kubelet, agent)" node_up a
+ok "node B up (node-2: kubelet, agent)" node_up b
 
 # story VM TPM: seal on A, stop, start on B, unseal; prints nothing, sets
 # $sealed_ok, $unsealed (the decrypted text or empty) and $unseal_rc.
@@ -35,9 +35,9 @@ story() {
     local dir; dir=$(vm_store_dir "$vm")
     if [ -n "$dir" ] && [ -f "$dir/tpm2-00.permall" ] && [[ $dir == "$NODE_STORE"/* ]]; then
       is "$(stat -c '%a %U' "$dir/tpm2-00.permall")" "600 tss" \
-        "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss"
+        "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss (node.swtpmUser)"
     else
-      fail "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss" "dir '$dir'" "$(find "$NODE_STORE" -ls)"
+      fail "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss (node.swtpmUser)" "dir '$dir'" "$(find "$NODE_STORE" -ls)"
     fi
     like "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState.node} {.status.nodeState.phase}')" \
       "^$(node_name a) Running$" "$vm: kubectl get tpmstate shows it running on node A"

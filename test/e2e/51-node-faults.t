@@ -10,41 +10,45 @@
 . "$(dirname "$0")/lib.sh"
 setup_namespace e2e-node-faults
 . "$(dirname "$0")/lib-node.sh"
-plan 36
+plan 38
 
 node_testbed_up
-ok "node A up" node_up a
-ok "node B up" node_up b
-ok "node C up without a kubelet stand-in" node_up c "" nokubelet
+ok "node A up (node-1)" node_up a
+ok "node C up (node-2), its attachment image one the node does not have" \
+  node_up c "attachmentImage: localhost/vtpm-e2e-absent:none"
 
 # ---- (a) the state volume is not mounted ----
 ok "VM fa created" vm_create fa "{persistent: true}" "" Ready
 launcher_start c virt-launcher-fa fa >/dev/null
 if wait_reason 60 fa WaitingForAttachment; then
-  pass "(a) no kubelet publishes the volume: TPMState says WaitingForAttachment"
+  pass "(a) the kubelet cannot run the attachment pod (no such image): TPMState says WaitingForAttachment"
 else
-  fail "(a) no kubelet publishes the volume: TPMState says WaitingForAttachment" \
-    "nodeState: $(tpmstate_field fa .status.nodeState)"
+  fail "(a) the kubelet cannot run the attachment pod (no such image): TPMState says WaitingForAttachment" \
+    "nodeState: $(tpmstate_field fa .status.nodeState)" "$(k get pods -o wide 2>&1)"
 fi
-# The kubelet reports the attachment pod Running but nothing is mounted at its
-# volume path (a broken or lying node plugin): the agent must check the mount.
-attach=vtpm-attach-$(k get pod virt-launcher-fa -o jsonpath='{.metadata.uid}')
-k patch pod "$attach" --subresource status --type merge -p '{"status":{"phase":"Running"}}' >/dev/null
-mkdir -p "$(node_dir c)/kubelet/pods/$(k get pod "$attach" -o jsonpath='{.metadata.uid}')/volumes/kubernetes.io~local-volume/$(k get pvc "$(tpmstate_field fa .status.pvcName)" -o jsonpath='{.spec.volumeName}')"
+launcher_stop virt-launcher-fa
+# The kubelet publishes the volume, but not where the agent looks (its
+# node.kubeletRoot is not the kubelet's --root-dir): the attachment pod is
+# Running and nothing is mounted at its volume path. The agent must check the
+# mount, not trust the pod's phase.
+mkdir -p "$NODE_TOP/not-the-kubelet-root"
+ok "node C's agent restarted with a kubeletRoot that is not the kubelet's" \
+  node_reconfigure c "kubeletRoot: $NODE_TOP/not-the-kubelet-root"
+launcher_start c virt-launcher-fa-2 fa >/dev/null
 if wait_reason 60 fa StateVolumeNotMounted; then
   pass "(a) attachment pod Running, volume not mounted: TPMState says StateVolumeNotMounted"
 else
   fail "(a) attachment pod Running, volume not mounted: TPMState says StateVolumeNotMounted" \
-    "nodeState: $(tpmstate_field fa .status.nodeState)"
+    "nodeState: $(tpmstate_field fa .status.nodeState)" "$(k get pods -o wide 2>&1)"
 fi
 _warned() { [ -n "$(events_for "$1" "$2" | grep '^Warning ')" ]; }
 ok "(a) a Warning event StateVolumeNotMounted on the VM" wait_until 30 _warned fa StateVolumeNotMounted
 sleep 3 # a refusal is final only if it stays so: give a wrong start the chance to happen
 swtpm_count_is fa 0 "(a) no swtpm (nor swtpm_setup) runs for the VM"
 is "$(ls -A "$(vm_store_dir fa)" 2>&1)" "" "(a) nothing was written to the state volume"
-# A kubelet for node C again (it finishes the attachment pod's deletion).
-node_kubelet_start c
-launcher_stop virt-launcher-fa
+launcher_stop virt-launcher-fa-2
+ok "node C down: node-2 is free for node B" node_down c
+ok "node B up (node-2)" node_up b
 
 # ---- (b) corrupted state ----
 ok "VM fb created" vm_create fb "{persistent: true}" "" Ready

@@ -9,7 +9,7 @@
 #      swtpm on a copy of it cannot load it without the key, and loads it (and
 #      clevis unseals from it) with the DEK unwrapped by build/tools/state-key.
 #  (c) acceptance 2, key scan while the VM runs: the DEK and the KEK (raw, hex,
-#      HEX, base64) appear in none of: the agent's and the stand-ins' logs, the
+#      HEX, base64) appear in none of: the agent's and the launchers' logs, the
 #      events and TPMStates of every namespace, the API server's audit log,
 #      /proc/<pid>/cmdline and environ of every process on the machine, every
 #      file on the backing store (PVCs) and under the node's directories. The
@@ -187,7 +187,7 @@ if [ -n "$(swtpm_pids kw)" ] && guest_tpm tpm2_getrandom --hex 8 >/dev/null 2>&1
   pass "(c) kw runs during the scan (its swtpm answers the guest)"
 else fail "(c) kw runs during the scan (its swtpm answers the guest)" "swtpm: $(swtpm_pids kw)"; fi
 $SCAN "$NEEDLES" "$AGENT_DIR" "$NODE_TOP/events.json" "$NODE_TOP/events-v1.json" "$NODE_TOP/tpmstates.json" \
-  "$audit" proc "$NODE_STORE" "$(node_dir a)" > "$NODE_TOP/scan.out" 2>&1
+  "$audit" proc "$NODE_STORE" "$(node_dir a)" "$(node_host_dir a)/kubelet" "$(node_host_dir a)/pod-logs" > "$NODE_TOP/scan.out" 2>&1
 scan_rc=$?
 summary=$(tail -1 "$NODE_TOP/scan.out")
 if [ "$scan_rc" -eq 0 ] && [[ $summary =~ ^scanned\ ([0-9]+)\ files,\ ([0-9]+)\ processes ]] &&

@@ -1,36 +1,41 @@
-# Helpers for the node controller's end-to-end suites (50-59): test nodes
-# (a Node object, a kubelet stand-in and an agent each, all sharing one RWX
-# backing store), virt-launcher stand-ins, a "guest" that talks to the VM's
-# vTPM the way QEMU's external TPM backend does, and the checks that nothing
-# outlives its launcher. Source it after lib.sh and setup_namespace:
+# Helpers for the node controller's end-to-end suites (50-59), on the test
+# bed's real nodes (hack/nodes-up.sh: containerd and kubelet per node, the
+# launcher image). A suite's test nodes (a, b, ...) are roles played by real
+# nodes: a is node-1, every other letter node-2; one role per real node at a
+# time (node_down frees it). Each role runs this test's agent (the ASan/UBSan
+# build, as a host process inside its node's mount namespace, where the
+# kubelet's mounts are, exactly as the DaemonSet's pod sees them) for this
+# test's namespace only. Launchers are real pods of the launcher image;
+# attachment pods are published by the real kubelet; state volumes are `local`
+# PVs over one backing store. Source it after lib.sh and setup_namespace:
 #   . "$(dirname "$0")/lib.sh"; setup_namespace; . "$(dirname "$0")/lib-node.sh"
-# (it sources lib-agent.sh itself).
+# (it sources lib-agent.sh and lib-realnode.sh itself). Without real nodes
+# (VTPM_NODES=0) the suite is skipped.
 #
-#   node_testbed_up          the backing store, the test-bed provisioner and a
-#                            StorageClass ($NODE_CLASS) served by it
-#   node_up N [YAML]         a test node N (a, b, ...): Node object $(node_name N),
-#                            kubelet stand-in, agent "agent-N" (extra YAML lines
-#                            appended to the `node:` section of its config)
+#   node_testbed_up          the backing store, the test-bed provisioner (local
+#                            PVs) and a StorageClass ($NODE_CLASS) served by it
+#   node_up N [YAML]         role N on its real node: agent "agent-N" (extra YAML
+#                            lines appended to the `node:` section of its config)
 #                            NODE_CONFIG_TOP (if set): extra top-level YAML lines
-#                            for every node's config written after it is set,
+#                            for every role's config written after it is set,
 #                            e.g. a `keys:` section
-#   node_name N              the Node object's name
-#   node_dir N               its directory: kubelet/ sockets/ run/ config.yaml
+#   node_down N              stop role N's agent: its real node is free again
+#   node_reconfigure N YAML  restart role N's agent with other `node:` YAML
+#   node_name N              the real node's name (node-1, node-2)
+#   node_dir N               the role's directory: config.yaml, run/
+#   node_host_dir N          the real node's directory (kubelet/, sockets/, ...)
 #   node_agent_start N / node_agent_stop N / node_agent_kill N (SIGKILL) / node_agent_log N
-#   node_kubelet_start N / node_kubelet_stop N
 #   vm_create NAME TPM [ANN] a VM (TPM/ANN as vm_yaml), wait for its TPMState;
 #                            records its uid for the leftover checks
 #   vm_uid NAME
 #   tpmstate_field VM JSONPATH   one field of the VM's TPMState
 #   vm_store_dir VM          its state directory on the backing store
 #   wait_reason SECS VM REASON   until .status.nodeState.reason is REASON
-#   launcher_start N POD VM  a virt-launcher pod on node N and its process (its own
-#                            mount namespace, listening on <sockets>/<pod-uid>.sock);
-#                            prints the pod uid
-#   launcher_pid POD / launcher_ctrl POD   the process; swtpm's control socket
-#                            as the host reaches it (/proc/<pid>/root/...)
-#   launcher_stop POD        the launcher goes: process killed, pod deleted (as
-#                            the kubelet would report a finished pod)
+#   launcher_start N POD VM  a launcher pod on N's node; waits until it listens
+#                            on <sockets>/<pod-uid>.sock; prints the pod uid
+#   launcher_pid POD / launcher_ctrl POD   its container's process; swtpm's
+#                            control socket as the host reaches it (/proc/<pid>/root/...)
+#   launcher_stop POD        the pod is deleted; waits until it is gone
 #   swtpm_running POD        0 when swtpm answers on the launcher's control socket
 #   swtpm_pids VM            pids of swtpm processes working for VM (by its uid)
 #   swtpm_count_is VM N DESC   TAP: exactly N of them
@@ -39,34 +44,36 @@
 #   guest_stop               the bridge goes (QEMU exits)
 #   guest_tpm CMD...         run a tpm2-tools/clevis command as the guest
 #   node_no_leftovers        TAP (3 tests): no swtpm for any VM of this test, no
-#                            mount under this test's directories, no attachment pod
-#   node_teardown            (at exit) kill everything started here, unmount what
-#                            the stand-ins and agents mounted, remove the directories
+#                            mount of the backing store on any node, no attachment pod
+#   node_teardown            (at exit) delete this test's pods and PVs, stop its
+#                            agents, remove the directories
+
+[[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 2 ] ||
+  skip_all "needs the test bed's real nodes (VTPM_NODES=2, as make test brings them up)"
+. "$E2E_TOP/hack/testbed-lib.sh"
+. "$E2E_TOP/hack/nodes-lib.sh"
+. "$E2E_TOP/test/e2e/lib-realnode.sh"
+rn_images_ready || skip_all "the nodes have no launcher image (VTPM_NODES_AGENT_IMAGE=1)"
 
 NODE_TOP=$(mktemp -d /tmp/vtpm-e2e-node.XXXXXX)
 chmod 755 "$NODE_TOP"
 export AGENT_DIR=$NODE_TOP/agents
 . "$(dirname "${BASH_SOURCE[0]}")/lib-agent.sh"
-KUBELET_BIN=${KUBELET_BIN:-$E2E_TOP/build/tools/kubelet-standin}
-LAUNCHER_BIN=${LAUNCHER_BIN:-$E2E_TOP/build/tools/launcher-standin}
 BRIDGE_BIN=${BRIDGE_BIN:-$E2E_TOP/build/tools/tpm-guest-bridge}
-for _b in "$KUBELET_BIN" "$LAUNCHER_BIN" "$BRIDGE_BIN"; do
-  [ -x "$_b" ] || bail_out "$_b missing: run 'make tools'"
-done
-for _b in swtpm swtpm_setup socat tpm2_startup clevis unshare; do
+[ -x "$BRIDGE_BIN" ] || bail_out "$BRIDGE_BIN missing: run 'make tools'"
+for _b in swtpm_ioctl socat tpm2_startup clevis nsenter; do
   command -v "$_b" >/dev/null || bail_out "$_b missing: run hack/install-deps.sh"
 done
-# Unique per test run: Node objects are cluster-scoped.
-NODE_PREFIX=${NODE_PREFIX:-$(printf '%s' "$NS" | cut -c1-40)}
-NODE_CLASS=$NODE_PREFIX-rwx
+NODE_CLASS=$(printf '%s' "$NS" | cut -c1-50)-local
 NODE_STORE=$NODE_TOP/store
 GUEST_TCTI=
 
 declare -A _node_cfg_extra=()
 # Everything this file starts is tracked in files under $NODE_TOP/pids (not
 # shell variables: helpers often run in a subshell, e.g. under `ok`), and
-# stopped by pid, never by name.
-mkdir -p "$NODE_TOP/pids" "$NODE_TOP/vms" "$NODE_TOP/launchers"
+# stopped by pid, never by name. $NODE_TOP/roles/<real node> names the role
+# playing it.
+mkdir -p "$NODE_TOP/pids" "$NODE_TOP/vms" "$NODE_TOP/launchers" "$NODE_TOP/roles"
 _track() { echo "$2" > "$NODE_TOP/pids/$1"; }
 _tracked() { cat "$NODE_TOP/pids/$1" 2>/dev/null; }
 _untrack() { rm -f "$NODE_TOP/pids/$1"; }
@@ -84,13 +91,16 @@ _stop() {
   return 0
 }
 
-node_name() { echo "$NODE_PREFIX-$1"; }
+# The real node playing role N.
+_node_real() { case $1 in a) echo 1 ;; *) echo 2 ;; esac; }
+node_name() { nl_name "$(_node_real "$1")"; }
 node_dir() { echo "$NODE_TOP/n-$1"; }
+node_host_dir() { nl_dir "$(_node_real "$1")"; }
 node_agent_log() { agent_log "agent-$1"; }
 
 node_testbed_up() {
   mkdir -p "$NODE_STORE"
-  "$PROVISIONER_BIN" --kubeconfig "$KUBECONFIG" --root "$NODE_STORE" >> "$AGENT_DIR/provisioner.log" 2>&1 &
+  "$PROVISIONER_BIN" --kubeconfig "$KUBECONFIG" --root "$NODE_STORE" --local >> "$AGENT_DIR/provisioner.log" 2>&1 &
   _provisioner_pid=$!
   testbed_class "$NODE_CLASS"
 }
@@ -104,8 +114,6 @@ _node_config() {
     echo "  leaseName: $AGENT_LEASE"
     echo "  storageClass: $NODE_CLASS"
     echo "node:"
-    echo "  kubeletRoot: $d/kubelet"
-    echo "  socketDir: $d/sockets"
     echo "  runDir: $d/run"
     [ -z "${_node_cfg_extra[$n]:-}" ] || printf '%s\n' "${_node_cfg_extra[$n]}" | sed 's/^/  /'
     echo 'http: {listen: ""}'
@@ -113,14 +121,15 @@ _node_config() {
   } > "$d/config.yaml"
 }
 
-_node_running_log() { grep -q 'node controller running' "$1"; }
-
 node_agent_start() {
-  local n=$1 id="agent-$1" log pid
+  local n=$1 id="agent-$1" log pid holder
   log=$(agent_log "$id")
+  holder=$(nl_holder "$(_node_real "$n")") || { diag "$(node_name "$n") has no namespace holder: are the nodes up?"; return 1; }
   echo "=== start $(date -u +%FT%TZ)" >> "$log"
-  env -u NODE_NAME "$AGENT_BIN" --kubeconfig "$AGENT_KUBECONFIG" --config "$(node_dir "$n")/config.yaml" \
-    --identity "$id" >> "$log" 2>&1 &
+  # In the node's mount namespace (nsenter execs the agent: $! is its pid);
+  # the host's network, so the API server is where AGENT_KUBECONFIG says.
+  env -u NODE_NAME nsenter -t "$holder" -m -- "$AGENT_BIN" --kubeconfig "$AGENT_KUBECONFIG" \
+    --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
   _track "$id" "$pid"
   # Count starts: a restarted agent appends to the same log.
@@ -139,32 +148,32 @@ node_agent_kill() {
 }
 node_agent_stop() { _stop "agent-$1" TERM 30; }
 
-node_kubelet_start() {
-  local n=$1
-  "$KUBELET_BIN" --kubeconfig "$KUBECONFIG" --node "$(node_name "$n")" --root "$(node_dir "$n")/kubelet" \
-    >> "$AGENT_DIR/kubelet-$n.log" 2>&1 &
-  _track "kubelet-$n" $!
-}
-
-node_kubelet_stop() {
-  _stop "kubelet-$1" TERM 10
-}
-
-# node_up N [YAML] [nokubelet]
+# node_up N [YAML]
 node_up() {
-  local n=$1 d; d=$(node_dir "$n")
+  local n=$1 d real other; d=$(node_dir "$n") real=$(_node_real "$n")
+  other=$(cat "$NODE_TOP/roles/$real" 2>/dev/null)
+  if [ -n "$other" ] && [ "$other" != "$n" ]; then
+    diag "node_up $n: $(nl_name "$real") is already role $other (node_down $other first)"
+    return 1
+  fi
+  echo "$n" > "$NODE_TOP/roles/$real"
   _node_cfg_extra[$n]=${2:-}
-  mkdir -p "$d/kubelet" "$d/sockets" "$d/run"
-  kubectl apply -f - >/dev/null <<YAML || return 1
-apiVersion: v1
-kind: Node
-metadata:
-  name: $(node_name "$n")
-  labels: {vtpm-agent.io/e2e: "$NS"}
-YAML
+  mkdir -p "$d/run"
   _node_config "$n"
-  [ "${3:-}" = nokubelet ] || node_kubelet_start "$n"
   node_agent_start "$n"
+}
+
+node_down() {
+  node_agent_stop "$1"
+  rm -f "$NODE_TOP/roles/$(_node_real "$1")"
+}
+
+# node_reconfigure N YAML: role N's agent again, with other `node:` lines.
+node_reconfigure() {
+  node_agent_stop "$1"
+  _node_cfg_extra[$1]=$2
+  _node_config "$1"
+  node_agent_start "$1"
 }
 
 vm_uid() { k get vm "$1" -o jsonpath='{.metadata.uid}'; }
@@ -190,16 +199,16 @@ vm_create() {
   fi
 }
 
-# The VM's state directory on the shared backing store (its PV's hostPath).
+# The VM's state directory on the shared backing store (its `local` PV's path).
 vm_store_dir() {
   local pvc pv
   pvc=$(tpmstate_field "$1" .status.pvcName)
   pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}' 2>/dev/null)
   [ -n "$pv" ] || return 1
   local d
-  d=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+  d=$(kubectl get pv "$pv" -o jsonpath='{.spec.local.path}')
   # Never an empty answer: callers write into it.
-  [ -n "$d" ] && [ -d "$d" ] || { echo "vm_store_dir $1: PV $pv has no hostPath directory" >&2; echo /nonexistent; return 1; }
+  [ -n "$d" ] && [ -d "$d" ] || { echo "vm_store_dir $1: PV $pv has no local directory" >&2; echo /nonexistent; return 1; }
   echo "$d"
 }
 
@@ -207,10 +216,10 @@ _reason_is() { [ "$(tpmstate_field "$1" .status.nodeState.reason)" = "$2" ]; }
 # wait_reason SECS VM REASON: the node state of VM's TPMState says REASON.
 wait_reason() { wait_until "$1" _reason_is "$2" "$3"; }
 
-launcher_pid() { _tracked "launcher-$1"; }
 _launcher_vm() { cat "$NODE_TOP/launchers/$1" 2>/dev/null; }
+# The launcher container's process (the kubelet's, through its node's containerd).
+launcher_pid() { rn_container_pid "$NS" "$1"; }
 
-# The control socket swtpm listens on inside the launcher, as the host reaches it.
 # swtpm's control socket (node.swtpmSocketDir, default /run/vtpm, inside the
 # launcher) as the host reaches it.
 launcher_ctrl() {
@@ -218,40 +227,14 @@ launcher_ctrl() {
 }
 
 launcher_start() {
-  local n=$1 pod=$2 vm=$3 uid out
-  k apply -f - >/dev/null <<YAML || return 1
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $pod
-  labels: {kubevirt.io: virt-launcher, vm.kubevirt.io/name: "$vm"}
-spec:
-  nodeName: $(node_name "$n")
-  automountServiceAccountToken: false
-  tolerations: [{operator: Exists}]
-  containers: [{name: compute, image: virt-launcher:standin}]
-YAML
-  uid=$(k get pod "$pod" -o jsonpath='{.metadata.uid}')
-  # A pod's own mount namespace, with tmpfs where libvirt keeps swtpm's state
-  # directory and sockets (the container's filesystem, not the host's).
-  out=$AGENT_DIR/launcher-$pod.out
-  setsid "$LAUNCHER_BIN" --socket "$(node_dir "$n")/sockets/$uid.sock" \
-    --tmpfs /var/lib/libvirt --tmpfs /run/vtpm </dev/null > "$out" 2>&1 &
-  _track "launcher-$pod" $!
+  local n=$1 pod=$2 vm=$3
   echo "$vm" > "$NODE_TOP/launchers/$pod"
-  wait_until 10 grep -q '^ready' "$out" || { diag "launcher $pod did not start:" "$(cat "$out")"; return 1; }
-  # A running launcher, as the kubelet would report it.
-  k patch pod "$pod" --subresource status --type merge -p '{"status":{"phase":"Running"}}' >/dev/null
-  echo "$uid"
-}
-
-launcher_kill() {
-  _stop "launcher-$1" TERM 10
+  rn_launcher_start "$NS" "$pod" "$vm" "$(node_name "$n")" || return 1
+  k get pod "$pod" -o jsonpath='{.metadata.uid}'
 }
 
 launcher_stop() {
-  launcher_kill "$1"
-  k delete pod "$1" --grace-period=0 --force --ignore-not-found >/dev/null 2>&1
+  rn_launcher_stop "$NS" "$1"
 }
 
 # 0 when swtpm answers on POD's control socket (CMD_GET_CAPABILITY).
@@ -296,7 +279,17 @@ guest_stop() {
 
 guest_tpm() { TPM2TOOLS_TCTI=$GUEST_TCTI "$@"; }
 
-_our_mounts() { awk '{print $5}' /proc/self/mountinfo | grep "^$NODE_TOP/" || true; }
+# Mounts of the backing store (mountinfo's root field: the bind's source
+# directory) in any real node's mount namespace or on the host.
+_our_mounts() {
+  local n h
+  for n in $(nl_nodes_present); do
+    h=$(nl_holder "$n" 2>/dev/null) || continue
+    awk -v p="$NODE_STORE/" -v node="$(nl_name "$n")" 'index($4, p) == 1 { print node ": " $5 " (" $4 ")" }' "/proc/$h/mountinfo"
+  done
+  awk -v p="$NODE_TOP/" 'index($5, p) == 1 { print "host: " $5 }' /proc/self/mountinfo
+  return 0
+}
 _no_attach_pods() { [ -z "$(k get pods -l vtpm-agent.io/attachment-for -o name 2>/dev/null)" ]; }
 _no_swtpm() {
   local vm
@@ -311,34 +304,31 @@ node_no_leftovers() {
     for vm in $(_vms); do ps+=($(swtpm_pids "$vm")); done
     fail "no swtpm outlives its launcher" "$(ps -o pid,args -p "$(IFS=,; echo "${ps[*]}")" 2>&1)"
   fi
-  local m
   _no_mounts() { [ -z "$(_our_mounts)" ]; }
-  if wait_until 30 _no_mounts; then pass "no mount outlives its launcher (host mountinfo under $NODE_TOP)"
-  else fail "no mount outlives its launcher (host mountinfo under $NODE_TOP)" "$(_our_mounts)"; fi
-  if wait_until 30 _no_attach_pods; then pass "no attachment pod outlives its launcher"
+  if wait_until 60 _no_mounts; then pass "no mount of the state volumes outlives its launcher (every node's mountinfo)"
+  else fail "no mount of the state volumes outlives its launcher (every node's mountinfo)" "$(_our_mounts)"; fi
+  if wait_until 60 _no_attach_pods; then pass "no attachment pod outlives its launcher"
   else fail "no attachment pod outlives its launcher" "$(k get pods -l vtpm-agent.io/attachment-for 2>&1)"; fi
 }
 
 node_teardown() {
-  local p n vm
+  local p vm
   guest_stop
-  for p in $(ls "$NODE_TOP/launchers"); do
-    launcher_kill "$p"
-    kubectl -n "$NS" delete pod "$p" --grace-period=0 --force --ignore-not-found >/dev/null 2>&1
-  done
+  # The kubelets stop the launchers (and the swtpm in their cgroups).
+  k delete pods -l kubevirt.io=virt-launcher --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1
   # Give the agents a moment to stop their swtpm cleanly, then make sure.
   wait_until 15 _no_swtpm
   for p in $(ls "$NODE_TOP/pids"); do [[ $p != agent-* ]] || _stop "$p" TERM 30; done
   for vm in $(_vms); do
     for p in $(swtpm_pids "$vm"); do kill -KILL "$p" 2>/dev/null; done
   done
-  kubectl -n "$NS" delete pods -l vtpm-agent.io/attachment-for --grace-period=0 --force >/dev/null 2>&1
+  k delete pods -l vtpm-agent.io/attachment-for --grace-period=0 --force >/dev/null 2>&1
   for p in $(ls "$NODE_TOP/pids"); do _stop "$p" TERM 10; done
   provisioner_stop
-  kubectl delete node -l "vtpm-agent.io/e2e=$NS" --wait=false >/dev/null 2>&1
-  # Deepest first.
-  _our_mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  if [ -z "${VTPM_KEEP_NS:-}" ] && [ -z "$(_our_mounts)" ]; then
+  # The provisioner is gone: its PVs go here (their claims go with the namespace).
+  kubectl get pv -o json | jq -r --arg p "$NODE_STORE/" '.items[] | select((.spec.local.path // "") | startswith($p)) | .metadata.name' |
+    xargs -r kubectl delete pv --wait=false >/dev/null 2>&1
+  if [ -z "${VTPM_KEEP_NS:-}" ]; then
     rm -rf --one-file-system -- "$NODE_TOP"
   else
     diag "kept $NODE_TOP"
