@@ -5,6 +5,7 @@
 #   hack/build-image.sh vtpm-agent-next   the same image with one more label: a different
 #                                      image (digest) to roll the DaemonSet to in tests
 #   hack/build-image.sh launcher       the test bed's virt-launcher (hack/images/launcher/)
+#   hack/build-image.sh launcher-libvirt   one that runs libvirt and QEMU (hack/images/launcher-libvirt/)
 #
 # This machine reaches Debian's mirrors but not Docker Hub, so the
 # Containerfile's `FROM docker.io/library/debian:12-slim` is satisfied
@@ -63,7 +64,9 @@ what=${1:-vtpm-agent}
 case $what in
   vtpm-agent|vtpm-agent-next) cf=deploy/Containerfile sub=. checks=("vtpm-agent --version" "swtpm --version") ;;
   launcher) cf=hack/images/launcher/Containerfile sub=hack/images/launcher checks=("swtpm --version" "socat -V") ;;
-  *) log "unknown image $what (vtpm-agent, vtpm-agent-next, launcher)"; exit 2 ;;
+  launcher-libvirt) cf=hack/images/launcher-libvirt/Containerfile sub=hack/images/launcher-libvirt
+    checks=("libvirtd --version" "qemu-system-x86_64 --version" "swtpm --version" "socat -V" "ls /usr/share/OVMF/OVMF_CODE_4M.fd") ;;
+  *) log "unknown image $what (vtpm-agent, vtpm-agent-next, launcher, launcher-libvirt)"; exit 2 ;;
 esac
 name=${what%-next}
 

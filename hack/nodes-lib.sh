@@ -20,7 +20,8 @@
 #
 # Layout under $VTPM_RUN/nodes/ (exists only while or after nodes ran):
 #   images.env            PAUSE_IMAGE=..., BUSYBOX_IMAGE=... (refs imported into every node;
-#                         AGENT_IMAGE=... too with VTPM_NODES_AGENT_IMAGE=1)
+#                         AGENT_IMAGE, AGENT_IMAGE_NEXT, LAUNCHER_IMAGE, LAUNCHER_LIBVIRT_IMAGE
+#                         too with VTPM_NODES_AGENT_IMAGE=1)
 #   created-host-dirs     fixed host paths nodes-up created (/run/containerd for the
 #                         shims' sockets, /var/log/containers, /var/lib/kubelet): nodes-down removes them
 #   node-N/containerd.sock, containerd/{config.toml,root,state,opt}, runc/ (runc --root),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 5, acceptance 2 (real QEMU): a virt-launcher stand-in runs libvirtd
-# and a TCG q35 domain with OVMF whose TPM is libvirt's
+# Issue 5, acceptance 2 (real QEMU): a launcher pod on a real node runs
+# libvirtd and a TCG q35 domain with OVMF (the test bed's launcher-libvirt
+# image, hack/images/launcher-libvirt) whose TPM is libvirt's
 # <tpm model='tpm-crb'><backend type='external'>, pointing at the control
 # socket of the swtpm the agent started in the launcher's mount namespace.
 # The firmware's TPM traffic must reach that swtpm and change the VM's TPM
@@ -15,31 +16,31 @@
 # And the state files are on the backing store (0600, owner tss) before and
 # after, and nothing (swtpm, mounts, attachment pod, libvirtd, QEMU)
 # outlives the launcher.
+# VTPM_58_NO_TPM=1: the domain gets no <tpm> (tests 9, 11 and 14 must then
+# fail: the check that this test can fail).
 . "$(dirname "$0")/lib.sh"
 
 [ -c /dev/kvm ] && virt=KVM || virt=TCG
-for b in libvirtd virtlogd virsh qemu-system-x86_64 nsenter tpm2_readclock swtpm_ioctl; do
+for b in nsenter tpm2_readclock swtpm_ioctl; do
   command -v "$b" >/dev/null || skip_all "$b missing: run hack/install-deps.sh"
 done
-[ -r /usr/share/OVMF/OVMF_CODE_4M.fd ] || skip_all "OVMF missing (Debian package ovmf)"
 
 setup_namespace e2e-58
 . "$(dirname "$0")/lib-node.sh"
-# STANDIN: another stand-in, e.g. one whose domain has no <tpm> (tests 9, 11
-# and 14 must then fail: the check that this test can fail).
-STANDIN=${STANDIN:-$E2E_TOP/test/tools/launcher-standin-libvirt.sh}
+[ -n "${LAUNCHER_LIBVIRT_IMAGE:-}" ] || skip_all "the nodes have no launcher-libvirt image (VTPM_NODES_AGENT_IMAGE=1)"
 plan 19
 
 t_start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - t_start )) s"; }
 
 node_testbed_up
-ok "node A up (kubelet stand-in + agent)" node_up a
+ok "node A up (node-1: kubelet, agent)" node_up a
 ok "VM win11-qemu with a persistent TPM: TPMState Ready" vm_create win11-qemu "{persistent: true}" "" Ready
 vm=win11-qemu
 vmuid=$(vm_uid "$vm")
 
-# ---- the launcher: its pod, and the stand-in running libvirt inside its own namespace
+# ---- the launcher: a pod of the launcher-libvirt image; the test's work
+# directory is mounted at the same path (progress, logs, the gate).
 pod=virt-launcher-$vm-a
 work=$NODE_TOP/qemu
 gate=$work/gate
@@ -51,64 +52,66 @@ metadata:
   name: $pod
   labels: {kubevirt.io: virt-launcher, vm.kubevirt.io/name: "$vm"}
 spec:
-  nodeName: $(node_name a)
+  nodeSelector: {kubernetes.io/hostname: $(node_name a)}
   automountServiceAccountToken: false
-  tolerations: [{operator: Exists}]
-  containers: [{name: compute, image: virt-launcher:standin}]
+  terminationGracePeriodSeconds: 40
+  containers:
+  - name: compute
+    image: $LAUNCHER_LIBVIRT_IMAGE
+    imagePullPolicy: Never
+    env:
+    - {name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
+    - {name: VM_UID, value: "$vmuid"}
+    - {name: WORKDIR, value: "$work"}
+    - {name: DOMAIN, value: "$vm"}
+    - {name: GATE, value: "$gate"}
+    - {name: PAUSED, value: "1"}
+    - {name: TPM, value: "${VTPM_58_NO_TPM:+none}"}
+    volumeMounts:
+    - {name: sockets, mountPath: /var/run/kubevirt/sockets}
+    - {name: work, mountPath: "$work"}
+  volumes:
+  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
+  - {name: work, hostPath: {path: "$work", type: Directory}}
 YAML
-poduid=$(k get pod "$pod" -o jsonpath='{.metadata.uid}')
-setsid "$STANDIN" --socket "$(node_dir a)/sockets/$poduid.sock" --vm-uid "$vmuid" --workdir "$work" \
-  --name "$vm" --gate "$gate" --paused </dev/null > "$work/standin.out" 2>&1 &
-standin=$!
-standin_ns=
+lpid= launcher_ns=
 
-# Everything the stand-in started runs in its mount namespace: find it there.
-ns_procs() { # COMM...: pids in the stand-in's namespace with one of these names
+# Everything the launcher started runs in its mount namespace: find it there.
+ns_procs() { # COMM...: pids in the launcher's namespace with one of these names
   local c p
-  [ -n "$standin_ns" ] || return 0
+  [ -n "$launcher_ns" ] || return 0
   for c in "$@"; do
     for p in $(pgrep -x "$c"); do
-      [ "$(stat -L -c %i "/proc/$p/ns/mnt" 2>/dev/null)" = "$standin_ns" ] && echo "$p"
+      [ "$(stat -L -c %i "/proc/$p/ns/mnt" 2>/dev/null)" = "$launcher_ns" ] && echo "$p"
     done
   done
   return 0
 }
 # /proc/PID/comm: at most 15 characters.
 VM_PROCS=(qemu-system-x86 libvirtd virtlogd)
-standin_stop() {
-  [ -n "$standin" ] || return 0
-  kill -TERM "$standin" 2>/dev/null
-  wait_until 40 _agent_exited "$standin" || kill -KILL "$standin" 2>/dev/null
-  wait "$standin" 2>/dev/null
-  standin=
-}
-standin_cleanup() {
-  standin_stop
+launcher_cleanup() {
+  k delete pod "$pod" --grace-period=40 --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
   local p
-  # The stand-in destroys its domain and stops its daemons; if it could not:
+  # The launcher destroys its domain and stops its daemons; if it could not:
   for p in $(ns_procs "${VM_PROCS[@]}"); do kill -KILL "$p" 2>/dev/null; done
   [ -z "${bare_pid:-}" ] || kill -KILL "$bare_pid" 2>/dev/null
   return 0
 }
-at_exit standin_cleanup
+at_exit launcher_cleanup
 
-_standin_ready() { grep -q '^ready pid=' "$work/standin.out"; }
 phase_is() { [ "$(cat "$work/phase" 2>/dev/null)" = "$1" ]; }
 phase_past_libvirt() { grep -qx 'waiting-tpm\|domain-paused\|domain-running' "$work/phase" 2>/dev/null; }
-if wait_until 10 _standin_ready; then
-  lpid=$(sed -n 's/^ready pid=//p' "$work/standin.out")
-  standin_ns=$(stat -L -c %i "/proc/$lpid/ns/mnt")
-  k patch pod "$pod" --subresource status --type merge -p '{"status":{"phase":"Running"}}' >/dev/null
-fi
+_launcher_pid() { lpid=$(launcher_pid "$pod") && [ -n "$lpid" ]; }
 _libvirt_or_failed() { phase_past_libvirt || phase_is failed; }
-if [ -n "$standin_ns" ] && wait_until 90 _libvirt_or_failed && phase_past_libvirt; then
-  pass "launcher stand-in: own mount namespace, libvirtd answering inside it ($(elapsed))"
+if wait_until 90 _launcher_pid && launcher_ns=$(stat -L -c %i "/proc/$lpid/ns/mnt") &&
+   wait_until 90 _libvirt_or_failed && phase_past_libvirt; then
+  pass "launcher pod: own mount namespace, libvirtd answering inside it ($(elapsed))"
 else
-  fail "launcher stand-in: own mount namespace, libvirtd answering inside it" "$(cat "$work/standin.out" 2>&1)" \
-    "$(tail -20 "$work/standin.log" 2>&1)" "$(grep -v dmidecode "$work/libvirtd.log" 2>&1 | tail -10)"
+  fail "launcher pod: own mount namespace, libvirtd answering inside it" "$(k get pod "$pod" -o wide 2>&1)" \
+    "$(tail -20 "$work/launcher.log" 2>&1)" "$(grep -v dmidecode "$work/libvirtd.log" 2>&1 | tail -10)"
   bail_out "no libvirt in the launcher: nothing else can be checked"
 fi
-[ "$standin_ns" != "$(stat -L -c %i /proc/self/ns/mnt)" ] || bail_out "the stand-in shares the host's mount namespace"
+[ "$launcher_ns" != "$(stat -L -c %i /proc/self/ns/mnt)" ] || bail_out "the launcher shares the host's mount namespace"
 
 # ---- the agent: mount, provision, start swtpm in the launcher's namespace
 ctrl_in_ns=/var/run/vtpm/$vmuid.sock
@@ -128,7 +131,7 @@ wait_until 20 _node_state_is "$(node_name a) Running"
 is "$(stat -c %U "/proc/$swtpm_pid" 2>/dev/null) $(_node_state)" \
   "tss $(node_name a) Running" "swtpm runs as tss; kubectl get tpmstate shows it Running on node A"
 
-# The PVC's directory on the backing store: PVC -> PV -> hostPath.
+# The PVC's directory on the backing store: PVC -> PV -> local path.
 pvc=$(tpmstate_field "$vm" .status.pvcName)
 pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}' 2>/dev/null)
 store=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}' 2>/dev/null)
@@ -156,15 +159,15 @@ touch "$gate"
 lvirsh() { nsenter -t "$lpid" -m virsh -q -c qemu:///system "$@"; }
 _domain_is() { [ "$(lvirsh domstate "$vm" 2>/dev/null)" = "$1" ]; }
 _domain_paused() { phase_is domain-paused && _domain_is paused; }
-_standin_failed() { phase_is failed; }
-_domain_paused_or_failed() { _domain_paused || _standin_failed; }
+_launcher_failed() { phase_is failed; }
+_domain_paused_or_failed() { _domain_paused || _launcher_failed; }
 domain_ok=
 if wait_until 90 _domain_paused_or_failed && _domain_paused; then
   domain_ok=1
   pass "$virt q35 domain with OVMF and the external TPM backend started (paused) in the launcher ($(elapsed))"
 else
   fail "$virt q35 domain with OVMF and the external TPM backend started (paused) in the launcher" \
-    "phase: $(cat "$work/phase")" "$(tail -10 "$work/standin.log")" "$(tail -20 "$work/qemu.log" 2>/dev/null)"
+    "phase: $(cat "$work/phase")" "$(tail -10 "$work/launcher.log")" "$(tail -20 "$work/qemu.log" 2>/dev/null)"
 fi
 qemu_pid=$(ns_procs qemu-system-x86 | head -1)
 qemu_cmd=$(tr '\0' ' ' < "/proc/$qemu_pid/cmdline" 2>/dev/null)
@@ -196,16 +199,15 @@ else
 fi
 [ -z "$(console)" ] || diag "firmware console so far: $(console)"
 
-# ---- the VM stops, then its launcher goes
-standin_stop
+# ---- the VM stops: its launcher pod is deleted, the kubelet stops it
+k delete pod "$pod" --wait=false >/dev/null 2>&1
 qemu_gone() { [ -z "$(ns_procs "${VM_PROCS[@]}")" ]; }
-if wait_until 20 qemu_gone; then
-  pass "VM stopped: the stand-in destroyed the domain and stopped libvirtd and virtlogd (phase $(cat "$work/phase"))"
+if wait_until 45 qemu_gone && wait_until 10 phase_is stopped; then
+  pass "VM stopped: the launcher destroyed the domain and stopped libvirtd and virtlogd (phase $(cat "$work/phase"))"
 else
-  fail "VM stopped: the stand-in destroyed the domain and stopped libvirtd and virtlogd" \
-    "$(ps -o pid,args -p "$(ns_procs "${VM_PROCS[@]}" | paste -sd,)")"
+  fail "VM stopped: the launcher destroyed the domain and stopped libvirtd and virtlogd" \
+    "phase: $(cat "$work/phase")" "$(ps -o pid,args -p "$(ns_procs "${VM_PROCS[@]}" | paste -sd,)")"
 fi
-k delete pod "$pod" --grace-period=0 --force --ignore-not-found >/dev/null 2>&1
 _swtpm_gone() { [ -z "$(swtpm_pids "$vm")" ]; }
 if wait_until 30 _swtpm_gone; then pass "swtpm gone once the VM stopped and its launcher went"
 else fail "swtpm gone once the VM stopped and its launcher went" "$(ps -o pid,args -p "$(swtpm_pids "$vm" | paste -sd,)")"; fi
