@@ -1,5 +1,5 @@
 #!/bin/sh
-# The stand-in virt-launcher's one job: listen where virt-launcher listens,
+# The test bed's virt-launcher's one job: listen where virt-launcher listens,
 # answering "pong", until the pod is deleted. POD_UID comes from the
 # downward API (metadata.uid).
 set -eu
