@@ -111,4 +111,23 @@ if [ "$what" = vtpm-agent-next ]; then
   fi
   ref=$nref out=$nout
 fi
+
+# 3. What older builds left: every source change makes new images (the vfs
+# driver stores each layer as a full copy, ~0.3-0.8 GB per build), and the
+# cache would grow without bound. Drop this name's other tags and the build
+# stages' leftovers older than an hour (what a build running beside this one
+# may still be using is younger), and keep the three newest builds' archives
+# (a test bed imports one right after its build). The apt-get layers stay:
+# they are parents of the current build.
+for old in $(bah images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -E "^vtpm\.local/$name:[0-9a-f]{12}(-next)?$" |
+               grep -vxF -e "${ref%-next}" -e "${ref%-next}-next"); do
+  bah rmi "$old" >/dev/null 2>&1 || true
+done
+cutoff=$(( $(date +%s) - 3600 ))
+bah images --filter dangling=true --format '{{.ID}} {{.CreatedAtRaw}}' 2>/dev/null |
+  while read -r id created; do
+    t=$(date -d "${created% [A-Z]*}" +%s 2>/dev/null) || continue
+    [ "$t" -ge "$cutoff" ] || bah rmi "$id" >/dev/null 2>&1 || true
+  done
+ls -t "$IMG_CACHE/$name"-*.oci.tar 2>/dev/null | grep -E "/$name-[0-9a-f]{12}(-next)?\.oci\.tar$" | tail -n +7 | xargs -r rm -f
 echo "$what $ref $out"

@@ -88,6 +88,17 @@ phase_done() {
 
 # ---- test bed ----
 started_cluster=0
+pids_to_stop=()
+cleanup() {
+  local p
+  # The node path's pods and agent first (the provisioner still serving).
+  [ -z "${node_cleanup:-}" ] || $node_cleanup || true
+  for p in "${pids_to_stop[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids_to_stop[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "$started_cluster" = 1 ]; then "$top/hack/cluster-down.sh" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
 if [ -f "$VTPM_RUN/testbed.env" ] && tb_probe kube-apiserver; then
   say "reusing the running test bed $VTPM_RUN"
 else
@@ -99,22 +110,13 @@ else
   # images come with it: the first build takes minutes).
   nodes_env=(VTPM_NODES=0)
   skip node || nodes_env=(VTPM_NODES=2 VTPM_NODES_AGENT_IMAGE=1)
-  env "${nodes_env[@]}" VTPM_TB_AUDIT=0 VTPM_TB_KCM_QPS=${BENCH_KCM_QPS:-500} "$top/hack/cluster-up.sh" >/dev/null
+  # Ours from here: a bring-up that fails half-way is taken down too.
   started_cluster=1
+  env "${nodes_env[@]}" VTPM_TB_AUDIT=0 VTPM_TB_KCM_QPS=${BENCH_KCM_QPS:-500} "$top/hack/cluster-up.sh" >/dev/null ||
+    { say "the test bed did not come up (see above): taking it down"; exit 1; }
 fi
 export KUBECONFIG=$TB_KUBECONFIG
 phase_done testbed
-
-pids_to_stop=()
-cleanup() {
-  local p
-  # The node path's pods and agent first (the provisioner still serving).
-  [ -z "${node_cleanup:-}" ] || $node_cleanup || true
-  for p in "${pids_to_stop[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids_to_stop[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ "$started_cluster" = 1 ]; then "$top/hack/cluster-down.sh" >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
 
 sys_ns=bench-$id-sys
 kubectl create namespace "$sys_ns" >/dev/null
