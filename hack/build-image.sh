@@ -100,7 +100,11 @@ if [ "$what" = vtpm-agent-next ]; then
   # The same files, one more label: another image for a rolling update.
   nref=$ref-next nout=$IMG_CACHE/$name-$tag-next.oci.tar
   if [ ! -s "$nout" ]; then
-    bah inspect --type image "$ref" >/dev/null 2>&1 || bah pull -q "oci-archive:$out" >/dev/null
+    # Another test bed's build may have dropped the tag (step 3): the archive has it.
+    if ! bah inspect --type image "$ref" >/dev/null 2>&1; then
+      id=$(bah pull -q "oci-archive:$out") && bah tag "$id" "$ref" ||
+        { log "cannot load $out back into buildah's storage"; exit 1; }
+    fi
     c=$(bah from -q "$ref")
     bah config --label vtpm-agent.io/testbed-roll=next "$c"
     bah commit -q "$c" "$nref" >/dev/null
