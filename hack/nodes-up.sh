@@ -41,16 +41,17 @@ chmod 755 "$NL_DIR"
 printf 'PAUSE_IMAGE=%s\nBUSYBOX_IMAGE=%s\n' "${img_ref[pause]}" "${img_ref[busybox]}" > "$NL_DIR/images.env.new"
 # The agent's own image (hack/build-image.sh: deploy/Containerfile built by
 # buildah), a second one to roll to, and the test bed's launcher images (one
-# with swtpm only, one with libvirt and QEMU), only when asked for: the first
-# build downloads ~400 MB of Debian packages.
+# with swtpm only, one with libvirt and QEMU if VTPM_NODES_LIBVIRT_IMAGE=1),
+# only when asked for: the first build downloads ~400 MB of Debian packages.
 declare -A extra_ref=() extra_tar=()
 if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
-  for what in vtpm-agent vtpm-agent-next launcher launcher-libvirt; do
+  # The libvirt launcher (~480 MB) only for the suite that boots QEMU in it.
+  for what in vtpm-agent vtpm-agent-next launcher ${VTPM_NODES_LIBVIRT_IMAGE:+launcher-libvirt}; do
     built=$("$top/hack/build-image.sh" "$what")
     read -r _ extra_ref[$what] extra_tar[$what] <<<"$built"
   done
   printf 'AGENT_IMAGE=%s\nAGENT_IMAGE_NEXT=%s\nLAUNCHER_IMAGE=%s\nLAUNCHER_LIBVIRT_IMAGE=%s\n' "${extra_ref[vtpm-agent]}" \
-    "${extra_ref[vtpm-agent-next]}" "${extra_ref[launcher]}" "${extra_ref[launcher-libvirt]}" >> "$NL_DIR/images.env.new"
+    "${extra_ref[vtpm-agent-next]}" "${extra_ref[launcher]}" "${extra_ref[launcher-libvirt]:-}" >> "$NL_DIR/images.env.new"
 elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still there
   grep -E '^(AGENT_IMAGE|AGENT_IMAGE_NEXT|LAUNCHER_IMAGE|LAUNCHER_LIBVIRT_IMAGE)=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
 fi

@@ -27,7 +27,7 @@ done
 
 setup_namespace e2e-58
 . "$(dirname "$0")/lib-node.sh"
-[ -n "${LAUNCHER_LIBVIRT_IMAGE:-}" ] || skip_all "the nodes have no launcher-libvirt image (VTPM_NODES_AGENT_IMAGE=1)"
+[ -n "${LAUNCHER_LIBVIRT_IMAGE:-}" ] || skip_all "the nodes have no launcher-libvirt image (VTPM_NODES_AGENT_IMAGE=1 VTPM_NODES_LIBVIRT_IMAGE=1, as make test sets)"
 plan 19
 
 t_start=$(date +%s)
