@@ -10,7 +10,7 @@
 # Without VTPM_NODES>=2 (the default) the whole suite is skipped.
 . "$(dirname "$0")/lib.sh"
 [[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 2 ] ||
-  skip_all "real nodes are opt-in: set VTPM_NODES=2 (see README, test bed)"
+  skip_all "needs the test bed's real nodes (VTPM_NODES=2, as make test brings them up)"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 plan 25

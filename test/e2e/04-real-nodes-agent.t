@@ -12,7 +12,7 @@
 # (VTPM_NODES>=2 and VTPM_NODES_AGENT_IMAGE=1, as make test brings them up).
 . "$(dirname "$0")/lib.sh"
 [[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 2 ] ||
-  skip_all "real nodes are opt-in: set VTPM_NODES=2 (see README, test bed)"
+  skip_all "needs the test bed's real nodes (VTPM_NODES=2, as make test brings them up)"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
