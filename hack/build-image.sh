@@ -83,11 +83,14 @@ if [ ! -s "$out" ]; then
   log "buildah bud -f $cf (tag $tag)"
   bah bud --pull-never --layers --isolation chroot -f "$ctx/${cf#"$sub"/}" -t "$ref" "$ctx" > "$ctx/bud.log" 2>&1 ||
     { tail -30 "$ctx/bud.log" >&2; exit 1; }
-  # The image must run what it is for.
+  # The image must run what it is for. The first line of each check is shown;
+  # sed reads the rest (head would close the pipe early, and buildah, writing
+  # QEMU's second --version line, would die of SIGPIPE under pipefail).
   c=$(bah from -q "$ref")
   for chk in "${checks[@]}"; do
     # shellcheck disable=SC2086 # a command and its arguments
-    bah run --isolation chroot "$c" -- $chk 2>&1 | head -1 >&2
+    bah run --isolation chroot "$c" -- $chk 2>&1 | sed -n 1p >&2 ||
+      { log "$what: the image does not run '$chk'"; bah rm "$c" >/dev/null; exit 1; }
   done
   bah rm "$c" >/dev/null
   # The archive names the image by its tag only (as an OCI layout does), so

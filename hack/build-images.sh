@@ -19,7 +19,7 @@ IMG_REGISTRY=vtpm.local  # a name no registry serves: pods use imagePullPolicy N
 # inputs_hash NAME: what the image is made of.
 inputs_hash() {
   case $1 in
-    pause) { cat "$here/images/pause.c"; gcc --version | head -1; } ;;
+    pause) { cat "$here/images/pause.c"; gcc --version | sed -n 1p; } ;;
     busybox) { dpkg-query -W -f='${Version}' busybox-static; sha256sum /bin/busybox; } ;;
   esac | { cat; cat "$0"; } | sha256sum | cut -c1-12
 }
