@@ -34,6 +34,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 B=$top/build
 . "$top/hack/testbed-lib.sh"
 . "$top/hack/nodes-lib.sh"
+. "$top/test/e2e/lib-realnode.sh"  # rn_launcher_yaml: the suites' launcher pod
 export PATH=$K8S_BIN:$PATH
 export KUBECONFIG=${KUBECONFIG:-$TB_KUBECONFIG}
 N=${BENCH_NODE:-1}  # the real node: node-1
@@ -99,8 +100,7 @@ skip_node() { say "SKIPPED: $*"; jq -n -c --arg why "$*" '{skipped: $why}'; exit
 holder=$(nl_holder "$N") ||
   skip_node "no real nodes in $VTPM_RUN ($NODE has no namespace holder): bring the test bed up with VTPM_NODES=2 VTPM_NODES_AGENT_IMAGE=1"
 LAUNCHER_IMAGE=
-[ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
-[ -n "$LAUNCHER_IMAGE" ] ||
+rn_images_ready ||
   skip_node "$NODE has no launcher image ($NL_DIR/images.env): bring the nodes up with VTPM_NODES_AGENT_IMAGE=1"
 ready=$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
 [ "$ready" = True ] || skip_node "node $NODE is not Ready (Ready=${ready:-no such node})"
@@ -178,26 +178,7 @@ launch() {
   : > "$W/pods.yaml"
   for pod in "$@"; do
     vm=${pod%-l*}
-    cat >> "$W/pods.yaml" <<EOF
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $pod
-  labels: {kubevirt.io: virt-launcher, vm.kubevirt.io/name: $vm}
-spec:
-  nodeSelector: {kubernetes.io/hostname: $NODE}
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: compute
-    image: $LAUNCHER_IMAGE
-    imagePullPolicy: Never
-    env: [{name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}]
-    volumeMounts: [{name: sockets, mountPath: /var/run/kubevirt/sockets}]
-  volumes:
-  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
-EOF
+    rn_launcher_yaml "$pod" "$vm" "$NODE" >> "$W/pods.yaml"
   done
   local out name uid
   out=$(kubectl -n "$NS" create -f "$W/pods.yaml" -o json |

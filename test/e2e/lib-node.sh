@@ -244,15 +244,7 @@ swtpm_running() {
 }
 
 # swtpm (and swtpm_setup) processes whose command line names VM's uid.
-swtpm_pids() {
-  local u p
-  u=$(_uid_of "$1")
-  [ -n "$u" ] || return 0
-  for p in $(pgrep -x 'swtpm|swtpm_setup' 2>/dev/null); do
-    grep -qF "$u" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
-  done
-  return 0
-}
+swtpm_pids() { rn_swtpm_pid "$(_uid_of "$1")" 'swtpm|swtpm_setup'; }
 
 # TAP: exactly N swtpm processes for VM (shown on failure).
 swtpm_count_is() {

@@ -16,10 +16,11 @@
 #   rn_agent_pod NODE        the agent's pod on NODE
 #   rn_container_pid NS POD  host pid of POD's first container (through its node's containerd)
 #   rn_agent_log NODE        the agent container's current log file on NODE (the kubelet's)
+#   rn_launcher_yaml POD VM NODE       a launcher pod's YAML (the launcher image, on NODE)
 #   rn_launcher_start NS POD VM NODE   a launcher pod for VM on NODE; waits until it listens
 #   rn_launcher_stop NS POD  delete it and wait until it is gone
 #   rn_swtpm_ctrl NS POD VM  swtpm's control socket in that launcher, as the host reaches it
-#   rn_swtpm_pid VM_UID      the swtpm serving VM (pid), if one runs
+#   rn_swtpm_pid VM_UID [NAMES]   the swtpm serving VM (pid), if one runs
 #   rn_guest_start CTRL SOCK LOG / rn_guest_stop   the bridge; then $RN_TCTI is the guest's TCTI
 
 RN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -116,9 +117,12 @@ rn_agent_log() {
 
 _rn_listening() { [ -S "$(nl_dir "$1")/sockets/$2.sock" ]; }
 
-rn_launcher_start() {
-  local ns=$1 pod=$2 vm=$3 node=$4 uid
-  kubectl -n "$ns" apply -f - >/dev/null <<EOF || return 1
+# The launcher pod's YAML (what KubeVirt's virt-launcher shares with the agent:
+# its labels, its node, the socket directory).
+rn_launcher_yaml() {
+  local pod=$1 vm=$2 node=$3
+  cat <<EOF
+---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -137,6 +141,11 @@ spec:
   volumes:
   - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
 EOF
+}
+
+rn_launcher_start() {
+  local ns=$1 pod=$2 vm=$3 node=$4 uid
+  rn_launcher_yaml "$pod" "$vm" "$node" | kubectl -n "$ns" apply -f - >/dev/null || return 1
   uid=$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')
   rn_wait 90 _rn_listening "${node#node-}" "$uid" || {
     echo "launcher $pod on $node is not listening:" >&2
@@ -156,9 +165,12 @@ rn_swtpm_ctrl() {
   echo "/proc/$pid/root/run/vtpm/$vm_uid.sock"
 }
 
+# rn_swtpm_pid VM_UID [NAMES]: pids of processes named NAMES (a pgrep -x
+# pattern, default swtpm) whose command line names the VM's uid.
 rn_swtpm_pid() {
   local p
-  for p in $(pgrep -x swtpm 2>/dev/null); do
+  [ -n "$1" ] || return 0
+  for p in $(pgrep -x "${2:-swtpm}" 2>/dev/null); do
     grep -qF "$1" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
   done
   return 0
