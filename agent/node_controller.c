@@ -764,22 +764,28 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
         return 0;
 }
 
+/* Enqueue every known launcher that `match` accepts. Informer callbacks and
+ * the ticker use it: they only wake launchers, reconcile does the work. */
+static void wake_launchers(node_controller *nc, bool (*match)(const launcher *l, const void *arg), const void *arg) {
+        pthread_mutex_lock(&nc->lock);
+        const char *k;
+        void *v;
+        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);)
+                if (match(v, arg))
+                        kube_workqueue_add(nc->queue, k);
+        pthread_mutex_unlock(&nc->lock);
+}
+
+static bool launcher_is_for_tpmstate(const launcher *l, const void *ts) {
+        return str_eq(l->ns, md((json_t *)ts, "namespace")) && str_eq(l->vm_name, md((json_t *)ts, "name"));
+}
+
 /* TPMStates with a rotation request: wake the launchers of that VM on this
  * node. Only a change of the request (or a first sight) enqueues, so the
  * agent's own status writes do not. */
 static void ts_wake(node_controller *nc, json_t *ts) {
-        const char *ns = md(ts, "namespace"), *name = md(ts, "name");
-        if (!ns || !name)
-                return;
-        pthread_mutex_lock(&nc->lock);
-        const char *k;
-        void *v;
-        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
-                launcher *l = v;
-                if (str_eq(l->ns, ns) && str_eq(l->vm_name, name))
-                        kube_workqueue_add(nc->queue, k);
-        }
-        pthread_mutex_unlock(&nc->lock);
+        if (md(ts, "namespace") && md(ts, "name"))
+                wake_launchers(nc, launcher_is_for_tpmstate, ts);
 }
 
 static void ts_added(const char *key, json_t *obj, void *ud) {
@@ -1169,23 +1175,17 @@ static void attachment_updated(const char *key, json_t *o, json_t *n, void *ud) 
         attachment_changed(key, n, ud);
 }
 
+/* A socket file name "<pod uid>.sock". */
+static bool launcher_has_socket(const launcher *l, const void *name) {
+        size_t n = strlen(name);
+        return l->pod_uid && strlen(l->pod_uid) == n - 5 && strncmp(l->pod_uid, name, n - 5) == 0;
+}
+
 /* "<pod uid>.sock" appeared: its launcher listens (or is about to). */
 static void socket_appeared(const char *name, void *ud) {
-        node_controller *nc = ud;
         size_t n = strlen(name);
-        if (n <= 5 || strcmp(name + n - 5, ".sock") != 0)
-                return;
-        pthread_mutex_lock(&nc->lock);
-        const char *k;
-        void *v;
-        for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
-                launcher *l = v;
-                if (l->pod_uid && strlen(l->pod_uid) == n - 5 && strncmp(l->pod_uid, name, n - 5) == 0) {
-                        kube_workqueue_add(nc->queue, k);
-                        break;
-                }
-        }
-        pthread_mutex_unlock(&nc->lock);
+        if (n > 5 && strcmp(name + n - 5, ".sock") == 0)
+                wake_launchers(ud, launcher_has_socket, name);
 }
 
 static void *worker(void *ud) {
@@ -1213,6 +1213,12 @@ static void *worker(void *ud) {
         return NULL;
 }
 
+static bool launcher_or_swtpm_gone(const launcher *l, const void *unused) {
+        bool gone = l->pid > 0 && (proc_start_time(l->pid, &(uint64_t){0}, NULL) < 0);
+        bool tpm_gone = l->swtpm_pid > 0 && !swtpm_alive(l->swtpm_pid, l->swtpm_start);
+        return gone || tpm_gone;
+}
+
 /* Launchers can die without their pod changing (the process exits first):
  * look at every known one now and then. No API requests: reconcile of a
  * running launcher only checks /proc. */
@@ -1221,17 +1227,7 @@ static void *ticker(void *ud) {
         while (!atomic_load(&nc->stopping)) {
                 for (usec_t slept = 0; slept < TICK_USEC && !atomic_load(&nc->stopping); slept += 100 * USEC_PER_MSEC)
                         sleep_usec(100 * USEC_PER_MSEC);
-                pthread_mutex_lock(&nc->lock);
-                const char *k;
-                void *v;
-                for (vt_hashmap_iter it = {0}; vt_hashmap_next(nc->launchers, &it, &k, &v);) {
-                        launcher *l = v;
-                        bool gone = l->pid > 0 && (proc_start_time(l->pid, &(uint64_t){0}, NULL) < 0);
-                        bool tpm_gone = l->swtpm_pid > 0 && !swtpm_alive(l->swtpm_pid, l->swtpm_start);
-                        if (gone || tpm_gone)
-                                kube_workqueue_add(nc->queue, k);
-                }
-                pthread_mutex_unlock(&nc->lock);
+                wake_launchers(nc, launcher_or_swtpm_gone, NULL);
         }
         return NULL;
 }
