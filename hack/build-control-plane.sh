@@ -31,7 +31,7 @@ k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 need=()
 for c in "${k8s_cmds[@]}"; do [ -x "$K8S_BIN/$c" ] || need+=("$c"); done
 if [ ${#need[@]} -gt 0 ]; then
-  echo "build-control-plane: building ${need[*]} $K8S_VERSION into $K8S_BIN (cold: ~12 min)"
+  echo "build-control-plane: building ${need[*]} $K8S_VERSION into $K8S_BIN (cold, idle 2 cores: ~10 min)"
   mkdir -p "$K8S_BIN"
   ver=${K8S_VERSION#v}; major=${ver%%.*}; rest=${ver#*.}; minor=${rest%%.*}
   ld="-s -w"
