@@ -776,16 +776,22 @@ static void wake_launchers(node_controller *nc, bool (*match)(const launcher *l,
         pthread_mutex_unlock(&nc->lock);
 }
 
-static bool launcher_is_for_tpmstate(const launcher *l, const void *ts) {
-        return str_eq(l->ns, md((json_t *)ts, "namespace")) && str_eq(l->vm_name, md((json_t *)ts, "name"));
+typedef struct vm_ref {
+        const char *ns, *name;
+} vm_ref;
+
+static bool launcher_is_for_vm(const launcher *l, const void *arg) {
+        const vm_ref *vm = arg;
+        return str_eq(l->ns, vm->ns) && str_eq(l->vm_name, vm->name);
 }
 
 /* TPMStates with a rotation request: wake the launchers of that VM on this
  * node. Only a change of the request (or a first sight) enqueues, so the
  * agent's own status writes do not. */
 static void ts_wake(node_controller *nc, json_t *ts) {
-        if (md(ts, "namespace") && md(ts, "name"))
-                wake_launchers(nc, launcher_is_for_tpmstate, ts);
+        vm_ref vm = {md(ts, "namespace"), md(ts, "name")};
+        if (vm.ns && vm.name)
+                wake_launchers(nc, launcher_is_for_vm, &vm);
 }
 
 static void ts_added(const char *key, json_t *obj, void *ud) {
@@ -1175,17 +1181,17 @@ static void attachment_updated(const char *key, json_t *o, json_t *n, void *ud) 
         attachment_changed(key, n, ud);
 }
 
-/* A socket file name "<pod uid>.sock". */
-static bool launcher_has_socket(const launcher *l, const void *name) {
-        size_t n = strlen(name);
-        return l->pod_uid && strlen(l->pod_uid) == n - 5 && strncmp(l->pod_uid, name, n - 5) == 0;
+static bool launcher_has_pod_uid(const launcher *l, const void *uid) {
+        return str_eq(l->pod_uid, uid);
 }
 
 /* "<pod uid>.sock" appeared: its launcher listens (or is about to). */
 static void socket_appeared(const char *name, void *ud) {
         size_t n = strlen(name);
-        if (n > 5 && strcmp(name + n - 5, ".sock") == 0)
-                wake_launchers(ud, launcher_has_socket, name);
+        if (n <= 5 || strcmp(name + n - 5, ".sock") != 0)
+                return;
+        _cleanup_free_ char *uid = xstrndup(name, n - 5);
+        wake_launchers(ud, launcher_has_pod_uid, uid);
 }
 
 static void *worker(void *ud) {
