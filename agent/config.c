@@ -21,6 +21,7 @@ typedef struct field {
         const struct field *sub;      /* F_SECTION */
         const char *const *choices;   /* F_ENUM */
         int min, max;                 /* F_INT */
+        bool nonempty;                /* F_STRING: "" is refused (it would mean NULL) */
 } field;
 
 #define OFF(m) offsetof(agent_config, m)
@@ -34,7 +35,7 @@ static const field state_fields[] = {
         {"storageClass", F_STRING, OFF(state.storage_class)},
         {"size", F_QUANTITY, OFF(state.size)},
         {"minimumSizes", F_CLASS_SIZES, 0},
-        {"leaseName", F_STRING, OFF(state.lease_name)},
+        {"leaseName", F_STRING, OFF(state.lease_name), .nonempty = true},
         {"workers", F_INT, OFF(state.workers), .min = 1, .max = 256},
         {0},
 };
@@ -43,15 +44,15 @@ static const field node_fields[] = {
         {"kubeletRoot", F_ABSPATH, OFF(node.kubelet_root)},
         {"socketDir", F_ABSPATH, OFF(node.socket_dir)},
         {"swtpmStateDir", F_ABSPATH, OFF(node.swtpm_state_dir)},
-        {"swtpmUser", F_STRING, OFF(node.swtpm_user)},
+        {"swtpmUser", F_STRING, OFF(node.swtpm_user), .nonempty = true},
         {"swtpmSocketDir", F_ABSPATH, OFF(node.swtpm_socket_dir)},
         {"runDir", F_ABSPATH, OFF(node.run_dir)},
-        {"attachmentImage", F_STRING, OFF(node.attachment_image)},
+        {"attachmentImage", F_STRING, OFF(node.attachment_image), .nonempty = true},
         {"maxConcurrentStarts", F_INT, OFF(node.max_concurrent_starts), .min = 1, .max = 1024},
         {0},
 };
 static const field kmip_fields[] = {
-        {"endpoint", F_STRING, OFF(keys.kmip_endpoint)},
+        {"endpoint", F_STRING, OFF(keys.kmip_endpoint), .nonempty = true},
         {"caFile", F_FILE, OFF(keys.kmip_ca_file)},
         {"certFile", F_FILE, OFF(keys.kmip_cert_file)},
         {"keyFile", F_FILE, OFF(keys.kmip_key_file)},
@@ -72,7 +73,7 @@ static const field log_fields[] = {
         {0},
 };
 static const field top_fields[] = {
-        {"namespace", F_STRING, OFF(namespace)},
+        {"namespace", F_STRING, OFF(namespace), .nonempty = true},
         {"nodeName", F_STRING, OFF(node_name)},
         {"state", F_SECTION, 0, state_fields},
         {"node", F_SECTION, 0, node_fields},
@@ -213,8 +214,14 @@ static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const
         }
         case F_QUANTITY: {
                 _cleanup_error_ vt_error *qe = NULL;
-                if (quantity_parse(s, (int64_t *)(base + f->offset), &qe) < 0)
+                int64_t bytes;
+                if (quantity_parse(s, &bytes, &qe) < 0)
                         return at(p, v, path, ": ", qe->msg);
+                /* Found by fuzz-config: "size: 0" was accepted, and every state
+                 * PVC would then be refused by the API server. */
+                if (bytes <= 0)
+                        return at(p, v, path, " must be a size above zero, e.g. 10Mi", "");
+                *(int64_t *)(base + f->offset) = bytes;
                 return 0;
         }
         case F_ENUM:
@@ -239,6 +246,9 @@ static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const
                 }
                 goto store;
         case F_STRING:
+                /* Found by fuzz-config: "namespace:" left the namespace NULL. */
+                if (f->nonempty && !*s)
+                        return at(p, v, "\"", path, "\" must not be empty");
         store:
                 free(*(char **)(base + f->offset));
                 *(char **)(base + f->offset) = *s ? xstrdup(s) : NULL;

@@ -106,6 +106,11 @@ static void test_bad_types(void) {
         check_contains(m8, "cfg.yaml:2:24: state.minimumSizes: ");
         _cleanup_free_ char *m9 = bad_parse("state:\n  minimumSizes: 5Gi\n");
         check_contains(m9, "must map storage-class names to sizes");
+        /* A state PVC of zero bytes is refused by the API server: refused here, at start. */
+        _cleanup_free_ char *m11 = bad_parse("state:\n  size: 0\n");
+        check_contains(m11, "cfg.yaml:2:9: state.size must be a size above zero");
+        _cleanup_free_ char *m12 = bad_parse("namespace: \"\"\n");
+        check_contains(m12, "cfg.yaml:1:12: \"namespace\" must not be empty");
         _cleanup_free_ char *m10 = bad_parse("- a\n- b\n");
         check_contains(m10, "cfg.yaml:1:1: the configuration must be a mapping");
 }
