@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kek_secret.h"
+#include "keys/provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -41,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 const char *key;
                 json_t *v;
                 json_object_foreach(json_object_get(secret, "data"), key, v) {
-                        if (strncmp(key, "kek-", 4) != 0)
+                        /* Versions come from validated kekIds or rotation ids only. */
+                        if (strncmp(key, "kek-", 4) != 0 || !keys_rotation_id_valid(key + 4))
                                 continue;
                         k = NULL;
                         vt_error *err = NULL;
