@@ -60,11 +60,15 @@ EOF
   kubectl -n "$ns" delete pod "$pod" --wait=true --timeout=60s >/dev/null
 }
 _no_swtpm_for() { [ -z "$(swtpm_pids "$1")" ]; }
-# wait_state SECS VM: until .status.nodeState.phase is Running or Refused/Failed
-_settled() { case "$(tpmstate_field "$1" .status.nodeState.phase)" in Running | Refused | Failed) return 0 ;; esac; return 1; }
-start_once() { # POD VM: a launcher until its TPMState settles, then report
+# VM POD: the node state is about POD (launcher "<ns>/<pod>") and says Running, Refused or Failed.
+_settled() {
+  [[ $(tpmstate_field "$1" .status.nodeState.launcher) == */"$2" ]] || return 1
+  case "$(tpmstate_field "$1" .status.nodeState.phase)" in Running | Refused | Failed) return 0 ;; esac
+  return 1
+}
+start_once() { # POD VM: a launcher, until the VM's node state settles for it
   launcher_start a "$1" "$2" >/dev/null || return 1
-  wait_until 90 _settled "$2"
+  wait_until 90 _settled "$2" "$1" || diag "$2: node state $(tpmstate_field "$2" .status.nodeState)"
 }
 
 node_testbed_up
