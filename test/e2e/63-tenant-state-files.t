@@ -127,9 +127,11 @@ kek_a=$(jq -r .kekId "$store_a/vtpm-key.json")
 ok "vb (namespace B = $NSB): TPMState Ready" in_ns "$NSB" vm_create vb "{persistent: true}" "" Ready
 kubectl -n "$NSB" create configmap a-files --from-file=vtpm-key.json="$store_a/vtpm-key.json" \
   --from-file=tpm2-00.permall="$store_a/tpm2-00.permall" >/dev/null
+# Owned by the swtpm user, as on A's volume (a tenant sees that uid on any state of theirs).
+owner=$(stat -c %u:%g "$store_a/tpm2-00.permall")
 ok "(c) a tenant pod in B copies A's vtpm-key.json (kekId $kek_a) and state onto vb's PVC" \
   tenant_pod "$NSB" tenant-c "$(in_ns "$NSB" tpmstate_field vb .status.pvcName)" a-files \
-  "cp /payload/vtpm-key.json /payload/tpm2-00.permall /state/"
+  "cp /payload/vtpm-key.json /payload/tpm2-00.permall /state/ && chown $owner /state/tpm2-00.permall && chmod 600 /state/tpm2-00.permall"
 in_ns "$NSB" start_once virt-launcher-vb-1 vb
 reason_b=$(in_ns "$NSB" tpmstate_field vb .status.nodeState.reason)
 msg_b=$(in_ns "$NSB" tpmstate_field vb .status.nodeState.message)
