@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
-#include "base/fileio.h"
+#include "base/fileat.h"
 #include "base/timeutil.h"
 #include "keys/dek.h"
 #include "keys/provider.h"
@@ -46,129 +46,161 @@ const char *keyrot_action_name(keyrot_action a) {
         return "?";
 }
 
-static int fsync_path(const char *path, bool dir, vt_error **err) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (dir ? O_DIRECTORY : 0));
-        if (fd < 0 || fsync(fd) < 0)
-                return vt_error_errno(err, errno, "cannot sync %s", path);
-        return 0;
-}
-
 /* Regular files of the staging directory that are state (not the marker,
  * not swtpm's lock file). */
 static bool staged_state_file(const struct dirent *de) {
         return de->d_name[0] != '.' && strcmp(de->d_name, KEYROT_COMPLETE) != 0;
 }
 
-static int remove_staging(const char *state_dir, vt_error **err) {
-        _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
-        DIR *d = opendir(staging);
-        if (!d) {
+/* The entries of the directory fd `dfd`, for a loop; NULL on error. */
+static DIR *dir_entries(int dfd) {
+        int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+        if (dup < 0)
+                return NULL;
+        DIR *d = fdopendir(dup);
+        if (!d)
+                close(dup);
+        return d;
+}
+
+/* The staging directory, opened beneath the state directory without
+ * following anything: a tenant's symlink there is -ELOOP, never followed. */
+static int open_staging(int dfd, vt_error **err) {
+        int fd = openat_beneath(dfd, KEYROT_STAGING, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+                return vt_error_errno(err, -fd, "cannot open %s", KEYROT_STAGING);
+        return fd;
+}
+
+static int remove_staging(int dfd, vt_error **err) {
+        struct stat st;
+        if (fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) < 0) {
                 if (errno == ENOENT)
                         return 0;
-                return vt_error_errno(err, errno, "cannot open %s", staging);
+                return vt_error_errno(err, errno, "cannot check %s", KEYROT_STAGING);
         }
+        if (!S_ISDIR(st.st_mode)) {
+                /* Not ours (a symlink or file a tenant put there): the name
+                 * goes, never what it points to. */
+                if (unlinkat(dfd, KEYROT_STAGING, 0) < 0 && errno != ENOENT)
+                        return vt_error_errno(err, errno, "cannot remove %s", KEYROT_STAGING);
+                return fsync_beneath(dfd, ".", err);
+        }
+        _cleanup_close_ int sfd = open_staging(dfd, err);
+        if (sfd < 0)
+                return sfd;
+        DIR *d = dir_entries(sfd);
+        if (!d)
+                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
+        int r = 0;
         for (struct dirent *de; (de = readdir(d));) {
                 if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
                         continue;
-                if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
-                        int r = vt_error_errno(err, errno, "cannot remove %s/%s", staging, de->d_name);
-                        closedir(d);
-                        return r;
-                }
+                if (unlinkat(sfd, de->d_name, 0) == 0 || errno == ENOENT)
+                        continue;
+                if (errno == EISDIR && unlinkat(sfd, de->d_name, AT_REMOVEDIR) == 0)
+                        continue;
+                r = vt_error_errno(err, errno, "cannot remove an entry of %s", KEYROT_STAGING);
+                break;
         }
         closedir(d);
-        if (rmdir(staging) < 0 && errno != ENOENT)
-                return vt_error_errno(err, errno, "cannot remove %s", staging);
-        return fsync_path(state_dir, true, err);
+        if (r < 0)
+                return r;
+        if (unlinkat(dfd, KEYROT_STAGING, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return vt_error_errno(err, errno, "cannot remove %s", KEYROT_STAGING);
+        return fsync_beneath(dfd, ".", err);
 }
 
-/* Staged files over the live ones (each rename atomic), then sync. */
-static int move_staged(const char *state_dir, vt_error **err) {
-        _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
-        DIR *d = opendir(staging);
+/* Staged regular files over the live ones (each rename atomic), then sync. */
+static int move_staged(int dfd, vt_error **err) {
+        _cleanup_close_ int sfd = open_staging(dfd, err);
+        if (sfd < 0)
+                return sfd;
+        DIR *d = dir_entries(sfd);
         if (!d)
-                return vt_error_errno(err, errno, "cannot open %s", staging);
+                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
         int r = 0;
         for (struct dirent *de; (de = readdir(d));) {
-                if (!staged_state_file(de))
+                struct stat st;
+                if (!staged_state_file(de) || fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISREG(st.st_mode))
                         continue;
-                _cleanup_free_ char *to = xasprintf("%s/%s", state_dir, de->d_name);
-                if (renameat(dirfd(d), de->d_name, AT_FDCWD, to) < 0) {
-                        r = vt_error_errno(err, errno, "cannot move %s/%s into place", staging, de->d_name);
+                if (renameat(sfd, de->d_name, dfd, de->d_name) < 0) {
+                        r = vt_error_errno(err, errno, "cannot move a staged file into place");
                         break;
                 }
         }
         closedir(d);
         if (r < 0)
                 return r;
-        return fsync_path(state_dir, true, err);
+        return fsync_beneath(dfd, ".", err);
 }
 
 /* Every staged file and the directory itself on stable storage. */
-static int sync_staging(const char *staging, vt_error **err) {
-        DIR *d = opendir(staging);
+static int sync_staging(int sfd, vt_error **err) {
+        DIR *d = dir_entries(sfd);
         if (!d)
-                return vt_error_errno(err, errno, "cannot open %s", staging);
+                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
         int r = 0;
         for (struct dirent *de; r >= 0 && (de = readdir(d));) {
-                if (!staged_state_file(de))
+                struct stat st;
+                if (!staged_state_file(de) || fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISREG(st.st_mode))
                         continue;
-                _cleanup_free_ char *p = xasprintf("%s/%s", staging, de->d_name);
-                r = fsync_path(p, false, err);
+                r = fsync_beneath(sfd, de->d_name, err);
         }
         closedir(d);
         if (r < 0)
                 return r;
-        return fsync_path(staging, true, err);
-}
-
-static char *header_path(const char *state_dir) {
-        return xasprintf("%s/%s", state_dir, KEY_HEADER_FILE);
+        return fsync_beneath(sfd, ".", err);
 }
 
 /* "next" becomes the current key. */
-static int promote(const char *state_dir, const key_header *h, vt_error **err) {
+static int promote(int dfd, const key_header *h, vt_error **err) {
         _cleanup_(key_header_done) key_header n = {0};
         key_header_copy_entry(h->next, &n);
-        _cleanup_free_ char *path = header_path(state_dir);
-        return key_header_write_hooked(path, &n, keyrot_fault, "dek-promote-tmp", err);
+        return key_header_writeat(dfd, &n, keyrot_fault, "dek-promote-tmp", err);
 }
 
-static int roll_forward(const char *state_dir, const key_header *h, vt_error **err) {
-        int r = move_staged(state_dir, err);
+static int roll_forward(int dfd, const key_header *h, vt_error **err) {
+        int r = move_staged(dfd, err);
         if (r < 0)
                 return r;
         keyrot_fault("dek-renamed");
-        r = promote(state_dir, h, err);
+        r = promote(dfd, h, err);
         if (r < 0)
                 return r;
-        return remove_staging(state_dir, err);
+        return remove_staging(dfd, err);
 }
 
 /* Staging goes first, then "next": a crash in between rolls back again. */
-static int roll_back(const char *state_dir, const key_header *h, vt_error **err) {
-        int r = remove_staging(state_dir, err);
+static int roll_back(int dfd, const key_header *h, vt_error **err) {
+        int r = remove_staging(dfd, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *path = header_path(state_dir);
         if (!key_header_has_current(h)) {
                 /* Encryption of unencrypted state undone: no header at all. */
-                if (unlink(path) < 0 && errno != ENOENT)
-                        return vt_error_errno(err, errno, "cannot remove %s", path);
-                return fsync_path(state_dir, true, err);
+                if (unlinkat(dfd, KEY_HEADER_FILE, 0) < 0 && errno != ENOENT)
+                        return vt_error_errno(err, errno, "cannot remove %s", KEY_HEADER_FILE);
+                return fsync_beneath(dfd, ".", err);
         }
         _cleanup_(key_header_done) key_header c = {0};
         key_header_copy_entry(h, &c);
-        return key_header_write_hooked(path, &c, NULL, NULL, err);
+        return key_header_writeat(dfd, &c, NULL, NULL, err);
 }
 
-int keyrot_recover(const char *state_dir, vt_error **err) {
-        assert_return(state_dir, -EINVAL);
-        _cleanup_free_ char *path = header_path(state_dir);
-        _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
-        (void)unlink(tmp); /* a header write that never got renamed: the old header stands */
+static int open_state_dir(const char *state_dir, vt_error **err) {
+        int fd = dir_open_nofollow(state_dir, err);
+        if (fd < 0)
+                (void)vt_error_prefix(err, "TPM state directory: ");
+        return fd;
+}
+
+int keyrot_recover_at(int dfd, vt_error **err) {
+        /* A header write that never got renamed: the old header stands. */
+        (void)unlinkat(dfd, KEY_HEADER_FILE ".tmp", 0);
         _cleanup_(key_header_done) key_header h = {0};
-        int r = key_header_read(path, &h, err);
+        int r = key_header_readat(dfd, &h, err);
         bool have = r == 0;
         if (r == -ENOENT) {
                 vt_error_free(err ? *err : NULL);
@@ -176,35 +208,53 @@ int keyrot_recover(const char *state_dir, vt_error **err) {
                         *err = NULL;
         } else if (r < 0)
                 return r;
-        _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
-        _cleanup_free_ char *marker = xasprintf("%s/%s", staging, KEYROT_COMPLETE);
         struct stat st;
-        bool exists = lstat(staging, &st) == 0 && S_ISDIR(st.st_mode);
-        bool complete = exists && lstat(marker, &st) == 0 && S_ISREG(st.st_mode);
+        bool exists = fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+        bool complete = false;
+        if (exists) {
+                _cleanup_close_ int sfd = open_staging(dfd, err);
+                if (sfd < 0)
+                        return sfd;
+                complete = fstatat(sfd, KEYROT_COMPLETE, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+        }
         keyrot_action a = keyrot_decide(have && h.next, exists, complete);
         switch (a) {
         case KEYROT_NOTHING:
+                /* Not a directory (a tenant's symlink or file): only its name goes. */
+                if (!exists && fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    (r = remove_staging(dfd, err)) < 0)
+                        break;
                 return a;
         case KEYROT_CLEAN_STAGING:
-                r = remove_staging(state_dir, err);
+                r = remove_staging(dfd, err);
                 break;
         case KEYROT_ROLL_FORWARD:
-                r = roll_forward(state_dir, &h, err);
+                r = roll_forward(dfd, &h, err);
                 break;
         case KEYROT_ROLL_BACK:
-                r = roll_back(state_dir, &h, err);
+                r = roll_back(dfd, &h, err);
                 break;
         }
-        if (r < 0)
-                return vt_error_prefix(err, "recovering an interrupted key rotation in %s: ", state_dir);
+        if (r < 0) {
+                (void)vt_error_prefix(err, "recovering an interrupted key rotation: ");
+                return r;
+        }
         return a;
+}
+
+int keyrot_recover(const char *state_dir, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
+        _cleanup_close_ int dfd = open_state_dir(state_dir, err);
+        if (dfd < 0)
+                return dfd;
+        return keyrot_recover_at(dfd, err);
 }
 
 /* Re-wrap one entry under kek_id; checks that the new wrapping unwraps to
  * the same DEK before anyone relies on it. */
 static int rewrap_entry(keymgr *km, const char *scope, const char *kek_id, key_header *entry, vt_error **err) {
         _cleanup_secmem_ secmem *dek = NULL;
-        int r = keymgr_unwrap(km, entry, &dek, err);
+        int r = keymgr_unwrap(km, scope, entry, &dek, err);
         if (r < 0)
                 return r;
         _cleanup_(key_header_done) key_header n = {0};
@@ -213,7 +263,7 @@ static int rewrap_entry(keymgr *km, const char *scope, const char *kek_id, key_h
         if (r < 0)
                 return r;
         _cleanup_secmem_ secmem *check = NULL;
-        r = keymgr_unwrap(km, &n, &check, err);
+        r = keymgr_unwrap(km, scope, &n, &check, err);
         if (r < 0)
                 return vt_error_prefix(err, "the re-wrapped key does not unwrap: ");
         if (check->len != dek->len || CRYPTO_memcmp(check->data, dek->data, dek->len) != 0)
@@ -227,16 +277,15 @@ static int rewrap_entry(keymgr *km, const char *scope, const char *kek_id, key_h
         return 0;
 }
 
-int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, const char *request,
-                      char **ret_kek_id, vt_error **err) {
-        assert_return(km && scope && state_dir && request, -EINVAL);
+int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *request, char **ret_kek_id,
+                         vt_error **err) {
+        assert_return(km && scope && request, -EINVAL);
         if (!keys_rotation_id_valid(request))
                 return vt_error_set(err, EINVAL,
                                     "KEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
                                     request);
-        _cleanup_free_ char *path = header_path(state_dir);
         _cleanup_(key_header_done) key_header h = {0};
-        int r = key_header_read(path, &h, err);
+        int r = key_header_readat(dfd, &h, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char *kek_id = NULL;
@@ -246,20 +295,40 @@ int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, cons
         bool cur_done = !key_header_has_current(&h) || strcmp(h.kek_id, kek_id) == 0;
         bool next_done = !h.next || strcmp(h.next->kek_id, kek_id) == 0;
         if (cur_done && next_done) {
+                /* Only an id we derived, never one read from the volume. */
                 if (ret_kek_id)
-                        *ret_kek_id = xstrdup(key_header_has_current(&h) ? h.kek_id : kek_id);
+                        *ret_kek_id = TAKE_PTR(kek_id);
                 return 0;
         }
         if (!cur_done && (r = rewrap_entry(km, scope, kek_id, &h, err)) < 0)
                 return r;
         if (!next_done && (r = rewrap_entry(km, scope, kek_id, h.next, err)) < 0)
                 return r;
-        r = key_header_write_hooked(path, &h, keyrot_fault, "kek-header-tmp", err);
+        r = key_header_writeat(dfd, &h, keyrot_fault, "kek-header-tmp", err);
         if (r < 0)
                 return r;
         if (ret_kek_id)
                 *ret_kek_id = TAKE_PTR(kek_id);
         return 1;
+}
+
+int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, const char *request,
+                      char **ret_kek_id, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
+        _cleanup_close_ int dfd = open_state_dir(state_dir, err);
+        if (dfd < 0)
+                return dfd;
+        return keyrot_rotate_kek_at(km, scope, dfd, request, ret_kek_id, err);
+}
+
+/* The staging directory is still the one we made (a tenant may have swapped
+ * in something else while swtpm wrote to it by path). */
+static int same_staging(int dfd, int sfd, vt_error **err) {
+        struct stat a, b;
+        if (fstat(sfd, &a) < 0 || fstatat(dfd, KEYROT_STAGING, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+            a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+                return vt_error_set(err, EXDEV, "%s was replaced during the re-encryption", KEYROT_STAGING);
+        return 0;
 }
 
 int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const char *request,
@@ -269,17 +338,20 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
                 return vt_error_set(err, EINVAL,
                                     "DEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
                                     request);
-        _cleanup_free_ char *path = header_path(state_dir);
+        _cleanup_close_ int dfd = open_state_dir(state_dir, err);
+        if (dfd < 0)
+                return dfd;
         _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
-        if (access(staging, F_OK) == 0)
-                return vt_error_set(err, EBUSY, "%s exists: recover first", staging);
+        struct stat st;
+        if (fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                return vt_error_set(err, EBUSY, "%s exists: recover first", KEYROT_STAGING);
         _cleanup_(key_header_done) key_header h = {0};
-        int r = key_header_read(path, &h, err);
+        int r = key_header_readat(dfd, &h, err);
         if (r == -ENOENT && !request) {
                 vt_error_free(err ? *err : NULL);
                 if (err)
                         *err = NULL;
-                r = tpm_state_detect(state_dir, NULL, err);
+                r = tpm_state_detect_at(dfd, NULL, err);
                 if (r < 0)
                         return r;
                 if (r == 0)
@@ -289,15 +361,17 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         else if (!request)
                 return vt_error_set(err, EEXIST, "the state in %s is encrypted already", state_dir);
         else if (h.next)
-                return vt_error_set(err, EBUSY, "%s has a pending key: recover first", path);
+                return vt_error_set(err, EBUSY, "the key header has a pending key: recover first");
         else if (h.dek_request && strcmp(h.dek_request, request) == 0)
                 return 0; /* this request made the current DEK */
 
         _cleanup_secmem_ secmem *old = NULL;
-        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, &h, &old, err)) < 0)
+        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, scope, &h, &old, err)) < 0)
                 return r;
 
-        /* 1. The new DEK, wrapped, on the volume before anything uses it. */
+        /* 1. The new DEK, wrapped, on the volume before anything uses it:
+         *    under the current entry's KEK (the provider checks it is the
+         *    scope's), or the scope's current KEK. */
         _cleanup_secmem_ secmem *dek = NULL;
         r = dek_generate(&dek, err);
         if (r < 0)
@@ -312,7 +386,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         next->dek_generation = key_header_has_current(&h) ? h.dek_generation + 1 : 1;
         next->created_at = xstrdup(now);
         next->dek_request = request ? xstrdup(request) : NULL;
-        r = key_header_write_hooked(path, &h, NULL, NULL, err);
+        r = key_header_writeat(dfd, &h, NULL, NULL, err);
         if (r < 0)
                 return r;
         keyrot_fault("dek-next-written");
@@ -327,10 +401,13 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         to.state_dir = staging;
         to.key = dek->data;
         to.key_len = dek->len;
-        if (mkdir(staging, 0700) < 0)
-                r = vt_error_errno(err, errno, "cannot create %s", staging);
+        _cleanup_close_ int sfd = -1;
+        if (mkdirat(dfd, KEYROT_STAGING, 0700) < 0)
+                r = vt_error_errno(err, errno, "cannot create %s", KEYROT_STAGING);
+        if (r >= 0 && (sfd = open_staging(dfd, err)) < 0)
+                r = sfd;
         if (r >= 0)
-                r = tpm_state_dir_prepare(staging, t->runas, err);
+                r = tpm_state_dir_prepare_at(sfd, t->runas, err);
         if (r >= 0)
                 r = tpm_copy_state(&from, &to, err);
         if (r >= 0)
@@ -339,21 +416,21 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         if (r >= 0)
                 r = tpm_probe_state(&to, err);
         if (r >= 0)
-                r = sync_staging(staging, err);
-        if (r >= 0) {
-                _cleanup_free_ char *marker = xasprintf("%s/%s", staging, KEYROT_COMPLETE);
-                r = write_file_atomic(marker, "complete\n", 9, 0600, err);
-        }
+                r = same_staging(dfd, sfd, err);
+        if (r >= 0)
+                r = sync_staging(sfd, err);
+        if (r >= 0)
+                r = write_file_beneath(sfd, KEYROT_COMPLETE, "complete\n", 9, 0600, NULL, NULL, err);
         if (r < 0) {
                 _cleanup_error_ vt_error *rerr = NULL;
-                if (roll_back(state_dir, &h, &rerr) < 0)
+                if (roll_back(dfd, &h, &rerr) < 0)
                         (void)vt_error_prefix(err, "(and undoing it failed: %s) ", rerr->msg);
                 return r;
         }
         keyrot_fault("dek-complete");
         /* 4. Past the marker, only forward: a failure here is finished by
          *    keyrot_recover() at the next attempt. */
-        r = roll_forward(state_dir, &h, err);
+        r = roll_forward(dfd, &h, err);
         if (r < 0)
                 return r;
         *ret_dek = TAKE_PTR(dek);

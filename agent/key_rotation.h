@@ -53,13 +53,20 @@ const char *keyrot_action_name(keyrot_action a);
 /* Finish or undo an interrupted re-encryption in state_dir. Returns the
  * action taken (KEYROT_NOTHING when there was none). */
 int keyrot_recover(const char *state_dir, vt_error **err);
+/* The same on the state directory's fd (opened no-follow). Every file
+ * operation is relative to it and follows no symlink (base/fileat.h): the
+ * volume's contents belong to the tenant. */
+int keyrot_recover_at(int dfd, vt_error **err);
 
 /* Re-wrap the header's DEK (and "next", if any) under the scope's KEK
  * version `request`. 1 when the header was rewritten, 0 when it already was
  * under that KEK, -ENOENT when there is no header (unencrypted state). The
- * resulting header's kekId in *ret_kek_id (may be NULL). */
+ * KEK id of the scope's version in *ret_kek_id (may be NULL): one the agent
+ * derived, never one read from the volume. */
 int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, const char *request,
                       char **ret_kek_id, vt_error **err);
+int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *request, char **ret_kek_id,
+                         vt_error **err);
 
 typedef struct keyrot_tpm {
         tpm_version version;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/fileat.h"
 #include "base/timeutil.h"
 #include "keys/dek.h"
 #include "keys/header.h"
@@ -62,18 +63,20 @@ void keymgr_free(keymgr *km) {
         free(km);
 }
 
-int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
-                     vt_error **err) {
+int keymgr_state_key_at(keymgr *km, const char *scope, int dfd, secmem **ret_dek, state_key_info *info,
+                        vt_error **err) {
         *info = (state_key_info){0};
-        _cleanup_free_ char *path = xasprintf("%s/%s", state_dir, KEY_HEADER_FILE);
         key_header h = {0};
-        int r = key_header_read(path, &h, err);
+        int r = key_header_readat(dfd, &h, err);
         if (r == 0) {
                 pthread_mutex_lock(&km->lock);
-                r = kek_provider_unwrap(km->provider, &h, ret_dek, err);
+                r = kek_provider_unwrap(km->provider, scope, &h, ret_dek, err);
                 pthread_mutex_unlock(&km->lock);
-                info->provider = xstrdup(h.provider);
-                info->kek_id = xstrdup(h.kek_id);
+                if (r == 0) {
+                        /* Bound to the scope by the provider: no longer just tenant data. */
+                        info->provider = xstrdup(h.provider);
+                        info->kek_id = xstrdup(h.kek_id);
+                }
                 key_header_done(&h);
                 return r;
         }
@@ -83,7 +86,7 @@ int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secme
                 vt_error_free(*err);
                 *err = NULL;
         }
-        r = tpm_state_detect(state_dir, NULL, err);
+        r = tpm_state_detect_at(dfd, NULL, err);
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -103,7 +106,7 @@ int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secme
         pthread_mutex_lock(&km->lock);
         r = kek_provider_ensure_kek(km->provider, scope, &kek_id, err);
         if (r >= 0)
-                r = kek_provider_wrap(km->provider, kek_id, dek, &h, err);
+                r = kek_provider_wrap(km->provider, scope, kek_id, dek, &h, err);
         pthread_mutex_unlock(&km->lock);
         if (r < 0) {
                 key_header_done(&h);
@@ -113,7 +116,7 @@ int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secme
         format_rfc3339(now_realtime(), now);
         h.dek_generation = 1;
         h.created_at = xstrdup(now);
-        r = key_header_write(path, &h, err);
+        r = key_header_writeat(dfd, &h, NULL, NULL, err);
         info->provider = xstrdup(h.provider);
         info->kek_id = xstrdup(h.kek_id);
         key_header_done(&h);
@@ -124,9 +127,18 @@ int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secme
         return 0;
 }
 
-int keymgr_unwrap(keymgr *km, const key_header *entry, secmem **ret_dek, vt_error **err) {
+int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
+                     vt_error **err) {
+        *info = (state_key_info){0};
+        _cleanup_close_ int dfd = dir_open_nofollow(state_dir, err);
+        if (dfd < 0)
+                return dfd;
+        return keymgr_state_key_at(km, scope, dfd, ret_dek, info, err);
+}
+
+int keymgr_unwrap(keymgr *km, const char *scope, const key_header *entry, secmem **ret_dek, vt_error **err) {
         pthread_mutex_lock(&km->lock);
-        int r = kek_provider_unwrap(km->provider, entry, ret_dek, err);
+        int r = kek_provider_unwrap(km->provider, scope, entry, ret_dek, err);
         pthread_mutex_unlock(&km->lock);
         return r;
 }
@@ -148,7 +160,7 @@ int keymgr_wrap(keymgr *km, const char *scope, const char *kek_id, const char *v
         else if (!id)
                 r = kek_provider_ensure_kek(km->provider, scope, &id, err);
         if (r >= 0)
-                r = kek_provider_wrap(km->provider, id, dek, entry, err);
+                r = kek_provider_wrap(km->provider, scope, id, dek, entry, err);
         pthread_mutex_unlock(&km->lock);
         return r;
 }

@@ -7,10 +7,14 @@
  * in the agent's own namespace (tenants of the VM namespace cannot read it),
  * created on first use; "kmip" keeps the KEK on a KMIP server.
  *
+ * The key header is tenant data: its kekId is used only when it is one of
+ * the VM namespace's KEKs (checked by the provider before any unwrap), and
+ * every unwrap failure is one message (KEYS_UNWRAP_FAILED).
+ *
  * Errors for the caller's status: keymgr_unavailable(r) -> the provider is
- * unreachable (KeyProviderUnavailable, retry); -EBADMSG / -ENOKEY -> the key
- * cannot be unwrapped (KeyUnwrapFailed). Messages name provider and key id,
- * never key material. Thread-safe. */
+ * unreachable (KeyProviderUnavailable, retry); -EBADMSG -> the key cannot be
+ * unwrapped (KeyUnwrapFailed). Messages never quote the header or key
+ * material. Thread-safe. */
 #pragma once
 
 #include <stdbool.h>
@@ -44,14 +48,20 @@ void state_key_info_done(state_key_info *i);
  * `scope` is the VM's namespace (one KEK per namespace). */
 int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
                      vt_error **err);
+/* The same on the state directory's fd (opened no-follow): the header is
+ * read and written beneath it only (base/fileat.h). */
+int keymgr_state_key_at(keymgr *km, const char *scope, int dfd, secmem **ret_dek, state_key_info *info,
+                        vt_error **err);
 bool keymgr_unavailable(int r);
 
 /* Building blocks for rotation (agent/key_rotation.c); each one provider
  * call under the lock. */
-/* Unwrap one key entry of a header (the current one, or h->next). */
-int keymgr_unwrap(keymgr *km, const key_header *entry, secmem **ret_dek, vt_error **err);
+/* Unwrap one key entry of a header (the current one, or h->next), if its
+ * KEK is one of scope's. */
+int keymgr_unwrap(keymgr *km, const char *scope, const key_header *entry, secmem **ret_dek, vt_error **err);
 /* Wrap dek into `entry` (its wrapping fields are replaced): under kek_id, or
- * when NULL under the scope's KEK version `version`, or when that is NULL
+ * (which must be one of scope's KEKs), or when NULL under the scope's KEK
+ * version `version`, or when that is NULL
  * too under the scope's current KEK (created on first use). */
 int keymgr_wrap(keymgr *km, const char *scope, const char *kek_id, const char *version, const secmem *dek,
                 key_header *entry, vt_error **err);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/fileat.h"
 #include "base/fileio.h"
 #include "base/hashmap.h"
 #include "base/log.h"
@@ -542,11 +543,12 @@ static void keys_status(node_controller *nc, launcher *l, json_t *keys) {
         patch_status_field(nc, l, "keys", keys);
 }
 
-/* Add what the header on the volume says: provider, kekId, dekGeneration. */
-static void keys_from_header(json_t *keys, const char *state_dir) {
-        _cleanup_free_ char *path = xasprintf("%s/%s", state_dir, KEY_HEADER_FILE);
+/* Add what the header on the volume says: provider, kekId, dekGeneration
+ * (parsed and validated: printable, bounded; read beneath the state
+ * directory's fd without following symlinks). */
+static void keys_from_header(json_t *keys, int state_dfd) {
         _cleanup_(key_header_done) key_header h = {0};
-        if (key_header_read(path, &h, NULL) < 0 || !key_header_has_current(&h)) {
+        if (state_dfd < 0 || key_header_readat(state_dfd, &h, NULL) < 0 || !key_header_has_current(&h)) {
                 json_object_set_new(keys, "encrypted", json_false());
                 return;
         }
@@ -564,9 +566,11 @@ static json_t *rotation_done(const char *request) {
 }
 
 /* The state directory of a running swtpm, through its mount namespace (the
- * launcher's, where the volume is bound). */
-static char *running_state_dir(node_controller *nc, launcher *l) {
-        return xasprintf("/proc/%d/root%s/%s", (int)l->swtpm_pid, nc->cfg->node.swtpm_state_dir, l->vm_uid);
+ * launcher's, where the volume is bound), opened inside that root without
+ * following symlinks: the launcher's filesystem is the tenant's. */
+static int running_state_dir(node_controller *nc, launcher *l, vt_error **err) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", nc->cfg->node.swtpm_state_dir, l->vm_uid);
+        return open_dir_in_root(l->swtpm_pid, p, err);
 }
 
 /* A running VM: KEK rotation now (only the header changes; swtpm has its
@@ -585,13 +589,15 @@ static int keys_running(node_controller *nc, launcher *l, vt_error **err) {
                         !str_eq(dek_req, ts_keys_field(ts, "dekRotation", "requested"));
         if (!kek_todo && !dek_todo)
                 return 0;
-        _cleanup_free_ char *dir = running_state_dir(nc, l);
+        _cleanup_error_ vt_error *derr = NULL;
+        _cleanup_close_ int dfd = running_state_dir(nc, l, &derr);
         _cleanup_json_ json_t *keys = json_object();
         int r = 0;
         if (kek_todo) {
                 _cleanup_free_ char *kek_id = NULL;
                 _cleanup_error_ vt_error *kerr = NULL;
-                r = keyrot_rotate_kek(nc->keys, l->ns, dir, kek_req, &kek_id, &kerr);
+                r = dfd < 0 ? vt_error_set(&kerr, -dfd, "%s", derr ? derr->msg : "cannot open the state directory")
+                            : keyrot_rotate_kek_at(nc->keys, l->ns, dfd, kek_req, &kek_id, &kerr);
                 if (r >= 0) {
                         json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
                         _cleanup_free_ char *m = xasprintf("KEK rotation %s: the state key is wrapped by KEK %s%s",
@@ -624,7 +630,7 @@ static int keys_running(node_controller *nc, launcher *l, vt_error **err) {
                                             json_string("DEK rotation pending: the state is re-encrypted at the VM's "
                                                         "next start"));
         }
-        keys_from_header(keys, dir);
+        keys_from_header(keys, dfd);
         keys_status(nc, l, keys);
         return r;
 }
@@ -758,7 +764,10 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
                 } else if (req)
                         json_object_set_new(keys, "dekRotation", rotation_done(req));
         }
-        keys_from_header(keys, dir);
+        {
+                _cleanup_close_ int dfd = dir_open_nofollow(dir, NULL);
+                keys_from_header(keys, dfd);
+        }
         keys_status(nc, l, keys);
         *ret_dek = TAKE_PTR(dek);
         return 0;

@@ -2,7 +2,9 @@
 /* The "secret" KEK provider: one 256-bit KEK per VM namespace, in the Secret
  * <agent-ns>/vtpm-kek-<vm-ns>, data key "kek-<version>", created on first
  * use. The kekId in key headers is "<agent-ns>/vtpm-kek-<vm-ns>#<version>",
- * so a rotation adds a version and re-wraps without losing old ones: KEK
+ * so a rotation adds a version and re-wraps without losing old ones. A
+ * header's kekId is used only when it is the VM namespace's (kek_secret.h),
+ * so a header copied from another namespace's volume unwraps nothing. KEK
  * rotation request "<id>" adds data key "kek-<id>" and makes it current
  * (annotation vtpm-agent.io/current-kek) for the namespace's new VMs.
  * Wrapping is local (RFC 5649); the KEK is held only in locked memory. */
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "kek_secret.h"
 #include "keys/wrap.h"
 #include "vmspec.h"
 
@@ -50,21 +53,15 @@ static int get_secret(secret_provider *sp, const char *name, json_t **ret, vt_er
         return kube_get(sp->client, path, ret, err);
 }
 
-/* data[field] (base64) into locked memory. */
-static int load_kek(secret_provider *sp, const char *kek_id, secmem **ret, vt_error **err) {
-        _cleanup_free_ char *copy = xstrdup(kek_id);
-        char *slash = strchr(copy, '/'), *hash = strrchr(copy, '#');
-        if (!slash || !hash || hash < slash)
-                return vt_error_set(err, ENOKEY, "secret provider: malformed kekId \"%s\"", kek_id);
-        *hash = '\0';
-        *slash = '\0';
-        /* The header comes from the volume: it may only name our own KEKs. */
-        if (strcmp(copy, sp->namespace) != 0)
-                return vt_error_set(err, ENOKEY,
-                                    "secret provider: kekId %s names a KEK in namespace %s, but this agent keeps its "
-                                    "KEKs in %s",
-                                    kek_id, copy, sp->namespace);
-        const char *name = slash + 1, *version = hash + 1;
+/* Scope's KEK named by kek_id into locked memory. kek_id comes from a key
+ * header on the tenant's volume: it must be scope's own (derived from the
+ * VM's namespace), or -EPERM before anything is read. -ENOKEY: no such
+ * Secret or version; -EBADMSG: the value is not a 256-bit key. */
+static int load_kek(secret_provider *sp, const char *scope, const char *kek_id, secmem **ret, vt_error **err) {
+        const char *version = NULL;
+        if (kek_id_for_scope(sp->namespace, scope, kek_id, &version) < 0)
+                return vt_error_set(err, EPERM, "secret provider: the KEK is not one of namespace %s's", scope);
+        _cleanup_free_ char *name = secret_name(scope);
         json_t *s = NULL;
         int r = get_secret(sp, name, &s, err);
         if (r == -ENOENT) {
@@ -72,36 +69,18 @@ static int load_kek(secret_provider *sp, const char *kek_id, secmem **ret, vt_er
                         vt_error_free(*err);
                         *err = NULL;
                 }
-                return vt_error_set(err, ENOKEY, "secret provider: the KEK Secret %s/%s does not exist (kekId %s)",
-                                    sp->namespace, name, kek_id);
+                return vt_error_set(err, ENOKEY, "secret provider: the KEK Secret %s/%s does not exist",
+                                    sp->namespace, name);
         }
         if (r < 0)
                 return r;
-        _cleanup_free_ char *field = xasprintf("kek-%s", version);
-        const char *b64 = json_string_value(json_object_get(json_object_get(s, "data"), field));
-        if (!b64) {
-                wipe_json_strings(s);
-                json_decref(s);
-                return vt_error_set(err, ENOKEY, "secret provider: Secret %s/%s has no key %s (kekId %s)", sp->namespace,
-                                    name, field, kek_id);
-        }
-        secmem *m = NULL;
-        r = secmem_new(48, &m, err);
-        if (r >= 0) {
-                int n = EVP_DecodeBlock(m->data, (const unsigned char *)b64, (int)strlen(b64));
-                if (n != 33 || b64[strlen(b64) - 1] != '=') /* 32 bytes encode as 44 chars with one '=' */
-                        r = vt_error_set(err, EBADMSG, "secret provider: key %s in Secret %s/%s is not a 256-bit key",
-                                         field, sp->namespace, name);
-                else
-                        secmem_truncate(m, 32);
-        }
+        r = kek_secret_key(s, version, ret, err);
         wipe_json_strings(s);
         json_decref(s);
         if (r < 0) {
-                secmem_free(m);
+                (void)vt_error_prefix(err, "secret provider, %s/%s: ", sp->namespace, name);
                 return r;
         }
-        *ret = m;
         return 0;
 }
 
@@ -113,7 +92,14 @@ static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, 
         if (r == 0) {
                 const char *cur = json_string_value(json_object_get(
                         json_object_get(json_object_get(s, "metadata"), "annotations"), "vtpm-agent.io/current-kek"));
-                *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, cur ? cur : "1");
+                /* The annotation is ours, but only a valid version makes an id. */
+                if (cur && !keys_rotation_id_valid(cur)) {
+                        wipe_json_strings(s);
+                        json_decref(s);
+                        return vt_error_set(err, EBADMSG, "secret provider: Secret %s/%s has a bad current-kek",
+                                            sp->namespace, name);
+                }
+                *ret_kek_id = kek_id_make(sp->namespace, scope, cur ? cur : "1");
                 wipe_json_strings(s);
                 json_decref(s);
                 return 0;
@@ -152,7 +138,7 @@ static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, 
         }
         if (r < 0)
                 return r;
-        *ret_kek_id = xasprintf("%s/%s#1", sp->namespace, name);
+        *ret_kek_id = kek_id_make(sp->namespace, scope, "1");
         return 0;
 }
 
@@ -196,7 +182,7 @@ static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char 
                 if (json_string_value(json_object_get(data, field))) {
                         wipe_json_strings(s);
                         json_decref(s);
-                        *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, version);
+                        *ret_kek_id = kek_id_make(sp->namespace, scope, version);
                         return 0;
                 }
                 char b64[64];
@@ -232,15 +218,16 @@ static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char 
                 }
                 if (r < 0)
                         return r;
-                *ret_kek_id = xasprintf("%s/%s#%s", sp->namespace, name, version);
+                *ret_kek_id = kek_id_make(sp->namespace, scope, version);
                 return 0;
         }
         return vt_error_set(err, EAGAIN, "secret provider: the KEK Secret %s/%s keeps changing", sp->namespace, name);
 }
 
-static int sp_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
+static int sp_wrap(kek_provider *p, const char *scope, const char *kek_id, const secmem *dek, key_header *h,
+                   vt_error **err) {
         _cleanup_(secmem_freep) secmem *kek = NULL;
-        int r = load_kek((secret_provider *)p, kek_id, &kek, err);
+        int r = load_kek((secret_provider *)p, scope, kek_id, &kek, err);
         if (r < 0)
                 return r;
         uint8_t *wrapped = NULL;
@@ -248,19 +235,26 @@ static int sp_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_h
         r = keys_wrap_local(kek, dek, &wrapped, &len, err);
         if (r < 0)
                 return r;
-        key_header_set_wrapping(h, "secret", kek_id, "AES-256-KWP", wrapped, len);
+        key_header_set_wrapping(h, KEYS_PROVIDER_SECRET, kek_id, KEYS_ALG_AES256_KWP, wrapped, len);
         return 0;
 }
 
-static int sp_unwrap(kek_provider *p, const key_header *h, secmem **ret_dek, vt_error **err) {
+static int sp_unwrap(kek_provider *p, const char *scope, const key_header *h, secmem **ret_dek, vt_error **err) {
+        if (!h->provider || strcmp(h->provider, KEYS_PROVIDER_SECRET) != 0 || !h->algorithm ||
+            strcmp(h->algorithm, KEYS_ALG_AES256_KWP) != 0 || !h->kek_id || !h->wrapped_key)
+                return keys_unwrap_failed(err);
         _cleanup_(secmem_freep) secmem *kek = NULL;
-        int r = load_kek((secret_provider *)p, h->kek_id, &kek, err);
+        int r = load_kek((secret_provider *)p, scope, h->kek_id, &kek, err);
+        if (r == -EPERM || r == -ENOKEY || r == -EBADMSG)
+                /* Another namespace's KEK, an unknown version, a bad Secret:
+                 * the tenant who wrote the header learns nothing from which. */
+                return keys_unwrap_failed(err);
         if (r < 0)
                 return r;
         r = keys_unwrap_local(kek, h->wrapped_key, h->wrapped_key_len, ret_dek, err);
-        if (r == -EBADMSG)
-                return vt_error_prefix(err, "secret provider, kekId %s: ", h->kek_id);
-        return r;
+        if (r < 0)
+                return keys_unwrap_failed(err);
+        return 0;
 }
 
 static void sp_free(kek_provider *p) {

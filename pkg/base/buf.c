@@ -15,7 +15,16 @@ static void reserve(vt_buf *b, size_t extra) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + extra + 1)
                 cap *= 2;
-        b->data = xrealloc(b->data, cap);
+        if (b->sensitive && b->data) {
+                /* realloc would leave the old copy in freed memory: move it by
+                 * hand and wipe what it leaves behind. */
+                char *n = xmalloc(cap);
+                memcpy(n, b->data, b->len + 1);
+                OPENSSL_cleanse(b->data, b->cap);
+                free(b->data);
+                b->data = n;
+        } else
+                b->data = xrealloc(b->data, cap);
         b->cap = cap;
 }
 
@@ -45,11 +54,15 @@ void vt_buf_consume(vt_buf *b, size_t n) {
                 return;
         }
         memmove(b->data, b->data + n, b->len - n);
+        if (b->sensitive)
+                OPENSSL_cleanse(b->data + b->len - n, n);
         b->len -= n;
         b->data[b->len] = '\0';
 }
 
 void vt_buf_reset(vt_buf *b) {
+        if (b->sensitive && b->data)
+                OPENSSL_cleanse(b->data, b->cap);
         b->len = 0;
         if (b->data)
                 b->data[0] = '\0';

@@ -15,7 +15,7 @@ int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *r
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return vt_error_errno(err, errno, "cannot open %s", path);
-        vt_buf b = {0};
+        vt_buf b = {.sensitive = true}; /* tokens and keys are read with it too */
         char chunk[8192];
         for (;;) {
                 ssize_t n = read(fd, chunk, sizeof(chunk));

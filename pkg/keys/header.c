@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
-#include "base/fileio.h"
+#include "base/fileat.h"
 
 
 void key_header_done(key_header *h) {
@@ -90,8 +90,7 @@ static int validate_entry(const key_header *h, vt_error **err) {
                                     "key header: kekId must be 1..%d printable characters", KEY_ID_MAX);
         size_t want = key_header_wrapped_len(h->algorithm);
         if (want == 0)
-                return vt_error_set(err, EBADMSG, "key header: unknown algorithm \"%.64s\"",
-                                    h->algorithm ? h->algorithm : "");
+                return vt_error_set(err, EBADMSG, "key header: unknown algorithm");
         if (!h->wrapped_key || h->wrapped_key_len != want)
                 return vt_error_set(err, EBADMSG, "key header: wrappedKey is %zu bytes, %s needs %zu",
                                     h->wrapped_key ? h->wrapped_key_len : 0, h->algorithm, want);
@@ -230,7 +229,7 @@ static int parse_entry(json_t *root, bool top, key_header *h, vt_error **err) {
                 if (!top && (strcmp(k, "version") == 0 || strcmp(k, "next") == 0))
                         known = false;
                 if (!known)
-                        return vt_error_set(err, EBADMSG, "key header: unknown field \"%.64s\"", k);
+                        return vt_error_set(err, EBADMSG, "key header: unknown field");
         }
         json_t *nx = top ? json_object_get(root, "next") : NULL;
         if (nx) {
@@ -286,7 +285,9 @@ int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **
         json_error_t je;
         _cleanup_(json_decrefp) json_t *root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &je);
         if (!root)
-                return vt_error_set(err, EBADMSG, "key header: not valid JSON (line %d: %s)", je.line, je.text);
+                /* Not je.text: it quotes the file ("... near 'xyz'"), which
+                 * may be anything a tenant (or a planted link) put there. */
+                return vt_error_set(err, EBADMSG, "key header: not valid JSON (line %d)", je.line);
         if (!json_is_object(root))
                 return vt_error_set(err, EBADMSG, "key header: not a JSON object");
 
@@ -296,8 +297,9 @@ int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **
         if (!json_is_integer(ver))
                 return vt_error_set(err, EBADMSG, "key header: field \"version\" must be an integer");
         if (json_integer_value(ver) != KEY_HEADER_VERSION)
-                return vt_error_set(err, EPROTONOSUPPORT, "key header: version %lld is not supported (this agent reads version %d)",
-                                    (long long)json_integer_value(ver), KEY_HEADER_VERSION);
+                return vt_error_set(err, EPROTONOSUPPORT,
+                                    "key header: version is not supported (this agent reads version %d)",
+                                    KEY_HEADER_VERSION);
 
         _cleanup_(key_header_done) key_header h = {0};
         int r = parse_entry(root, true, &h, err);
@@ -348,72 +350,61 @@ int key_header_format(const key_header *h, char **ret, vt_error **err) {
         return 0;
 }
 
-int key_header_read(const char *path, key_header *ret, vt_error **err) {
-        assert_return(path && ret, -EINVAL);
+int key_header_readat(int dfd, key_header *ret, vt_error **err) {
+        assert_return(ret, -EINVAL);
         _cleanup_free_ char *data = NULL;
         size_t size = 0;
-        int r = read_full_file(path, KEY_HEADER_MAX_SIZE, &data, &size, err);
+        int r = read_file_beneath(dfd, KEY_HEADER_FILE, KEY_HEADER_MAX_SIZE, &data, &size, err);
+        if (r == -EFBIG) {
+                vt_error_free(err ? *err : NULL);
+                if (err)
+                        *err = NULL;
+                return vt_error_set(err, EBADMSG, "key header: larger than %d bytes", KEY_HEADER_MAX_SIZE);
+        }
         if (r < 0)
                 return r;
-        r = key_header_parse(data, size, ret, err);
-        if (r < 0)
-                return vt_error_prefix(err, "%s: ", path);
-        return 0;
+        return key_header_parse(data, size, ret, err);
 }
 
-int key_header_write(const char *path, const key_header *h, vt_error **err) {
-        assert_return(path && h, -EINVAL);
+int key_header_writeat(int dfd, const key_header *h, void (*before_rename)(const char *point), const char *point,
+                       vt_error **err) {
+        assert_return(h, -EINVAL);
         _cleanup_free_ char *s = NULL;
         int r = key_header_format(h, &s, err);
         if (r < 0)
                 return r;
-        return write_file_atomic(path, s, strlen(s), 0600, err);
+        return write_file_beneath(dfd, KEY_HEADER_FILE, s, strlen(s), 0600, before_rename, point, err);
+}
+
+/* The directory of `path` (opened no-follow); the file must be KEY_HEADER_FILE. */
+static int header_dir(const char *path, vt_error **err) {
+        const char *slash = strrchr(path, '/');
+        if (strcmp(slash ? slash + 1 : path, KEY_HEADER_FILE) != 0)
+                return vt_error_set(err, EINVAL, "%s: a key header is called %s", path, KEY_HEADER_FILE);
+        _cleanup_free_ char *dir = slash ? xstrndup(path, (size_t)(slash - path)) : xstrdup(".");
+        return dir_open_nofollow(*dir ? dir : "/", err);
+}
+
+int key_header_read(const char *path, key_header *ret, vt_error **err) {
+        assert_return(path && ret, -EINVAL);
+        _cleanup_close_ int dfd = header_dir(path, err);
+        if (dfd < 0)
+                return dfd;
+        int r = key_header_readat(dfd, ret, err);
+        if (r < 0)
+                (void)vt_error_prefix(err, "%s: ", path);
+        return r;
+}
+
+int key_header_write(const char *path, const key_header *h, vt_error **err) {
+        return key_header_write_hooked(path, h, NULL, NULL, err);
 }
 
 int key_header_write_hooked(const char *path, const key_header *h, void (*before_rename)(const char *point),
                             const char *point, vt_error **err) {
         assert_return(path && h, -EINVAL);
-        _cleanup_free_ char *s = NULL;
-        int r = key_header_format(h, &s, err);
-        if (r < 0)
-                return r;
-        _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
-        (void)unlink(tmp);
-        {
-                _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-                if (fd < 0)
-                        return vt_error_errno(err, errno, "cannot create %s", tmp);
-                size_t len = strlen(s), off = 0;
-                while (off < len) {
-                        ssize_t n = write(fd, s + off, len - off);
-                        if (n < 0 && errno == EINTR)
-                                continue;
-                        if (n < 0) {
-                                r = vt_error_errno(err, errno, "cannot write %s", tmp);
-                                (void)unlink(tmp);
-                                return r;
-                        }
-                        off += (size_t)n;
-                }
-                if (fsync(fd) < 0) {
-                        r = vt_error_errno(err, errno, "cannot sync %s", tmp);
-                        (void)unlink(tmp);
-                        return r;
-                }
-        }
-        if (before_rename)
-                before_rename(point);
-        if (rename(tmp, path) < 0) {
-                r = vt_error_errno(err, errno, "cannot commit %s", path);
-                (void)unlink(tmp);
-                return r;
-        }
-        _cleanup_free_ char *dir = xstrdup(path);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-                *slash = '\0';
-        _cleanup_close_ int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) < 0)
-                return vt_error_errno(err, errno, "cannot sync the directory of %s", path);
-        return 0;
+        _cleanup_close_ int dfd = header_dir(path, err);
+        if (dfd < 0)
+                return dfd;
+        return key_header_writeat(dfd, h, before_rename, point, err);
 }

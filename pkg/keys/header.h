@@ -22,9 +22,10 @@
  * so whatever a crash leaves can be finished or undone. For state that was
  * unencrypted the current fields are absent and only "next" is there.
  *
- * The file comes from a volume, so parsing is strict: unknown version, unknown
- * or missing fields, wrong types, bad base64 and wrong lengths are errors
- * (-EBADMSG, or -EPROTONOSUPPORT for a newer version). */
+ * The file comes from a volume the tenant can write, so parsing is strict:
+ * unknown version, unknown or missing fields, wrong types, bad base64 and
+ * wrong lengths are errors (-EBADMSG, or -EPROTONOSUPPORT for a newer
+ * version), and error messages say what is wrong, never what the file says. */
 #pragma once
 
 #include <stdbool.h>
@@ -85,14 +86,20 @@ int key_header_parse(const char *data, size_t size, key_header *ret, vt_error **
 /* Serialise (validated) as pretty JSON with a trailing newline. */
 int key_header_format(const key_header *h, char **ret, vt_error **err);
 
-/* Read/write `path`; write is atomic (temp + fsync + rename), mode 0600.
- * read returns -ENOENT when there is no header (unencrypted or new state). */
+/* The header in the state directory `dfd` (opened with O_NOFOLLOW; see
+ * base/fileat.h): read without following symlinks, only a regular file of at
+ * most KEY_HEADER_MAX_SIZE bytes (-ELOOP for a symlink, -EBADMSG otherwise);
+ * -ENOENT when there is none (unencrypted or new state). Errors never quote
+ * the file. Write is atomic: "<file>.tmp" created fresh, synced, then
+ * before_rename(point) if given (crash-injection tests), renamed, and the
+ * directory synced; a leftover temp file is harmless and replaced next time. */
+int key_header_readat(int dfd, key_header *ret, vt_error **err);
+int key_header_writeat(int dfd, const key_header *h, void (*before_rename)(const char *point), const char *point,
+                       vt_error **err);
+/* The same by path (".../" KEY_HEADER_FILE; the directory is opened
+ * no-follow), mode 0600. */
 int key_header_read(const char *path, key_header *ret, vt_error **err);
 int key_header_write(const char *path, const key_header *h, vt_error **err);
-/* The same with a hook called as before_rename(point) after the temp file is
- * written and synced and before the rename (crash-injection tests); the hook
- * may be NULL. Also syncs the directory. The temp file
- * is "<path>.tmp"; a leftover one is harmless and replaced next time. */
 int key_header_write_hooked(const char *path, const key_header *h, void (*before_rename)(const char *point),
                             const char *point, vt_error **err);
 

@@ -281,6 +281,8 @@ static const char *op_name(enum kmip_op op) {
                 return "Locate";
         case KMIP_OP_GET:
                 return "Get";
+        case KMIP_OP_GET_ATTRIBUTES:
+                return "GetAttributes";
         case KMIP_OP_ACTIVATE:
                 return "Activate";
         case KMIP_OP_REVOKE:
@@ -484,6 +486,24 @@ int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **e
         if (r < 0)
                 return vt_error_prefix(err, "Get %s: ", uid);
         return 0;
+}
+
+int kmip_get_names(kmip_client *c, const char *uid, char **names, size_t max, size_t *ret_n, vt_error **err) {
+        assert_return(c && uid && ret_n, -EINVAL);
+        _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
+        int r = request_buf(&req, err);
+        if (r < 0)
+                return r;
+        int n = kmip_req_get_attribute(req->data, req->len, uid, "Name");
+        if ((r = req_check(n, err)) < 0)
+                return r;
+        kmip_reply rep;
+        r = transact(c, KMIP_OP_GET_ATTRIBUTES, uid, req->data, (size_t)n, &buf, &rep, err);
+        if (r < 0)
+                return r;
+        r = kmip_payload_names(&rep, uid, names, max, ret_n, err);
+        kmip_reply_done(&rep);
+        return r;
 }
 
 static int crypt_op(kmip_client *c, enum kmip_op op, const char *uid, const uint8_t iv[16], const uint8_t *in,

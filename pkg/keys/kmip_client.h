@@ -50,7 +50,10 @@ int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_erro
 int kmip_activate(kmip_client *c, const char *uid, vt_error **err);
 /* The first object whose Name is `name`; -ENOENT if none. */
 int kmip_locate_by_name(kmip_client *c, const char *name, char **ret_uid, vt_error **err);
-/* The key bytes (AES-256, Raw) into secure memory. */
+/* The Name attributes of object `uid` (up to max, copies), and how many. */
+int kmip_get_names(kmip_client *c, const char *uid, char **names, size_t max, size_t *ret_n, vt_error **err);
+/* The key bytes (AES-256, Raw) into secure memory. For tests and tools:
+ * the agent's provider never fetches a KEK. */
 int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **err);
 /* Server-side AES-256-CBC with PKCS#5 padding and the caller's 16-byte IV:
  * the key never leaves the server. The ciphertext is not secret (heap); the

@@ -102,6 +102,14 @@ int kmip_req_query_operations(uint8_t *buf, size_t cap) {
         return end_request(&e);
 }
 
+int kmip_req_get_attribute(uint8_t *buf, size_t cap, const char *uid, const char *attribute) {
+        ttlv_enc e;
+        begin_request(&e, buf, cap, KMIP_OP_GET_ATTRIBUTES);
+        ttlv_put_text(&e, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+        ttlv_put_text(&e, KMIP_TAG_ATTRIBUTE_NAME, attribute);
+        return end_request(&e);
+}
+
 int kmip_req_crypt(uint8_t *buf, size_t cap, enum kmip_op op, const char *uid, const uint8_t iv[16],
                    const uint8_t *data, size_t len) {
         ttlv_enc e;
@@ -262,6 +270,47 @@ int kmip_payload_get_key(const kmip_reply *r, secmem **ret_key, vt_error **err) 
         if (n != 32)
                 return vt_error_set(err, EBADMSG, "KMIP reply: key material is %zu bytes, expected 32", n);
         return secmem_dup(material, n, ret_key, err);
+}
+
+int kmip_payload_names(const kmip_reply *r, const char *uid, char **names, size_t max, size_t *ret_n,
+                       vt_error **err) {
+        assert_return(r && uid && (names || max == 0) && ret_n, -EINVAL);
+        int k = need_payload(r, err);
+        if (k < 0)
+                return k;
+        _cleanup_free_ char *about = NULL;
+        if (ttlv_get_text(&r->payload, KMIP_TAG_UNIQUE_IDENTIFIER, KMIP_UID_MAX, &about) < 0 ||
+            strcmp(about, uid) != 0)
+                return vt_error_set(err, EBADMSG, "KMIP reply: GetAttributes about another object");
+        size_t cur = 0, n = 0;
+        ttlv c;
+        int q;
+        while ((q = ttlv_next(&r->payload, &cur, &c)) > 0) {
+                if (c.tag != KMIP_TAG_ATTRIBUTE)
+                        continue;
+                _cleanup_free_ char *an = NULL, *nv = NULL;
+                ttlv val;
+                if (c.type != TTLV_STRUCTURE || ttlv_get_text(&c, KMIP_TAG_ATTRIBUTE_NAME, 64, &an) < 0) {
+                        q = -EBADMSG;
+                        break;
+                }
+                if (strcmp(an, "Name") != 0)
+                        continue;
+                if (ttlv_find(&c, KMIP_TAG_ATTRIBUTE_VALUE, TTLV_STRUCTURE, &val) < 0 ||
+                    ttlv_get_text(&val, KMIP_TAG_NAME_VALUE, KMIP_NAME_MAX, &nv) < 0) {
+                        q = -EBADMSG;
+                        break;
+                }
+                if (n < max)
+                        names[n++] = TAKE_PTR(nv);
+        }
+        if (q < 0) {
+                for (size_t i = 0; i < n; i++)
+                        free(names[i]);
+                return vt_error_set(err, EBADMSG, "KMIP reply: malformed GetAttributes payload");
+        }
+        *ret_n = n;
+        return 0;
 }
 
 int kmip_payload_query_ops(const kmip_reply *r, uint32_t *ops, size_t max, size_t *ret_n, vt_error **err) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* KMIP 1.x messages: building the requests the client sends and parsing the
  * replies, without any I/O (so the parser can be fuzzed on bytes). Only the
- * operations vtpm-agent uses: Create, Locate, Activate, Get, Encrypt, Decrypt,
- * Query, Revoke, Destroy. One batch item per message. */
+ * operations vtpm-agent uses: Create, Locate, Activate, GetAttributes (Name),
+ * Encrypt, Decrypt, Query, Revoke, Destroy, and Get (tests only: the agent
+ * never fetches a KEK). One batch item per message. */
 #pragma once
 
 #include <stdbool.h>
@@ -15,6 +16,7 @@
 /* Tags (KMIP 1.4 spec, section 9.1.3.1) */
 enum {
         KMIP_TAG_ATTRIBUTE = 0x420008,
+        KMIP_TAG_ATTRIBUTE_INDEX = 0x420009,
         KMIP_TAG_ATTRIBUTE_NAME = 0x42000A,
         KMIP_TAG_ATTRIBUTE_VALUE = 0x42000B,
         KMIP_TAG_BATCH_COUNT = 0x42000D,
@@ -61,6 +63,7 @@ enum kmip_op {
         KMIP_OP_CREATE = 0x01,
         KMIP_OP_LOCATE = 0x08,
         KMIP_OP_GET = 0x0A,
+        KMIP_OP_GET_ATTRIBUTES = 0x0B,
         KMIP_OP_ACTIVATE = 0x12,
         KMIP_OP_REVOKE = 0x13,
         KMIP_OP_DESTROY = 0x14,
@@ -109,6 +112,8 @@ int kmip_req_locate_by_name(uint8_t *buf, size_t cap, const char *name);
 int kmip_req_uid_only(uint8_t *buf, size_t cap, enum kmip_op op, const char *uid); /* Activate, Get, Destroy */
 int kmip_req_revoke(uint8_t *buf, size_t cap, const char *uid);
 int kmip_req_query_operations(uint8_t *buf, size_t cap);
+/* GetAttributes of `uid`, only the attribute called `attribute` ("Name"). */
+int kmip_req_get_attribute(uint8_t *buf, size_t cap, const char *uid, const char *attribute);
 /* Encrypt/Decrypt with AES-CBC-PKCS5 and an explicit 16-byte IV. */
 int kmip_req_crypt(uint8_t *buf, size_t cap, enum kmip_op op, const char *uid, const uint8_t iv[16],
                    const uint8_t *data, size_t len);
@@ -136,6 +141,12 @@ int kmip_payload_uid(const kmip_reply *r, char **ret_uid, vt_error **err);
 int kmip_payload_locate(const kmip_reply *r, char **ret_uid, vt_error **err);
 /* Get: a Raw AES key of 32 bytes into secure memory. */
 int kmip_payload_get_key(const kmip_reply *r, secmem **ret_key, vt_error **err);
+/* GetAttributes: the Name values of the object (up to `max`, each a copy
+ * the caller frees; at most KMIP_NAME_MAX bytes) and how many. The reply
+ * must be about `uid`. */
+#define KMIP_NAME_MAX 256
+int kmip_payload_names(const kmip_reply *r, const char *uid, char **names, size_t max, size_t *ret_n,
+                       vt_error **err);
 /* Query: the list of operations (up to `max`), and how many. */
 int kmip_payload_query_ops(const kmip_reply *r, uint32_t *ops, size_t max, size_t *ret_n, vt_error **err);
 /* Encrypt/Decrypt: Data (and IV if the server returned one). `data` points

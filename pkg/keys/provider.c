@@ -55,3 +55,11 @@ void key_header_set_wrapping(key_header *h, const char *provider, const char *ke
         h->wrapped_key_len = wrapped_len;
         h->wrapped_at = xstrdup(ts);
 }
+
+int keys_unwrap_failed(vt_error **err) {
+        if (err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+        return vt_error_set(err, EBADMSG, "%s", KEYS_UNWRAP_FAILED);
+}

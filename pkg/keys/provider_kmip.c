@@ -13,8 +13,7 @@ typedef struct kmip_provider {
         kek_provider base;
         kmip_client *client;
         char *prefix;
-        enum kmip_wrap_mode mode;
-        int server_side; /* -1 unknown, 0 Get, 1 Encrypt/Decrypt */
+        int server_side; /* -1 unknown, 1 Encrypt/Decrypt offered */
 } kmip_provider;
 
 #define CHECK_LEN 16
@@ -37,13 +36,11 @@ static int dek_check(const uint8_t *dek, size_t n, uint8_t out[CHECK_LEN]) {
         return ok ? 0 : -EIO;
 }
 
-static int detect_mode(kmip_provider *k, vt_error **err) {
-        if (k->server_side >= 0)
+/* The KEK never leaves the server: without Encrypt and Decrypt there is
+ * nothing this provider can do (no Get fallback). */
+static int require_server_side(kmip_provider *k, vt_error **err) {
+        if (k->server_side > 0)
                 return 0;
-        if (k->mode == KMIP_WRAP_GET) {
-                k->server_side = 0;
-                return 0;
-        }
         uint32_t ops[64];
         size_t n = 0;
         int r = kmip_query_operations(k->client, ops, ELEMENTSOF(ops), &n, err);
@@ -54,9 +51,10 @@ static int detect_mode(kmip_provider *k, vt_error **err) {
                 enc = enc || ops[i] == KMIP_OP_ENCRYPT;
                 dec = dec || ops[i] == KMIP_OP_DECRYPT;
         }
-        if (k->mode == KMIP_WRAP_SERVER_SIDE && !(enc && dec))
-                return vt_error_set(err, EOPNOTSUPP, "kmip: the key server offers no Encrypt/Decrypt");
-        k->server_side = enc && dec;
+        if (!(enc && dec))
+                return vt_error_set(err, EOPNOTSUPP,
+                                    "kmip: the key server offers no Encrypt/Decrypt (the KEK is never fetched)");
+        k->server_side = 1;
         return 0;
 }
 
@@ -68,6 +66,35 @@ static bool scope_valid(const char *s) {
                 if (s[i] < 0x21 || s[i] > 0x7e)
                         return false;
         return true;
+}
+
+/* Whether `name` is one of scope's KEK names: "<prefix><scope>" or
+ * "<prefix><scope>@<version>". */
+static bool name_is_scopes(const kmip_provider *k, const char *scope, const char *name) {
+        size_t pl = strlen(k->prefix), sl = strlen(scope);
+        if (strncmp(name, k->prefix, pl) != 0 || strncmp(name + pl, scope, sl) != 0)
+                return false;
+        const char *rest = name + pl + sl;
+        return *rest == '\0' || (*rest == '@' && keys_rotation_id_valid(rest + 1));
+}
+
+/* kek_id (an object uid, maybe from a tenant's header) belongs to `scope`:
+ * the object's Name on the server says so. 0 yes, -EPERM no, or the
+ * server's error (unavailable ones are passed on for a retry). */
+static int check_binding(kmip_provider *k, const char *scope, const char *kek_id, vt_error **err) {
+        if (!scope_valid(scope))
+                return vt_error_set(err, EINVAL, "kmip: bad KEK scope");
+        char *names[8];
+        size_t n = 0;
+        int r = kmip_get_names(k->client, kek_id, names, ELEMENTSOF(names), &n, err);
+        if (r < 0)
+                return r;
+        bool ok = false;
+        for (size_t i = 0; i < n; i++) {
+                ok = ok || name_is_scopes(k, scope, names[i]);
+                free(names[i]);
+        }
+        return ok ? 0 : -EPERM;
 }
 
 /* The KEK object called `name`: Locate, else Create (AES-256) and Activate. */
@@ -117,27 +144,20 @@ static int kmip_ensure_kek_version(kek_provider *p, const char *scope, const cha
         return ensure_named_kek(k, name, ret_kek_id, err);
 }
 
-static int kmip_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key_header *h, vt_error **err) {
+static int kmip_wrap(kek_provider *p, const char *scope, const char *kek_id, const secmem *dek, key_header *h,
+                     vt_error **err) {
         kmip_provider *k = (kmip_provider *)p;
-        assert_return(kek_id && dek && h, -EINVAL);
+        assert_return(scope && kek_id && dek && h, -EINVAL);
         if (dek->len != DEK_SIZE)
                 return vt_error_set(err, EINVAL, "kmip: DEK must be %d bytes", DEK_SIZE);
-        int r = detect_mode(k, err);
+        int r = require_server_side(k, err);
         if (r < 0)
                 return r;
-        if (!k->server_side) {
-                _cleanup_secmem_ secmem *kek = NULL;
-                r = kmip_get_key(k->client, kek_id, &kek, err);
-                if (r < 0)
-                        return r;
-                _cleanup_free_ uint8_t *w = NULL;
-                size_t wl = 0;
-                r = keys_wrap_local(kek, dek, &w, &wl, err);
-                if (r < 0)
-                        return r;
-                key_header_set_wrapping(h, KEYS_PROVIDER_KMIP, kek_id, KEYS_ALG_AES256_KWP, TAKE_PTR(w), wl);
-                return 0;
-        }
+        r = check_binding(k, scope, kek_id, err);
+        if (r == -EPERM)
+                return vt_error_set(err, EPERM, "kmip: that KEK is not one of namespace %s's", scope);
+        if (r < 0)
+                return r;
         _cleanup_secmem_ secmem *plain = NULL;
         r = secmem_new(DEK_SIZE + CHECK_LEN, &plain, err);
         if (r < 0)
@@ -162,55 +182,41 @@ static int kmip_wrap(kek_provider *p, const char *kek_id, const secmem *dek, key
         return 0;
 }
 
-static int unwrap_failed(vt_error **err, const key_header *h, int r) {
-        (void)vt_error_prefix(err, "kmip: unwrapping the DEK with KEK %s failed: ", h->kek_id);
-        return r;
+/* Unavailable servers are said as such (retry); every other failure is the
+ * one generic message: whether the KEK was another namespace's, unknown,
+ * wrong, or the padding or the check value did not match is not told apart. */
+static int unwrap_fail(vt_error **err, int r) {
+        if (keys_error_is_unavailable(r))
+                return r;
+        return keys_unwrap_failed(err);
 }
 
-static int kmip_unwrap(kek_provider *p, const key_header *h, secmem **ret_dek, vt_error **err) {
+static int kmip_unwrap(kek_provider *p, const char *scope, const key_header *h, secmem **ret_dek, vt_error **err) {
         kmip_provider *k = (kmip_provider *)p;
-        assert_return(h && ret_dek, -EINVAL);
+        assert_return(scope && h && ret_dek, -EINVAL);
         int r = key_header_validate(h, err);
         if (r < 0)
+                return unwrap_fail(err, r);
+        /* Only server-side wrapping: a header asking for AES-256-KWP would
+         * need the KEK's bytes here. */
+        if (strcmp(h->provider, KEYS_PROVIDER_KMIP) != 0 || strcmp(h->algorithm, KEYS_ALG_KMIP_CBC) != 0)
+                return keys_unwrap_failed(err);
+        r = require_server_side(k, err);
+        if (r < 0)
                 return r;
-        if (strcmp(h->provider, KEYS_PROVIDER_KMIP) != 0)
-                return vt_error_set(err, EINVAL, "kmip: key header belongs to provider \"%s\"", h->provider);
-
-        if (strcmp(h->algorithm, KEYS_ALG_AES256_KWP) == 0) {
-                /* Wrapped locally (Get mode): whatever the server offers now,
-                 * this one needs the KEK's bytes. */
-                _cleanup_secmem_ secmem *kek = NULL;
-                r = kmip_get_key(k->client, h->kek_id, &kek, err);
-                if (r < 0)
-                        return unwrap_failed(err, h, r);
-                r = keys_unwrap_local(kek, h->wrapped_key, h->wrapped_key_len, ret_dek, err);
-                return r < 0 ? unwrap_failed(err, h, r) : 0;
-        }
-
-        /* KEYS_ALG_KMIP_CBC (validate() allowed nothing else). */
+        /* The header may name any object on the server: only scope's KEKs. */
+        r = check_binding(k, scope, h->kek_id, err);
+        if (r < 0)
+                return unwrap_fail(err, r);
         _cleanup_secmem_ secmem *plain = NULL;
         r = kmip_decrypt_cbc(k->client, h->kek_id, h->wrapped_key, h->wrapped_key + 16, h->wrapped_key_len - 16,
                              &plain, err);
-        if (r == -EPROTO || r == -EBADMSG) {
-                /* A wrong KEK shows up as a padding error, which servers
-                 * report as a cryptographic or a general failure. */
-                vt_error_free(err ? *err : NULL);
-                if (err)
-                        *err = NULL;
-                return vt_error_set(err, EBADMSG,
-                                    "kmip: unwrapping the DEK with KEK %s failed: the key server could not "
-                                    "decrypt it (wrong KEK or altered wrapped key)",
-                                    h->kek_id);
-        }
         if (r < 0)
-                return unwrap_failed(err, h, r);
+                return unwrap_fail(err, r);
         uint8_t check[CHECK_LEN];
         if (plain->len != DEK_SIZE + CHECK_LEN || dek_check(plain->data, DEK_SIZE, check) < 0 ||
             CRYPTO_memcmp(check, plain->data + DEK_SIZE, CHECK_LEN) != 0)
-                return vt_error_set(err, EBADMSG,
-                                    "kmip: unwrapping the DEK with KEK %s failed: integrity check did not match "
-                                    "(wrong KEK or altered wrapped key)",
-                                    h->kek_id);
+                return keys_unwrap_failed(err);
         return secmem_dup(plain->data, DEK_SIZE, ret_dek, err);
 }
 
@@ -240,7 +246,6 @@ int kek_provider_kmip_new(const kmip_provider_options *o, kek_provider **ret, vt
         k->base.ops = &kmip_ops;
         k->client = c;
         k->prefix = xstrdup(o->name_prefix ? o->name_prefix : "vtpm-agent-kek/");
-        k->mode = o->mode;
         k->server_side = -1;
         *ret = &k->base;
         return 0;

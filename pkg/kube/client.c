@@ -2,6 +2,8 @@
 #include "kube/client.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
+#include <malloc.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
@@ -36,8 +38,23 @@ struct kube_client {
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+/* Secrets arrive as JSON text: jansson's lexer and string buffers grow by
+ * realloc while they hold a KEK's base64, and json_dumps of a Secret we
+ * write does the same. Everything jansson frees is wiped first. */
+static void *json_alloc(size_t n) {
+        return malloc(n);
+}
+
+static void json_wipe_free(void *p) {
+        if (!p)
+                return;
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+}
+
 static void curl_init_once(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
+        json_set_alloc_funcs(json_alloc, json_wipe_free);
 }
 
 static const char *const verb_names[_KUBE_VERB_MAX] = {"GET", "LIST", "WATCH", "CREATE", "UPDATE", "PATCH", "DELETE"};
@@ -378,7 +395,7 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 if (r < 0)
                         break;
                 CURL *h = handle_acquire(c);
-                struct body_sink sink = {.limit = MAX_RESPONSE};
+                struct body_sink sink = {.limit = MAX_RESPONSE, .buf = {.sensitive = sensitive}};
                 char errbuf[CURL_ERROR_SIZE] = "";
                 prepare(h, method, url, body, body_len, headers, token);
                 curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
@@ -427,8 +444,9 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                         json_error_t je;
                         j = json_loadb(sink.buf.data, sink.buf.len, 0, &je);
                         if (!j) {
-                                r = vt_error_set(err, EBADMSG, "%s %s: invalid JSON in response at byte %d: %s", method,
-                                                 path, je.position, je.text);
+                                /* je.text quotes the body: never a Secret's. */
+                                r = vt_error_set(err, EBADMSG, "%s %s: invalid JSON in response at byte %d%s%s", method,
+                                                 path, je.position, sensitive ? "" : ": ", sensitive ? "" : je.text);
                                 sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                                 break;
                         }

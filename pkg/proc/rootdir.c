@@ -53,3 +53,20 @@ int mkdir_in_root(pid_t pid, const char *path, mode_t mode, uid_t uid, gid_t gid
                 return vt_error_errno(err, errno, "cannot set owner and mode of %s in process %d's root", path, (int)pid);
         return 0;
 }
+
+int open_dir_in_root(pid_t pid, const char *path, vt_error **err) {
+        assert_return(pid > 0 && path && path[0] == '/', -EINVAL);
+        _cleanup_free_ char *rootp = xasprintf("/proc/%d/root", (int)pid);
+        _cleanup_close_ int root = open(rootp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+                return vt_error_errno(err, errno, "cannot open the root of process %d", (int)pid);
+        struct open_how how = {
+                .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+        if (fd < 0)
+                return vt_error_errno(err, errno, "cannot open %s in process %d's root%s", path, (int)pid,
+                                      errno == ELOOP ? " (a symlink: refused)" : "");
+        return fd;
+}

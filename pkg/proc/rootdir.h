@@ -18,3 +18,7 @@
  * too); intermediate ones are created 0755 root. -ELOOP when a component is
  * a symlink, -ENOTDIR when it is not a directory. */
 int mkdir_in_root(pid_t pid, const char *path, mode_t mode, uid_t uid, gid_t gid, vt_error **err);
+
+/* Open the directory `path` (absolute, as the process sees it) inside the
+ * root of `pid`, following no symlink and never leaving that root. */
+int open_dir_in_root(pid_t pid, const char *path, vt_error **err);

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,11 +19,7 @@ const char *tpm_state_permall(tpm_version v) {
         return v == TPM_VERSION_1_2 ? "tpm-00.permall" : "tpm2-00.permall";
 }
 
-int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error **err) {
-        assert_return(state_dir, -EINVAL);
-        _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
+int tpm_state_detect_at(int dfd, tpm_version *ret_version, vt_error **err) {
         static const tpm_version order[] = {TPM_VERSION_2, TPM_VERSION_1_2};
         for (size_t i = 0; i < ELEMENTSOF(order); i++) {
                 struct stat st;
@@ -32,10 +29,20 @@ int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error *
                         return 1;
                 }
                 if (errno != ENOENT)
-                        return vt_error_errno(err, errno, "cannot check %s/%s", state_dir,
-                                              tpm_state_permall(order[i]));
+                        return vt_error_errno(err, errno, "cannot check %s", tpm_state_permall(order[i]));
         }
         return 0;
+}
+
+int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
+        _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
+        int r = tpm_state_detect_at(dfd, ret_version, err);
+        if (r < 0)
+                (void)vt_error_prefix(err, "%s: ", state_dir);
+        return r;
 }
 
 int tpm_lookup_user(const char *user, unsigned *ret_uid, unsigned *ret_gid, vt_error **err) {
@@ -54,40 +61,70 @@ int tpm_lookup_user(const char *user, unsigned *ret_uid, unsigned *ret_gid, vt_e
         return 0;
 }
 
-int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **err) {
-        assert_return(state_dir, -EINVAL);
+/* Owner and mode of one directory entry, if it is a regular file. The entry
+ * is pinned with O_PATH | O_NOFOLLOW first and changed through that fd: a
+ * name swapped for a symlink between a check and a chmod-by-name would make
+ * the chmod follow it to a host file. */
+static int prepare_entry(int dfd, const char *name, unsigned uid, unsigned gid) {
+        _cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return 0;
+        if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0)
+                return -errno;
+        /* No fchmod on O_PATH fds (before fchmodat2): the magic link of this
+         * very fd names the pinned file, whatever its name points to now. */
+        char p[64];
+        snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+        if (chmod(p, 0600) < 0)
+                return -errno;
+        return 0;
+}
+
+int tpm_state_dir_prepare_at(int dfd, const char *user, vt_error **err) {
         unsigned uid = (unsigned)-1, gid = (unsigned)-1;
         if (user) {
                 int r = tpm_lookup_user(user, &uid, &gid, err);
                 if (r < 0)
                         return r;
         }
-        _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (dfd < 0)
-                return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
         if (fchown(dfd, uid, gid) < 0 || fchmod(dfd, 0700) < 0)
-                return vt_error_errno(err, errno, "cannot set owner/mode of %s", state_dir);
+                return vt_error_errno(err, errno, "cannot set owner/mode of the TPM state directory");
         int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
         if (dup < 0)
-                return vt_error_errno(err, errno, "cannot read %s", state_dir);
+                return vt_error_errno(err, errno, "cannot read the TPM state directory");
         DIR *d = fdopendir(dup);
         if (!d) {
                 close(dup);
-                return vt_error_errno(err, errno, "cannot read %s", state_dir);
+                return vt_error_errno(err, errno, "cannot read the TPM state directory");
         }
         int r = 0;
         struct dirent *de;
         while ((de = readdir(d))) {
-                struct stat st;
-                if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
                         continue;
-                if (fchownat(dfd, de->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-                    fchmodat(dfd, de->d_name, 0600, 0) < 0) {
-                        r = vt_error_errno(err, errno, "cannot set owner/mode of %s/%s", state_dir, de->d_name);
+                int k = prepare_entry(dfd, de->d_name, uid, gid);
+                if (k < 0) {
+                        r = vt_error_errno(err, -k, "cannot set owner/mode of %s", de->d_name);
                         break;
                 }
         }
         closedir(d);
+        return r;
+}
+
+int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
+        _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
+        int r = tpm_state_dir_prepare_at(dfd, user, err);
+        if (r < 0)
+                (void)vt_error_prefix(err, "%s: ", state_dir);
         return r;
 }
 

@@ -21,11 +21,16 @@ const char *tpm_state_permall(tpm_version v);
  * *ret_version when non-NULL), 0 no, -errno when the directory cannot be read.
  * A permall file that exists is state, whatever its content. */
 int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error **err);
+/* The same on a directory fd (the state volume, opened no-follow). */
+int tpm_state_detect_at(int dfd, tpm_version *ret_version, vt_error **err);
 
 /* Make state_dir (which must exist) belong to `user` (NULL: leave the owner)
  * with mode 0700, and every regular file in it mode 0600 owned by that user:
  * swtpm running as `user` must write there, nobody else may read it. */
 int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **err);
+/* The same on a directory fd. Entries are changed through O_PATH | O_NOFOLLOW
+ * fds, never by name: symlinks and other non-regular files are left alone. */
+int tpm_state_dir_prepare_at(int dfd, const char *user, vt_error **err);
 
 /* Look up a user: uid and primary gid. -ENOENT when unknown. */
 int tpm_lookup_user(const char *user, unsigned *ret_uid, unsigned *ret_gid, vt_error **err);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Fuzz the KMIP reply parser: bytes from the network -> ResponseMessage ->
  * every payload reader. The seed corpus is real PyKMIP 0.10 replies
- * (Query, Create, Activate, Get, Encrypt, Locate, failures). */
+ * (Query, Create, Activate, Get, Encrypt, Locate, GetAttributes, failures). */
 #include <stdint.h>
 #include <string.h>
 
@@ -9,7 +9,7 @@
 
 static const enum kmip_op ops[] = {
         KMIP_OP_CREATE, KMIP_OP_LOCATE, KMIP_OP_GET,     KMIP_OP_ACTIVATE, KMIP_OP_REVOKE,
-        KMIP_OP_DESTROY, KMIP_OP_QUERY,  KMIP_OP_ENCRYPT, KMIP_OP_DECRYPT,
+        KMIP_OP_DESTROY, KMIP_OP_QUERY,  KMIP_OP_ENCRYPT, KMIP_OP_DECRYPT, KMIP_OP_GET_ATTRIBUTES,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,6 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         secmem *k = NULL;
                         if (kmip_payload_get_key(&r, &k, NULL) == 0)
                                 secmem_free(k);
+                        char *names[4];
+                        size_t nn = 0;
+                        if (kmip_payload_names(&r, "1", names, 4, &nn, NULL) == 0)
+                                for (size_t j = 0; j < nn; j++)
+                                        free(names[j]);
                         uint32_t q[8];
                         size_t n = 0;
                         (void)kmip_payload_query_ops(&r, q, 8, &n, NULL);

@@ -57,10 +57,14 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "state-key: provider %s: only the secret provider is supported here\n", h.provider);
                 return 1;
         }
-        /* The kekId names the KEK's namespace: "<ns>/vtpm-kek-<vm-ns>#<version>". */
+        /* The kekId names the KEK's namespace and the VM's:
+         * "<ns>/vtpm-kek-<vm-ns>#<version>" (the agent derives the VM's from
+         * where the volume is; this tool, run by an admin, believes the header). */
         _cleanup_free_ char *kek_ns = xstrndup(h.kek_id, strcspn(h.kek_id, "/"));
+        const char *vm = strstr(h.kek_id, "/vtpm-kek-");
+        _cleanup_free_ char *scope = vm ? xstrndup(vm + 10, strcspn(vm + 10, "#")) : xstrdup("");
         kek_provider_secret_new(client, ns ? ns : kek_ns, &p);
-        if (kek_provider_unwrap(p, &h, &dek, &err) < 0) {
+        if (kek_provider_unwrap(p, scope, &h, &dek, &err) < 0) {
                 fprintf(stderr, "state-key: %s\n", err->msg);
                 key_header_done(&h);
                 return 1;

@@ -96,14 +96,14 @@ static void check_bad(const char *json, int want, const char *msg) {
 static void test_parse_bad(void) {
         check_bad("", -EBADMSG, "not valid JSON");
         check_bad("[1]", -EBADMSG, "not a JSON object");
-        check_bad("{\"version\":2}", -EPROTONOSUPPORT, "version 2 is not supported");
+        check_bad("{\"version\":2}", -EPROTONOSUPPORT, "version is not supported (this agent reads version 1)");
         check_bad("{\"version\":\"1\"}", -EBADMSG, "\"version\" must be an integer");
         check_bad("{\"provider\":\"secret\"}", -EBADMSG, "missing field \"version\"");
         check_bad(HDR("\"wrappedKey\":\"" W40 "\""), -EBADMSG, "missing field \"dekGeneration\"");
         check_bad(HDR("\"dekGeneration\":1"), -EBADMSG, "missing field \"wrappedKey\"");
         check_bad(HDR("\"wrappedKey\":\"" W40 "\",\"dekGeneration\":0"), -EBADMSG, "positive integer");
         check_bad(HDR("\"wrappedKey\":\"" W40 "\",\"dekGeneration\":1,\"extra\":1"), -EBADMSG,
-                  "unknown field \"extra\"");
+                  "unknown field");
         check_bad(HDR("\"wrappedKey\":\"AAEC*wQF\",\"dekGeneration\":1"), -EBADMSG, "not valid base64");
         check_bad(HDR("\"wrappedKey\":\"AAECAw\",\"dekGeneration\":1"), -EBADMSG, "not valid base64");
         check_bad(HDR("\"wrappedKey\":\"AAECAwQF\",\"dekGeneration\":1"), -EBADMSG, "wrappedKey is 6 bytes");

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* pkg/keys against a REAL PyKMIP server (Debian's python3-pykmip), started
  * and stopped by hack/kmip-server.sh: create and activate a KEK, wrap a DEK
- * server-side (Encrypt) and by Get + RFC 5649, unwrap both, the wrong KEK and
- * an unknown id fail as "unwrap failed", a stopped server is "unavailable",
+ * server-side (Encrypt) and unwrap it; the wrong KEK (another scope's) and an
+ * unknown id fail as the one "unwrap failed", the raw KEK is never fetched
+ * (a KWP header is refused), a stopped server is "unavailable",
  * and a restarted server unwraps the old header again. */
 #include <arpa/inet.h>
 #include <libgen.h>
@@ -17,6 +18,7 @@
 #include "base/timeutil.h"
 #include "keys/dek.h"
 #include "keys/provider.h"
+#include "keys/wrap.h"
 #include "tap.h"
 
 static char *top, *dir, *script;
@@ -46,8 +48,8 @@ static kmip_config config(void) {
                              .key_file = key, .timeout = 5 * USEC_PER_SEC};
 }
 
-static kek_provider *provider(enum kmip_wrap_mode mode) {
-        kmip_provider_options o = {.server = config(), .mode = mode};
+static kek_provider *provider(void) {
+        kmip_provider_options o = {.server = config()};
         kek_provider *p = NULL;
         _cleanup_error_ vt_error *err = NULL;
         if (kek_provider_kmip_new(&o, &p, &err) < 0)
@@ -133,8 +135,8 @@ static void test_client_ops(void) {
                 printf("# unexpected: %s\n", err->msg);
 }
 
-static void roundtrip(enum kmip_wrap_mode mode, const char *want_alg) {
-        _cleanup_(kek_provider_freep) kek_provider *p = provider(mode);
+static void roundtrip(const char *want_alg) {
+        _cleanup_(kek_provider_freep) kek_provider *p = provider();
         check(p);
         if (!p)
                 return;
@@ -150,17 +152,17 @@ static void roundtrip(enum kmip_wrap_mode mode, const char *want_alg) {
         check_int_eq(dek_generate(&dek, NULL), 0);
         _cleanup_(key_header_done) key_header h = {.dek_generation = 1};
         usec_t t = now_monotonic();
-        check_int_eq(kek_provider_wrap(p, id, dek, &h, &err), 0);
+        check_int_eq(kek_provider_wrap(p, "vms", id, dek, &h, &err), 0);
         usec_t t2 = now_monotonic();
         check_str_eq(h.provider, "kmip");
         check_str_eq(h.kek_id, id);
         check_str_eq(h.algorithm, want_alg);
         check_int_eq(key_header_validate(&h, &err), 0);
-        check_int_eq(kek_provider_unwrap(p, &h, &back, &err), 0);
+        check_int_eq(kek_provider_unwrap(p, "vms", &h, &back, &err), 0);
         printf("# %s: wrap %.1f ms, unwrap %.1f ms\n", want_alg, (double)(t2 - t) / 1e3,
                (double)(now_monotonic() - t2) / 1e3);
         check(back && back->len == 32 && memcmp(back->data, dek->data, 32) == 0);
-        check_int_eq(kek_provider_kmip_server_side(p), mode == KMIP_WRAP_GET ? 0 : 1);
+        check_int_eq(kek_provider_kmip_server_side(p), 1);
         if (err)
                 printf("# %s\n", err->msg);
 
@@ -174,9 +176,15 @@ static void roundtrip(enum kmip_wrap_mode mode, const char *want_alg) {
         h.kek_id = xstrdup(other ? other : "x");
         secmem *bad = NULL;
         vt_error *e2 = NULL;
-        check_int_eq(kek_provider_unwrap(p, &h, &bad, &e2), -EBADMSG);
+        check_int_eq(kek_provider_unwrap(p, "vms", &h, &bad, &e2), -EBADMSG);
         check(!bad);
-        check_contains(e2 ? e2->msg : NULL, other ? other : "x");
+        check_str_eq(e2 ? e2->msg : NULL, KEYS_UNWRAP_FAILED);
+        /* ... nor can it unwrap for the other scope: the wrapped key is not its. */
+        vt_error_free(e2);
+        e2 = NULL;
+        check_int_eq(kek_provider_unwrap(p, "other-namespace", &h, &bad, &e2), -EBADMSG);
+        check(!bad);
+        check_str_eq(e2 ? e2->msg : NULL, KEYS_UNWRAP_FAILED);
         if (e2)
                 printf("# wrong KEK: %s\n", e2->msg);
         vt_error_free(e2);
@@ -185,22 +193,22 @@ static void roundtrip(enum kmip_wrap_mode mode, const char *want_alg) {
         /* An id the server never issued. */
         free(h.kek_id);
         h.kek_id = xstrdup("999999");
-        check_int_eq(kek_provider_unwrap(p, &h, &bad, &e2), -ENOKEY);
-        check(!keys_error_is_unavailable(-ENOKEY));
+        check_int_eq(kek_provider_unwrap(p, "vms", &h, &bad, &e2), -EBADMSG);
+        check_str_eq(e2 ? e2->msg : NULL, KEYS_UNWRAP_FAILED);
         if (e2)
                 printf("# unknown KEK: %s\n", e2->msg);
         vt_error_free(e2);
 }
 
 static void test_wrap_server_side(void) {
-        roundtrip(KMIP_WRAP_AUTO, KEYS_ALG_KMIP_CBC);
+        roundtrip(KEYS_ALG_KMIP_CBC);
 }
 
 /* KEK rotation: a named version is its own key object, found again by name
  * (every VM of the scope asking for it shares it), and a DEK re-wrapped
  * under it unwraps to the same key. */
 static void test_kek_version(void) {
-        _cleanup_(kek_provider_freep) kek_provider *p = provider(KMIP_WRAP_AUTO);
+        _cleanup_(kek_provider_freep) kek_provider *p = provider();
         check(p);
         if (!p)
                 return;
@@ -224,22 +232,59 @@ static void test_kek_version(void) {
         _cleanup_(secmem_freep) secmem *dek = NULL, *back = NULL, *back2 = NULL;
         check_int_eq(dek_generate(&dek, NULL), 0);
         _cleanup_(key_header_done) key_header h = {.dek_generation = 1};
-        check_int_eq(kek_provider_wrap(p, base, dek, &h, &err), 0);
-        check_int_eq(kek_provider_unwrap(p, &h, &back, &err), 0);
-        check_int_eq(kek_provider_wrap(p, v1, back, &h, &err), 0); /* re-wrap in place */
+        check_int_eq(kek_provider_wrap(p, "rot", base, dek, &h, &err), 0);
+        check_int_eq(kek_provider_unwrap(p, "rot", &h, &back, &err), 0);
+        check_int_eq(kek_provider_wrap(p, "rot", v1, back, &h, &err), 0); /* re-wrap in place */
         check_str_eq(h.kek_id, v1);
-        check_int_eq(kek_provider_unwrap(p, &h, &back2, &err), 0);
+        check_int_eq(kek_provider_unwrap(p, "rot", &h, &back2, &err), 0);
         check(back2 && memcmp(back2->data, dek->data, 32) == 0);
+        /* "rot@2026-q4" is rot's, not "ro"'s nor "rot-other"'s. */
+        secmem *x = NULL;
+        vt_error *e2 = NULL;
+        check_int_eq(kek_provider_unwrap(p, "ro", &h, &x, &e2), -EBADMSG);
+        vt_error_free(e2);
+        e2 = NULL;
+        check_int_eq(kek_provider_unwrap(p, "rot-other", &h, &x, &e2), -EBADMSG);
+        vt_error_free(e2);
+        e2 = NULL;
+        /* Nor does it wrap under another scope's KEK. */
+        check_int_eq(kek_provider_wrap(p, "other-namespace", v1, dek, &h, &e2), -EPERM);
+        check(!x);
+        vt_error_free(e2);
 }
 
-static void test_wrap_get_local(void) {
-        roundtrip(KMIP_WRAP_GET, KEYS_ALG_AES256_KWP);
+/* No local wrapping: a KMIP header with AES-256-KWP would need the KEK's
+ * bytes; it is refused, with the one message, and no Get is sent. */
+static void test_no_local_unwrap(void) {
+        _cleanup_(kek_provider_freep) kek_provider *p = provider();
+        check(p && kek_a);
+        if (!p || !kek_a)
+                return;
+        _cleanup_(secmem_freep) secmem *dek = NULL, *kek = NULL;
+        check_int_eq(dek_generate(&dek, NULL), 0);
+        _cleanup_kmip_client_ kmip_client *c = NULL;
+        kmip_config cfg = config();
+        check_int_eq(kmip_client_new(&cfg, &c, NULL), 0);
+        check_int_eq(kmip_get_key(c, kek_a, &kek, NULL), 0); /* the test may; the agent never */
+        if (!kek)
+                return;
+        uint8_t *w = NULL;
+        size_t wl = 0;
+        check_int_eq(keys_wrap_local(kek, dek, &w, &wl, NULL), 0);
+        _cleanup_(key_header_done) key_header h = {.provider = xstrdup("kmip"), .kek_id = xstrdup(kek_a),
+                                                   .algorithm = xstrdup(KEYS_ALG_AES256_KWP), .wrapped_key = w,
+                                                   .wrapped_key_len = wl, .dek_generation = 1};
+        secmem *x = NULL;
+        _cleanup_error_ vt_error *err = NULL;
+        check_int_eq(kek_provider_unwrap(p, "vms", &h, &x, &err), -EBADMSG);
+        check(!x);
+        check_str_eq(err ? err->msg : NULL, KEYS_UNWRAP_FAILED);
 }
 
 /* A server that is down is "unavailable" (retry), and a header written
  * before the outage unwraps after the restart: the KEK persisted. */
 static void test_server_down_then_back(void) {
-        _cleanup_(kek_provider_freep) kek_provider *p = provider(KMIP_WRAP_AUTO);
+        _cleanup_(kek_provider_freep) kek_provider *p = provider();
         check(p && kek_a);
         if (!p || !kek_a)
                 return;
@@ -247,13 +292,13 @@ static void test_server_down_then_back(void) {
         _cleanup_(secmem_freep) secmem *dek = NULL, *back = NULL;
         check_int_eq(dek_generate(&dek, NULL), 0);
         _cleanup_(key_header_done) key_header h = {.dek_generation = 1};
-        check_int_eq(kek_provider_wrap(p, kek_a, dek, &h, &err), 0);
+        check_int_eq(kek_provider_wrap(p, "vms", kek_a, dek, &h, &err), 0);
 
         check_int_eq(server("stop"), 0);
         vt_error *e2 = NULL;
         secmem *x = NULL;
         usec_t t = now_monotonic();
-        int r = kek_provider_unwrap(p, &h, &x, &e2);
+        int r = kek_provider_unwrap(p, "vms", &h, &x, &e2);
         printf("# server stopped: r=%d (%s) after %.1f ms: %s\n", r, strerror(-r),
                (double)(now_monotonic() - t) / 1e3, e2 ? e2->msg : "(no message)");
         /* Refused, or reset by a server still closing: either way "unavailable". */
@@ -268,7 +313,7 @@ static void test_server_down_then_back(void) {
 
         check_int_eq(server("start"), 0);
         load_env(); /* the port may differ after a restart */
-        _cleanup_(kek_provider_freep) kek_provider *p2 = provider(KMIP_WRAP_AUTO);
+        _cleanup_(kek_provider_freep) kek_provider *p2 = provider();
         check(p2);
         if (!p2)
                 return;
@@ -276,7 +321,7 @@ static void test_server_down_then_back(void) {
          * node controller retries such failures with backoff, so does this. */
         usec_t deadline = now_monotonic() + 10 * USEC_PER_SEC;
         for (;;) {
-                r = kek_provider_unwrap(p2, &h, &back, &err);
+                r = kek_provider_unwrap(p2, "vms", &h, &back, &err);
                 if (r >= 0 || !keys_error_is_unavailable(r) || now_monotonic() > deadline)
                         break;
                 printf("# after restart: %s; retrying\n", err ? err->msg : strerror(-r));
@@ -360,7 +405,7 @@ int main(void) {
                 TAP_CASE(test_server_starts),
                 TAP_CASE(test_client_ops),
                 TAP_CASE(test_wrap_server_side),
-                TAP_CASE(test_wrap_get_local),
+                TAP_CASE(test_no_local_unwrap),
                 TAP_CASE(test_kek_version),
                 TAP_CASE(test_bad_config_and_verification),
                 TAP_CASE(test_silent_server_times_out),
