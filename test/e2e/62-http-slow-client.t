@@ -11,7 +11,7 @@
 #
 # AGENT_BIN=... runs another build (the attack against the unfixed code).
 . "$(dirname "$0")/lib.sh"
-plan 13
+plan 18
 require_cluster
 setup_namespace e2e-62
 agent=${AGENT_BIN:-$E2E_TOP/build/asan/vtpm-agent}
@@ -99,3 +99,31 @@ else
 fi
 ok "the agent logged a clean stop" grep -q '"stopped cleanly"' "$tmp/agent.log"
 ok "no sanitizer report" sh -c "! grep -q 'ERROR: AddressSanitizer\|runtime error:\|LeakSanitizer' $tmp/agent.log"
+
+# ---- 6. as shipped, on the real nodes: loopback only, probed there ----------
+# The ConfigMap listens on 127.0.0.1:9464 and the DaemonSet's probes say host
+# 127.0.0.1 (a hostNetwork pod's IP is the node's address). The pods turning
+# Ready is the kubelet's readiness probe answering on loopback; the node's
+# address does not answer; kubectl port-forward reaches /metrics.
+if [[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 1 ] && {
+     . "$E2E_TOP/hack/testbed-lib.sh"; . "$E2E_TOP/hack/nodes-lib.sh"; . "$E2E_TOP/test/e2e/lib-realnode.sh"
+     rn_images_ready; }; then
+  at_exit rn_agent_undeploy
+  ok "as shipped (deploy/overlays/testbed): the agent's pods turn Ready, probed at 127.0.0.1" rn_agent_deploy
+  n1=$(nl_name 1)
+  p1=$(rn_agent_pod "$n1")
+  ok "inside $n1, 127.0.0.1:9464/healthz answers" nl_in 1 curl -sf -m 2 -o /dev/null "http://127.0.0.1:9464/healthz"
+  is "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://$(nl_ip 1):9464/metrics")" 000 \
+    "$n1's address $(nl_ip 1):9464 does not answer: nothing off the node reaches the endpoint"
+  kubectl -n vtpm-system port-forward "pod/$p1" :9464 > "$tmp/pf.out" 2>&1 & bg+=($!)
+  wait_until 15 grep -q '^Forwarding from 127.0.0.1:' "$tmp/pf.out"
+  lp=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$tmp/pf.out" | head -1)
+  if m=$(curl -sf -m 5 "http://127.0.0.1:${lp:-0}/metrics" | "$E2E_TOP/test/e2e/metrics-check.py" vtpm_agent_launchers); then
+    pass "kubectl port-forward pod/$p1 9464 reaches /metrics (as README says)"
+  else fail "kubectl port-forward pod/$p1 9464 reaches /metrics" "$(cat "$tmp/pf.out")" "$m"; fi
+  is "$(kubectl -n vtpm-system get pod "$p1" -o jsonpath='{.status.containerStatuses[0].restartCount}')" 0 \
+    "the liveness probe (same host) never restarted it"
+else
+  for d in "pods Ready, probed at 127.0.0.1" "127.0.0.1:9464 answers in the node" "the node's address does not answer" \
+           "port-forward reaches /metrics" "no liveness restart"; do skip "needs the real nodes and their images: $d"; done
+fi
