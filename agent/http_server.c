@@ -2,120 +2,163 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
-#include "base/buf.h"
+#include "base/timeutil.h"
 
-#define MAX_REQUEST 8192
-#define READ_TIMEOUT_MS 5000
+/* What a kubelet probe or a Prometheus scrape needs, and no more. A client
+ * that is slower than this is cut off; it never delays anybody else, because
+ * libmicrohttpd serves every connection from one event loop. */
+#define MAX_CONNECTIONS 256u             /* at once, from everywhere */
+#define MAX_CONNECTIONS_PER_IP 16u       /* at once, from one address */
+#define IDLE_TIMEOUT_SEC 3u              /* no byte moved for this long: closed */
+#define DEADLINE_USEC (5 * USEC_PER_SEC) /* accepted to last byte of the answer */
+#define REQUEST_MEMORY (8u << 10)        /* per connection: request line and headers (more: 431) */
+
+/* One accepted connection, for the total deadline: libmicrohttpd has only an
+ * inactivity timeout, which a client sending a byte every second never meets. */
+typedef struct conn {
+        int fd;
+        usec_t deadline;
+        bool cut;
+        struct conn *prev, *next;
+} conn;
 
 struct http_server {
-        int fd;
+        struct MHD_Daemon *daemon;
+        int epoll_fd;
         int stop_pipe[2];
         int port;
         pthread_t thread;
+        conn *conns; /* server thread only (external polling: every callback runs there) */
         vt_metrics *metrics;
         http_probe_fn healthz, readyz;
         void *userdata;
 };
 
-static void respond(int fd, int code, const char *ctype, const char *body) {
-        const char *text = code == 200 ? "OK" : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
-                                                            : code == 503 ? "Service Unavailable" : "Bad Request";
-        size_t len = strlen(body);
-        _cleanup_free_ char *head = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                                              "Connection: close\r\n\r\n",
-                                              code, text, ctype, len);
-        vt_buf out = {0};
-        vt_buf_appends(&out, head);
-        vt_buf_append(&out, body, len);
-        size_t off = 0;
-        while (off < out.len) {
-                ssize_t n = send(fd, out.data + off, out.len - off, MSG_NOSIGNAL);
-                if (n <= 0)
-                        break;
-                off += (size_t)n;
+static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code) {
+        http_server *s = cls;
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+                conn *n = xnew(conn, 1);
+                n->fd = ci ? ci->connect_fd : -1;
+                n->deadline = now_monotonic() + DEADLINE_USEC;
+                n->next = s->conns;
+                if (s->conns)
+                        s->conns->prev = n;
+                s->conns = n;
+                *socket_context = n;
+        } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+                conn *n = *socket_context;
+                if (!n)
+                        return;
+                if (n->prev)
+                        n->prev->next = n->next;
+                else
+                        s->conns = n->next;
+                if (n->next)
+                        n->next->prev = n->prev;
+                free(n);
+                *socket_context = NULL;
         }
-        vt_buf_free(&out);
 }
 
-static void probe(http_server *s, int fd, http_probe_fn fn) {
+/* Cut connections past their deadline: shutdown() makes the socket readable
+ * at end-of-file, so libmicrohttpd closes it in its next round (and reports
+ * it closed). Returns the time until the next deadline, in milliseconds. */
+static int cut_overdue(http_server *s) {
+        usec_t now = now_monotonic(), next = UINT64_MAX;
+        for (conn *n = s->conns; n; n = n->next) {
+                if (n->cut)
+                        continue;
+                if (n->deadline <= now) {
+                        if (n->fd >= 0)
+                                (void)shutdown(n->fd, SHUT_RDWR);
+                        n->cut = true;
+                } else if (n->deadline < next)
+                        next = n->deadline;
+        }
+        if (next == UINT64_MAX)
+                return -1;
+        usec_t ms = (next - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC;
+        return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const char *ctype, char *body) {
+        /* body: allocated, handed over. */
+        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+                free(body);
+                return MHD_NO;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+        /* One request per connection: the deadline then bounds a request, and
+         * an idle keep-alive connection holds no slot. */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        enum MHD_Result ret = MHD_queue_response(c, code, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result probe(http_server *s, struct MHD_Connection *c, http_probe_fn fn) {
         char *detail = NULL;
         bool ok = fn ? fn(s->userdata, &detail) : true;
-        _cleanup_free_ char *body = xasprintf("%s%s%s\n", ok ? "ok" : "not ready", detail ? ": " : "", detail ? detail : "");
+        char *body = xasprintf("%s%s%s\n", ok ? "ok" : "not ready", detail ? ": " : "", detail ? detail : "");
         free(detail);
-        respond(fd, ok ? 200 : 503, "text/plain; charset=utf-8", body);
+        return respond(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", body);
 }
 
-static void serve(http_server *s, int fd) {
-        char req[MAX_REQUEST + 1];
-        size_t len = 0;
-        while (len < MAX_REQUEST) {
-                struct pollfd p = {fd, POLLIN, 0};
-                if (poll(&p, 1, READ_TIMEOUT_MS) <= 0)
-                        return;
-                ssize_t n = recv(fd, req + len, MAX_REQUEST - len, 0);
-                if (n <= 0)
-                        return;
-                len += (size_t)n;
-                req[len] = '\0';
-                if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
-                        break;
-        }
-        req[len] = '\0';
-        char method[8] = "", path[256] = "";
-        if (sscanf(req, "%7s %255s", method, path) != 2) {
-                respond(fd, 400, "text/plain", "bad request\n");
-                return;
-        }
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-                respond(fd, 405, "text/plain", "only GET\n");
-                return;
-        }
-        char *q = strchr(path, '?');
-        if (q)
-                *q = '\0';
-        if (strcmp(path, "/metrics") == 0) {
-                _cleanup_free_ char *body = vt_metrics_render(s->metrics);
-                respond(fd, 200, "text/plain; version=0.0.4; charset=utf-8", body);
-        } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/livez") == 0)
-                probe(s, fd, s->healthz);
-        else if (strcmp(path, "/readyz") == 0)
-                probe(s, fd, s->readyz);
-        else
-                respond(fd, 404, "text/plain", "not found: try /metrics, /healthz or /readyz\n");
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **req_cls) {
+        http_server *s = cls;
+        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+                return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", xstrdup("only GET\n"));
+        /* url has no query string: libmicrohttpd splits it off. */
+        if (strcmp(url, "/metrics") == 0)
+                return respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", vt_metrics_render(s->metrics));
+        if (strcmp(url, "/healthz") == 0 || strcmp(url, "/livez") == 0)
+                return probe(s, c, s->healthz);
+        if (strcmp(url, "/readyz") == 0)
+                return probe(s, c, s->readyz);
+        return respond(c, MHD_HTTP_NOT_FOUND, "text/plain", xstrdup("not found: try /metrics, /healthz or /readyz\n"));
 }
 
+/* External polling, on our own thread: every libmicrohttpd callback runs
+ * here, so the connection list needs no lock and a cut socket cannot have
+ * been closed and its number reused under us. */
 static void *server_thread(void *ud) {
         http_server *s = ud;
         for (;;) {
-                struct pollfd p[2] = {{s->fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
-                if (poll(p, 2, -1) < 0)
-                        continue;
+                int timeout = cut_overdue(s);
+                MHD_UNSIGNED_LONG_LONG mhd_ms = 0;
+                if (MHD_get_timeout(s->daemon, &mhd_ms) == MHD_YES && (timeout < 0 || mhd_ms < (unsigned)timeout))
+                        timeout = mhd_ms > INT_MAX ? INT_MAX : (int)mhd_ms;
+                struct pollfd p[2] = {{s->epoll_fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
+                if (poll(p, 2, timeout) < 0 && errno != EINTR)
+                        break;
                 if (p[1].revents)
                         break;
-                int c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-                if (c < 0)
-                        continue;
-                serve(s, c);
-                close(c);
+                MHD_run(s->daemon);
         }
         return NULL;
 }
 
-int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_fn healthz, http_probe_fn readyz,
-                      void *userdata, http_server **ret, vt_error **err) {
-        assert_return(listen_addr && ret, -EINVAL);
+static int listen_socket(const char *listen_addr, int *ret_fd, vt_error **err) {
         _cleanup_free_ char *host = xstrdup(listen_addr);
         char *colon = strrchr(host, ':');
         if (!colon)
@@ -132,11 +175,11 @@ int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_f
         int gr = getaddrinfo(*h ? h : NULL, port, &hints, &ai);
         if (gr != 0)
                 return vt_error_set(err, EINVAL, "http.listen \"%s\": %s", listen_addr, gai_strerror(gr));
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         int one = 1;
         if (fd >= 0)
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, (int)MAX_CONNECTIONS) < 0) {
                 int e = errno;
                 freeaddrinfo(ai);
                 if (fd >= 0)
@@ -144,22 +187,60 @@ int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_f
                 return vt_error_errno(err, e, "cannot listen on %s", listen_addr);
         }
         freeaddrinfo(ai);
+        *ret_fd = fd;
+        return 0;
+}
+
+int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_fn healthz, http_probe_fn readyz,
+                      void *userdata, http_server **ret, vt_error **err) {
+        assert_return(listen_addr && ret, -EINVAL);
+        int fd = -1;
+        int r = listen_socket(listen_addr, &fd, err);
+        if (r < 0)
+                return r;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+
         http_server *s = xnew(http_server, 1);
-        s->fd = fd;
         s->metrics = metrics;
         s->healthz = healthz;
         s->readyz = readyz;
         s->userdata = userdata;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        getsockname(fd, (struct sockaddr *)&ss, &sl);
         s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
-        if (pipe2(s->stop_pipe, O_CLOEXEC) < 0 || pthread_create(&s->thread, NULL, server_thread, s) != 0) {
+        if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
                 int e = errno;
                 close(fd);
                 free(s);
                 return vt_error_errno(err, e, "cannot start the HTTP server");
+        }
+        /* No MHD_USE_ERROR_LOG: the library stays quiet; we log. From here on
+         * the listening socket is libmicrohttpd's (it closes it, also when it
+         * fails to start). */
+        s->daemon = MHD_start_daemon(
+                MHD_USE_EPOLL, 0, NULL, NULL, handle, s, MHD_OPTION_LISTEN_SOCKET, fd,
+                MHD_OPTION_CONNECTION_LIMIT, MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                MAX_CONNECTIONS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_SEC,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REQUEST_MEMORY, MHD_OPTION_NOTIFY_CONNECTION,
+                notify_connection, s, MHD_OPTION_END);
+        const union MHD_DaemonInfo *di = s->daemon ? MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+        if (!di) {
+                if (s->daemon)
+                        MHD_stop_daemon(s->daemon);
+                close(s->stop_pipe[0]);
+                close(s->stop_pipe[1]);
+                free(s);
+                return vt_error_set(err, EIO, "cannot start the HTTP server on %s", listen_addr);
+        }
+        s->epoll_fd = di->epoll_fd;
+        r = pthread_create(&s->thread, NULL, server_thread, s);
+        if (r != 0) {
+                MHD_stop_daemon(s->daemon);
+                close(s->stop_pipe[0]);
+                close(s->stop_pipe[1]);
+                free(s);
+                return vt_error_errno(err, r, "cannot start the HTTP server");
         }
         *ret = s;
         return 0;
@@ -174,8 +255,8 @@ void http_server_stop(http_server *s) {
                 return;
         (void)!write(s->stop_pipe[1], "x", 1);
         pthread_join(s->thread, NULL);
+        MHD_stop_daemon(s->daemon); /* closes what is still open, reporting each closed */
         close(s->stop_pipe[0]);
         close(s->stop_pipe[1]);
-        close(s->fd);
         free(s);
 }

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The agent's small HTTP endpoint: /metrics, /healthz, /readyz. One thread,
- * one request per connection, GET only, bounded reads with a timeout: it
- * serves a kubelet probe and a Prometheus scrape, not the internet. */
+/* The agent's small HTTP endpoint: /metrics, /healthz, /readyz, served by
+ * libmicrohttpd from one event loop on its own thread. One request per
+ * connection, GET and HEAD only, headers up to a few KiB. A connection that
+ * moves no byte for 3 s, or is still open 5 s after it was accepted, is
+ * closed; at most 256 connections at once and 16 from one address. So a slow or idle
+ * client costs one slot for a few seconds and never delays a kubelet probe. */
 #pragma once
 
 #include <stdbool.h>

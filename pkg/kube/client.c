@@ -17,7 +17,6 @@
 #include "base/buf.h"
 #include "base/fileio.h"
 
-#define MAX_RESPONSE (256u << 20) /* a LIST of 10,000 VMs stays far below this */
 #define MAX_TOKEN (64u << 10)
 #define REQUEST_TIMEOUT_SEC 60L
 #define CONNECT_TIMEOUT_SEC 10L
@@ -395,7 +394,7 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 if (r < 0)
                         break;
                 CURL *h = handle_acquire(c);
-                struct body_sink sink = {.limit = MAX_RESPONSE, .buf = {.sensitive = sensitive}};
+                struct body_sink sink = {.limit = KUBE_MAX_RESPONSE, .buf = {.sensitive = sensitive}};
                 char errbuf[CURL_ERROR_SIZE] = "";
                 prepare(h, method, url, body, body_len, headers, token);
                 curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink_write);
@@ -421,8 +420,8 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 } else if (cc != CURLE_OK) {
                         /* A broken connection must not poison the pool. */
                         curl_easy_cleanup(h);
-                        r = sink.overflow ? vt_error_set(err, EFBIG, "%s %s: response larger than %u bytes", method,
-                                                         path, MAX_RESPONSE)
+                        r = sink.overflow ? vt_error_set(err, EFBIG, "%s %s: response larger than %zu bytes", method,
+                                                         path, KUBE_MAX_RESPONSE)
                                           : transport_error(c, method, path, cc, errbuf, err);
                         sensitive ? vt_buf_wipe(&sink.buf) : vt_buf_free(&sink.buf);
                         break;

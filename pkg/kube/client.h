@@ -13,7 +13,8 @@
  *   400 -EINVAL, 401 -EKEYREJECTED, 403 -EACCES, 404 -ENOENT,
  *   409 AlreadyExists -EEXIST, 409 Conflict -ESTALE, 410 -ETIME,
  *   422 -EINVAL, 429 -EAGAIN, 5xx -EAGAIN (503/504) or -EIO.
- * Transport failures: -ECONNREFUSED, -ETIMEDOUT, -EPROTO (TLS), -EIO. */
+ * Transport failures: -ECONNREFUSED, -ETIMEDOUT, -EPROTO (TLS), -EIO.
+ * A response body larger than KUBE_MAX_RESPONSE: -EFBIG. */
 #pragma once
 
 #include <jansson.h>
@@ -25,6 +26,14 @@
 #include "kube/config.h"
 
 typedef struct kube_client kube_client;
+
+/* The largest response body the client takes. A body is held whole and then
+ * parsed, which needs about as much again, under the agent's 128 MiB memory
+ * limit: so a few MiB, not hundreds. One object always fits: the API server
+ * refuses request bodies over 3 MiB and etcd values over 1.5 MiB. A LIST
+ * page over it fails with -EFBIG; ask for fewer objects (the informer halves
+ * its page). Watches are not buffered whole; their events have the same cap. */
+#define KUBE_MAX_RESPONSE ((size_t)8 << 20)
 
 enum kube_verb { KUBE_VERB_GET, KUBE_VERB_LIST, KUBE_VERB_WATCH, KUBE_VERB_CREATE, KUBE_VERB_UPDATE,
                  KUBE_VERB_PATCH, KUBE_VERB_DELETE, _KUBE_VERB_MAX };
@@ -54,7 +63,8 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
 
 int kube_get(kube_client *c, const char *path, json_t **ret, vt_error **err);
 /* One page of a list; label/field selector, limit (0 = none) and continue
- * token are optional. */
+ * token are optional. -EFBIG: the page is over KUBE_MAX_RESPONSE (the same
+ * continue token with a smaller limit gets it in parts). */
 int kube_list_page(kube_client *c, const char *collection, const char *label_selector,
                    const char *field_selector, long limit, const char *cont, json_t **ret, vt_error **err);
 int kube_create(kube_client *c, const char *collection, json_t *obj, json_t **ret, vt_error **err);

@@ -132,7 +132,7 @@ int kube_informer_new(kube_client *c, const kube_resource *res, const kube_infor
         inf->label_selector = dup_opt(opts->label_selector);
         inf->field_selector = dup_opt(opts->field_selector);
         inf->index_label = dup_opt(opts->index_label);
-        inf->page_size = opts->page_size > 0 ? opts->page_size : 500;
+        inf->page_size = opts->page_size > 0 ? opts->page_size : KUBE_INFORMER_DEFAULT_PAGE;
         inf->backoff_initial = opts->backoff_initial ? opts->backoff_initial : 800 * USEC_PER_MSEC;
         inf->backoff_max = opts->backoff_max ? opts->backoff_max : 30 * USEC_PER_SEC;
         inf->watch_timeout_sec = opts->watch_timeout_sec > 0 ? opts->watch_timeout_sec : 300;
@@ -148,7 +148,7 @@ int kube_informer_new(kube_client *c, const kube_resource *res, const kube_infor
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&inf->state_cond, &ca);
         pthread_condattr_destroy(&ca);
-        inf->decoder = kube_watch_decoder_new(0);
+        inf->decoder = kube_watch_decoder_new(KUBE_MAX_RESPONSE);
         kube_stream_new(c, &inf->stream);
         *ret = inf;
         return 0;
@@ -280,16 +280,30 @@ static char *collection_path(kube_informer *inf) {
         return kube_path(&inf->res, inf->namespace, NULL, NULL);
 }
 
-/* LIST every page, then reconcile the cache with what the server holds. */
+/* LIST every page, then reconcile the cache with what the server holds.
+ * Each page is transformed (trimmed) and dropped before the next is fetched,
+ * so memory holds one page of whole objects at a time. A page over the
+ * client's response cap (large objects: a tenant's VMs may each carry
+ * hundreds of KiB of cloud-init data) is asked for again, from the same
+ * continue token, with half the objects, down to one. */
 static int do_list(kube_informer *inf, vt_error **err) {
         _cleanup_free_ char *coll = collection_path(inf);
         _cleanup_(vt_hashmap_freep) vt_hashmap *fresh = vt_hashmap_new(decref_value);
         _cleanup_free_ char *cont = NULL, *list_rv = NULL;
-        do {
+        long limit = inf->page_size;
+        for (;;) {
                 json_t *page = NULL;
                 stat_add(inf, &inf->stats.list_pages, 1);
-                int r = kube_list_page(inf->client, coll, inf->label_selector, inf->field_selector, inf->page_size,
-                                       cont, &page, err);
+                _cleanup_error_ vt_error *page_err = NULL;
+                int r = kube_list_page(inf->client, coll, inf->label_selector, inf->field_selector, limit, cont,
+                                       &page, &page_err);
+                if (r == -EFBIG && limit > 1) {
+                        limit /= 2;
+                        stat_add(inf, &inf->stats.list_pages_split, 1);
+                        continue;
+                }
+                if (r < 0 && err && !*err)
+                        *err = TAKE_PTR(page_err);
                 if (r == -ENOENT && inf->optional) {
                         /* Not served (yet): an empty, synced cache; the caller keeps retrying. */
                         pthread_mutex_lock(&inf->state_lock);
@@ -314,7 +328,9 @@ static int do_list(kube_informer *inf, vt_error **err) {
                 if (!list_rv)
                         list_rv = dup_opt(json_string_value(json_object_get(md, "resourceVersion")));
                 json_decref(page);
-        } while (cont && !atomic_load(&inf->stop));
+                if (!cont || atomic_load(&inf->stop))
+                        break;
+        }
         if (atomic_load(&inf->stop))
                 return -ECANCELED;
 

@@ -29,6 +29,11 @@
 
 typedef struct kube_informer kube_informer;
 
+/* Objects per LIST page unless the options say otherwise. A page is held
+ * whole while it is parsed: 100 VMs with 64 KiB of cloud-init data each are
+ * 6.4 MiB, under KUBE_MAX_RESPONSE; larger objects split the page. */
+#define KUBE_INFORMER_DEFAULT_PAGE 100
+
 typedef struct kube_informer_handlers {
         void (*on_add)(const char *key, json_t *obj, void *userdata);
         /* Not called when the resourceVersion did not change (a relist that
@@ -48,7 +53,8 @@ typedef struct kube_informer_options {
         const char *namespace;      /* NULL: all namespaces */
         const char *label_selector; /* optional */
         const char *field_selector; /* optional */
-        long page_size;             /* LIST limit per page; 0: 500 */
+        long page_size;             /* LIST limit per page; 0: KUBE_INFORMER_DEFAULT_PAGE (a page
+                                       over KUBE_MAX_RESPONSE is split further) */
         usec_t backoff_initial;     /* 0: 800 ms */
         usec_t backoff_max;         /* 0: 30 s */
         long watch_timeout_sec;     /* server-side timeoutSeconds base; 0: 300 (randomised up to 2x) */
@@ -60,6 +66,7 @@ typedef struct kube_informer_options {
 typedef struct kube_informer_stats {
         uint64_t lists;            /* full LISTs (initial + relists) */
         uint64_t list_pages;       /* LIST requests */
+        uint64_t list_pages_split; /* pages over the response cap, asked for again in halves */
         uint64_t watches;          /* WATCH requests opened */
         uint64_t resumes;          /* watches resumed after a drop */
         uint64_t relists_gone;     /* relists caused by 410 Gone/Expired */

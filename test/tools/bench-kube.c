@@ -6,9 +6,12 @@
  *   bench-kube pvc-burst   --namespace NS --n N [--inflight 16]
  *       N minimal RWX PVCs (storageClassName "bench-unbound": nothing binds
  *       them) created by INFLIGHT threads: the API server's own create limit.
- *   bench-kube vm-create   --namespace NS --n N [--start I] [--inflight 16]
+ *   bench-kube vm-create   --namespace NS --n N [--start I] [--inflight 16] [--user-data BYTES] [--no-tpm]
  *       N VMs vm-I..vm-(I+N-1), every other one with a persistent TPM (even
- *       index), the rest without a TPM. No waiting.
+ *       index), the rest without a TPM (--no-tpm: none has one). No waiting.
+ *       --user-data: each carries that many bytes of cloud-init user data
+ *       (spec.template.spec.volumes[0].cloudInitNoCloud.userData), as large
+ *       tenant VMs do.
  *   bench-kube vm-burst    --namespace NS --n N [--inflight 16] [--timeout S] [--ready-timeout S]
  *       Like vm-create, while informers on the namespace's PVCs and TPMStates
  *       record when each persistent VM's state PVC appears, when its TPMState
@@ -41,7 +44,9 @@ static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstat
 
 static kube_client *client;
 static const char *ns;
-static long n_total, start_index, inflight = 16;
+static long n_total, start_index, inflight = 16, user_data_bytes;
+static bool no_tpm;
+static char *user_data; /* "#cloud-config" and filler, user_data_bytes long */
 static atomic_long next_item, n_errors;
 static usec_t *t_created; /* monotonic, per VM, when its create returned */
 
@@ -76,10 +81,28 @@ static bool persistent_vm(long i) {
 static json_t *vm_object(long i) {
         char name[64];
         snprintf(name, sizeof(name), "vm-%05ld", i);
-        json_t *devices = persistent_vm(i) ? json_pack("{s:{s:b}}", "tpm", "persistent", 1) : json_object();
-        return json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:{s:{s:{s:o}}}}}", "apiVersion", "kubevirt.io/v1", "kind",
-                         "VirtualMachine", "metadata", "name", name, "spec", "runStrategy", "Halted", "template",
-                         "spec", "domain", "devices", devices);
+        json_t *devices = persistent_vm(i) && !no_tpm ? json_pack("{s:{s:b}}", "tpm", "persistent", 1) : json_object();
+        json_t *vm = json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:{s:{s:{s:o}}}}}", "apiVersion", "kubevirt.io/v1", "kind",
+                               "VirtualMachine", "metadata", "name", name, "spec", "runStrategy", "Halted", "template",
+                               "spec", "domain", "devices", devices);
+        if (user_data) {
+                json_t *tspec = json_object_get(json_object_get(json_object_get(vm, "spec"), "template"), "spec");
+                json_object_set_new(tspec, "volumes",
+                                    json_pack("[{s:s, s:{s:s}}]", "name", "cloudinitdisk", "cloudInitNoCloud",
+                                              "userData", user_data));
+        }
+        return vm;
+}
+
+static void make_user_data(void) {
+        if (user_data_bytes <= 0)
+                return;
+        static const char head[] = "#cloud-config\nwrite_files:\n- path: /etc/motd\n  content: ";
+        size_t n = (size_t)user_data_bytes, h = strlen(head);
+        user_data = xmalloc(n + 1);
+        for (size_t k = 0; k < n; k++)
+                user_data[k] = k < h ? head[k] : (char)('a' + k % 26);
+        user_data[n] = '\0';
 }
 
 typedef json_t *(*make_fn)(long i);
@@ -349,6 +372,7 @@ int main(int argc, char **argv) {
                 {"inflight", required_argument, NULL, 'i'},   {"timeout", required_argument, NULL, 't'},
                 {"ready-timeout", required_argument, NULL, 'r'}, {"resource", required_argument, NULL, 'R'},
                 {"name", required_argument, NULL, 'm'},       {"seconds", required_argument, NULL, 'S'},
+                {"user-data", required_argument, NULL, 'u'},  {"no-tpm", no_argument, NULL, 'T'},
                 {0},
         };
         const char *kubeconfig = NULL, *resource = NULL, *name = NULL;
@@ -376,6 +400,8 @@ int main(int argc, char **argv) {
                 case 'R': resource = optarg; break;
                 case 'm': name = optarg; break;
                 case 'S': seconds = atol(optarg); break;
+                case 'u': user_data_bytes = atol(optarg); break;
+                case 'T': no_tpm = true; break;
                 default: return 2;
                 }
         }
@@ -396,6 +422,7 @@ int main(int argc, char **argv) {
                        ns, n_total, inflight, atomic_load(&n_errors), secs(wall), (double)n_total / secs(wall));
         } else if (strcmp(mode, "vm-create") == 0) {
                 ensure_namespace();
+                make_user_data();
                 usec_t wall = run_pool(vm_object, &res_vm);
                 printf("{\"mode\":\"vm-create\",\"namespace\":\"%s\",\"vms\":%ld,\"start\":%ld,\"errors\":%ld,"
                        "\"wall_s\":%.3f,\"creates_per_s\":%.1f}\n",
