@@ -8,7 +8,8 @@
 # privileged pod, a pod of another image, a pod with a service-account token,
 # deleting node-2's attachment pod, patching node-2, patching a label of
 # node-1 that is not vtpm-agent.io/*, a TPMState nodeState naming node-2, and
-# everything from a token that names no node. The attachment pod the agent
+# everything from a token that names no node. Reading another namespace's KEK
+# is still possible (a TODO test: the KEKs are not off the nodes yet). The attachment pod the agent
 # makes, its own node's vtpm-agent.io/* labels and a nodeState naming its own
 # node are admitted; then the agent itself (this tree's build, as the suites
 # 50-58 run it: a host process in node-1's mount namespace) serves a launcher
@@ -30,7 +31,7 @@ cd "$E2E_TOP"
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 31
+plan 32
 
 n1=$(nl_name 1) n2=$(nl_name 2)
 ANS=vtpm-system
@@ -171,6 +172,18 @@ expect Forbidden "patching $n1's vtpm-agent.io label with a token that names no 
   U patch node "$n1" --type merge -p '{"metadata":{"labels":{"vtpm-agent.io/e2e-node-scope":"x"}}}'
 expect allowed "patching $n1's vtpm-agent.io/* label" \
   A patch node "$n1" --type merge -p '{"metadata":{"labels":{"vtpm-agent.io/e2e-node-scope":"x"}}}'
+
+# ---- KEKs ---------------------------------------------------------------------
+# Acceptance 2 wants this impossible; it needs the KEKs off the nodes (README,
+# "Keys off the nodes": designed, not built), so it is a TODO test that shows
+# the read still works with the node-1 token.
+kek=vtpm-kek-e2e-other-$NS
+kubectl -n $ANS create secret generic "$kek" --from-literal=kek-1="$(head -c 32 /dev/urandom | base64)" >/dev/null
+at_exit "kubectl -n $ANS delete secret $kek --ignore-not-found >/dev/null 2>&1"
+if A -n $ANS get secret "$kek" -o name >/dev/null 2>&1; then
+  _tap_n=$((_tap_n + 1))
+  echo "not ok $_tap_n - reading another namespace's KEK ($ANS/$kek) with the node-1 token is impossible # TODO keys off the nodes (README) not built: the node's account still reads $ANS's Secrets"
+else pass "reading another namespace's KEK ($ANS/$kek) with the node-1 token is impossible"; fi
 
 # ---- TPMState status ----------------------------------------------------------
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
