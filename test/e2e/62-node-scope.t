@@ -31,7 +31,7 @@ cd "$E2E_TOP"
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 32
+plan 33
 
 n1=$(nl_name 1) n2=$(nl_name 2)
 ANS=vtpm-system
@@ -80,6 +80,18 @@ kubeconfig_for() {  # TOKEN-FILE OUT
 kubeconfig_for "$T/token" "$T/agent.kubeconfig"
 kubeconfig_for "$T/token-unbound" "$T/unbound.kubeconfig"
 A() { KUBECONFIG=$T/agent.kubeconfig kubectl "$@"; }
+server=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d > "$T/ca.crt"
+# A merge patch of a TPMState's status as the agent sends it (kubectl patch
+# would GET the status first, which the agent's RBAC does not allow).
+status_patch() {  # TOKEN-FILE NAME JSON
+  local out code
+  out=$(curl -sS --cacert "$T/ca.crt" -H "Authorization: Bearer $(cat "$1")" -X PATCH \
+    -H 'Content-Type: application/merge-patch+json' --data "$3" -w '\n%{http_code}' \
+    "$server/apis/vtpm-agent.io/v1alpha1/namespaces/$NS/tpmstates/$2/status") || return 1
+  code=$(tail -1 <<<"$out")
+  if [ "$code" -lt 300 ]; then echo "HTTP $code"; else echo "HTTP $code: $(sed '$d' <<<"$out" | jq -r .message)"; return 1; fi
+}
 U() { KUBECONFIG=$T/unbound.kubeconfig kubectl "$@"; }
 
 who=$(A auth whoami -o json 2>&1)
@@ -194,12 +206,14 @@ spec: {vmName: ghost}
 EOF
 kubectl -n "$NS" patch tpmstate ghost --subresource=status --type merge \
   -p "{\"status\":{\"phase\":\"Ready\",\"nodeState\":{\"node\":\"$n2\",\"phase\":\"Running\"}}}" >/dev/null
-expect Forbidden "TPMState status: a nodeState naming $n2" A -n "$NS" patch tpmstate ghost --subresource=status --type merge \
-  -p "{\"status\":{\"nodeState\":{\"node\":\"$n2\",\"phase\":\"Failed\",\"reason\":\"Forged\"}}}"
-expect Forbidden "TPMState status: the keys of a VM served by $n2" A -n "$NS" patch tpmstate ghost --subresource=status \
-  --type merge -p '{"status":{"keys":{"message":"forged"}}}'
-expect allowed "TPMState status: a nodeState naming $n1 (the VM starts here)" A -n "$NS" patch tpmstate ghost \
-  --subresource=status --type merge -p "{\"status\":{\"nodeState\":{\"node\":\"$n1\",\"phase\":\"Starting\"}}}"
+expect Forbidden "TPMState status: a nodeState naming $n2" status_patch "$T/token" ghost \
+  "{\"status\":{\"nodeState\":{\"node\":\"$n2\",\"phase\":\"Failed\",\"reason\":\"Forged\"}}}"
+expect Forbidden "TPMState status: the keys of a VM served by $n2" status_patch "$T/token" ghost \
+  '{"status":{"keys":{"message":"forged"}}}'
+expect Forbidden "TPMState status: a nodeState naming $n1, with a token that names no node" status_patch "$T/token-unbound" ghost \
+  "{\"status\":{\"nodeState\":{\"node\":\"$n1\",\"phase\":\"Starting\"}}}"
+expect allowed "TPMState status: a nodeState naming $n1 (the VM starts here)" status_patch "$T/token" ghost \
+  "{\"status\":{\"nodeState\":{\"node\":\"$n1\",\"phase\":\"Starting\"}}}"
 kubectl -n "$NS" delete tpmstate ghost --wait=false >/dev/null 2>&1
 
 # ---- the agent itself on node-1, under the policies, with that token -----------
