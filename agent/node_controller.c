@@ -25,6 +25,7 @@
 #include "mount/nsmount.h"
 #include "proc/proc.h"
 #include "proc/rootdir.h"
+#include "attachment_pod.h"
 #include "key_rotation.h"
 #include "dir_watch.h"
 #include "keymgr.h"
@@ -41,7 +42,6 @@ static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstat
 static const kube_resource res_lease = {"coordination.k8s.io", "v1", "leases", true};
 static const kube_resource res_node = {"", "v1", "nodes", false};
 
-#define LABEL_ATTACHMENT_FOR "vtpm-agent.io/attachment-for"
 #define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
 #define ANN_TPM_MODEL "vtpm-agent.io/tpm-model"
 #define TICK_USEC (3 * USEC_PER_SEC)
@@ -316,18 +316,10 @@ static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_
         int r = pod ? 0 : kube_get(nc->client, path, &pod, NULL);
         if (r == -ENOENT) {
                 _cleanup_free_ char *label = vm_label_value(l->vm_name);
-                json_t *obj = json_pack(
-                        "{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s, s:s}, s:[{s:s, s:s, s:s, s:s, s:b, s:b}]}, "
-                        "s:{s:s, s:s, s:b, s:[{s:s}], s:[{s:s, s:s, s:s, s:[{s:s, s:s}]}], s:[{s:s, s:{s:s}}], "
-                        "s:I}}",
-                        "apiVersion", "v1", "kind", "Pod", "metadata", "name", name, "namespace", l->ns, "labels",
-                        LABEL_ATTACHMENT_FOR, l->pod_uid, LABEL_VM, label, LABEL_MANAGED_BY, LABEL_MANAGER_VALUE,
-                        "ownerReferences", "apiVersion", "v1", "kind", "Pod", "name", md(launcher_pod, "name"), "uid",
-                        l->pod_uid, "controller", 1, "blockOwnerDeletion", 0, "spec", "nodeName", nc->node,
-                        "restartPolicy", "Always", "automountServiceAccountToken", 0, "tolerations", "operator", "Exists", "containers", "name", "hold",
-                        "image", nc->cfg->node.attachment_image, "imagePullPolicy", "IfNotPresent", "volumeMounts",
-                        "name", "state", "mountPath", "/state", "volumes", "name", "state", "persistentVolumeClaim",
-                        "claimName", pvc, "terminationGracePeriodSeconds", (json_int_t)1);
+                attachment_pod_spec spec = {.namespace = l->ns, .name = name, .launcher_name = md(launcher_pod, "name"),
+                                            .launcher_uid = l->pod_uid, .vm_label = label, .node = nc->node,
+                                            .image = nc->cfg->node.attachment_image, .pvc = pvc};
+                json_t *obj = attachment_pod_new(&spec);
                 _cleanup_free_ char *coll = kube_path(&res_pod, l->ns, NULL, NULL);
                 r = kube_create(nc->client, coll, obj, NULL, err);
                 json_decref(obj);

@@ -17,7 +17,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 rn_images_ready || skip_all "the nodes have no agent or launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 45
+plan 46
 setup_namespace e2e-real-agent
 . "$E2E_TOP/test/e2e/lib-agent.sh"  # vm_yaml, events_for
 
@@ -60,6 +60,10 @@ _agent_token_kubeconfig() {
 if wait_until 30 _agent_token_kubeconfig; then
   pass "the projected token is the ServiceAccount's, bound to the agent's pod"
 else fail "the projected token is the ServiceAccount's, bound to the agent's pod" "$who"; fi
+# What the node-scope admission policies (manifests/node-scope.yaml) key on:
+# the API server reads the pod's node from the token the kubelet projected.
+is "$(jq -r '.status.userInfo.extra["authentication.kubernetes.io/node-name"][0] // "none"' <<<"$who" 2>&1)" "$n1" \
+  "the projected token names the agent's node ($n1): authentication.kubernetes.io/node-name"
 tenant=$NS
 fails=0 rows=0
 while read -r want verb res rest; do

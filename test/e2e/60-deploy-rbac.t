@@ -62,3 +62,16 @@ for row in "${table[@]}"; do
   diag "$(printf '  %-7s %-58s want %-3s got %s' "$verb" "$res $rest" "$want" "$got")"
   is "$got" "$want" "can-i $verb $res $rest: $want"
 done
+
+# The node-scope admission policies (manifests/node-scope.yaml): bound to
+# deny, and their CEL type-checks against the real schemas (the policy
+# controller's status) clean: a misspelt field would fail every request.
+for p in vtpm-agent-node-pods vtpm-agent-node-labels vtpm-agent-node-tpmstates; do
+  is "$(kubectl get validatingadmissionpolicybinding "$p" -o jsonpath='{.spec.policyName} {.spec.validationActions[*]}' 2>&1)" \
+    "$p Deny" "admission policy $p is bound, validationActions Deny"
+  _typechecked() { [ "$(kubectl get validatingadmissionpolicy "$1" -o jsonpath='{.status.observedGeneration}')" = \
+    "$(kubectl get validatingadmissionpolicy "$1" -o jsonpath='{.metadata.generation}')" ]; }
+  wait_until 30 _typechecked "$p"
+  is "$(kubectl get validatingadmissionpolicy "$p" -o json | jq -c '.status.typeChecking.expressionWarnings // []')" "[]" \
+    "admission policy $p: every CEL expression type-checks without a warning"
+done

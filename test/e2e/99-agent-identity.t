@@ -3,7 +3,8 @@
 # suites ran (the API server's audit log, by user agent) was made as the
 # product's ServiceAccount with a TokenRequest token, and the real RBAC
 # authorizer allowed every one of them: the least-privilege rules are enough
-# for everything the suites exercise. Runs last (99). `vtpm-agent --check`
+# for everything the suites exercise, and no admission policy (manifests/
+# node-scope.yaml) refused one. Runs last (99). `vtpm-agent --check`
 # calls (/version, selfsubjectreviews) are left out: suite 13 runs them with
 # other credentials on purpose. $E2E_SINCE (set by hack/run-tests.sh) limits
 # the look to this run when $VTPM_RUN is reused.
@@ -18,10 +19,11 @@ reqs=$(jq -c --arg since "$since" '
   | select(.requestURI != "/version" and (.requestURI | test("selfsubjectreviews") | not))
   | {user: .user.username, verb, uri: .requestURI, code: .responseStatus.code,
      jti: ((.user.extra["authentication.kubernetes.io/credential-id"] // [""])[0] | startswith("JTI=")),
-     decision: (.annotations["authorization.k8s.io/decision"] // "")}' "$audit")
+     decision: (.annotations["authorization.k8s.io/decision"] // ""),
+     policy: ((.responseStatus.message // "") | test("ValidatingAdmissionPolicy"))}' "$audit")
 n=$(grep -c . <<<"$reqs" || true)
 [ "$n" -gt 0 ] || skip_all "no agent request in the audit log since '${since:-the start}'"
-plan 3
+plan 4
 diag "$n agent requests since ${since:-the start of the log}"
 by_sa=$(jq -r 'select(.user | test("^system:serviceaccount:[^:]+:vtpm-agent$"))' <<<"$reqs" | jq -s length)
 is "$by_sa" "$n" "all $n agent requests authenticated as a vtpm-agent ServiceAccount" ||
@@ -30,3 +32,5 @@ bound=$(jq -r 'select(.jti)' <<<"$reqs" | jq -s length)
 is "$bound" "$n" "every one carried a bound TokenRequest token (a JTI credential id), not a legacy Secret token"
 denied=$(jq -r 'select(.decision == "forbid") | "\(.user) \(.verb) \(.uri)"' <<<"$reqs")
 is "$denied" "" "the RBAC authorizer allowed every agent request (least privilege covers what the suites exercise)"
+refused=$(jq -r 'select(.policy) | "\(.user) \(.verb) \(.uri)"' <<<"$reqs")
+is "$refused" "" "no agent request was refused by the node-scope admission policies (they admit what the agents do)"
