@@ -16,12 +16,14 @@
 #include "keys/provider.h"
 #include "tpm/swtpm.h"
 
+#ifdef VTPM_TEST_HOOKS
 void keyrot_fault(const char *point) {
         /* TEST ONLY (see key_rotation.h): simulates a crash at `point`. */
         const char *want = getenv("VTPM_AGENT_FAULT");
         if (want && point && strcmp(want, point) == 0)
                 _exit(99);
 }
+#endif
 
 keyrot_action keyrot_decide(bool header_has_next, bool staging_exists, bool staging_complete) {
         if (header_has_next)
@@ -131,14 +133,14 @@ static int promote(const char *state_dir, const key_header *h, vt_error **err) {
         _cleanup_(key_header_done) key_header n = {0};
         key_header_copy_entry(h->next, &n);
         _cleanup_free_ char *path = header_path(state_dir);
-        return key_header_write_hooked(path, &n, keyrot_fault, "dek-promote-tmp", err);
+        return key_header_write_hooked(path, &n, KEYROT_FAULT_HOOK, "dek-promote-tmp", err);
 }
 
 static int roll_forward(const char *state_dir, const key_header *h, vt_error **err) {
         int r = move_staged(state_dir, err);
         if (r < 0)
                 return r;
-        keyrot_fault("dek-renamed");
+        KEYROT_FAULT("dek-renamed");
         r = promote(state_dir, h, err);
         if (r < 0)
                 return r;
@@ -254,7 +256,7 @@ int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, cons
                 return r;
         if (!next_done && (r = rewrap_entry(km, scope, kek_id, h.next, err)) < 0)
                 return r;
-        r = key_header_write_hooked(path, &h, keyrot_fault, "kek-header-tmp", err);
+        r = key_header_write_hooked(path, &h, KEYROT_FAULT_HOOK, "kek-header-tmp", err);
         if (r < 0)
                 return r;
         if (ret_kek_id)
@@ -315,7 +317,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         r = key_header_write_hooked(path, &h, NULL, NULL, err);
         if (r < 0)
                 return r;
-        keyrot_fault("dek-next-written");
+        KEYROT_FAULT("dek-next-written");
 
         /* 2. swtpm copies the state into staging under the new key. */
         tpm_swtpm_opts from = TPM_SWTPM_OPTS_INIT, to = TPM_SWTPM_OPTS_INIT;
@@ -334,7 +336,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         if (r >= 0)
                 r = tpm_copy_state(&from, &to, err);
         if (r >= 0)
-                keyrot_fault("dek-staged");
+                KEYROT_FAULT("dek-staged");
         /* 3. It loads with the new key, it is on disk, and the marker says so. */
         if (r >= 0)
                 r = tpm_probe_state(&to, err);
@@ -350,7 +352,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
                         (void)vt_error_prefix(err, "(and undoing it failed: %s) ", rerr->msg);
                 return r;
         }
-        keyrot_fault("dek-complete");
+        KEYROT_FAULT("dek-complete");
         /* 4. Past the marker, only forward: a failure here is finished by
          *    keyrot_recover() at the next attempt. */
         r = roll_forward(state_dir, &h, err);
