@@ -436,9 +436,8 @@ static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
 
 static void teardown(node_controller *nc, launcher *l) {
         if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
-                _cleanup_free_ char *via = xasprintf("/proc/%d/root%s", (int)l->swtpm_pid, l->ctrl_path ? l->ctrl_path : "");
                 _cleanup_error_ vt_error *err = NULL;
-                if (swtpm_stop(l->swtpm_pid, l->swtpm_start, via, &err) < 0)
+                if (swtpm_stop(l->swtpm_pid, l->swtpm_start, l->ctrl_path, &err) < 0)
                         log_kv(LOG_LEVEL_WARN, "swtpm did not stop cleanly", "vm", l->vm_name, "error", err->msg, NULL);
                 else
                         log_kv(LOG_LEVEL_INFO, "swtpm stopped", "vm", l->vm_name, "launcher", l->key, NULL);
