@@ -25,6 +25,7 @@
 #include "proc/proc.h"
 #include "proc/rootdir.h"
 #include "key_rotation.h"
+#include "attachment_check.h"
 #include "dir_watch.h"
 #include "keymgr.h"
 #include "keys/header.h"
@@ -338,6 +339,15 @@ static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_
         }
         if (r < 0)
                 return vt_error_set(err, -r, "cannot read attachment pod %s", name);
+        const char *why = NULL;
+        if (!attachment_pod_is_ours(pod, pvc, nc->cfg->node.attachment_image, nc->node, &why)) {
+                /* Not ours, so never deleted by us either (l->attach_pod unset). */
+                json_decref(pod);
+                return vt_error_set(err, EPERM,
+                                    "pod %s in the VM's namespace is not an attachment pod the agent made (%s); the "
+                                    "state volume is not used through it, and the TPM waits until it is deleted",
+                                    name, why);
+        }
         free(l->attach_pod);
         l->attach_pod = xstrdup(name);
         const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
@@ -952,6 +962,11 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                         return r;
                 const char *pv = json_string_value(json_object_get(json_object_get(pvc, "spec"), "volumeName"));
                 r = ensure_attachment(nc, l, pod, pvc_name, &attach, err);
+                if (r == -EPERM) {
+                        report(nc, l, "Refused", "AttachmentPodForeign", err && *err ? (*err)->msg : "refused", true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        return r;
+                }
                 if (r <= 0) {
                         if (r == 0) {
                                 report(nc, l, "Waiting", "WaitingForAttachment",
@@ -1155,6 +1170,7 @@ static json_t *trim_pod(json_t *o, void *ud) {
  * (their controlling owner) to wake when one changes. */
 static json_t *trim_attachment(json_t *o, void *ud) {
         json_t *out = trim_pod(o, ud);
+        json_object_set_new(out, "spec", attachment_trim_spec(o));
         json_t *owners = json_object_get(json_object_get(o, "metadata"), "ownerReferences");
         json_t *md_out = json_object_get(out, "metadata");
         size_t i;
