@@ -26,7 +26,7 @@
 #include "proc/rootdir.h"
 #include "key_rotation.h"
 #include "attachment_check.h"
-#include "dir_watch.h"
+#include "launcher_identity.h"
 #include "keymgr.h"
 #include "keys/header.h"
 #include "swtpm_runtime.h"
@@ -76,7 +76,6 @@ struct node_controller {
         kube_informer *pods;
         kube_informer *tpmstates; /* rotation requests (annotations) and status.keys */
         kube_informer *attachments; /* our attachment pods: their phase wakes their launcher */
-        dir_watch *sockets;         /* launchers' sockets appearing in node.socketDir wake them */
         kube_workqueue *queue;
         kube_recorder *recorder;
         keymgr *keys;
@@ -927,19 +926,18 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 return r;
         }
 
-        /* The launcher's process, from its socket's peer credentials. */
-        _cleanup_free_ char *sock = xasprintf("%s/%s.sock", nc->cfg->node.socket_dir, l->pod_uid);
+        /* The launcher's process: the peer of the socket in the pod's own
+         * emptyDir, proven by its cgroup to be in this pod (launcher_identity.h). */
         pid_t pid = 0;
-        uid_t puid;
-        if (peercred_of_socket(sock, &pid, &puid, NULL) < 0) {
-                r = -EAGAIN; /* not listening yet */
+        r = launcher_identify(nc->cfg, pod, &pid, &l->pid_start, err);
+        if (r == -EPERM) {
+                report(nc, l, "Refused", "LauncherIdentityRefused", err && *err ? (*err)->msg : "refused", true);
+                stat_inc(nc, &nc->stats.refusals, 1);
                 return r;
         }
+        if (r < 0)
+                return r; /* -EAGAIN: not listening yet */
         l->pid = pid;
-        if (proc_start_time(pid, &l->pid_start, err) < 0) {
-                r = -EAGAIN;
-                return r;
-        }
 
         _cleanup_free_ char *state_in_ns = xasprintf("%s/%s", nc->cfg->node.swtpm_state_dir, l->vm_uid);
         if (persistent) {
@@ -1160,9 +1158,11 @@ static json_t *trim_pod(json_t *o, void *ud) {
                 if (json_object_get(omd, keep[i]))
                         json_object_set(m, keep[i], json_object_get(omd, keep[i]));
         json_object_set_new(out, "metadata", m);
+        json_t *status = launcher_trim_status(o);
         json_t *phase = json_object_get(json_object_get(o, "status"), "phase");
         if (phase)
-                json_object_set_new(out, "status", json_pack("{s:O}", "phase", phase));
+                json_object_set(status, "phase", phase);
+        json_object_set_new(out, "status", status);
         return out;
 }
 
@@ -1194,19 +1194,6 @@ static void attachment_changed(const char *key, json_t *obj, void *ud) {
 }
 static void attachment_updated(const char *key, json_t *o, json_t *n, void *ud) {
         attachment_changed(key, n, ud);
-}
-
-static bool launcher_has_pod_uid(const launcher *l, const void *uid) {
-        return str_eq(l->pod_uid, uid);
-}
-
-/* "<pod uid>.sock" appeared: its launcher listens (or is about to). */
-static void socket_appeared(const char *name, void *ud) {
-        size_t n = strlen(name);
-        if (n <= 5 || strcmp(name + n - 5, ".sock") != 0)
-                return;
-        _cleanup_free_ char *uid = xstrndup(name, n - 5);
-        wake_launchers(ud, launcher_has_pod_uid, uid);
 }
 
 static void *worker(void *ud) {
@@ -1346,11 +1333,8 @@ int node_controller_start(node_controller *nc, vt_error **err) {
                 pthread_create(&nc->workers[i], NULL, worker, nc);
         pthread_create(&nc->ticker, NULL, ticker, nc);
         nc->ticker_started = true;
-        /* Without the watch (no such directory yet) the 250 ms retries still find the sockets. */
-        _cleanup_error_ vt_error *werr = NULL;
-        if (dir_watch_start(nc->cfg->node.socket_dir, socket_appeared, nc, &nc->sockets, &werr) < 0)
-                log_kv(LOG_LEVEL_INFO, "not watching the launchers' socket directory; polling it", "error", werr->msg,
-                       NULL);
+        /* A launcher's socket appears in its pod's own directory: the 250 ms
+         * retries of a launcher not yet listening find it. */
         return 0;
 }
 
@@ -1372,8 +1356,6 @@ void node_controller_stop(node_controller *nc) {
                 pthread_join(nc->ticker, NULL);
                 nc->ticker_started = false;
         }
-        dir_watch_stop(nc->sockets);
-        nc->sockets = NULL;
         kube_informer_stop(nc->pods);
         kube_informer_stop(nc->tpmstates);
         kube_informer_stop(nc->attachments);

@@ -115,10 +115,13 @@ rn_agent_log() {
   ls -t "$(nl_dir "$n")/pod-logs/${RN_NS}_${pod}_$uid/agent/"*.log 2>/dev/null | head -1
 }
 
-_rn_listening() { [ -S "$(nl_dir "$1")/sockets/$2.sock" ]; }
+# The launcher's socket as the kubelet has it: launcher-sock in the pod's own
+# emptyDir "sockets" (KubeVirt's layout; the agent looks there).
+rn_launcher_socket() { echo "$(nl_dir "$1")/kubelet/pods/$2/volumes/kubernetes.io~empty-dir/sockets/launcher-sock"; }
+_rn_listening() { [ -S "$(rn_launcher_socket "$1" "$2")" ]; }
 
 # The launcher pod's YAML (what KubeVirt's virt-launcher shares with the agent:
-# its labels, its node, the socket directory).
+# its labels, its node, its own socket directory, an emptyDir).
 rn_launcher_yaml() {
   local pod=$1 vm=$2 node=$3
   cat <<EOF
@@ -139,7 +142,7 @@ spec:
     env: [{name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}]
     volumeMounts: [{name: sockets, mountPath: /var/run/kubevirt/sockets}]
   volumes:
-  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
+  - {name: sockets, emptyDir: {}}
 EOF
 }
 
