@@ -27,8 +27,14 @@ RN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RN_NS=vtpm-system
 RN_TCTI=
 
+# VTPM_LAUNCHER_IMAGE / VTPM_LAUNCHER_LIBVIRT_IMAGE, if set, name launcher
+# images to use instead of the test bed's (one built from a branch and
+# imported beside them, without replacing what other runs use).
 rn_images_ready() {
-  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env" && [ -n "${AGENT_IMAGE:-}" ] && [ -n "${LAUNCHER_IMAGE:-}" ]
+  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env" || return 1
+  LAUNCHER_IMAGE=${VTPM_LAUNCHER_IMAGE:-${LAUNCHER_IMAGE:-}}
+  LAUNCHER_LIBVIRT_IMAGE=${VTPM_LAUNCHER_LIBVIRT_IMAGE:-${LAUNCHER_LIBVIRT_IMAGE:-}}
+  [ -n "${AGENT_IMAGE:-}" ] && [ -n "$LAUNCHER_IMAGE" ]
 }
 
 rn_storage_up() {
