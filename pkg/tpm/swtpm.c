@@ -495,21 +495,21 @@ static void reap_if_child(pid_t pid) {
  * of swtpm itself (/proc/<pid>/root): resolved with RESOLVE_IN_ROOT and no
  * symlinks (the root is a launcher's, which the launcher can rewrite), and
  * sent only if swtpm itself is the listener. Best effort: the caller falls
- * back to signals through the pidfd. */
-static void shutdown_in_root(int pidfd, pid_t pid, const char *ctrl_in_root, usec_t timeout) {
+ * back to signals through the pidfd. true when the request was answered. */
+static bool shutdown_in_root(int pidfd, pid_t pid, const char *ctrl_in_root, usec_t timeout) {
         _cleanup_free_ char *rootp = xasprintf("/proc/%d/root", (int)pid);
         _cleanup_close_ int root = open(rootp, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (root < 0 || pidfd_send_signal(pidfd, 0, NULL, 0) < 0)
-                return; /* gone, or the pid is another process's now */
+                return false; /* gone, or the pid is another process's now */
         _cleanup_close_ int fd = -1;
         if (unix_connect_at(root, ctrl_in_root, RESOLVE_IN_ROOT, &fd, NULL, NULL) < 0)
-                return;
+                return false;
         struct ucred uc = {0};
         socklen_t len = sizeof(uc);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0 || uc.pid != pid)
-                return; /* someone else's socket: not told to shut down */
+                return false; /* someone else's socket: not told to shut down */
         uint8_t resp[4];
-        (void)tpm_ctrl_call_fd(fd, ctrl_in_root, CMD_SHUTDOWN, NULL, 0, resp, 4, 4, timeout, NULL);
+        return tpm_ctrl_call_fd(fd, ctrl_in_root, CMD_SHUTDOWN, NULL, 0, resp, 4, 4, timeout, NULL) >= 4;
 }
 
 static int stop(const char *ctrl_path, const char *ctrl_in_root, pid_t pid, usec_t timeout, vt_error **err) {
@@ -526,8 +526,9 @@ static int stop(const char *ctrl_path, const char *ctrl_in_root, pid_t pid, usec
         }
         usec_t start = now_monotonic(), deadline = start + timeout;
         if (ctrl_in_root) {
-                shutdown_in_root(pidfd, pid, ctrl_in_root, timeout / 2);
-                if (wait_gone(pidfd, deadline)) {
+                /* Not sent (refused, or QEMU holds the channel): signals at once. */
+                bool sent = shutdown_in_root(pidfd, pid, ctrl_in_root, timeout / 2);
+                if (wait_gone(pidfd, sent ? deadline : now_monotonic())) {
                         reap_if_child(pid);
                         return 0;
                 }
