@@ -271,7 +271,8 @@ if [ -x "$REL" ]; then
 else
   skip "(f) no release build at $REL (make all)"
 fi
-if nm "$AGENT_BIN" | grep -w keyrot_fault >/dev/null; then  # not -q: nm must not die of SIGPIPE (pipefail) pass "(f) the test build (ASan) keeps the hook for suite 54"
+# grep without -q: nm must not die of SIGPIPE (pipefail).
+if nm "$AGENT_BIN" | grep -w keyrot_fault >/dev/null; then pass "(f) the test build (ASan) keeps the hook for suite 54"
 else fail "(f) the test build (ASan) keeps the hook for suite 54"; fi
 
 node_no_leftovers
