@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
+#include "launcher_identity.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ static const field state_fields[] = {
 static const field node_fields[] = {
         {"enabled", F_BOOL, OFF(node.enabled)},
         {"kubeletRoot", F_ABSPATH, OFF(node.kubelet_root)},
-        {"socketDir", F_ABSPATH, OFF(node.socket_dir)},
+        {"launcherSocket", F_STRING, OFF(node.launcher_socket)},
         {"swtpmStateDir", F_ABSPATH, OFF(node.swtpm_state_dir)},
         {"swtpmUser", F_STRING, OFF(node.swtpm_user), .nonempty = true},
         {"swtpmSocketDir", F_ABSPATH, OFF(node.swtpm_socket_dir)},
@@ -92,7 +93,7 @@ agent_config *agent_config_new_default(void) {
         c->state.workers = 16;
         c->node.enabled = true;
         c->node.kubelet_root = xstrdup("/var/lib/kubelet");
-        c->node.socket_dir = xstrdup("/var/run/kubevirt/sockets");
+        c->node.launcher_socket = xstrdup("sockets/launcher-sock"); /* KubeVirt's virt-launcher */
         c->node.swtpm_state_dir = xstrdup("/var/lib/libvirt/swtpm");
         c->node.swtpm_user = xstrdup("tss");
         c->node.swtpm_socket_dir = xstrdup("/run/vtpm");
@@ -117,7 +118,7 @@ void agent_config_free(agent_config *c) {
         free(c->state.min_sizes);
         free(c->state.lease_name);
         free(c->node.kubelet_root);
-        free(c->node.socket_dir);
+        free(c->node.launcher_socket);
         free(c->node.swtpm_state_dir);
         free(c->node.swtpm_user);
         free(c->node.swtpm_socket_dir);
@@ -302,6 +303,11 @@ int agent_config_parse(const char *data, size_t len, const char *name, agent_con
                 r = at(&p, root, "the configuration must be a mapping of keys", NULL, NULL);
         else if (root)
                 r = parse_section(&p, root, top_fields, NULL);
+        if (r == 0 && !launcher_socket_ref_valid(c->node.launcher_socket))
+                r = vt_error_set(err, EINVAL,
+                                 "%s: node.launcherSocket must be <emptyDir volume name>/<file name> of the launcher "
+                                 "pod (KubeVirt: sockets/launcher-sock)",
+                                 name);
         if (r == 0 && strcmp(c->keys.provider, "kmip") == 0 &&
             (!c->keys.kmip_endpoint || !c->keys.kmip_ca_file || !c->keys.kmip_cert_file || !c->keys.kmip_key_file))
                 r = vt_error_set(err, EINVAL,

@@ -29,7 +29,7 @@ typedef struct agent_config {
         struct {
                 bool enabled;
                 char *kubelet_root;
-                char *socket_dir;
+                char *launcher_socket;  /* "<emptyDir volume>/<file>" of the launcher pod: its socket */
                 char *swtpm_state_dir;
                 char *swtpm_user;
                 char *swtpm_socket_dir; /* inside the launcher: control sockets */

@@ -16,12 +16,14 @@
 #include "keys/provider.h"
 #include "tpm/swtpm.h"
 
+#ifdef VTPM_TEST_HOOKS
 void keyrot_fault(const char *point) {
         /* TEST ONLY (see key_rotation.h): simulates a crash at `point`. */
         const char *want = getenv("VTPM_AGENT_FAULT");
         if (want && point && strcmp(want, point) == 0)
                 _exit(99);
 }
+#endif
 
 keyrot_action keyrot_decide(bool header_has_next, bool staging_exists, bool staging_complete) {
         if (header_has_next)
@@ -159,14 +161,14 @@ static int sync_staging(int sfd, vt_error **err) {
 static int promote(int dfd, const key_header *h, vt_error **err) {
         _cleanup_(key_header_done) key_header n = {0};
         key_header_copy_entry(h->next, &n);
-        return key_header_writeat(dfd, &n, keyrot_fault, "dek-promote-tmp", err);
+        return key_header_writeat(dfd, &n, KEYROT_FAULT_HOOK, "dek-promote-tmp", err);
 }
 
 static int roll_forward(int dfd, const key_header *h, vt_error **err) {
         int r = move_staged(dfd, err);
         if (r < 0)
                 return r;
-        keyrot_fault("dek-renamed");
+        KEYROT_FAULT("dek-renamed");
         r = promote(dfd, h, err);
         if (r < 0)
                 return r;
@@ -304,7 +306,7 @@ int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *req
                 return r;
         if (!next_done && (r = rewrap_entry(km, scope, kek_id, h.next, err)) < 0)
                 return r;
-        r = key_header_writeat(dfd, &h, keyrot_fault, "kek-header-tmp", err);
+        r = key_header_writeat(dfd, &h, KEYROT_FAULT_HOOK, "kek-header-tmp", err);
         if (r < 0)
                 return r;
         if (ret_kek_id)
@@ -389,7 +391,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         r = key_header_writeat(dfd, &h, NULL, NULL, err);
         if (r < 0)
                 return r;
-        keyrot_fault("dek-next-written");
+        KEYROT_FAULT("dek-next-written");
 
         /* 2. swtpm copies the state into staging under the new key. */
         tpm_swtpm_opts from = TPM_SWTPM_OPTS_INIT, to = TPM_SWTPM_OPTS_INIT;
@@ -411,7 +413,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         if (r >= 0)
                 r = tpm_copy_state(&from, &to, err);
         if (r >= 0)
-                keyrot_fault("dek-staged");
+                KEYROT_FAULT("dek-staged");
         /* 3. It loads with the new key, it is on disk, and the marker says so. */
         if (r >= 0)
                 r = tpm_probe_state(&to, err);
@@ -427,7 +429,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
                         (void)vt_error_prefix(err, "(and undoing it failed: %s) ", rerr->msg);
                 return r;
         }
-        keyrot_fault("dek-complete");
+        KEYROT_FAULT("dek-complete");
         /* 4. Past the marker, only forward: a failure here is finished by
          *    keyrot_recover() at the next attempt. */
         r = roll_forward(dfd, &h, err);

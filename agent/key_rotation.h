@@ -35,9 +35,18 @@
  * renamed), dek-next-written (header with "next" written), dek-staged (state
  * copied into staging, no marker), dek-complete (marker written, nothing
  * renamed), dek-renamed (live files replaced, header not promoted),
- * dek-promote-tmp (promoted header as temp file, not renamed). Never set in
- * production. */
+ * dek-promote-tmp (promoted header as temp file, not renamed).
+ * Compiled only into the test build (the Makefile's ASan build defines
+ * VTPM_TEST_HOOKS); the release daemon has neither the function nor the
+ * variable's name, so no environment can make it crash on purpose. */
+#ifdef VTPM_TEST_HOOKS
 void keyrot_fault(const char *point);
+#define KEYROT_FAULT(point) keyrot_fault(point)
+#define KEYROT_FAULT_HOOK keyrot_fault
+#else
+#define KEYROT_FAULT(point) ((void)0)
+#define KEYROT_FAULT_HOOK NULL
+#endif
 
 typedef enum keyrot_action {
         KEYROT_NOTHING,        /* no interrupted re-encryption */

@@ -27,7 +27,8 @@
 #include "proc/rootdir.h"
 #include "attachment_pod.h"
 #include "key_rotation.h"
-#include "dir_watch.h"
+#include "attachment_check.h"
+#include "launcher_identity.h"
 #include "keymgr.h"
 #include "keys/header.h"
 #include "swtpm_runtime.h"
@@ -76,7 +77,6 @@ struct node_controller {
         kube_informer *pods;
         kube_informer *tpmstates; /* rotation requests (annotations) and status.keys */
         kube_informer *attachments; /* our attachment pods: their phase wakes their launcher */
-        dir_watch *sockets;         /* launchers' sockets appearing in node.socketDir wake them */
         kube_workqueue *queue;
         kube_recorder *recorder;
         keymgr *keys;
@@ -331,6 +331,15 @@ static int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_
         }
         if (r < 0)
                 return vt_error_set(err, -r, "cannot read attachment pod %s", name);
+        const char *why = NULL;
+        if (!attachment_pod_is_ours(pod, pvc, nc->cfg->node.attachment_image, nc->node, &why)) {
+                /* Not ours, so never deleted by us either (l->attach_pod unset). */
+                json_decref(pod);
+                return vt_error_set(err, EPERM,
+                                    "pod %s in the VM's namespace is not an attachment pod the agent made (%s); the "
+                                    "state volume is not used through it, and the TPM waits until it is deleted",
+                                    name, why);
+        }
         free(l->attach_pod);
         l->attach_pod = xstrdup(name);
         const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
@@ -429,9 +438,8 @@ static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
 
 static void teardown(node_controller *nc, launcher *l) {
         if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
-                _cleanup_free_ char *via = xasprintf("/proc/%d/root%s", (int)l->swtpm_pid, l->ctrl_path ? l->ctrl_path : "");
                 _cleanup_error_ vt_error *err = NULL;
-                if (swtpm_stop(l->swtpm_pid, l->swtpm_start, via, &err) < 0)
+                if (swtpm_stop(l->swtpm_pid, l->swtpm_start, l->ctrl_path, &err) < 0)
                         log_kv(LOG_LEVEL_WARN, "swtpm did not stop cleanly", "vm", l->vm_name, "error", err->msg, NULL);
                 else
                         log_kv(LOG_LEVEL_INFO, "swtpm stopped", "vm", l->vm_name, "launcher", l->key, NULL);
@@ -919,19 +927,18 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 return r;
         }
 
-        /* The launcher's process, from its socket's peer credentials. */
-        _cleanup_free_ char *sock = xasprintf("%s/%s.sock", nc->cfg->node.socket_dir, l->pod_uid);
+        /* The launcher's process: the peer of the socket in the pod's own
+         * emptyDir, proven by its cgroup to be in this pod (launcher_identity.h). */
         pid_t pid = 0;
-        uid_t puid;
-        if (peercred_of_socket(sock, &pid, &puid, NULL) < 0) {
-                r = -EAGAIN; /* not listening yet */
+        r = launcher_identify(nc->cfg, pod, &pid, &l->pid_start, err);
+        if (r == -EPERM) {
+                report(nc, l, "Refused", "LauncherIdentityRefused", err && *err ? (*err)->msg : "refused", true);
+                stat_inc(nc, &nc->stats.refusals, 1);
                 return r;
         }
+        if (r < 0)
+                return r; /* -EAGAIN: not listening yet */
         l->pid = pid;
-        if (proc_start_time(pid, &l->pid_start, err) < 0) {
-                r = -EAGAIN;
-                return r;
-        }
 
         _cleanup_free_ char *state_in_ns = xasprintf("%s/%s", nc->cfg->node.swtpm_state_dir, l->vm_uid);
         if (persistent) {
@@ -954,6 +961,11 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                         return r;
                 const char *pv = json_string_value(json_object_get(json_object_get(pvc, "spec"), "volumeName"));
                 r = ensure_attachment(nc, l, pod, pvc_name, &attach, err);
+                if (r == -EPERM) {
+                        report(nc, l, "Refused", "AttachmentPodForeign", err && *err ? (*err)->msg : "refused", true);
+                        stat_inc(nc, &nc->stats.refusals, 1);
+                        return r;
+                }
                 if (r <= 0) {
                         if (r == 0) {
                                 report(nc, l, "Waiting", "WaitingForAttachment",
@@ -1147,9 +1159,11 @@ static json_t *trim_pod(json_t *o, void *ud) {
                 if (json_object_get(omd, keep[i]))
                         json_object_set(m, keep[i], json_object_get(omd, keep[i]));
         json_object_set_new(out, "metadata", m);
+        json_t *status = launcher_trim_status(o);
         json_t *phase = json_object_get(json_object_get(o, "status"), "phase");
         if (phase)
-                json_object_set_new(out, "status", json_pack("{s:O}", "phase", phase));
+                json_object_set(status, "phase", phase);
+        json_object_set_new(out, "status", status);
         return out;
 }
 
@@ -1157,6 +1171,7 @@ static json_t *trim_pod(json_t *o, void *ud) {
  * (their controlling owner) to wake when one changes. */
 static json_t *trim_attachment(json_t *o, void *ud) {
         json_t *out = trim_pod(o, ud);
+        json_object_set_new(out, "spec", attachment_trim_spec(o));
         json_t *owners = json_object_get(json_object_get(o, "metadata"), "ownerReferences");
         json_t *md_out = json_object_get(out, "metadata");
         size_t i;
@@ -1180,19 +1195,6 @@ static void attachment_changed(const char *key, json_t *obj, void *ud) {
 }
 static void attachment_updated(const char *key, json_t *o, json_t *n, void *ud) {
         attachment_changed(key, n, ud);
-}
-
-static bool launcher_has_pod_uid(const launcher *l, const void *uid) {
-        return str_eq(l->pod_uid, uid);
-}
-
-/* "<pod uid>.sock" appeared: its launcher listens (or is about to). */
-static void socket_appeared(const char *name, void *ud) {
-        size_t n = strlen(name);
-        if (n <= 5 || strcmp(name + n - 5, ".sock") != 0)
-                return;
-        _cleanup_free_ char *uid = xstrndup(name, n - 5);
-        wake_launchers(ud, launcher_has_pod_uid, uid);
 }
 
 static void *worker(void *ud) {
@@ -1332,11 +1334,8 @@ int node_controller_start(node_controller *nc, vt_error **err) {
                 pthread_create(&nc->workers[i], NULL, worker, nc);
         pthread_create(&nc->ticker, NULL, ticker, nc);
         nc->ticker_started = true;
-        /* Without the watch (no such directory yet) the 250 ms retries still find the sockets. */
-        _cleanup_error_ vt_error *werr = NULL;
-        if (dir_watch_start(nc->cfg->node.socket_dir, socket_appeared, nc, &nc->sockets, &werr) < 0)
-                log_kv(LOG_LEVEL_INFO, "not watching the launchers' socket directory; polling it", "error", werr->msg,
-                       NULL);
+        /* A launcher's socket appears in its pod's own directory: the 250 ms
+         * retries of a launcher not yet listening find it. */
         return 0;
 }
 
@@ -1358,8 +1357,6 @@ void node_controller_stop(node_controller *nc) {
                 pthread_join(nc->ticker, NULL);
                 nc->ticker_started = false;
         }
-        dir_watch_stop(nc->sockets);
-        nc->sockets = NULL;
         kube_informer_stop(nc->pods);
         kube_informer_stop(nc->tpmstates);
         kube_informer_stop(nc->attachments);

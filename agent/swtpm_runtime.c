@@ -91,10 +91,11 @@ bool swtpm_alive(pid_t pid, uint64_t start_time) {
         return is;
 }
 
-int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_via, vt_error **err) {
+int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, vt_error **err) {
         if (!swtpm_alive(pid, start_time))
                 return 0;
-        int r = tpm_swtpm_stop(ctrl_via, pid, STOP_TIMEOUT, err);
+        int r = ctrl_in_ns ? tpm_swtpm_stop_in_root(ctrl_in_ns, pid, STOP_TIMEOUT, err)
+                           : tpm_swtpm_stop(NULL, pid, STOP_TIMEOUT, err);
         int status;
         (void)waitpid(pid, &status, WNOHANG);
         return r < 0 ? r : 0;

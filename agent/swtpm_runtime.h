@@ -34,9 +34,9 @@ int swtpm_probe(const swtpm_spec *s, const char *host_state_dir, vt_error **err)
 /* Start and wait until the control socket answers. */
 int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err);
 /* Shut down through the control channel (state flushed); signals only as a
- * fallback. `ctrl_via` is the control socket reachable from the agent (e.g.
- * through /proc/<pid>/root). */
-int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_via, vt_error **err);
+ * fallback. `ctrl_in_ns` is the control socket as swtpm sees it (resolved
+ * inside swtpm's root, no symlinks followed; NULL: signals only). */
+int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, vt_error **err);
 /* Is this still that swtpm? (pid alive, same start time, an swtpm binary) */
 bool swtpm_alive(pid_t pid, uint64_t start_time);
 /* What the node can offer (from --print-capabilities). */

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/openat2.h>
 #include <linux/close_range.h>
 #include <poll.h>
 #include <pwd.h>
@@ -21,6 +22,7 @@
 #include "base/buf.h"
 #include "base/fileio.h"
 #include "keys/secmem.h"
+#include "proc/peer.h"
 #include "tpm/ctrl.h"
 #include "tpm/exec.h"
 
@@ -489,7 +491,28 @@ static void reap_if_child(pid_t pid) {
                 ;
 }
 
-int tpm_swtpm_stop(const char *ctrl_path, pid_t pid, usec_t timeout, vt_error **err) {
+/* CMD_SHUTDOWN over the control socket at `ctrl_in_root` inside the root
+ * of swtpm itself (/proc/<pid>/root): resolved with RESOLVE_IN_ROOT and no
+ * symlinks (the root is a launcher's, which the launcher can rewrite), and
+ * sent only if swtpm itself is the listener. Best effort: the caller falls
+ * back to signals through the pidfd. true when the request was answered. */
+static bool shutdown_in_root(int pidfd, pid_t pid, const char *ctrl_in_root, usec_t timeout) {
+        _cleanup_free_ char *rootp = xasprintf("/proc/%d/root", (int)pid);
+        _cleanup_close_ int root = open(rootp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0 || pidfd_send_signal(pidfd, 0, NULL, 0) < 0)
+                return false; /* gone, or the pid is another process's now */
+        _cleanup_close_ int fd = -1;
+        if (unix_connect_at(root, ctrl_in_root, RESOLVE_IN_ROOT, &fd, NULL, NULL) < 0)
+                return false;
+        struct ucred uc = {0};
+        socklen_t len = sizeof(uc);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0 || uc.pid != pid)
+                return false; /* someone else's socket: not told to shut down */
+        uint8_t resp[4];
+        return tpm_ctrl_call_fd(fd, ctrl_in_root, CMD_SHUTDOWN, NULL, 0, resp, 4, 4, timeout, NULL) >= 4;
+}
+
+static int stop(const char *ctrl_path, const char *ctrl_in_root, pid_t pid, usec_t timeout, vt_error **err) {
         assert_return(pid > 0, -EINVAL);
         if (!timeout)
                 timeout = 10 * USEC_PER_SEC;
@@ -502,7 +525,14 @@ int tpm_swtpm_stop(const char *ctrl_path, pid_t pid, usec_t timeout, vt_error **
                 return vt_error_errno(err, errno, "cannot watch swtpm pid %d", (int)pid);
         }
         usec_t start = now_monotonic(), deadline = start + timeout;
-        if (ctrl_path) {
+        if (ctrl_in_root) {
+                /* Not sent (refused, or QEMU holds the channel): signals at once. */
+                bool sent = shutdown_in_root(pidfd, pid, ctrl_in_root, timeout / 2);
+                if (wait_gone(pidfd, sent ? deadline : now_monotonic())) {
+                        reap_if_child(pid);
+                        return 0;
+                }
+        } else if (ctrl_path) {
                 /* Half the budget for the control channel; if QEMU still holds
                  * it, the request is never read and we fall back to signals. */
                 _cleanup_error_ vt_error *cerr = NULL;
@@ -524,6 +554,14 @@ int tpm_swtpm_stop(const char *ctrl_path, pid_t pid, usec_t timeout, vt_error **
                 return 1;
         }
         return vt_error_set(err, ETIMEDOUT, "swtpm pid %d did not exit even after SIGKILL", (int)pid);
+}
+
+int tpm_swtpm_stop(const char *ctrl_path, pid_t pid, usec_t timeout, vt_error **err) {
+        return stop(ctrl_path, NULL, pid, timeout, err);
+}
+
+int tpm_swtpm_stop_in_root(const char *ctrl_in_root, pid_t pid, usec_t timeout, vt_error **err) {
+        return stop(NULL, ctrl_in_root, pid, timeout, err);
 }
 
 /* Does the comma-separated option value `arg` contain field `path=<want>`? */

@@ -65,6 +65,14 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err);
  * 1 when a signal was needed. */
 int tpm_swtpm_stop(const char *ctrl_path, pid_t pid, usec_t timeout, vt_error **err);
 
+/* The same, with the control socket given as swtpm itself sees it
+ * (`ctrl_in_root`, an absolute path inside /proc/<pid>/root, e.g. a
+ * launcher's /run/vtpm/<vm>.sock): resolved inside that root without
+ * following any symlink, and CMD_SHUTDOWN sent only when swtpm itself listens
+ * there. A launcher that swaps the socket for a symlink to another VM's swtpm
+ * gets its own swtpm stopped by signal, and the other left alone. */
+int tpm_swtpm_stop_in_root(const char *ctrl_in_root, pid_t pid, usec_t timeout, vt_error **err);
+
 /* Adopt a running swtpm after an agent restart, without disturbing it:
  * reads the pid from pid_file, checks that /proc/<pid>/exe is swtpm and that
  * its command line names ctrl_path_in_ns (the control socket path as swtpm sees

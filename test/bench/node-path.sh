@@ -11,7 +11,7 @@
 #          from the configuration: default 4)
 # Every time includes the kubelet's share: scheduling the launcher pod,
 # starting its sandbox and container, until the launcher listens on
-# <sockets>/<pod-uid>.sock. That share is reported on its own as
+# launcher-sock in its pod's emptyDir (rn_launcher_socket). That share is reported on its own as
 # launcher_listen_s (same clock start, until the socket exists), so
 # cold_s - launcher_listen_s is roughly the agent's part.
 #
@@ -108,7 +108,6 @@ ready=$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Rea
 # serve our launchers too.
 others=$(kubectl get pods -A -l app.kubernetes.io/name=vtpm-agent --field-selector "spec.nodeName=$NODE" -o name 2>/dev/null || true)
 [ -z "$others" ] || { say "an agent pod already runs on $NODE ($others): remove it (kubectl delete -k deploy/overlays/testbed)"; exit 1; }
-SOCKETS=$(nl_dir "$N")/sockets  # /var/run/kubevirt/sockets inside the node
 
 mkdir -p "$W/run"
 # swtpm_setup runs as the swtpm user (tss) on a bind mount under run/: every
@@ -136,7 +135,7 @@ max_starts=$(awk '/maxConcurrentStarts/ {print $2}' "$W/agent.yaml"); max_starts
 kubectl create namespace "$NS" >/dev/null
 cp "$B/vtpm-agent" "$W/vtpm-agent"
 # In node-1's mount namespace (nsenter execs the agent: $! is its pid), where
-# kubeletRoot and socketDir (their defaults) are the node's own directories.
+# kubeletRoot (its default) is the node's own directory, with the launchers' sockets.
 env -u NODE_NAME nsenter -t "$holder" -m -- "$W/vtpm-agent" --kubeconfig "$KUBECONFIG" --config "$W/agent.yaml" \
   --identity "bench-node-$id" >"$W/agent.log" 2>&1 &
 agent=$!
@@ -202,7 +201,7 @@ wait_starts() {
   while [ "$(date +%s)" -lt "$deadline" ]; do
     if [ -z "$listen" ]; then
       all=1
-      for u in "${uids[@]}"; do [ -S "$SOCKETS/$u.sock" ] || { all=; break; }; done
+      for u in "${uids[@]}"; do [ -S "$(rn_launcher_socket "$N" "$u")" ] || { all=; break; }; done
       [ -z "$all" ] || listen=$(secs_since_t0 "$(now_ns)")
     fi
     if [ "$(starts)" -ge "$want" ]; then

@@ -34,7 +34,13 @@ launcher_stop virt-launcher-fa
 mkdir -p "$NODE_TOP/not-the-kubelet-root"
 ok "node C's agent restarted with a kubeletRoot that is not the kubelet's" \
   node_reconfigure c "kubeletRoot: $NODE_TOP/not-the-kubelet-root"
-launcher_start c virt-launcher-fa-2 fa >/dev/null
+fa2_uid=$(launcher_start c virt-launcher-fa-2 fa)
+# The agent finds launchers under kubeletRoot too (each in its pod's emptyDir):
+# this one's socket is linked there (a hard link: the same socket, no
+# symlink), its state volume is not.
+fa2_dir=$NODE_TOP/not-the-kubelet-root/pods/$fa2_uid/volumes/kubernetes.io~empty-dir/sockets
+mkdir -p "$fa2_dir" && ln "$(rn_launcher_socket "$(_node_real c)" "$fa2_uid")" "$fa2_dir/launcher-sock" ||
+  diag "cannot link the launcher's socket into the other kubeletRoot"
 if wait_reason 60 fa StateVolumeNotMounted; then
   pass "(a) attachment pod Running, volume not mounted: TPMState says StateVolumeNotMounted"
 else

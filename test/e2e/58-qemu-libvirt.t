@@ -71,7 +71,7 @@ spec:
     - {name: sockets, mountPath: /var/run/kubevirt/sockets}
     - {name: work, mountPath: "$work"}
   volumes:
-  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
+  - {name: sockets, emptyDir: {}}
   - {name: work, hostPath: {path: "$work", type: Directory}}
 YAML
 lpid= launcher_ns=

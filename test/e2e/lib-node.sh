@@ -32,7 +32,7 @@
 #   vm_store_dir VM          its state directory on the backing store
 #   wait_reason SECS VM REASON   until .status.nodeState.reason is REASON
 #   launcher_start N POD VM  a launcher pod on N's node; waits until it listens
-#                            on <sockets>/<pod-uid>.sock; prints the pod uid
+#                            on launcher-sock in its emptyDir; prints the pod uid
 #   launcher_pid POD / launcher_ctrl POD   its container's process; swtpm's
 #                            control socket as the host reaches it (/proc/<pid>/root/...)
 #   launcher_stop POD        the pod is deleted; waits until it is gone

@@ -27,8 +27,14 @@ RN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RN_NS=vtpm-system
 RN_TCTI=
 
+# VTPM_LAUNCHER_IMAGE / VTPM_LAUNCHER_LIBVIRT_IMAGE, if set, name launcher
+# images to use instead of the test bed's (one built from a branch and
+# imported beside them, without replacing what other runs use).
 rn_images_ready() {
-  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env" && [ -n "${AGENT_IMAGE:-}" ] && [ -n "${LAUNCHER_IMAGE:-}" ]
+  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env" || return 1
+  LAUNCHER_IMAGE=${VTPM_LAUNCHER_IMAGE:-${LAUNCHER_IMAGE:-}}
+  LAUNCHER_LIBVIRT_IMAGE=${VTPM_LAUNCHER_LIBVIRT_IMAGE:-${LAUNCHER_LIBVIRT_IMAGE:-}}
+  [ -n "${AGENT_IMAGE:-}" ] && [ -n "$LAUNCHER_IMAGE" ]
 }
 
 rn_storage_up() {
@@ -115,10 +121,13 @@ rn_agent_log() {
   ls -t "$(nl_dir "$n")/pod-logs/${RN_NS}_${pod}_$uid/agent/"*.log 2>/dev/null | head -1
 }
 
-_rn_listening() { [ -S "$(nl_dir "$1")/sockets/$2.sock" ]; }
+# The launcher's socket as the kubelet has it: launcher-sock in the pod's own
+# emptyDir "sockets" (KubeVirt's layout; the agent looks there).
+rn_launcher_socket() { echo "$(nl_dir "$1")/kubelet/pods/$2/volumes/kubernetes.io~empty-dir/sockets/launcher-sock"; }
+_rn_listening() { [ -S "$(rn_launcher_socket "$1" "$2")" ]; }
 
 # The launcher pod's YAML (what KubeVirt's virt-launcher shares with the agent:
-# its labels, its node, the socket directory).
+# its labels, its node, its own socket directory, an emptyDir).
 rn_launcher_yaml() {
   local pod=$1 vm=$2 node=$3
   cat <<EOF
@@ -139,7 +148,7 @@ spec:
     env: [{name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}]
     volumeMounts: [{name: sockets, mountPath: /var/run/kubevirt/sockets}]
   volumes:
-  - {name: sockets, hostPath: {path: /var/run/kubevirt/sockets, type: DirectoryOrCreate}}
+  - {name: sockets, emptyDir: {}}
 EOF
 }
 

@@ -126,6 +126,23 @@ static void test_bad_paths(void) {
         check_contains(m3, "keys.provider is kmip but keys.kmip is missing");
 }
 
+/* node.launcherSocket: the launcher pod's emptyDir volume and file, as
+ * KubeVirt's virt-handler looks for them; the old shared directory is gone. */
+static void test_launcher_socket(void) {
+        _cleanup_(agent_config_freep) agent_config *d = agent_config_new_default();
+        check_str_eq(d->node.launcher_socket, "sockets/launcher-sock");
+        _cleanup_(agent_config_freep) agent_config *c = ok_parse("node: {launcherSocket: private/cmd.sock}\n");
+        check(c && strcmp(c->node.launcher_socket, "private/cmd.sock") == 0);
+        const char *bad[] = {"launcher-sock", "/sockets/launcher-sock", "sockets/", "a/b/c", "../x", "x/..", ""};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                _cleanup_free_ char *y = xasprintf("node: {launcherSocket: \"%s\"}\n", bad[i]);
+                _cleanup_free_ char *m = bad_parse(y);
+                check_contains(m, "node.launcherSocket must be <emptyDir volume name>/<file name>");
+        }
+        _cleanup_free_ char *m = bad_parse("node: {socketDir: /var/run/kubevirt/sockets}\n");
+        check_contains(m, "unknown key \"node.socketDir\"");
+}
+
 static void test_syntax_error(void) {
         _cleanup_free_ char *m = bad_parse("state:\n  size: 10Mi\n bad: [\n");
         check_contains(m, "cfg.yaml:");
@@ -155,6 +172,6 @@ static void test_load_file(void) {
 
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_defaults), TAP_CASE(test_values), TAP_CASE(test_unknown_key),
-                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_syntax_error),
+                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_launcher_socket), TAP_CASE(test_syntax_error),
                                     TAP_CASE(test_load_file), {0}});
 }

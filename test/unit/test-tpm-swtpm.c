@@ -651,6 +651,31 @@ static void test_adopt_after_agent_restart(void) {
         tbed_free(&t);
 }
 
+/* Stop through the control socket as swtpm sees it (its root, here the
+ * host's): a control socket swapped for a symlink to another swtpm's must
+ * not shut that other one down; the right swtpm is stopped by signal. */
+static void test_stop_in_root_refuses_symlink(void) {
+        tbed a = tbed_new("inroot-a"), b = tbed_new("inroot-b");
+        vt_error *err = NULL;
+        tpm_swtpm_opts oa = opts_for(&a, NULL, 0), ob = opts_for(&b, NULL, 0);
+        pid_t pa = 0, pb = 0;
+        check_int_eq(tpm_swtpm_start(&oa, &pa, &err), 0);
+        check_int_eq(tpm_swtpm_start(&ob, &pb, &err), 0);
+        print_err(err);
+        check(unlink(b.ctrl) == 0 && symlink(a.ctrl, b.ctrl) == 0);
+        check_int_eq(tpm_swtpm_stop_in_root(b.ctrl, pb, 2 * USEC_PER_SEC, &err), 1); /* by signal */
+        check(!pid_alive(pb));
+        check(pid_alive(pa));
+        check_int_eq(tpm_ctrl_get_capability(a.ctrl, 0, NULL, &err), 0);
+        /* The genuine socket: a clean CMD_SHUTDOWN, no signal. */
+        check_int_eq(tpm_swtpm_stop_in_root(a.ctrl, pa, 5 * USEC_PER_SEC, &err), 0);
+        check(!pid_alive(pa));
+        print_err(err);
+        vt_error_free(err);
+        tbed_free(&a);
+        tbed_free(&b);
+}
+
 static void test_tpm12(void) {
         tbed t = tbed_new("tpm12");
         uint8_t key[32];
@@ -792,6 +817,7 @@ int main(void) {
                 TAP_CASE(test_probe_corrupt_and_busy),
                 TAP_CASE(test_start_failures),
                 TAP_CASE(test_adopt_after_agent_restart),
+                TAP_CASE(test_stop_in_root_refuses_symlink),
                 TAP_CASE(test_tpm12),
                 TAP_CASE(test_mount_namespace),
                 TAP_CASE(test_no_swtpm_left),

@@ -5,8 +5,8 @@
 # pod's mount namespace.
 #
 # From the pod's environment:
-#   POD_UID    (downward API metadata.uid) listen on /var/run/kubevirt/sockets/POD_UID.sock,
-#              as virt-launcher does: the agent finds this pod's namespace by SO_PEERCRED
+#   (listens on /var/run/kubevirt/sockets/launcher-sock, the pod's own emptyDir
+#              "sockets", as virt-launcher does: the agent finds this pod's namespace there)
 #   VM_UID     the VM's uid: the agent's control socket is CTRL_DIR/VM_UID.sock
 #   WORKDIR    a hostPath mounted at the same path: progress and logs for the test
 #   DOMAIN     domain name (default vtpm-VM_UID)
@@ -39,7 +39,7 @@
 # QEMU's log is copied to WORKDIR/qemu.log when the domain stops.
 set -euo pipefail
 
-sock=/var/run/kubevirt/sockets/${POD_UID:?set POD_UID from metadata.uid}.sock
+sock=/var/run/kubevirt/sockets/launcher-sock
 uid=${VM_UID:?set VM_UID} work=${WORKDIR:?set WORKDIR}
 name=${DOMAIN:-vtpm-$uid} ctrl_dir=${CTRL_DIR:-/var/run/vtpm} gate=${GATE:-}
 paused=${PAUSED:+--paused} tpm_wait=${TPM_WAIT:-300} memory=${MEMORY:-256}

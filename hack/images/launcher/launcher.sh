@@ -1,9 +1,10 @@
 #!/bin/sh
 # The test bed's virt-launcher's one job: listen where virt-launcher listens,
-# answering "pong", until the pod is deleted. POD_UID comes from the
-# downward API (metadata.uid).
+# answering "pong", until the pod is deleted: launcher-sock in the pod's own
+# emptyDir "sockets", mounted at /var/run/kubevirt/sockets (KubeVirt's layout;
+# the agent finds it under the kubelet's pods directory).
 set -eu
-sock=/var/run/kubevirt/sockets/${POD_UID:?set POD_UID from metadata.uid}.sock
+sock=/var/run/kubevirt/sockets/launcher-sock
 trap 'rm -f "$sock"; exit 0' TERM INT
 socat UNIX-LISTEN:"$sock",unlink-early,fork SYSTEM:'echo pong' &
 wait $!
