@@ -190,13 +190,14 @@ int state_lock_acquire(state_lock *s, const char *vm_uid, const char *identity, 
                        usec_t *ret_wait, vt_error **err) {
         pthread_mutex_lock(&s->lock);
         entry *e = entry_get(s, vm_uid, identity, true);
-        bool held = e && e->held;
+        bool held = e && e->held, lost = e && e->lost;
         pthread_mutex_unlock(&s->lock);
         if (!e)
                 return vt_error_set(err, EINVAL, "cannot make the state lock for VM %s", vm_uid);
         if (held) {
                 entry_put(s, e);
-                return 0;
+                /* Lost, and about to be fenced: asked again once that is done. */
+                return lost ? -EAGAIN : 0;
         }
         usec_t started = 0, wait = 0;
         _cleanup_free_ char *holder = NULL;
