@@ -399,7 +399,7 @@ static void *renewer(void *userdata) {
                                 v[i]->lost = true;
                                 log_kv(LOG_LEVEL_WARN, "the VM's state lock is no longer ours", "vm", v[i]->vm_uid,
                                        "launcher", v[i]->identity, NULL);
-                        } else if (r < 0 && r != -ECANCELED)
+                        } else if (r < 0 && r != -ECANCELED && v[i]->held)
                                 log_kv(LOG_LEVEL_WARN, "cannot renew the VM's state lock", "vm", v[i]->vm_uid, "error",
                                        err ? err->msg : strerror(-r), NULL);
                         entry_unref_locked(v[i]);
