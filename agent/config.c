@@ -13,6 +13,14 @@
 #include "base/fileio.h"
 #include "base/quantity.h"
 
+/* The state Lease: a holder that has not renewed for the renew deadline
+ * stops its swtpm, and must be done before the duration has passed. The stop
+ * takes at most: the control channel (1 s at least), then SIGTERM and SIGKILL
+ * (3 s each), plus a second of slack: the duration exceeds the deadline by
+ * at least STATE_LEASE_STOP_MARGIN. */
+#define STATE_LEASE_MIN 15
+#define STATE_LEASE_STOP_MARGIN 8
+
 enum ftype { F_SECTION, F_STRING, F_BOOL, F_INT, F_QUANTITY, F_ABSPATH, F_FILE, F_ENUM, F_CLASS_SIZES };
 
 typedef struct field {
@@ -50,6 +58,9 @@ static const field node_fields[] = {
         {"runDir", F_ABSPATH, OFF(node.run_dir)},
         {"attachmentImage", F_STRING, OFF(node.attachment_image), .nonempty = true},
         {"maxConcurrentStarts", F_INT, OFF(node.max_concurrent_starts), .min = 1, .max = 1024},
+        {"stateLeaseSeconds", F_INT, OFF(node.state_lease_seconds), .min = STATE_LEASE_MIN, .max = 3600},
+        {"stateLeaseRenewDeadlineSeconds", F_INT, OFF(node.state_lease_renew_deadline_seconds), .min = 0,
+         .max = 3600},
         {0},
 };
 static const field kmip_fields[] = {
@@ -100,6 +111,7 @@ agent_config *agent_config_new_default(void) {
         c->node.run_dir = xstrdup("/run/vtpm-agent");
         c->node.attachment_image = xstrdup("registry.k8s.io/pause:3.10");
         c->node.max_concurrent_starts = 4;
+        c->node.state_lease_seconds = 40;
         c->keys.provider = xstrdup("secret");
         c->http.listen = xstrdup("127.0.0.1:9464");
         c->log.level = xstrdup("info");
@@ -313,6 +325,14 @@ int agent_config_parse(const char *data, size_t len, const char *name, agent_con
                 r = vt_error_set(err, EINVAL,
                                  "%s: keys.provider is kmip but keys.kmip is missing endpoint, caFile, certFile or keyFile",
                                  name);
+        if (r == 0 && c->node.state_lease_renew_deadline_seconds &&
+            (c->node.state_lease_renew_deadline_seconds < 5 ||
+             c->node.state_lease_renew_deadline_seconds > c->node.state_lease_seconds - STATE_LEASE_STOP_MARGIN))
+                r = vt_error_set(err, EINVAL,
+                                 "%s: node.stateLeaseRenewDeadlineSeconds must be at least 5 and at most "
+                                 "node.stateLeaseSeconds - %d (%d): a node that cannot renew needs that long to stop "
+                                 "its swtpm before another node may start one",
+                                 name, STATE_LEASE_STOP_MARGIN, c->node.state_lease_seconds - STATE_LEASE_STOP_MARGIN);
         yaml_document_delete(&doc);
         yaml_parser_delete(&parser);
         if (r < 0)
@@ -328,4 +348,19 @@ int agent_config_load(const char *path, agent_config **ret, vt_error **err) {
         if (r < 0)
                 return vt_error_prefix(err, "configuration: ");
         return agent_config_parse(data, len, path, ret, err);
+}
+
+void agent_config_state_lease_timing(const agent_config *c, state_lease_timing *ret) {
+        int d = c->node.state_lease_seconds;
+        int deadline = c->node.state_lease_renew_deadline_seconds;
+        if (!deadline) {
+                /* two thirds, as client-go's 15/10 s, but leaving the stop margin */
+                deadline = d * 2 / 3;
+                if (deadline > d - STATE_LEASE_STOP_MARGIN)
+                        deadline = d - STATE_LEASE_STOP_MARGIN;
+        }
+        int retry = deadline / 5;
+        ret->duration = d;
+        ret->renew_deadline = deadline;
+        ret->retry_period = retry < 1 ? 1 : retry;
 }

@@ -34,6 +34,8 @@ typedef struct agent_config {
                 char *swtpm_user;
                 char *swtpm_socket_dir; /* inside the launcher: control sockets */
                 char *run_dir;          /* on the node: records of running swtpm, for adoption */
+                int state_lease_seconds; /* the per-VM state Lease's duration */
+                int state_lease_renew_deadline_seconds; /* stop swtpm if not renewed this long; 0: derived */
                 char *attachment_image; /* image of the per-VM attachment pod */
                 int max_concurrent_starts;
         } node;
@@ -59,3 +61,10 @@ int agent_config_parse(const char *data, size_t len, const char *name, agent_con
 int64_t agent_config_size_for_class(const agent_config *c, const char *storage_class);
 void agent_config_free(agent_config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(agent_config *, agent_config_free)
+
+/* The per-VM state Lease's timing, derived from node.stateLeaseSeconds and
+ * node.stateLeaseRenewDeadlineSeconds (validated when the file is parsed). */
+typedef struct state_lease_timing {
+        int duration, renew_deadline, retry_period; /* seconds */
+} state_lease_timing;
+void agent_config_state_lease_timing(const agent_config *c, state_lease_timing *ret);

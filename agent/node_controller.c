@@ -31,6 +31,7 @@
 #include "launcher_identity.h"
 #include "keymgr.h"
 #include "keys/header.h"
+#include "state_lock.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
 
@@ -40,7 +41,6 @@ static const kube_resource res_pod = {"", "v1", "pods", true};
 static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
 static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
 static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
-static const kube_resource res_lease = {"coordination.k8s.io", "v1", "leases", true};
 static const kube_resource res_node = {"", "v1", "nodes", false};
 
 #define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
@@ -66,6 +66,7 @@ typedef struct launcher {
         bool persistent;
         bool encrypted;
         bool lease_held;
+        bool fenced;          /* swtpm stopped: its state lock could not be renewed */
         json_t *reported;     /* the nodeState last written */
 } launcher;
 
@@ -80,6 +81,8 @@ struct node_controller {
         kube_workqueue *queue;
         kube_recorder *recorder;
         keymgr *keys;
+        state_lock *locks;          /* the per-VM state Leases this node holds */
+        usec_t lock_start_margin;   /* a swtpm starts only with this long left before the lock's renew deadline */
         pthread_t *workers;
         int n_workers;
         pthread_t ticker;
@@ -107,6 +110,10 @@ static void launcher_free(void *p) {
         free(l);
 }
 
+static bool str_eq(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
 static const char *md(json_t *o, const char *k) {
         return json_string_value(json_object_get(json_object_get(o, "metadata"), k));
 }
@@ -124,11 +131,12 @@ static char *record_path(node_controller *nc, const char *pod_uid) {
 }
 
 static void record_save(node_controller *nc, const launcher *l) {
-        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:b}", "key", l->key, "podUID",
-                              l->pod_uid, "vmName", l->vm_name, "vmUID", l->vm_uid, "namespace", l->ns, "pid",
-                              (json_int_t)l->pid, "pidStart", (json_int_t)l->pid_start, "swtpmPid",
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:b, s:b}", "key", l->key,
+                              "podUID", l->pod_uid, "vmName", l->vm_name, "vmUID", l->vm_uid, "namespace", l->ns,
+                              "pid", (json_int_t)l->pid, "pidStart", (json_int_t)l->pid_start, "swtpmPid",
                               (json_int_t)l->swtpm_pid, "swtpmStart", (json_int_t)l->swtpm_start, "ctrlPath",
-                              l->ctrl_path, "attachPod", l->attach_pod, "persistent", l->persistent);
+                              l->ctrl_path, "attachPod", l->attach_pod, "persistent", l->persistent, "fenced",
+                              l->fenced);
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         _cleanup_free_ char *dir = xasprintf("%s/launchers", nc->cfg->node.run_dir);
@@ -177,6 +185,7 @@ static void records_load(node_controller *nc) {
                 l->attach_pod = ap ? xstrdup(ap) : NULL;
                 l->persistent = json_is_true(json_object_get(j, "persistent"));
                 l->lease_held = l->persistent;
+                l->fenced = json_is_true(json_object_get(j, "fenced"));
                 json_decref(j);
                 pthread_mutex_lock(&nc->lock);
                 vt_hashmap_put(nc->launchers, l->key, l);
@@ -222,80 +231,97 @@ static void report(node_controller *nc, launcher *l, const char *phase, const ch
                "reason", reason, NULL);
 }
 
-/* ---- the per-VM state lock: one swtpm per state, cluster-wide ---- */
+/* ---- the per-VM state lock: one swtpm per state, cluster-wide (state_lock.c) ---- */
 
-static char *lease_name(const char *vm_uid) {
-        return xasprintf("vtpm-state-%s", vm_uid);
+/* The launcher as the lock's holder: node/ns/pod/pod-uid. */
+static char *lock_identity(node_controller *nc, const launcher *l) {
+        return xasprintf("%s/%s/%s", nc->node, l->key, l->pod_uid);
 }
 
-/* Take the VM's state lock for this launcher. A holder whose launcher pod
- * still exists (same uid, not finished) keeps it: -EBUSY naming it. */
-static int lock_state(node_controller *nc, launcher *l, char **ret_holder, vt_error **err) {
-        _cleanup_free_ char *name = lease_name(l->vm_uid);
-        _cleanup_free_ char *path = kube_path(&res_lease, nc->cfg->namespace, name, NULL);
-        _cleanup_free_ char *me = xasprintf("%s/%s/%s", nc->node, l->key, l->pod_uid);
-        json_t *cur = NULL;
-        int r = kube_get(nc->client, path, &cur, NULL);
-        if (r == -ENOENT) {
-                json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s}}", "apiVersion", "coordination.k8s.io/v1",
-                                        "kind", "Lease", "metadata", "name", name, "namespace", nc->cfg->namespace,
-                                        "spec", "holderIdentity", me);
-                _cleanup_free_ char *coll = kube_path(&res_lease, nc->cfg->namespace, NULL, NULL);
-                r = kube_create(nc->client, coll, obj, NULL, err);
-                json_decref(obj);
-                if (r == -EEXIST)
-                        return -EAGAIN;
-                return r;
-        }
-        if (r < 0)
-                return vt_error_set(err, -r, "cannot read the state lock %s", name);
-        const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
-        if (holder && strcmp(holder, me) == 0) {
-                json_decref(cur);
-                return 0;
-        }
-        if (holder && *holder) {
-                /* node/ns/pod/uid: is that launcher still there? */
-                _cleanup_free_ char *h = xstrdup(holder);
-                char *p1 = strchr(h, '/'), *p2 = p1 ? strchr(p1 + 1, '/') : NULL, *p3 = p2 ? strchr(p2 + 1, '/') : NULL;
-                if (p1 && p2 && p3) {
-                        *p1 = *p2 = *p3 = '\0';
-                        _cleanup_free_ char *ppath = kube_path(&res_pod, p1 + 1, p2 + 1, NULL);
-                        json_t *pod = NULL;
-                        int pr = kube_get(nc->client, ppath, &pod, NULL);
-                        const char *phase = json_string_value(json_object_get(json_object_get(pod, "status"), "phase"));
-                        bool live = pr == 0 && md(pod, "uid") && strcmp(md(pod, "uid"), p3 + 1) == 0 &&
-                                    !(phase && (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0));
-                        json_decref(pod);
-                        if (live || (pr < 0 && pr != -ENOENT)) {
-                                *ret_holder = xasprintf("launcher %s/%s on node %s", p1 + 1, p2 + 1, h);
-                                json_decref(cur);
-                                return -EBUSY;
-                        }
-                }
-        }
-        json_object_set_new(json_object_get(cur, "spec"), "holderIdentity", json_string(me));
-        r = kube_update(nc->client, path, cur, NULL, err);
-        json_decref(cur);
-        return r == -ESTALE ? -EAGAIN : r;
+/* -EBUSY: held by a launcher that still exists; -EINPROGRESS: its holder's
+ * launcher is gone, its lease not expired yet (*ret_wait). */
+static int lock_state(node_controller *nc, launcher *l, char **ret_holder, usec_t *ret_wait, vt_error **err) {
+        _cleanup_free_ char *me = lock_identity(nc, l);
+        return state_lock_acquire(nc->locks, l->vm_uid, me, ret_holder, ret_wait, err);
 }
 
 static void unlock_state(node_controller *nc, launcher *l) {
         if (!l->vm_uid || !*l->vm_uid)
                 return;
-        _cleanup_free_ char *name = lease_name(l->vm_uid);
-        _cleanup_free_ char *path = kube_path(&res_lease, nc->cfg->namespace, name, NULL);
-        _cleanup_free_ char *me = xasprintf("%s/%s/%s", nc->node, l->key, l->pod_uid);
-        json_t *cur = NULL;
-        if (kube_get(nc->client, path, &cur, NULL) == 0) {
-                const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
-                if (holder && strcmp(holder, me) == 0) {
-                        json_object_set_new(json_object_get(cur, "spec"), "holderIdentity", json_string(""));
-                        (void)kube_update(nc->client, path, cur, NULL, NULL);
+        _cleanup_free_ char *me = lock_identity(nc, l);
+        state_lock_release(nc->locks, l->vm_uid, me);
+        l->lease_held = false;
+}
+
+/* The control socket of a running swtpm as swtpm itself sees it: the stop
+ * resolves it inside swtpm's root without following symlinks (NULL: signals). */
+static char *ctrl_via(const launcher *l) {
+        return l->ctrl_path ? xstrdup(l->ctrl_path) : NULL;
+}
+
+/* One note for the fence, whoever says it (the fence, or the teardown after
+ * the API server answers again): the recorder makes repeats one event. */
+static void fence_event(node_controller *nc, const char *ns, const char *vm_name, const char *vm_uid) {
+        _cleanup_free_ char *m = xasprintf("the VM's TPM on node %s was stopped: this node could not renew the VM's "
+                                           "state lock in time (it could not reach the API server), and another node "
+                                           "may take the state over once the lock expires; the VM has no TPM until it "
+                                           "restarts",
+                                           nc->node);
+        kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", ns, vm_name, vm_uid && *vm_uid ? vm_uid : NULL};
+        _cleanup_error_ vt_error *err = NULL;
+        (void)kube_record(nc->recorder, &ref, KUBE_EVENT_WARNING, "TPMFenced", "Fence", m, &err);
+}
+
+typedef struct fenced_vm {
+        char *key, *ns, *vm_name, *vm_uid;
+} fenced_vm;
+
+/* The state lock of a running swtpm could not be renewed in time (the API
+ * server is out of reach) or was taken over: stop that swtpm now, before the
+ * lease can expire and another node may start one on the same state. The VM
+ * keeps running without its TPM (QEMU's TPM backend reports errors to the
+ * guest) until it restarts. Runs on a thread of the state lock's. */
+static void fence_swtpm(const state_lock_fence *f, void *ud) {
+        node_controller *nc = ud;
+        usec_t t0 = now_monotonic();
+        _cleanup_error_ vt_error *err = NULL;
+        int r = swtpm_stop_within(f->swtpm_pid, f->swtpm_start, f->ctrl_via, f->budget, &err);
+        usec_t took = now_monotonic() - t0;
+        _cleanup_free_ char *after = xasprintf("%.1f", (double)f->since_renewal / USEC_PER_SEC);
+        _cleanup_free_ char *stop = xasprintf("%.1f", (double)took / USEC_PER_SEC);
+        if (r < 0) {
+                log_kv(LOG_LEVEL_ERROR, "swtpm could not be stopped although its state lock is lost", "vm", f->vm_uid,
+                       "launcher", f->identity, "error", err ? err->msg : strerror(-r), NULL);
+                return;
+        }
+        stat_inc(nc, &nc->stats.stops, 1);
+        stat_inc(nc, &nc->stats.swtpm_running, -1);
+        log_kv(LOG_LEVEL_WARN, "swtpm stopped: its state lock could not be renewed; the VM has no TPM until it restarts",
+               "vm", f->vm_uid, "launcher", f->identity, "secondsSinceRenewal", after, "stopSeconds", stop, NULL);
+        /* Which VM: its launcher record. */
+        fenced_vm vm = {0};
+        const char *pod_uid = strrchr(f->identity, '/');
+        pthread_mutex_lock(&nc->lock);
+        const char *k;
+        void *v;
+        for (vt_hashmap_iter it = {0}; pod_uid && vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                launcher *l = v;
+                if (str_eq(l->pod_uid, pod_uid + 1) && str_eq(l->vm_uid, f->vm_uid)) {
+                        vm = (fenced_vm){xstrdup(l->key), xstrdup(l->ns), xstrdup(l->vm_name), xstrdup(l->vm_uid)};
+                        break;
                 }
         }
-        json_decref(cur);
-        l->lease_held = false;
+        pthread_mutex_unlock(&nc->lock);
+        if (!vm.key)
+                return;
+        /* An event only, no status: this write may reach the API server after
+         * another node has started the VM's TPM and reported it. */
+        fence_event(nc, vm.ns, vm.vm_name, vm.vm_uid);
+        kube_workqueue_add(nc->queue, vm.key);
+        free(vm.key);
+        free(vm.ns);
+        free(vm.vm_name);
+        free(vm.vm_uid);
 }
 
 /* ---- the attachment pod: the kubelet publishes the state PVC for it ---- */
@@ -465,6 +491,10 @@ static void teardown(node_controller *nc, launcher *l) {
         delete_attachment(nc, l);
         if (l->lease_held || l->persistent)
                 unlock_state(nc, l);
+        if (l->fenced)
+                /* Said again now that the API server answers (the fence's own
+                 * event may not have got through): one event with a count. */
+                fence_event(nc, l->ns, l->vm_name, l->vm_uid);
         record_remove(nc, l->pod_uid);
 }
 
@@ -523,9 +553,6 @@ static const char *ts_keys_field(json_t *ts, const char *which, const char *fiel
         return json_string_value(json_object_get(which ? json_object_get(k, which) : k, field));
 }
 
-static bool str_eq(const char *a, const char *b) {
-        return a && b && strcmp(a, b) == 0;
-}
 
 static void keys_event(node_controller *nc, launcher *l, bool warn, const char *reason, const char *message) {
         kube_object_ref ref = {"kubevirt.io/v1", "VirtualMachine", l->ns, l->vm_name,
@@ -844,18 +871,45 @@ static json_t *ts_trim(json_t *o, void *ud) {
         return out;
 }
 
+/* A fenced launcher: said in its status once the API server answers, but only
+ * while the state lock still names it (if another node took the state over,
+ * the status is that node's to write). */
+static int fenced(node_controller *nc, launcher *l) {
+        _cleanup_free_ char *me = lock_identity(nc, l);
+        if (state_lock_names(nc->locks, l->vm_uid, me) > 0)
+                report(nc, l, "Stopped", "TPMFenced",
+                       "swtpm was stopped because this node could not renew the VM's state lock in time; the VM "
+                       "has no TPM until it restarts",
+                       true);
+        return 0;
+}
+
 /* Bring a launcher's vTPM up: every check passes before swtpm starts. */
 static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **err) {
         int r = 0;
         _cleanup_json_ json_t *vm = NULL, *ts = NULL, *attach = NULL, *pvc = NULL;
         _cleanup_free_ char *published = NULL, *host_state = NULL, *holder = NULL;
+        usec_t lease_wait = 0;
         _cleanup_close_ int mntns = -1;
         const char *vm_ns = l->ns;
 
+        /* Stopped for want of state lock renewals: not started again for this
+         * launcher (QEMU lost its TPM; the VM gets one at its next start). */
+        if (l->fenced)
+                return fenced(nc, l);
         /* Already running (ours, or adopted after a restart)? Leave it alone. */
         if (l->swtpm_pid > 0) {
                 if (swtpm_alive(l->swtpm_pid, l->swtpm_start))
                         return keys_running(nc, l, err);
+                if (l->persistent && l->vm_uid) {
+                        _cleanup_free_ char *me = lock_identity(nc, l);
+                        if (state_lock_fenced(nc->locks, l->vm_uid, me)) {
+                                l->fenced = true;
+                                l->swtpm_pid = 0;
+                                record_save(nc, l);
+                                return fenced(nc, l);
+                        }
+                }
                 /* QEMU shuts swtpm down (CMD_SHUTDOWN) whenever the VM stops: that is
                  * normal, not a warning. Said only while the launcher still runs;
                  * a launcher that went is torn down without a word. */
@@ -942,7 +996,20 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
 
         _cleanup_free_ char *state_in_ns = xasprintf("%s/%s", nc->cfg->node.swtpm_state_dir, l->vm_uid);
         if (persistent) {
-                r = lock_state(nc, l, &holder, err);
+                r = lock_state(nc, l, &holder, &lease_wait, err);
+                if (r == -EINPROGRESS) {
+                        _cleanup_free_ char *m = xasprintf("waiting up to %llu s for the state lock of %s to expire "
+                                                           "(its launcher is gone; its node may still be running "
+                                                           "swtpm until then)",
+                                                           (unsigned long long)((lease_wait + USEC_PER_SEC - 1) /
+                                                                                USEC_PER_SEC),
+                                                           holder);
+                        /* Said once, not with every countdown: the count is in the log. */
+                        report(nc, l, "Waiting", "WaitingForStateLock",
+                               "waiting for the state lock of a launcher that is gone to expire", false);
+                        log_kv(LOG_LEVEL_INFO, m, "vm", l->vm_name, "namespace", l->ns, NULL);
+                        return r;
+                }
                 if (r == -EBUSY) {
                         _cleanup_free_ char *m = xasprintf("the VM's TPM state is in use by %s; a second swtpm on the "
                                                            "same state is never started",
@@ -1098,11 +1165,27 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 r = -EAGAIN;
                 return r;
         }
+        _cleanup_free_ char *me = lock_identity(nc, l);
+        /* Starting takes a while: only with the lock renewed recently enough. */
+        if (persistent && !state_lock_fresh(nc->locks, l->vm_uid, me, nc->lock_start_margin)) {
+                r = -EAGAIN;
+                return r;
+        }
         t0 = now_monotonic();
         r = swtpm_start(&spec, &l->swtpm_pid, &l->swtpm_start, err);
         if (r < 0) {
                 report(nc, l, "Failed", "SwtpmStartFailed", err && *err ? (*err)->msg : "swtpm did not start", true);
                 return r;
+        }
+        if (persistent) {
+                _cleanup_free_ char *via = ctrl_via(l);
+                if (state_lock_attach_swtpm(nc->locks, l->vm_uid, me, l->swtpm_pid, l->swtpm_start, via) < 0) {
+                        /* Lost while it started: it must not run on. */
+                        (void)swtpm_stop(l->swtpm_pid, l->swtpm_start, via, NULL);
+                        l->swtpm_pid = 0;
+                        r = -EAGAIN;
+                        return r;
+                }
         }
         join_launcher_cgroup(pid, l->swtpm_pid);
         record_save(nc, l);
@@ -1208,6 +1291,9 @@ static void *worker(void *ud) {
                 if (r == -EAGAIN)
                         /* Waiting on the launcher's socket or the kubelet: look again soon. */
                         kube_workqueue_add_after(nc->queue, key, 250 * USEC_PER_MSEC);
+                else if (r == -EINPROGRESS)
+                        /* Waiting for a state lock to expire (or be released). */
+                        kube_workqueue_add_after(nc->queue, key, USEC_PER_SEC);
                 else if (r == -EHOSTDOWN && kube_workqueue_peek_backoff(nc->queue, key) > KEY_RETRY_MAX_USEC)
                         /* KeyProviderUnavailable (reported already): back off, but not past the ceiling. */
                         kube_workqueue_add_after(nc->queue, key, KEY_RETRY_MAX_USEC);
@@ -1285,6 +1371,19 @@ int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *met
                 node_controller_free(nc);
                 return kr;
         }
+        state_lease_timing lt;
+        agent_config_state_lease_timing(cfg, &lt);
+        state_lock_options lo = {.namespace = cfg->namespace, .run_dir = cfg->node.run_dir,
+                                 .duration = (usec_t)lt.duration * USEC_PER_SEC,
+                                 .renew_deadline = (usec_t)lt.renew_deadline * USEC_PER_SEC,
+                                 .retry_period = (usec_t)lt.retry_period * USEC_PER_SEC,
+                                 .fence = fence_swtpm, .userdata = nc};
+        nc->lock_start_margin = lo.renew_deadline / 2;
+        kr = state_lock_new(c, &lo, &nc->locks, err);
+        if (kr < 0) {
+                node_controller_free(nc);
+                return kr;
+        }
         _cleanup_free_ char *fs = xasprintf("spec.nodeName=%s", nc->node);
         kube_informer_options o = {.label_selector = "kubevirt.io=virt-launcher", .field_selector = fs};
         kube_informer_handlers h = {enqueue, enqueue_update, enqueue, trim_pod, NULL, nc};
@@ -1321,6 +1420,13 @@ int node_controller_start(node_controller *nc, vt_error **err) {
                 if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
                         nc->stats.adoptions++;
                         nc->stats.swtpm_running++;
+                        if (l->persistent && l->vm_uid && *l->vm_uid && !l->fenced) {
+                                /* Its lock is renewed from now on, with the deadline the
+                                 * previous agent had. */
+                                _cleanup_free_ char *me = lock_identity(nc, l);
+                                _cleanup_free_ char *via = ctrl_via(l);
+                                state_lock_adopt(nc->locks, l->vm_uid, me, l->swtpm_pid, l->swtpm_start, via);
+                        }
                         log_kv(LOG_LEVEL_INFO, "adopted a running swtpm", "vm", l->vm_name, "launcher", l->key, NULL);
                 }
                 kube_workqueue_add(nc->queue, k);
@@ -1328,6 +1434,9 @@ int node_controller_start(node_controller *nc, vt_error **err) {
         pthread_mutex_unlock(&nc->lock);
         if (!nc->cfg->node.enabled)
                 return 0;
+        r = state_lock_start(nc->locks, err);
+        if (r < 0)
+                return r;
         nc->n_workers = nc->cfg->node.max_concurrent_starts;
         nc->workers = xnew(pthread_t, (size_t)nc->n_workers);
         for (int i = 0; i < nc->n_workers; i++)
@@ -1357,6 +1466,9 @@ void node_controller_stop(node_controller *nc) {
                 pthread_join(nc->ticker, NULL);
                 nc->ticker_started = false;
         }
+        /* The leases stay held: their swtpm run on, and the next agent renews them. */
+        state_lock_free(nc->locks);
+        nc->locks = NULL;
         kube_informer_stop(nc->pods);
         kube_informer_stop(nc->tpmstates);
         kube_informer_stop(nc->attachments);

@@ -101,6 +101,23 @@ int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, vt_error 
         return r < 0 ? r : 0;
 }
 
+int swtpm_stop_within(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, usec_t budget, vt_error **err) {
+        if (!swtpm_alive(pid, start_time))
+                return 0;
+        /* tpm_swtpm_stop() takes at most `timeout`, then 3 s after SIGTERM and
+         * 3 s after SIGKILL: the control channel only when that leaves
+         * `timeout` at least a second. */
+        const usec_t signals = 7 * USEC_PER_SEC;
+        usec_t timeout = budget > signals + USEC_PER_SEC ? budget - signals : 0;
+        if (timeout > STOP_TIMEOUT)
+                timeout = STOP_TIMEOUT;
+        int r = timeout && ctrl_in_ns ? tpm_swtpm_stop_in_root(ctrl_in_ns, pid, timeout, err)
+                                      : tpm_swtpm_stop(NULL, pid, USEC_PER_SEC, err);
+        int status;
+        (void)waitpid(pid, &status, WNOHANG);
+        return r < 0 ? r : 0;
+}
+
 int swtpm_capabilities(bool *ret_tpm12, bool *ret_tpm2, vt_error **err) {
         tpm_caps caps = {0};
         int r = tpm_caps_detect(NULL, NULL, 10 * USEC_PER_SEC, &caps, err);

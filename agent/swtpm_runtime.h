@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
+#include "base/timeutil.h"
 
 typedef struct swtpm_spec {
         bool tpm2;                /* false: TPM 1.2 */
@@ -37,6 +38,14 @@ int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, v
  * fallback. `ctrl_in_ns` is the control socket as swtpm sees it (resolved
  * inside swtpm's root, no symlinks followed; NULL: signals only). */
 int swtpm_stop(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, vt_error **err);
+/* The same within `budget` (the fence of a state lock that could not be
+ * renewed): CMD_SHUTDOWN over the control channel while the budget allows
+ * it, else (and when QEMU holds the channel, which it does while the VM runs)
+ * SIGTERM, which swtpm handles the same way (TPMLIB_Terminate, then exit);
+ * SIGKILL only if it ignores that. The permanent state is on disk in any
+ * case: swtpm writes it (to a new file, then renamed) whenever it changes.
+ * 0 when it is gone. */
+int swtpm_stop_within(pid_t pid, uint64_t start_time, const char *ctrl_in_ns, usec_t budget, vt_error **err);
 /* Is this still that swtpm? (pid alive, same start time, an swtpm binary) */
 bool swtpm_alive(pid_t pid, uint64_t start_time);
 /* What the node can offer (from --print-capabilities). */

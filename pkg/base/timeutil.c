@@ -15,6 +15,12 @@ usec_t now_monotonic(void) {
         return ts_to_usec(&ts);
 }
 
+usec_t now_boottime(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return ts_to_usec(&ts);
+}
+
 usec_t now_realtime(void) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

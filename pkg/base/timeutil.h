@@ -9,6 +9,10 @@ typedef uint64_t usec_t;
 
 usec_t now_monotonic(void);
 usec_t now_realtime(void);
+/* CLOCK_BOOTTIME: like the monotonic clock, but it also counts time the
+ * machine was suspended. Deadlines that must hold in real elapsed time (a
+ * lease another node may take over) are measured on it. */
+usec_t now_boottime(void);
 /* RFC 3339 with microseconds, as Kubernetes MicroTime wants ("...T...000000Z"). */
 void format_rfc3339_micro(usec_t realtime, char buf[static 40]);
 /* RFC 3339 to the second, as Kubernetes Time wants. */

@@ -11,24 +11,308 @@
 
 static const kube_resource lease_res = {"coordination.k8s.io", "v1", "leases", true};
 
-struct kube_elector {
+struct kube_lease {
         kube_client *client;
-        kube_elector_options o;
-        char *namespace, *name, *identity;
-        pthread_t thread;
-        bool started;
-        atomic_bool stop, leader;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
+        char *namespace, *name, *identity, *path;
+        usec_t duration;
+        pthread_mutex_t lock; /* one request sequence at a time */
         /* what we last saw of someone else's record, by our own clock */
         char *observed_rv;
         usec_t observed_at;
-        usec_t last_renew; /* when we last renewed successfully */
         /* The Lease as our own last successful write returned it: while we
          * hold it, the next renewal is an UPDATE with its resourceVersion,
          * without a GET first (one request per renewal, not two). Dropped on
          * any failure; a Conflict means someone else wrote: read it afresh. */
         json_t *last;
+        bool released; /* kube_lease_release() was called: renewals stop */
+};
+
+int kube_lease_new(kube_client *c, const kube_lease_options *o, kube_lease **ret, vt_error **err) {
+        assert_return(c && o && ret, -EINVAL);
+        if (!o->namespace || !o->name || !o->identity || !*o->identity)
+                return vt_error_set(err, EINVAL, "a lease needs a namespace, name and identity");
+        if (o->duration < USEC_PER_SEC)
+                return vt_error_set(err, EINVAL, "a lease lasts at least one second");
+        kube_lease *l = xnew(kube_lease, 1);
+        l->client = c;
+        l->namespace = xstrdup(o->namespace);
+        l->name = xstrdup(o->name);
+        l->identity = xstrdup(o->identity);
+        l->path = kube_path(&lease_res, o->namespace, o->name, NULL);
+        l->duration = o->duration;
+        pthread_mutex_init(&l->lock, NULL);
+        *ret = l;
+        return 0;
+}
+
+void kube_lease_free(kube_lease *l) {
+        if (!l)
+                return;
+        pthread_mutex_destroy(&l->lock);
+        free(l->namespace);
+        free(l->name);
+        free(l->identity);
+        free(l->path);
+        free(l->observed_rv);
+        json_decref(l->last);
+        free(l);
+}
+
+static json_t *lease_spec(kube_lease *l, const char *acquire_time, int transitions) {
+        char now[40];
+        format_rfc3339_micro(now_realtime(), now);
+        return json_pack("{s:s, s:s, s:s, s:i, s:I}", "holderIdentity", l->identity, "acquireTime",
+                         acquire_time ? acquire_time : now, "renewTime", now, "leaseTransitions", transitions,
+                         "leaseDurationSeconds", (json_int_t)(l->duration / USEC_PER_SEC));
+}
+
+static void forget_last(kube_lease *l) {
+        json_decref(l->last);
+        l->last = NULL;
+}
+
+static void clear_error(vt_error **err) {
+        if (err && *err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+}
+
+/* Renew from the remembered object: 1 renewed, 0 conflict (read afresh),
+ * < 0 error. */
+static int renew_from_last(kube_lease *l, usec_t *started, vt_error **err) {
+        json_t *cur = json_deep_copy(l->last);
+        forget_last(l);
+        json_t *spec = json_object_get(cur, "spec");
+        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
+        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
+        /* lease_spec copies the acquire time before spec is replaced */
+        json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
+        json_t *updated = NULL;
+        *started = now_boottime();
+        int r = kube_update(l->client, l->path, cur, &updated, err);
+        json_decref(cur);
+        if (r == -ESTALE) {
+                clear_error(err);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        l->last = updated;
+        return 1;
+}
+
+static int try_locked(kube_lease *l, kube_lease_may_take may_take, void *userdata, usec_t *ret_started,
+                      char **ret_holder, usec_t *ret_wait, vt_error **err) {
+        json_t *cur = NULL;
+        usec_t started = 0;
+        int r;
+        if (l->last) {
+                r = renew_from_last(l, &started, err);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        goto held;
+                /* Conflict: someone wrote in between; judge from a fresh read. */
+        }
+        r = kube_get(l->client, l->path, &cur, err);
+        if (r == -ENOENT) {
+                clear_error(err);
+                json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:o}", "apiVersion", "coordination.k8s.io/v1",
+                                        "kind", "Lease", "metadata", "name", l->name, "namespace", l->namespace,
+                                        "spec", lease_spec(l, NULL, 0));
+                _cleanup_free_ char *coll = kube_path(&lease_res, l->namespace, NULL, NULL);
+                json_t *created = NULL;
+                started = now_boottime();
+                r = kube_create(l->client, coll, obj, &created, err);
+                json_decref(obj);
+                if (r == -EEXIST) {
+                        /* lost the race: someone else created it; judged at the next try */
+                        clear_error(err);
+                        if (ret_wait)
+                                *ret_wait = l->duration;
+                        return 0;
+                }
+                if (r < 0)
+                        return r;
+                l->last = created;
+                goto held;
+        }
+        if (r < 0)
+                return r;
+        json_t *md = json_object_get(cur, "metadata");
+        json_t *spec = json_object_get(cur, "spec");
+        const char *rv = json_string_value(json_object_get(md, "resourceVersion"));
+        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
+        json_int_t dur = json_integer_value(json_object_get(spec, "leaseDurationSeconds"));
+        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
+        bool mine = holder && strcmp(holder, l->identity) == 0;
+        usec_t now = now_boottime();
+
+        if (!mine) {
+                /* Track when the record last changed, by our clock. */
+                if (!l->observed_rv || !rv || strcmp(l->observed_rv, rv) != 0) {
+                        free(l->observed_rv);
+                        l->observed_rv = rv ? xstrdup(rv) : NULL;
+                        l->observed_at = now;
+                }
+                bool released = !holder || !*holder;
+                /* The holder's own duration (it fences itself by it); ours for
+                 * records written without one. */
+                usec_t d = dur > 0 ? (usec_t)dur * USEC_PER_SEC : l->duration;
+                usec_t seen = now - l->observed_at;
+                if (!released && (seen < d || (may_take && !may_take(holder, userdata)))) {
+                        if (ret_holder)
+                                *ret_holder = xstrdup(holder);
+                        if (ret_wait)
+                                *ret_wait = seen < d ? d - seen : 0;
+                        json_decref(cur);
+                        return 0;
+                }
+                transitions++;
+        }
+        const char *acquired = mine ? json_string_value(json_object_get(spec, "acquireTime")) : NULL;
+        json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
+        json_t *updated = NULL;
+        started = now_boottime();
+        r = kube_update(l->client, l->path, cur, &updated, err);
+        json_decref(cur);
+        if (r == -ESTALE) {
+                /* Someone wrote in between: not ours this round. */
+                clear_error(err);
+                if (ret_wait)
+                        *ret_wait = l->duration;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        l->last = updated;
+held:
+        free(l->observed_rv);
+        l->observed_rv = NULL;
+        if (ret_started)
+                *ret_started = started;
+        return 1;
+}
+
+int kube_lease_try(kube_lease *l, kube_lease_may_take may_take, void *userdata, usec_t *ret_started,
+                   char **ret_holder, usec_t *ret_wait, vt_error **err) {
+        assert_return(l, -EINVAL);
+        pthread_mutex_lock(&l->lock);
+        l->released = false;
+        int r = try_locked(l, may_take, userdata, ret_started, ret_holder, ret_wait, err);
+        if (r < 0)
+                forget_last(l);
+        pthread_mutex_unlock(&l->lock);
+        return r;
+}
+
+static int renew_locked(kube_lease *l, usec_t *ret_started, vt_error **err) {
+        usec_t started = 0;
+        int r;
+        if (l->released)
+                return 0;
+        if (l->last) {
+                r = renew_from_last(l, &started, err);
+                if (r != 0)
+                        goto done;
+        }
+        json_t *cur = NULL;
+        r = kube_get(l->client, l->path, &cur, err);
+        if (r < 0)
+                return r;
+        json_t *spec = json_object_get(cur, "spec");
+        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
+        if (!holder || strcmp(holder, l->identity) != 0) {
+                json_decref(cur);
+                return 0; /* someone else's now (or released): not renewed */
+        }
+        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
+        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
+        json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
+        json_t *updated = NULL;
+        started = now_boottime();
+        r = kube_update(l->client, l->path, cur, &updated, err);
+        json_decref(cur);
+        if (r == -ESTALE) {
+                clear_error(err);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        l->last = updated;
+        r = 1;
+done:
+        if (r > 0 && ret_started)
+                *ret_started = started;
+        return r;
+}
+
+int kube_lease_renew(kube_lease *l, usec_t *ret_started, vt_error **err) {
+        assert_return(l, -EINVAL);
+        pthread_mutex_lock(&l->lock);
+        int r = renew_locked(l, ret_started, err);
+        if (r < 0)
+                forget_last(l);
+        pthread_mutex_unlock(&l->lock);
+        return r;
+}
+
+static int release_locked(kube_lease *l, vt_error **err) {
+        json_t *cur = NULL;
+        l->released = true;
+        if (l->last) {
+                /* Usually the record is still as our last renewal left it: no GET. */
+                cur = json_deep_copy(l->last);
+                forget_last(l);
+                json_t *spec = json_object_get(cur, "spec");
+                json_object_set_new(spec, "holderIdentity", json_string(""));
+                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
+                int r = kube_update(l->client, l->path, cur, NULL, err);
+                json_decref(cur);
+                cur = NULL;
+                if (r != -ESTALE)
+                        return r;
+                clear_error(err);
+        }
+        int r = kube_get(l->client, l->path, &cur, err);
+        if (r == -ENOENT) {
+                clear_error(err);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        json_t *spec = json_object_get(cur, "spec");
+        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
+        if (holder && strcmp(holder, l->identity) == 0) {
+                json_object_set_new(spec, "holderIdentity", json_string(""));
+                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
+                r = kube_update(l->client, l->path, cur, NULL, err);
+        }
+        json_decref(cur);
+        return r;
+}
+
+int kube_lease_release(kube_lease *l, vt_error **err) {
+        assert_return(l, -EINVAL);
+        pthread_mutex_lock(&l->lock);
+        int r = release_locked(l, err);
+        pthread_mutex_unlock(&l->lock);
+        return r;
+}
+
+/* ---- leader election ---- */
+
+struct kube_elector {
+        kube_elector_options o;
+        char *namespace, *name, *identity;
+        kube_lease *lease;
+        pthread_t thread;
+        bool started;
+        atomic_bool stop, leader;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        usec_t last_renew; /* CLOCK_BOOTTIME when our last successful renewal was sent */
 };
 
 int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elector **ret, vt_error **err) {
@@ -36,7 +320,6 @@ int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elec
         if (!opts->namespace || !opts->name || !opts->identity || !*opts->identity)
                 return vt_error_set(err, EINVAL, "leader election needs a lease namespace, name and identity");
         kube_elector *e = xnew(kube_elector, 1);
-        e->client = c;
         e->o = *opts;
         e->namespace = xstrdup(opts->namespace);
         e->name = xstrdup(opts->name);
@@ -50,6 +333,16 @@ int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elec
                 e->o.renew_deadline = 10 * USEC_PER_SEC;
         if (!e->o.retry_period)
                 e->o.retry_period = 2 * USEC_PER_SEC;
+        kube_lease_options lo = {.namespace = e->namespace, .name = e->name, .identity = e->identity,
+                                 .duration = e->o.lease_duration};
+        int r = kube_lease_new(c, &lo, &e->lease, err);
+        if (r < 0) {
+                free(e->namespace);
+                free(e->name);
+                free(e->identity);
+                free(e);
+                return r;
+        }
         pthread_mutex_init(&e->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -64,166 +357,17 @@ void kube_elector_free(kube_elector *e) {
         if (!e)
                 return;
         kube_elector_stop(e);
+        kube_lease_free(e->lease);
         pthread_mutex_destroy(&e->lock);
         pthread_cond_destroy(&e->cond);
         free(e->namespace);
         free(e->name);
         free(e->identity);
-        free(e->observed_rv);
-        json_decref(e->last);
         free(e);
 }
 
 bool kube_elector_is_leader(kube_elector *e) {
         return atomic_load(&e->leader);
-}
-
-static json_t *lease_spec(kube_elector *e, const char *acquire_time, int transitions) {
-        char now[40];
-        format_rfc3339_micro(now_realtime(), now);
-        return json_pack("{s:s, s:s, s:s, s:i, s:I}", "holderIdentity", e->identity, "acquireTime",
-                         acquire_time ? acquire_time : now, "renewTime", now, "leaseTransitions", transitions,
-                         "leaseDurationSeconds", (json_int_t)(e->o.lease_duration / USEC_PER_SEC));
-}
-
-static void forget_last(kube_elector *e) {
-        json_decref(e->last);
-        e->last = NULL;
-}
-
-static void clear_error(vt_error **err) {
-        if (err && *err) {
-                vt_error_free(*err);
-                *err = NULL;
-        }
-}
-
-/* Renew from the remembered object: 1 renewed, 0 conflict (read afresh),
- * < 0 error. */
-static int renew_from_last(kube_elector *e, const char *path, vt_error **err) {
-        json_t *cur = json_deep_copy(e->last);
-        forget_last(e);
-        json_t *spec = json_object_get(cur, "spec");
-        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
-        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
-        /* lease_spec copies the acquire time before spec is replaced */
-        json_object_set_new(cur, "spec", lease_spec(e, acquired, transitions));
-        json_t *updated = NULL;
-        int r = kube_update(e->client, path, cur, &updated, err);
-        json_decref(cur);
-        if (r == -ESTALE) {
-                clear_error(err);
-                return 0;
-        }
-        if (r < 0)
-                return r;
-        e->last = updated;
-        return 1;
-}
-
-/* One attempt to acquire or renew. Returns 1 if we hold the lease now, 0 if
- * someone else does, < 0 on error. */
-static int try_acquire_or_renew(kube_elector *e, vt_error **err) {
-        _cleanup_free_ char *path = kube_path(&lease_res, e->namespace, e->name, NULL);
-        json_t *cur = NULL;
-        int r;
-        if (e->last) {
-                r = renew_from_last(e, path, err);
-                if (r != 0)
-                        return r;
-                /* Conflict: someone wrote in between; judge from a fresh read. */
-        }
-        r = kube_get(e->client, path, &cur, err);
-        if (r == -ENOENT) {
-                if (err && *err) {
-                        vt_error_free(*err);
-                        *err = NULL;
-                }
-                json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:o}", "apiVersion", "coordination.k8s.io/v1",
-                                        "kind", "Lease", "metadata", "name", e->name, "namespace", e->namespace,
-                                        "spec", lease_spec(e, NULL, 0));
-                _cleanup_free_ char *coll = kube_path(&lease_res, e->namespace, NULL, NULL);
-                json_t *created = NULL;
-                r = kube_create(e->client, coll, obj, &created, err);
-                json_decref(obj);
-                if (r == -EEXIST)
-                        return 0; /* lost the race: someone else created it */
-                if (r < 0)
-                        return r;
-                e->last = created;
-                return 1;
-        }
-        if (r < 0)
-                return r;
-        json_t *md = json_object_get(cur, "metadata");
-        json_t *spec = json_object_get(cur, "spec");
-        const char *rv = json_string_value(json_object_get(md, "resourceVersion"));
-        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
-        json_int_t dur = json_integer_value(json_object_get(spec, "leaseDurationSeconds"));
-        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
-        bool mine = holder && strcmp(holder, e->identity) == 0;
-        usec_t now = now_monotonic();
-
-        if (!mine) {
-                /* Track when the record last changed, by our clock. */
-                if (!e->observed_rv || !rv || strcmp(e->observed_rv, rv) != 0) {
-                        free(e->observed_rv);
-                        e->observed_rv = rv ? xstrdup(rv) : NULL;
-                        e->observed_at = now;
-                }
-                bool released = !holder || !*holder;
-                usec_t d = dur > 0 ? (usec_t)dur * USEC_PER_SEC : e->o.lease_duration;
-                if (!released && now - e->observed_at < d) {
-                        json_decref(cur);
-                        return 0;
-                }
-                transitions++;
-        }
-        const char *acquired = mine ? json_string_value(json_object_get(spec, "acquireTime")) : NULL;
-        json_object_set_new(cur, "spec", lease_spec(e, acquired, transitions));
-        json_t *updated = NULL;
-        r = kube_update(e->client, path, cur, &updated, err);
-        json_decref(cur);
-        if (r == -ESTALE) {
-                /* Someone wrote in between: not ours this round. */
-                if (err && *err) {
-                        vt_error_free(*err);
-                        *err = NULL;
-                }
-                return 0;
-        }
-        if (r < 0)
-                return r;
-        e->last = updated;
-        return 1;
-}
-
-static void release(kube_elector *e) {
-        _cleanup_free_ char *path = kube_path(&lease_res, e->namespace, e->name, NULL);
-        json_t *cur = NULL;
-        if (e->last) {
-                /* Usually the record is still as our last renewal left it: no GET. */
-                cur = json_deep_copy(e->last);
-                forget_last(e);
-                json_t *spec = json_object_get(cur, "spec");
-                json_object_set_new(spec, "holderIdentity", json_string(""));
-                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
-                int r = kube_update(e->client, path, cur, NULL, NULL);
-                json_decref(cur);
-                cur = NULL;
-                if (r != -ESTALE)
-                        return;
-        }
-        if (kube_get(e->client, path, &cur, NULL) < 0)
-                return;
-        json_t *spec = json_object_get(cur, "spec");
-        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
-        if (holder && strcmp(holder, e->identity) == 0) {
-                json_object_set_new(spec, "holderIdentity", json_string(""));
-                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
-                (void)kube_update(e->client, path, cur, NULL, NULL);
-        }
-        json_decref(cur);
 }
 
 static bool wait_or_stop(kube_elector *e, usec_t usec) {
@@ -240,13 +384,14 @@ static bool wait_or_stop(kube_elector *e, usec_t usec) {
 static void *elector_thread(void *userdata) {
         kube_elector *e = userdata;
         while (!atomic_load(&e->stop)) {
-                int r = try_acquire_or_renew(e, NULL);
-                usec_t now = now_monotonic();
+                usec_t started = 0;
+                int r = kube_lease_try(e->lease, NULL, NULL, &started, NULL, NULL, NULL);
                 if (r == 1) {
-                        e->last_renew = now;
+                        e->last_renew = started;
                         if (!atomic_exchange(&e->leader, true) && e->o.on_started_leading)
                                 e->o.on_started_leading(e->o.userdata);
-                } else if (atomic_load(&e->leader) && (r == 0 || now - e->last_renew > e->o.renew_deadline)) {
+                } else if (atomic_load(&e->leader) &&
+                           (r == 0 || now_boottime() - e->last_renew > e->o.renew_deadline)) {
                         /* Someone else holds it, or we could not renew in time. */
                         atomic_store(&e->leader, false);
                         if (e->o.on_stopped_leading)
@@ -256,7 +401,7 @@ static void *elector_thread(void *userdata) {
                         break;
         }
         if (atomic_exchange(&e->leader, false)) {
-                release(e);
+                (void)kube_lease_release(e->lease, NULL);
                 if (e->o.on_stopped_leading)
                         e->o.on_stopped_leading(e->o.userdata);
         }

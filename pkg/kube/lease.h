@@ -1,11 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Leader election on a coordination.k8s.io/v1 Lease, as client-go's
- * leaderelection does: the holder renews every retry period; a candidate
- * takes the lease over only when it has not seen the record change for a
- * whole lease duration (judged by its own clock, so clock skew between nodes
- * does not matter). Writes use the resourceVersion, so two candidates can
- * never both win. On a clean stop the holder releases the lease, so a
- * stand-by takes over at its next retry instead of a lease duration later. */
+/* coordination.k8s.io/v1 Leases, as client-go's leaderelection uses them.
+ *
+ * kube_lease is one record and one candidate for it: it creates the record,
+ * renews it while it holds it, and takes it over only when the record was
+ * released or has not changed for its whole leaseDurationSeconds, judged by
+ * this process's own clock (CLOCK_BOOTTIME) from when it first saw that
+ * version, never by comparing renewTime with our wall clock, so clock skew
+ * between nodes does not matter. Writes carry the resourceVersion, so two
+ * candidates can never both win. A holder that cannot renew must stop acting
+ * before the record can expire: it measures its renew deadline from the
+ * START of its last successful renewal request (kube_lease_try's
+ * ret_started), which the server cannot have seen later than that.
+ *
+ * kube_elector is leader election on one such Lease: the holder renews every
+ * retry period; on a clean stop it releases the lease, so a stand-by takes
+ * over at its next retry instead of a lease duration later. */
 #pragma once
 
 #include <stdbool.h>
@@ -13,6 +22,43 @@
 #include "base/error.h"
 #include "base/timeutil.h"
 #include "kube/client.h"
+
+typedef struct kube_lease kube_lease;
+
+typedef struct kube_lease_options {
+        const char *namespace;
+        const char *name;     /* the Lease's name */
+        const char *identity; /* holderIdentity written when we hold it */
+        usec_t duration;      /* leaseDurationSeconds we write (whole seconds, >= 1 s); also
+                               * how long a record without one is waited for */
+} kube_lease_options;
+
+int kube_lease_new(kube_client *c, const kube_lease_options *o, kube_lease **ret, vt_error **err);
+void kube_lease_free(kube_lease *l);
+DEFINE_TRIVIAL_CLEANUP_FUNC(kube_lease *, kube_lease_free)
+
+/* Asked before a record someone else holds is taken over although it
+ * expired by our clock; false leaves it to them. */
+typedef bool (*kube_lease_may_take)(const char *holder, void *userdata);
+
+/* One attempt to hold the lease: create, renew, or take over a released or
+ * expired record (may_take, if set, agreeing). Returns 1 when we hold it,
+ * with *ret_started (optional) the CLOCK_BOOTTIME at which the successful
+ * request was sent; 0 when someone else holds it, with *ret_holder (optional,
+ * caller frees) naming them and *ret_wait (optional) how long, by our clock,
+ * until the record expires if it does not change (0: expired, but may_take
+ * declined); < 0 on error. */
+int kube_lease_try(kube_lease *l, kube_lease_may_take may_take, void *userdata, usec_t *ret_started,
+                   char **ret_holder, usec_t *ret_wait, vt_error **err);
+
+/* Renew it only if it is still ours: 1 renewed (*ret_started as above), 0
+ * someone else holds it or it was released (never taken over here), < 0 on
+ * error. */
+int kube_lease_renew(kube_lease *l, usec_t *ret_started, vt_error **err);
+
+/* Release it if we hold it: holderIdentity "" (a candidate takes it at once).
+ * A record someone else holds now is left alone. */
+int kube_lease_release(kube_lease *l, vt_error **err);
 
 typedef struct kube_elector kube_elector;
 

@@ -25,6 +25,8 @@
 #   node_dir N               the role's directory: config.yaml, run/
 #   node_host_dir N          the real node's directory (kubelet/, sockets/, ...)
 #   node_agent_start N / node_agent_stop N / node_agent_kill N (SIGKILL) / node_agent_log N
+#                            (roles in NODE_NETNS_ROLES run in their node's network
+#                            namespace too, reaching the API server at the Service address)
 #   vm_create NAME TPM [ANN] a VM (TPM/ANN as vm_yaml), wait for its TPMState;
 #                            records its uid for the leftover checks
 #   vm_uid NAME
@@ -121,14 +123,29 @@ _node_config() {
   } > "$d/config.yaml"
 }
 
+# The agent's kubeconfig with the API server at the `kubernetes` Service's
+# address, as a pod on a node reaches it (NODE_NETNS_ROLES).
+_node_service_kubeconfig() {
+  local kc=$NODE_TOP/agent-service.kubeconfig
+  [ -s "$kc" ] || sed -E "s|server: \"[^\"]*\"|server: \"https://$TB_SERVICE_IP:443\"|" "$AGENT_KUBECONFIG" > "$kc"
+  echo "$kc"
+}
+
 node_agent_start() {
-  local n=$1 id="agent-$1" log pid holder
+  local n=$1 id="agent-$1" log pid holder ns=(-m) kc=$AGENT_KUBECONFIG
   log=$(agent_log "$id")
   holder=$(nl_holder "$(_node_real "$n")") || { diag "$(node_name "$n") has no namespace holder: are the nodes up?"; return 1; }
   echo "=== start $(date -u +%FT%TZ)" >> "$log"
   # In the node's mount namespace (nsenter execs the agent: $! is its pid);
   # the host's network, so the API server is where AGENT_KUBECONFIG says.
-  env -u NODE_NAME nsenter -t "$holder" -m -- "$AGENT_BIN" --kubeconfig "$AGENT_KUBECONFIG" \
+  # Roles named in NODE_NETNS_ROLES (e.g. "a") run in the node's network
+  # namespace too, reaching the API server as the DaemonSet's pod does (the
+  # Service address, DNATed in the node): a partition of the node cuts them off.
+  if [[ " ${NODE_NETNS_ROLES:-} " == *" $n "* ]]; then
+    ns=(-m -n)
+    kc=$(_node_service_kubeconfig)
+  fi
+  env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "$AGENT_BIN" --kubeconfig "$kc" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
   _track "$id" "$pid"

@@ -170,8 +170,40 @@ static void test_load_file(void) {
         vt_error_free(err2);
 }
 
+/* The state lease: 40 s, a renew deadline of two thirds, at most the
+ * duration less the time a stop can take (8 s); validated together. */
+static void test_state_lease(void) {
+        state_lease_timing t;
+        _cleanup_(agent_config_freep) agent_config *d = agent_config_new_default();
+        agent_config_state_lease_timing(d, &t);
+        check_int_eq(t.duration, 40);
+        check_int_eq(t.renew_deadline, 26);
+        check_int_eq(t.retry_period, 5);
+        _cleanup_(agent_config_freep) agent_config *c = ok_parse("node: {stateLeaseSeconds: 15}\n");
+        if (c) {
+                agent_config_state_lease_timing(c, &t);
+                check_int_eq(t.duration, 15);
+                check_int_eq(t.renew_deadline, 7); /* not 10: the stop needs 8 s */
+                check_int_eq(t.retry_period, 1);
+        }
+        _cleanup_(agent_config_freep) agent_config *e =
+                ok_parse("node: {stateLeaseSeconds: 60, stateLeaseRenewDeadlineSeconds: 30}\n");
+        if (e) {
+                agent_config_state_lease_timing(e, &t);
+                check_int_eq(t.duration, 60);
+                check_int_eq(t.renew_deadline, 30);
+                check_int_eq(t.retry_period, 6);
+        }
+        _cleanup_free_ char *m1 = bad_parse("node: {stateLeaseSeconds: 10}\n");
+        check_contains(m1, "\"node.stateLeaseSeconds\" must be a whole number from 15 to 3600");
+        _cleanup_free_ char *m2 = bad_parse("node: {stateLeaseSeconds: 30, stateLeaseRenewDeadlineSeconds: 25}\n");
+        check_contains(m2, "node.stateLeaseRenewDeadlineSeconds must be at least 5 and at most node.stateLeaseSeconds - 8 (22)");
+        _cleanup_free_ char *m3 = bad_parse("node: {stateLeaseRenewDeadlineSeconds: 4}\n");
+        check_contains(m3, "at least 5");
+}
+
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_defaults), TAP_CASE(test_values), TAP_CASE(test_unknown_key),
-                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_launcher_socket), TAP_CASE(test_syntax_error),
-                                    TAP_CASE(test_load_file), {0}});
+                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_launcher_socket),
+                                    TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease), {0}});
 }
