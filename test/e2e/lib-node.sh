@@ -25,6 +25,9 @@
 #   node_dir N               the role's directory: config.yaml, run/
 #   node_host_dir N          the real node's directory (kubelet/, sockets/, ...)
 #   node_agent_start N / node_agent_stop N / node_agent_kill N (SIGKILL) / node_agent_log N
+#   node_agent_wrap N [PROG] role N's agent is started as PROG AGENT ARGS (inside the node's
+#                            mount namespace; PROG must exec its arguments, so the tracked
+#                            pid stays the agent's); no PROG: started directly again
 #   vm_create NAME TPM [ANN] a VM (TPM/ANN as vm_yaml), wait for its TPMState;
 #                            records its uid for the leftover checks
 #   vm_uid NAME
@@ -69,6 +72,8 @@ NODE_STORE=$NODE_TOP/store
 GUEST_TCTI=
 
 declare -A _node_cfg_extra=()
+declare -A _node_wrap=()
+node_agent_wrap() { _node_wrap[$1]=${2:-}; }
 # Everything this file starts is tracked in files under $NODE_TOP/pids (not
 # shell variables: helpers often run in a subshell, e.g. under `ok`), and
 # stopped by pid, never by name. $NODE_TOP/roles/<real node> names the role
@@ -128,7 +133,8 @@ node_agent_start() {
   echo "=== start $(date -u +%FT%TZ)" >> "$log"
   # In the node's mount namespace (nsenter execs the agent: $! is its pid);
   # the host's network, so the API server is where AGENT_KUBECONFIG says.
-  env -u NODE_NAME nsenter -t "$holder" -m -- "$AGENT_BIN" --kubeconfig "$AGENT_KUBECONFIG" \
+  local wrap=(); [ -z "${_node_wrap[$n]:-}" ] || wrap=("${_node_wrap[$n]}")
+  env -u NODE_NAME nsenter -t "$holder" -m -- "${wrap[@]}" "$AGENT_BIN" --kubeconfig "$AGENT_KUBECONFIG" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
   _track "$id" "$pid"
