@@ -62,6 +62,11 @@ int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **er
                 if (r < 0)
                         return r;
         }
+        return tpm_state_dir_prepare_ids(state_dir, (uid_t)uid, (gid_t)gid, err);
+}
+
+int tpm_state_dir_prepare_ids(const char *state_dir, uid_t uid, gid_t gid, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
         _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dfd < 0)
                 return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);

@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+#include <sys/types.h>
+
 #include "base/error.h"
 
 typedef enum tpm_version {
@@ -26,6 +28,8 @@ int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error *
  * with mode 0700, and every regular file in it mode 0600 owned by that user:
  * swtpm running as `user` must write there, nobody else may read it. */
 int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **err);
+/* The same with numeric ids ((uid_t)-1/(gid_t)-1: leave that owner). */
+int tpm_state_dir_prepare_ids(const char *state_dir, uid_t uid, gid_t gid, vt_error **err);
 
 /* Look up a user: uid and primary gid. -ENOENT when unknown. */
 int tpm_lookup_user(const char *user, unsigned *ret_uid, unsigned *ret_gid, vt_error **err);
