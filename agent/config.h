@@ -36,6 +36,8 @@ typedef struct agent_config {
                 char *run_dir;          /* on the node: records of running swtpm, for adoption */
                 char *attachment_image; /* image of the per-VM attachment pod */
                 int max_concurrent_starts;
+                int swtpm_uid_base;     /* each VM's swtpm runs as its own uid (= gid) from */
+                int swtpm_uid_count;    /* [base, base + count), derived from the VM's uid */
         } node;
         struct {
                 char *provider; /* "secret" or "kmip" */
