@@ -104,6 +104,9 @@ int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
                         const mountinfo_entry *e = &mi->entries[i];
                         if (!is_hierarchy(e, ctrls))
                                 continue;
+                        /* A mount hidden under another is not where its path leads. */
+                        if (mountinfo_find_mount_point(mi, e->mount_point) != e)
+                                continue;
                         any = true;
                         if (e->root && proc_cgroup_path_below(path, e->root, &rel) == 0)
                                 m = e;
