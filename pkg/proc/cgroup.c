@@ -90,6 +90,10 @@ int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
         if (r < 0)
                 return r;
         proc_cgroups c = PROC_CGROUPS_INIT;
+        /* The kernel prints one line per hierarchy; more (a cgroup name with a
+         * newline) would let a name choose where swtpm goes: refused. */
+        const char *seen[64];
+        size_t n_seen = 0;
         char *save = NULL;
         for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -97,6 +101,17 @@ int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
                         continue;
                 *c2 = '\0';
                 const char *ctrls = c1 + 1, *path = c2 + 1;
+                for (size_t i = 0; i < n_seen; i++)
+                        if (strcmp(seen[i], ctrls) == 0) {
+                                r = vt_error_set(err, EBADMSG, "process %d's cgroup list names hierarchy %s twice",
+                                                 (int)pid, *ctrls ? ctrls : "cgroup v2");
+                                goto fail;
+                        }
+                if (n_seen >= ELEMENTSOF(seen)) {
+                        r = vt_error_set(err, E2BIG, "process %d is in too many cgroup hierarchies", (int)pid);
+                        goto fail;
+                }
+                seen[n_seen++] = ctrls;
                 bool any = false;
                 const mountinfo_entry *m = NULL;
                 const char *rel = NULL;
