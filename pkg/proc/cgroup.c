@@ -78,40 +78,50 @@ static bool is_hierarchy(const mountinfo_entry *e, const char *ctrls) {
                has_all_tokens(e->super_options, ctrls);
 }
 
+int proc_cgroup_parse(char *data, size_t len, proc_cgroup_line *lines, size_t *ret_n, vt_error **err) {
+        assert_return(data && lines && ret_n, -EINVAL);
+        if (strlen(data) != len)
+                return vt_error_set(err, EBADMSG, "the cgroup list holds a NUL byte");
+        size_t n = 0;
+        char *save = NULL;
+        for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+                if (!c1 || !c2 || c1 == line || strspn(line, "0123456789") != (size_t)(c1 - line) || c2[1] != '/')
+                        return vt_error_set(err, EBADMSG, "line %zu of the cgroup list is not ID:CONTROLLERS:/PATH",
+                                            n + 1);
+                *c2 = '\0';
+                const char *ctrls = c1 + 1;
+                for (size_t i = 0; i < n; i++)
+                        if (strcmp(lines[i].controllers, ctrls) == 0)
+                                return vt_error_set(err, EBADMSG, "the cgroup list names hierarchy %s twice",
+                                                    *ctrls ? ctrls : "cgroup v2");
+                if (n >= PROC_CGROUP_MAX_LINES)
+                        return vt_error_set(err, E2BIG, "more than %d cgroup hierarchies", PROC_CGROUP_MAX_LINES);
+                lines[n++] = (proc_cgroup_line){ctrls, c2 + 1};
+        }
+        *ret_n = n;
+        return 0;
+}
+
 int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
         assert_return(pid > 0 && ret, -EINVAL);
         _cleanup_free_ char *p = xasprintf("/proc/%d/cgroup", (int)pid);
         _cleanup_free_ char *data = NULL;
-        int r = read_full_file(p, 1 << 16, &data, NULL, err);
+        size_t len = 0, n_lines = 0;
+        int r = read_full_file(p, 1 << 16, &data, &len, err);
         if (r < 0)
                 return r;
         _cleanup_mountinfo_table_ mountinfo_table *mi = NULL;
         r = mountinfo_read(0, &mi, err);
         if (r < 0)
                 return r;
+        proc_cgroup_line lines[PROC_CGROUP_MAX_LINES];
+        r = proc_cgroup_parse(data, len, lines, &n_lines, err);
+        if (r < 0)
+                return vt_error_prefix(err, "process %d: ", (int)pid);
         proc_cgroups c = PROC_CGROUPS_INIT;
-        /* The kernel prints one line per hierarchy; more (a cgroup name with a
-         * newline) would let a name choose where swtpm goes: refused. */
-        const char *seen[64];
-        size_t n_seen = 0;
-        char *save = NULL;
-        for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-                char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-                if (!c1 || !c2)
-                        continue;
-                *c2 = '\0';
-                const char *ctrls = c1 + 1, *path = c2 + 1;
-                for (size_t i = 0; i < n_seen; i++)
-                        if (strcmp(seen[i], ctrls) == 0) {
-                                r = vt_error_set(err, EBADMSG, "process %d's cgroup list names hierarchy %s twice",
-                                                 (int)pid, *ctrls ? ctrls : "cgroup v2");
-                                goto fail;
-                        }
-                if (n_seen >= ELEMENTSOF(seen)) {
-                        r = vt_error_set(err, E2BIG, "process %d is in too many cgroup hierarchies", (int)pid);
-                        goto fail;
-                }
-                seen[n_seen++] = ctrls;
+        for (size_t li = 0; li < n_lines; li++) {
+                const char *ctrls = lines[li].controllers, *path = lines[li].path;
                 bool any = false;
                 const mountinfo_entry *m = NULL;
                 const char *rel = NULL;

@@ -35,6 +35,21 @@ typedef struct proc_cgroups {
 int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err);
 void proc_cgroups_done(proc_cgroups *c);
 
+/* One line of /proc/<pid>/cgroup: "ID:CONTROLLERS:PATH" ("" controllers:
+ * cgroup v2). Pointers into the parsed buffer. */
+typedef struct proc_cgroup_line {
+        const char *controllers;
+        const char *path;
+} proc_cgroup_line;
+
+#define PROC_CGROUP_MAX_LINES 64
+
+/* Parse (in place: `data` is modified, NUL-terminated, `len` bytes before the
+ * NUL) into at most PROC_CGROUP_MAX_LINES lines. -EBADMSG for a line that is
+ * not ID:CONTROLLERS:/PATH or a hierarchy named twice (a cgroup name with a
+ * newline in it must not choose where swtpm goes), -E2BIG for too many. */
+int proc_cgroup_parse(char *data, size_t len, proc_cgroup_line *lines, size_t *ret_n, vt_error **err);
+
 /* Pure helpers (exposed for tests): is `path` at or below `root` (both as the
  * kernel prints them)? Returns the part below root ("" for root itself) in
  * *ret_rel (pointing into path), or -EXDEV. A ".." component below root is
