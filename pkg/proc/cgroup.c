@@ -2,11 +2,15 @@
 #include "proc/cgroup.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/fileio.h"
 #include "mount/mountinfo.h"
 
@@ -103,18 +107,131 @@ int proc_cgroup_parse(char *data, size_t len, proc_cgroup_line *lines, size_t *r
         return 0;
 }
 
+/* Child side: copy a file into the pipe. System calls only. */
+static bool stream_file(const char *path, int out) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        char buf[4096];
+        for (;;) {
+                ssize_t n = read(fd, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        close(fd);
+                        return n == 0;
+                }
+                for (ssize_t off = 0; off < n;) {
+                        ssize_t w = write(out, buf + off, (size_t)(n - off));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0) {
+                                close(fd);
+                                return false;
+                        }
+                        off += w;
+                }
+        }
+}
+
+#define READ_MAX (8u << 20)
+/* The initial cgroup namespace's inode number (PROC_CGROUP_INIT_INO): fixed by the kernel. */
+#define INIT_CGROUP_NS_INO 0xEFFFFFFBu
+
+/* An fd of the host's (initial) cgroup namespace, -1 when none can be had.
+ * From pid 1 (hostPID), else from our parent (a host process started us);
+ * only the initial namespace itself is accepted. */
+static int open_init_cgroupns(void) {
+        char path[64];
+        pid_t cands[] = {1, getppid()};
+        for (size_t i = 0; i < ELEMENTSOF(cands); i++) {
+                snprintf(path, sizeof(path), "/proc/%d/ns/cgroup", (int)cands[i]);
+                int fd = open(path, O_RDONLY | O_CLOEXEC);
+                struct stat st;
+                if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == INIT_CGROUP_NS_INO)
+                        return fd;
+                if (fd >= 0)
+                        close(fd);
+        }
+        return -1;
+}
+
+/* /proc/<pid>/cgroup and our own mountinfo, both read in the host's (init's)
+ * cgroup namespace, so both name cgroups by their absolute paths: paths
+ * relative to a private namespace cannot always be related to each other
+ * (the names between its root and a mount's root are not printed). A
+ * short-lived child does the setns; with no access to init's namespace
+ * (no hostPID or CAP_SYS_ADMIN) it reads in ours, and the arithmetic below
+ * refuses whatever it cannot prove. */
+static int read_in_host_cgroupns(pid_t pid, char **ret_cgroup, size_t *ret_cg_len, char **ret_mountinfo,
+                                 size_t *ret_mi_len, vt_error **err) {
+        char cg_path[64], mi_path[64];
+        snprintf(cg_path, sizeof(cg_path), "/proc/%d/cgroup", (int)pid);
+        _cleanup_close_ int ns = open_init_cgroupns();
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return vt_error_errno(err, errno, "cannot create a pipe");
+        pid_t child = fork();
+        if (child < 0) {
+                int e = errno;
+                close(p[0]);
+                close(p[1]);
+                return vt_error_errno(err, e, "cannot fork");
+        }
+        if (child == 0) {
+                close(p[0]);
+                if (ns >= 0)
+                        (void)setns(ns, CLONE_NEWCGROUP);
+                snprintf(mi_path, sizeof(mi_path), "/proc/%d/mountinfo", (int)getpid());
+                bool ok = stream_file(cg_path, p[1]) && write(p[1], "", 1) == 1 && stream_file(mi_path, p[1]);
+                _exit(ok ? 0 : 1);
+        }
+        close(p[1]);
+        _cleanup_close_ int rd = p[0];
+        vt_buf b = {0};
+        char chunk[4096];
+        bool too_big = false;
+        for (;;) {
+                ssize_t n = read(rd, chunk, sizeof(chunk));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                if (b.len + (size_t)n > READ_MAX) {
+                        too_big = true;
+                        break;
+                }
+                vt_buf_append(&b, chunk, (size_t)n);
+        }
+        close(TAKE_FD(rd));
+        int status = 0;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+                ;
+        const char *sep = b.data ? memchr(b.data, '\0', b.len) : NULL;
+        if (too_big || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !sep) {
+                vt_buf_free(&b);
+                return vt_error_set(err, too_big ? E2BIG : ESRCH, "cannot read %s and the agent's mountinfo", cg_path);
+        }
+        size_t cl = (size_t)(sep - b.data);
+        *ret_cgroup = xstrndup(b.data, cl);
+        *ret_cg_len = cl;
+        *ret_mountinfo = xstrndup(sep + 1, b.len - cl - 1);
+        *ret_mi_len = b.len - cl - 1;
+        vt_buf_free(&b);
+        return 0;
+}
+
 int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
         assert_return(pid > 0 && ret, -EINVAL);
-        _cleanup_free_ char *p = xasprintf("/proc/%d/cgroup", (int)pid);
-        _cleanup_free_ char *data = NULL;
-        size_t len = 0, n_lines = 0;
-        int r = read_full_file(p, 1 << 16, &data, &len, err);
+        _cleanup_free_ char *data = NULL, *mi_text = NULL;
+        size_t len = 0, mi_len = 0, n_lines = 0;
+        int r = read_in_host_cgroupns(pid, &data, &len, &mi_text, &mi_len, err);
         if (r < 0)
                 return r;
         _cleanup_mountinfo_table_ mountinfo_table *mi = NULL;
-        r = mountinfo_read(0, &mi, err);
+        r = mountinfo_parse(mi_text, mi_len, &mi, err);
         if (r < 0)
-                return r;
+                return vt_error_prefix(err, "the agent's mountinfo: ");
         proc_cgroup_line lines[PROC_CGROUP_MAX_LINES];
         r = proc_cgroup_parse(data, len, lines, &n_lines, err);
         if (r < 0)

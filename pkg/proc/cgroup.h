@@ -5,12 +5,15 @@
  * /proc/<pid>/cgroup and the root field of cgroup mounts in
  * /proc/self/mountinfo are both printed by the kernel relative to the
  * READER's cgroup namespace: an agent in a private cgroup namespace (a
- * container on a cgroup v2 host) reads "0::/../../kubepods/...". Read
- * together they still agree, so the launcher's cgroup is found below the
- * agent's mount of that hierarchy by path arithmetic on the two, with no
- * guessing of where hierarchies are mounted; a cgroup that is not below any
- * of the agent's mounts of its hierarchy (the agent sees only its own subtree)
- * cannot be joined, and says so. */
+ * container on a cgroup v2 host) reads "0::/../../kubepods/...", and the
+ * names between its namespace's root and a mount's root are not printed. So
+ * both are read by a short-lived child in the host's (init's) cgroup
+ * namespace (/proc/1/ns/cgroup: the agent has hostPID), where they are
+ * absolute; the launcher's cgroup is then found below the agent's mount of
+ * each hierarchy by path arithmetic, with no guessing of where hierarchies are
+ * mounted. A cgroup that is not below any of the agent's mounts of its
+ * hierarchy (the agent sees only its own subtree) cannot be joined, and says
+ * so. */
 #pragma once
 
 #include <stddef.h>
