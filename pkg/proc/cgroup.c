@@ -165,7 +165,7 @@ static int open_init_cgroupns(void) {
  * refuses whatever it cannot prove. */
 static int read_in_host_cgroupns(pid_t pid, char **ret_cgroup, size_t *ret_cg_len, char **ret_mountinfo,
                                  size_t *ret_mi_len, vt_error **err) {
-        char cg_path[64], mi_path[64];
+        char cg_path[64];
         snprintf(cg_path, sizeof(cg_path), "/proc/%d/cgroup", (int)pid);
         _cleanup_close_ int ns = open_init_cgroupns();
         int p[2];
@@ -182,8 +182,8 @@ static int read_in_host_cgroupns(pid_t pid, char **ret_cgroup, size_t *ret_cg_le
                 close(p[0]);
                 if (ns >= 0)
                         (void)setns(ns, CLONE_NEWCGROUP);
-                snprintf(mi_path, sizeof(mi_path), "/proc/%d/mountinfo", (int)getpid());
-                bool ok = stream_file(cg_path, p[1]) && write(p[1], "", 1) == 1 && stream_file(mi_path, p[1]);
+                bool ok = stream_file(cg_path, p[1]) && write(p[1], "", 1) == 1 &&
+                          stream_file("/proc/self/mountinfo", p[1]);
                 _exit(ok ? 0 : 1);
         }
         close(p[1]);
