@@ -25,6 +25,10 @@ for b in socat unshare; do command -v "$b" >/dev/null || bail_out "$b missing"; 
 plan 24
 
 HOSTILE=$E2E_TOP/test/e2e/hostile-swtpm.sh
+# The tenant's own helper (any binary can be in its image): ptrace and
+# process_vm_readv of another process, no /proc needed.
+PEEK=$NODE_TOP/peek
+cc -static -O2 -o "$PEEK" "$E2E_TOP/test/e2e/hostile-peek.c" || bail_out "cannot build the hostile helper"
 node_testbed_up
 ok "node A up (node-1: kubelet, agent)" node_up a
 agent_pid() { _tracked agent-a; }
@@ -53,7 +57,7 @@ lp=$(launcher_pid virt-launcher-tenant-a)
 lroot=/proc/$lp/root
 plant() {
   mkdir -p "$lroot/usr/lib/hostile" && mv "$lroot/usr/bin/swtpm" "$lroot/usr/lib/hostile/swtpm" &&
-  install -m 0755 "$HOSTILE" "$lroot/usr/bin/swtpm" &&
+  install -m 0755 "$HOSTILE" "$lroot/usr/bin/swtpm" && install -m 0755 "$PEEK" "$lroot/usr/lib/hostile/peek" &&
   printf 'HOSTILE_PORT=%s\nVICTIM_PID=%s\nVICTIM_STATE=/var/lib/libvirt/swtpm/%s\nVICTIM_CTRL=/run/vtpm/%s.sock\n' \
     "$port" "$vpid" "$vuid" "$vuid" > "$lroot/etc/hostile.env"
 }
@@ -76,6 +80,9 @@ else
   rec=$(HOSTILE_OUT=- HOSTILE_PORT=$port VICTIM_PID=$vpid VICTIM_STATE=/var/lib/libvirt/swtpm/$vuid \
         VICTIM_CTRL=/run/vtpm/$vuid.sock nsenter -t "$tpid" -m -n -i -u -p -S "$suid" -G "$sgid" -- \
         /bin/bash -s < "$HOSTILE" 2>&1)
+  # Its helper, with swtpm's PID, network, IPC and UTS namespaces and uid (from
+  # our filesystem: the sandbox has no place for it).
+  rec+=$'\n'$(nsenter -t "$tpid" -n -i -u -p -S "$suid" -G "$sgid" -- "$PEEK" "$vpid" 2>&1)
   diag "the hostile script run as the tenant's swtpm (nsenter -t $tpid, uid $suid):" "$rec"
 fi
 field() { printf '%s\n' "$rec" | sed -n "s/^$1: //p" | head -1; }
@@ -94,7 +101,7 @@ else fail "swtpm has a network namespace of its own (neither the node's nor the 
 is "$(field victim_visible)/$(field victim_signal)" no/no "swtpm cannot see or signal another VM's swtpm"
 is "$(field victim_state_list)/$(field victim_state_read_bytes)" denied/0 "swtpm cannot list or read another VM's state (its /proc/<pid>/root)"
 is "$(field victim_ctrl_connect)" no "swtpm cannot connect to another VM's control socket"
-is "$(field victim_mem_read_bytes)" 0 "swtpm cannot read another VM's swtpm memory (where its key is)"
+is "$(field victim_ptrace | cut -d" " -f1)/$(field victim_mem_read_bytes)" "no/0" "swtpm cannot ptrace or read another VM's swtpm memory (where its key is)"
 diag "own key on fd 5: $(field own_key_fd_bytes) bytes (its own VM's key only)"
 
 # What the kernel says about the running swtpm.
@@ -135,7 +142,7 @@ at_exit cg_cleanup
 join=$NODE_TOP/cg-join.sh own=$NODE_TOP/cg-own.sh
 printf '#!/bin/sh\nfor d in %s; do echo $$ > "$d/cgroup.procs" || exit 1; done\nexec unshare -C "$@"\n' "${cg_dirs[*]}" > "$join"
 printf '#!/bin/sh\nfor d in %s; do echo $$ > "$d/cgroup.procs" || exit 1; done\nexec unshare -C -m --propagation slave sh -c %s sh "$@"\n' \
-  "${cg_dirs[*]}" "'mount -t cgroup2 none /sys/fs/cgroup/unified && exec \"\$@\"'" > "$own"
+  "${cg_dirs[*]}" "'mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified && exec \"\$@\"'" > "$own"
 chmod 755 "$join" "$own"
 
 node_agent_stop a
