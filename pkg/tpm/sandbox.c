@@ -249,7 +249,7 @@ int tpm_sandbox_enter(const tpm_sandbox *sb, const tpm_sandbox_child *c, const c
         }
         if (r == 0) {
                 step = "hostname";
-                (void)sethostname("swtpm", 5);
+                (void)!sethostname("swtpm", 5);
                 /* No core dumps (keys are in memory); few files and processes;
                  * state files are small. */
                 static const struct {
