@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,8 +32,10 @@ int tpm_sandbox_add_bind(tpm_sandbox *sb, const char *src, const char *dst, bool
 
 int tpm_sandbox_clone(const tpm_sandbox *sb, tpm_sandbox_child *ret) {
         assert_return(sb && ret && sb->uid != 0 && sb->gid != 0 && sb->stage_dir, -EINVAL);
+        /* A socket, not a pipe: the release is sent with MSG_NOSIGNAL, so a
+         * child that died first costs no SIGPIPE. */
         int gate[2];
-        if (pipe2(gate, O_CLOEXEC) < 0)
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) < 0)
                 return -errno;
         struct clone_args ca = {
                 .flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS,
@@ -68,7 +71,7 @@ int tpm_sandbox_release(const tpm_sandbox *sb, tpm_sandbox_child *c, vt_error **
                 if (write(sb->cgroup_procs_fds[i], pid, (size_t)n) != n)
                         r = vt_error_errno(err, errno, "cannot move the sandboxed process into its launcher's cgroup "
                                                        "(cgroup v1 hierarchy %zu)", i + 1);
-        if (r == 0 && write(c->gate_fd, "g", 1) != 1)
+        if (r == 0 && send(c->gate_fd, "g", 1, MSG_NOSIGNAL) != 1)
                 r = vt_error_errno(err, errno, "cannot release the sandboxed process");
         close(c->gate_fd);
         c->gate_fd = -1;
