@@ -12,11 +12,10 @@
 # own image). The key is never printed: only how many bytes arrived.
 [ -r /etc/hostile.env ] && . /etc/hostile.env
 out=${HOSTILE_OUT:-/tmp/hostile-swtpm.out}
-[ "$out" = - ] && out=/dev/stdout
 
 yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 
-{
+record() {
   echo "ran: $0"
   echo "id: $(id -u 2>/dev/null || echo ?):$(id -g 2>/dev/null || echo ?)"
   echo "netns: $(readlink /proc/self/ns/net)"
@@ -47,7 +46,9 @@ yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
     # helper the tenant ships; it needs no /proc).
     [ ! -x /usr/lib/hostile/peek ] || /usr/lib/hostile/peek "$VICTIM_PID"
   fi
-} > "$out" 2>/dev/null
+}
+# "-": stdout as it is (a sandbox may have no /dev/stdout).
+if [ "$out" = - ]; then record 2>/dev/null; else record > "$out" 2>/dev/null; fi
 
 [ -x /usr/lib/hostile/swtpm ] && exec /usr/lib/hostile/swtpm "$@"
 exit 0
