@@ -1046,6 +1046,20 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         if (is_mount_point(work, NULL) <= 0 && mount(host_state, work, NULL, MS_BIND, NULL) < 0)
                 return vt_error_errno(err, errno, "cannot bind the state directory for provisioning");
 
+        /* swtpm belongs to the launcher's pod: created in its cgroups, so an
+         * agent upgrade (its container's cgroup killed) never stops a VM's
+         * TPM. Where they cannot be reached, no swtpm at all. */
+        _cleanup_(proc_cgroups_done) proc_cgroups cg = PROC_CGROUPS_INIT;
+        _cleanup_error_ vt_error *cgerr = NULL;
+        r = proc_cgroups_open(pid, &cg, &cgerr);
+        if (r < 0) {
+                _cleanup_free_ char *m = xasprintf("swtpm cannot join the launcher's cgroup (%s); it is not started: in "
+                                                   "the agent's cgroup, replacing the agent would stop the VM's TPM",
+                                                   cgerr ? cgerr->msg : strerror(-r));
+                report(nc, l, "Refused", "SwtpmCgroupUnavailable", m, true);
+                stat_inc(nc, &nc->stats.refusals, 1);
+                return r;
+        }
         /* The state key: unwrapped from the header on the volume, or made and
          * wrapped there before the first state exists; requested rotations and
          * the encryption of old unencrypted state happen here, before swtpm
@@ -1101,24 +1115,9 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 r = -EAGAIN;
                 return r;
         }
-        /* swtpm belongs to the launcher's pod: created in its cgroups, so an
-         * agent upgrade (its container's cgroup killed) never stops a VM's
-         * TPM. Where they cannot be reached, no swtpm at all. */
-        proc_cgroups cg = PROC_CGROUPS_INIT;
-        _cleanup_error_ vt_error *cgerr = NULL;
-        r = proc_cgroups_open(pid, &cg, &cgerr);
-        if (r < 0) {
-                _cleanup_free_ char *m = xasprintf("swtpm cannot join the launcher's cgroup (%s); it is not started: in "
-                                                   "the agent's cgroup, replacing the agent would stop the VM's TPM",
-                                                   cgerr ? cgerr->msg : strerror(-r));
-                report(nc, l, "Refused", "SwtpmCgroupUnavailable", m, true);
-                stat_inc(nc, &nc->stats.refusals, 1);
-                return r;
-        }
         spec.cgroups = &cg;
         t0 = now_monotonic();
         r = swtpm_start(&spec, &l->swtpm_pid, &l->swtpm_start, err);
-        proc_cgroups_done(&cg);
         if (r < 0) {
                 report(nc, l, "Failed", "SwtpmStartFailed", err && *err ? (*err)->msg : "swtpm did not start", true);
                 return r;
