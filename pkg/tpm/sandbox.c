@@ -258,7 +258,7 @@ int tpm_sandbox_enter(const tpm_sandbox *sb, const tpm_sandbox_child *c, const c
                 static const struct {
                         int res;
                         rlim_t lim;
-                } lims[] = {{RLIMIT_CORE, 0}, {RLIMIT_NOFILE, 256}, {RLIMIT_NPROC, 64},
+                } lims[] = {{RLIMIT_CORE, 0}, {RLIMIT_NOFILE, 256}, {RLIMIT_NPROC, 1024},
                             {RLIMIT_FSIZE, 64 << 20}, {RLIMIT_MEMLOCK, 0}};
                 step = "resource limits";
                 for (size_t i = 0; r == 0 && i < ELEMENTSOF(lims); i++) {
