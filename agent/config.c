@@ -61,6 +61,8 @@ static const field node_fields[] = {
         {"stateLeaseSeconds", F_INT, OFF(node.state_lease_seconds), .min = STATE_LEASE_MIN, .max = 3600},
         {"stateLeaseRenewDeadlineSeconds", F_INT, OFF(node.state_lease_renew_deadline_seconds), .min = 0,
          .max = 3600},
+        {"swtpmUidBase", F_INT, OFF(node.swtpm_uid_base), .min = 1000, .max = 2147000000},
+        {"swtpmUidCount", F_INT, OFF(node.swtpm_uid_count), .min = 1, .max = 1000000000},
         {0},
 };
 static const field kmip_fields[] = {
@@ -112,6 +114,8 @@ agent_config *agent_config_new_default(void) {
         c->node.attachment_image = xstrdup("registry.k8s.io/pause:3.10");
         c->node.max_concurrent_starts = 4;
         c->node.state_lease_seconds = 40;
+        c->node.swtpm_uid_base = 2100000000;
+        c->node.swtpm_uid_count = 40000000;
         c->keys.provider = xstrdup("secret");
         c->http.listen = xstrdup("127.0.0.1:9464");
         c->log.level = xstrdup("info");

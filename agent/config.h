@@ -38,6 +38,8 @@ typedef struct agent_config {
                 int state_lease_renew_deadline_seconds; /* stop swtpm if not renewed this long; 0: derived */
                 char *attachment_image; /* image of the per-VM attachment pod */
                 int max_concurrent_starts;
+                int swtpm_uid_base;     /* each VM's swtpm runs as its own uid (= gid) from */
+                int swtpm_uid_count;    /* [base, base + count), derived from the VM's uid */
         } node;
         struct {
                 char *provider; /* "secret" or "kmip" */

@@ -396,7 +396,8 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         /* 2. swtpm copies the state into staging under the new key. */
         tpm_swtpm_opts from = TPM_SWTPM_OPTS_INIT, to = TPM_SWTPM_OPTS_INIT;
         from.version = to.version = t->version;
-        from.runas = to.runas = t->runas;
+        from.runas = to.runas = t->sandbox ? NULL : t->runas;
+        from.sandbox = to.sandbox = t->sandbox;
         from.state_dir = state_dir;
         from.key = old ? old->data : NULL;
         from.key_len = old ? old->len : 0;
@@ -409,7 +410,8 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
         if (r >= 0 && (sfd = open_staging(dfd, err)) < 0)
                 r = sfd;
         if (r >= 0)
-                r = tpm_state_dir_prepare_at(sfd, t->runas, err);
+                r = t->sandbox ? tpm_state_dir_prepare_ids_at(sfd, t->sandbox->uid, t->sandbox->gid, err)
+                               : tpm_state_dir_prepare_at(sfd, t->runas, err);
         if (r >= 0)
                 r = tpm_copy_state(&from, &to, err);
         if (r >= 0)

@@ -24,6 +24,7 @@
 #include "keymgr.h"
 #include "keys/header.h"
 #include "keys/secmem.h"
+#include "tpm/sandbox.h"
 #include "tpm/state.h"
 
 #define KEYROT_STAGING ".vtpm-rekey"
@@ -79,7 +80,9 @@ int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *req
 
 typedef struct keyrot_tpm {
         tpm_version version;
-        const char *runas; /* the swtpm user (owns the state directory) */
+        const char *runas; /* the swtpm user (owns the state directory); NULL with a sandbox */
+        const tpm_sandbox *sandbox; /* non-NULL: the copying swtpm runs there, as its uid (which then owns
+                                     * the state); state_dir must be bound into it at the same path */
 } keyrot_tpm;
 
 /* Re-encrypt the state in state_dir under a new DEK (no swtpm may run on it):

@@ -23,6 +23,7 @@
 #include "kube/workqueue.h"
 #include "mount/mountpoint.h"
 #include "mount/nsmount.h"
+#include "proc/cgroup.h"
 #include "proc/proc.h"
 #include "proc/rootdir.h"
 #include "attachment_pod.h"
@@ -61,7 +62,8 @@ typedef struct launcher {
         uint64_t pid_start;
         pid_t swtpm_pid;
         uint64_t swtpm_start;
-        char *ctrl_path;      /* inside the launcher's namespace */
+        char *ctrl_path;      /* inside the launcher's namespace (and swtpm's sandbox) */
+        uid_t sandbox_uid;    /* the VM's own uid its swtpm runs as; 0: not chosen yet */
         char *attach_pod;     /* attachment pod name, if persistent */
         bool persistent;
         bool encrypted;
@@ -131,12 +133,12 @@ static char *record_path(node_controller *nc, const char *pod_uid) {
 }
 
 static void record_save(node_controller *nc, const launcher *l) {
-        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:b, s:b}", "key", l->key,
-                              "podUID", l->pod_uid, "vmName", l->vm_name, "vmUID", l->vm_uid, "namespace", l->ns,
-                              "pid", (json_int_t)l->pid, "pidStart", (json_int_t)l->pid_start, "swtpmPid",
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:b, s:b, s:I}", "key",
+                              l->key, "podUID", l->pod_uid, "vmName", l->vm_name, "vmUID", l->vm_uid, "namespace",
+                              l->ns, "pid", (json_int_t)l->pid, "pidStart", (json_int_t)l->pid_start, "swtpmPid",
                               (json_int_t)l->swtpm_pid, "swtpmStart", (json_int_t)l->swtpm_start, "ctrlPath",
                               l->ctrl_path, "attachPod", l->attach_pod, "persistent", l->persistent, "fenced",
-                              l->fenced);
+                              l->fenced, "sandboxUid", (json_int_t)l->sandbox_uid);
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         _cleanup_free_ char *dir = xasprintf("%s/launchers", nc->cfg->node.run_dir);
@@ -184,6 +186,7 @@ static void records_load(node_controller *nc) {
                 l->ctrl_path = cp ? xstrdup(cp) : NULL;
                 l->attach_pod = ap ? xstrdup(ap) : NULL;
                 l->persistent = json_is_true(json_object_get(j, "persistent"));
+                l->sandbox_uid = (uid_t)json_integer_value(json_object_get(j, "sandboxUid"));
                 l->lease_held = l->persistent;
                 l->fenced = json_is_true(json_object_get(j, "fenced"));
                 json_decref(j);
@@ -411,58 +414,40 @@ static char *published_path(node_controller *nc, const char *attach_uid, const c
 
 /* ---- swtpm's place in the launcher ---- */
 
-static int mkdir_owned(const char *path, mode_t mode, uid_t uid, gid_t gid) {
-        if (mkdir(path, mode) < 0 && errno != EEXIST)
-                return -errno;
-        if (chown(path, uid, gid) < 0)
-                return -errno;
-        return chmod(path, mode) < 0 ? -errno : 0;
-}
 
 
-/* Put swtpm in its launcher's cgroups, so it is accounted to the VM's pod
- * and not killed when the agent's container is replaced. Best effort. */
-static void join_launcher_cgroup(pid_t launcher_pid, pid_t swtpm_pid) {
-        _cleanup_free_ char *p = xasprintf("/proc/%d/cgroup", (int)launcher_pid);
-        _cleanup_free_ char *data = NULL;
-        if (read_full_file(p, 1 << 16, &data, NULL, NULL) < 0)
-                return;
-        char *save = NULL;
-        for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-                char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-                if (!c1 || !c2)
-                        continue;
-                *c2 = '\0';
-                const char *ctrls = c1 + 1, *cg = c2 + 1;
-                _cleanup_free_ char *procs = NULL;
-                if (!*ctrls) {
-                        /* The cgroup v2 hierarchy: /sys/fs/cgroup itself, or (hybrid
-                         * hosts) /sys/fs/cgroup/unified. Missing it there leaves swtpm
-                         * in the agent's container, whose runtime kills every process
-                         * of a hostPID container when its main process exits. */
-                        procs = xasprintf("/sys/fs/cgroup/unified%s/cgroup.procs", cg);
-                        if (access(procs, W_OK) < 0) {
-                                free(procs);
-                                procs = xasprintf("/sys/fs/cgroup%s/cgroup.procs", cg);
-                        }
-                } else if (strncmp(ctrls, "name=", 5) == 0)
-                        procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls + 5, cg);
-                else
-                        procs = xasprintf("/sys/fs/cgroup/%s%s/cgroup.procs", ctrls, cg);
-                int fd = open(procs, O_WRONLY | O_CLOEXEC);
-                char pid[32];
-                int n = snprintf(pid, sizeof(pid), "%d", (int)swtpm_pid);
-                if (fd < 0 || write(fd, pid, (size_t)n) != n)
-                        log_kv(LOG_LEVEL_WARN, "swtpm did not join its launcher's cgroup; replacing the agent may stop it",
-                               "cgroup", procs, "error", strerror(errno), NULL);
-                if (fd >= 0)
-                        close(fd);
+/* The VM's own uid (and gid) for its swtpm: derived from the VM's uid, so a
+ * VM keeps one owner of its state files on every node; the next free one
+ * when another VM running here has it (a collision in the range). 0 when the
+ * range is full. */
+static uid_t choose_sandbox_uid(node_controller *nc, launcher *l) {
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *p = l->vm_uid; p && *p; p++)
+                h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+        uint64_t base = (uint64_t)nc->cfg->node.swtpm_uid_base, count = (uint64_t)nc->cfg->node.swtpm_uid_count;
+        uid_t found = 0;
+        pthread_mutex_lock(&nc->lock);
+        for (uint64_t i = 0; i < count && !found; i++) {
+                uid_t cand = (uid_t)(base + (h + i) % count);
+                bool taken = cand == nc->swtpm_uid;
+                const char *k;
+                void *v;
+                for (vt_hashmap_iter it = {0}; !taken && vt_hashmap_next(nc->launchers, &it, &k, &v);) {
+                        const launcher *o = v;
+                        taken = o != l && o->sandbox_uid == cand &&
+                                !(o->vm_uid && l->vm_uid && strcmp(o->vm_uid, l->vm_uid) == 0);
+                }
+                if (!taken)
+                        found = cand;
         }
+        pthread_mutex_unlock(&nc->lock);
+        return found;
 }
 
 /* ---- reconcile ---- */
 
 static void teardown(node_controller *nc, launcher *l) {
+        _cleanup_free_ char *ctrl_dir = l->pod_uid ? xasprintf("%s/ctrl/%s", nc->cfg->node.run_dir, l->pod_uid) : NULL;
         if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
                 _cleanup_error_ vt_error *err = NULL;
                 if (swtpm_stop(l->swtpm_pid, l->swtpm_start, l->ctrl_path, &err) < 0)
@@ -487,6 +472,8 @@ static void teardown(node_controller *nc, launcher *l) {
                 (void)rmdir(work);
                 _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", rundir);
                 (void)!system(cmd);
+                (void)umount2(ctrl_dir, MNT_DETACH);
+                (void)rmdir(ctrl_dir);
         }
         delete_attachment(nc, l);
         if (l->lease_held || l->persistent)
@@ -668,7 +655,7 @@ static int keys_running(node_controller *nc, launcher *l, vt_error **err) {
  * that leaves the state usable is reported and the start goes on; one that
  * does not refuses the start. */
 static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const char *dir, bool tpm2,
-                         secmem **ret_dek, vt_error **err) {
+                         const tpm_sandbox *sb, secmem **ret_dek, vt_error **err) {
         _cleanup_json_ json_t *keys = json_object();
         int r = keyrot_recover(dir, err);
         if (r < 0) {
@@ -733,7 +720,7 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
                 return r;
         }
 
-        keyrot_tpm t = {.version = tpm2 ? TPM_VERSION_2 : TPM_VERSION_1_2, .runas = nc->cfg->node.swtpm_user};
+        keyrot_tpm t = {.version = tpm2 ? TPM_VERSION_2 : TPM_VERSION_1_2, .sandbox = sb};
         if (ki.unencrypted || (dek && dek_req && !str_eq(dek_req, ts_keys_field(ts, "dekRotation", "completed")))) {
                 const char *req = ki.unencrypted ? NULL : dek_req;
                 _cleanup_(secmem_freep) secmem *fresh = NULL;
@@ -890,7 +877,6 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         _cleanup_json_ json_t *vm = NULL, *ts = NULL, *attach = NULL, *pvc = NULL;
         _cleanup_free_ char *published = NULL, *host_state = NULL, *holder = NULL;
         usec_t lease_wait = 0;
-        _cleanup_close_ int mntns = -1;
         const char *vm_ns = l->ns;
 
         /* Stopped for want of state lock renewals: not started again for this
@@ -1080,30 +1066,50 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                         return r;
                 host_state = TAKE_PTR(scratch);
         }
-        /* The volume root belongs to the swtpm user, 0700: only it reads the state. */
-        if (mkdir_owned(host_state, 0700, nc->swtpm_uid, nc->swtpm_gid) < 0) {
-                r = vt_error_errno(err, errno, "cannot prepare the state directory for %s", nc->cfg->node.swtpm_user);
-                return r;
+        /* swtpm runs as the VM's own uid: the volume root and the state files
+         * are that uid's, 0700/0600 (state from before, owned by the shared
+         * swtpm user, changes hands here, before any swtpm reads it). */
+        if (!l->sandbox_uid)
+                l->sandbox_uid = choose_sandbox_uid(nc, l);
+        if (!l->sandbox_uid) {
+                report(nc, l, "Refused", "SwtpmUidUnavailable",
+                       "every uid of node.swtpmUidBase/swtpmUidCount is taken by another VM on this node", true);
+                return -EAGAIN;
         }
-        /* swtpm (as its user) creates its control socket there; QEMU in the
-         * launcher connects to it. Created with openat2(RESOLVE_IN_ROOT |
-         * RESOLVE_NO_SYMLINKS): a symlink planted by the launcher can neither
-         * redirect the agent outside the launcher nor change what it chowns,
-         * and the path stays valid seen through /proc/<pid>/root. */
-        r = mkdir_in_root(pid, nc->cfg->node.swtpm_socket_dir, 0755, nc->swtpm_uid, nc->swtpm_gid, err);
+        uid_t vm_uid_n = l->sandbox_uid;
+        r = tpm_state_dir_prepare_ids(host_state, vm_uid_n, (gid_t)vm_uid_n, err);
         if (r < 0)
                 return r;
+        /* The VM's control-socket directory: a small tmpfs of the node's, the
+         * VM's uid's; bound into swtpm's sandbox (writable) and into the
+         * launcher (read-only: QEMU connects, nothing can be planted) at
+         * node.swtpmSocketDir. The bind refuses symlinks on the launcher's side. */
+        _cleanup_free_ char *ctrl_parent = xasprintf("%s/ctrl", nc->cfg->node.run_dir);
+        _cleanup_free_ char *host_ctrl = xasprintf("%s/%s", ctrl_parent, l->pod_uid);
+        mkdir(nc->cfg->node.run_dir, 0711);
+        mkdir(ctrl_parent, 0711);
+        (void)mkdir(host_ctrl, 0700);
+        if (is_mount_point(host_ctrl, NULL) <= 0) {
+                _cleanup_free_ char *opts = xasprintf("size=64k,nr_inodes=16,mode=0711,uid=%u,gid=%u", (unsigned)vm_uid_n,
+                                                      (unsigned)vm_uid_n);
+                if (mount("vtpm-ctrl", host_ctrl, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+                        return vt_error_errno(err, errno, "cannot mount the control-socket directory for %s", l->key);
+        }
+        r = bind_mount_in_namespace_ro(pid, host_ctrl, nc->cfg->node.swtpm_socket_dir, err);
+        if (r < 0)
+                return vt_error_prefix(err, "the control-socket directory in the launcher: ");
         free(l->ctrl_path);
         l->ctrl_path = xasprintf("%s/%s.sock", nc->cfg->node.swtpm_socket_dir, l->vm_uid);
         _cleanup_free_ char *run_dir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);
         _cleanup_free_ char *run_parent = xasprintf("%s/swtpm", nc->cfg->node.run_dir);
+        _cleanup_free_ char *stage = xasprintf("%s/sandbox", nc->cfg->node.run_dir);
         mkdir(nc->cfg->node.run_dir, 0711);
         chmod(nc->cfg->node.run_dir, 0711);
         mkdir(run_parent, 0711);
-        mkdir_owned(run_dir, 0700, nc->swtpm_uid, nc->swtpm_gid);
-        /* swtpm_setup and the probe run as the swtpm user, who may not traverse
-         * the kubelet's directories (0750 root): they work on a private bind
-         * mount of the state under our traversable run dir instead. */
+        mkdir(run_dir, 0700);
+        mkdir(stage, 0700);
+        /* The tools work on a private bind mount of the state under our run
+         * dir, bound into their sandboxes at that same path. */
         _cleanup_free_ char *work_parent = xasprintf("%s/work", nc->cfg->node.run_dir);
         _cleanup_free_ char *work = xasprintf("%s/%s", work_parent, l->pod_uid);
         mkdir(work_parent, 0711);
@@ -1111,9 +1117,18 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
         if (is_mount_point(work, NULL) <= 0 && mount(host_state, work, NULL, MS_BIND, NULL) < 0)
                 return vt_error_errno(err, errno, "cannot bind the state directory for provisioning");
 
-        mntns = proc_open_mntns(pid, err);
-        if (mntns < 0) {
-                r = mntns;
+        /* swtpm belongs to the launcher's pod: created in its cgroups, so an
+         * agent upgrade (its container's cgroup killed) never stops a VM's
+         * TPM. Where they cannot be reached, no swtpm at all. */
+        _cleanup_(proc_cgroups_done) proc_cgroups cg = PROC_CGROUPS_INIT;
+        _cleanup_error_ vt_error *cgerr = NULL;
+        r = proc_cgroups_open(pid, &cg, &cgerr);
+        if (r < 0) {
+                _cleanup_free_ char *m = xasprintf("swtpm cannot join the launcher's cgroup (%s); it is not started: in "
+                                                   "the agent's cgroup, replacing the agent would stop the VM's TPM",
+                                                   cgerr ? cgerr->msg : strerror(-r));
+                report(nc, l, "Refused", "SwtpmCgroupUnavailable", m, true);
+                stat_inc(nc, &nc->stats.refusals, 1);
                 return r;
         }
         /* The state key: unwrapped from the header on the volume, or made and
@@ -1121,13 +1136,19 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
          * the encryption of old unencrypted state happen here, before swtpm
          * starts. Only pipes carry the key on. */
         _cleanup_(secmem_freep) secmem *dek = NULL;
-        r = keys_at_start(nc, l, ts, work, strcmp(version, "2.0") == 0, &dek, err);
+        swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns,
+                           .ctrl_path = l->ctrl_path, .ctrl_dir = nc->cfg->node.swtpm_socket_dir,
+                           .host_state_dir = host_state, .host_ctrl_dir = host_ctrl,
+                           .user = nc->cfg->node.swtpm_user, .setup_uid = nc->swtpm_uid, .setup_gid = nc->swtpm_gid,
+                           .uid = vm_uid_n, .gid = (gid_t)vm_uid_n, .stage_dir = stage, .run_dir = run_dir};
+        tpm_sandbox work_sb;
+        swtpm_work_sandbox(&spec, work, &work_sb);
+        r = keys_at_start(nc, l, ts, work, strcmp(version, "2.0") == 0, &work_sb, &dek, err);
         if (r < 0)
                 return r;
         l->encrypted = dek != NULL;
-        swtpm_spec spec = {.tpm2 = strcmp(version, "2.0") == 0, .state_dir = state_in_ns, .ctrl_path = l->ctrl_path,
-                           .user = nc->cfg->node.swtpm_user, .run_dir = run_dir, .mntns_fd = mntns,
-                           .key = dek ? dek->data : NULL, .key_len = dek ? dek->len : 0};
+        spec.key = dek ? dek->data : NULL;
+        spec.key_len = dek ? dek->len : 0;
         usec_t t0 = now_monotonic();
         r = swtpm_provision(&spec, work, err);
         if (r < 0) {
@@ -1171,6 +1192,7 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                 r = -EAGAIN;
                 return r;
         }
+        spec.cgroups = &cg;
         t0 = now_monotonic();
         r = swtpm_start(&spec, &l->swtpm_pid, &l->swtpm_start, err);
         if (r < 0) {
@@ -1187,7 +1209,6 @@ static int bring_up(node_controller *nc, launcher *l, json_t *pod, vt_error **er
                         return r;
                 }
         }
-        join_launcher_cgroup(pid, l->swtpm_pid);
         record_save(nc, l);
         stat_inc(nc, &nc->stats.starts, 1);
         stat_inc(nc, &nc->stats.swtpm_running, 1);

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "swtpm_runtime.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "proc/proc.h"
@@ -18,45 +21,85 @@ static tpm_version version_of(const swtpm_spec *s) {
         return s->tpm2 ? TPM_VERSION_2 : TPM_VERSION_1_2;
 }
 
+static void base_sandbox(const swtpm_spec *s, uid_t uid, gid_t gid, tpm_sandbox *ret) {
+        *ret = (tpm_sandbox)TPM_SANDBOX_INIT;
+        ret->uid = uid;
+        ret->gid = gid;
+        ret->stage_dir = s->stage_dir;
+}
+
+void swtpm_work_sandbox(const swtpm_spec *s, const char *host_dir, tpm_sandbox *ret) {
+        base_sandbox(s, s->uid, s->gid, ret);
+        (void)tpm_sandbox_add_bind(ret, host_dir, NULL, true);
+}
+
 int swtpm_provision(const swtpm_spec *s, const char *host_state_dir, vt_error **err) {
         int r = tpm_state_detect(host_state_dir, NULL, err);
         if (r < 0)
                 return r;
         if (r > 0)
                 return 1; /* existing state is never re-created */
+        /* swtpm_setup runs as the local CA's user (the CA key stays that
+         * user's), in a sandbox holding this state directory and the CA
+         * only; the state is the VM's uid's afterwards. */
+        r = tpm_localca_prepare(TPM_LOCALCA_DIR_DEFAULT, s->user, false, err);
+        if (r < 0)
+                return vt_error_prefix(err, "preparing the local CA: ");
+        if (chown(host_state_dir, s->setup_uid, s->setup_gid) < 0)
+                return vt_error_errno(err, errno, "cannot hand the state directory to the provisioning user");
+        tpm_sandbox sb;
+        base_sandbox(s, s->setup_uid, s->setup_gid, &sb);
+        (void)tpm_sandbox_add_bind(&sb, host_state_dir, NULL, true);
+        (void)tpm_sandbox_add_bind(&sb, TPM_LOCALCA_DIR_DEFAULT, NULL, true);
         tpm_setup_opts o = {.version = version_of(s), .state_dir = host_state_dir, .key = s->key,
-                            .key_len = s->key_len, .runas = s->user};
+                            .key_len = s->key_len, .sandbox = &sb};
         r = tpm_setup(&o, err);
-        return r == -EEXIST ? 1 : r;
+        if (r == -EEXIST)
+                r = 1;
+        _cleanup_error_ vt_error *perr = NULL;
+        int p = tpm_state_dir_prepare_ids(host_state_dir, s->uid, s->gid, &perr);
+        if (r >= 0 && p < 0 && err && !*err)
+                *err = TAKE_PTR(perr);
+        return r < 0 ? r : p < 0 ? p : r;
 }
 
 int swtpm_probe(const swtpm_spec *s, const char *host_state_dir, vt_error **err) {
+        tpm_sandbox sb;
+        swtpm_work_sandbox(s, host_state_dir, &sb);
         tpm_swtpm_opts o = TPM_SWTPM_OPTS_INIT;
         o.version = version_of(s);
         o.state_dir = host_state_dir;
         o.key = s->key;
         o.key_len = s->key_len;
-        o.runas = s->user;
+        o.sandbox = &sb;
         return tpm_probe_state(&o, err);
 }
 
 int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err) {
-        _cleanup_free_ char *pid_file = xasprintf("%s/swtpm.pid", s->run_dir);
+        assert_return(s->cgroups, -EINVAL);
         _cleanup_free_ char *log_file = xasprintf("%s/swtpm.log", s->run_dir);
+        _cleanup_free_ char *via = xasprintf("%s/%s", s->host_ctrl_dir, strrchr(s->ctrl_path, '/') + 1);
+        /* The VM's state and its control-socket directory, nothing else; in
+         * the launcher's cgroups from its first instruction. */
+        tpm_sandbox sb;
+        base_sandbox(s, s->uid, s->gid, &sb);
+        (void)tpm_sandbox_add_bind(&sb, s->host_state_dir, s->state_dir, true);
+        (void)tpm_sandbox_add_bind(&sb, s->host_ctrl_dir, s->ctrl_dir, true);
+        sb.cgroup2_fd = s->cgroups->cgroup2_fd;
+        for (size_t i = 0; i < s->cgroups->n_v1 && i < TPM_SANDBOX_MAX_CGROUPS; i++)
+                sb.cgroup_procs_fds[sb.n_cgroup_procs++] = s->cgroups->v1_procs_fds[i];
         tpm_swtpm_opts o = TPM_SWTPM_OPTS_INIT;
         o.version = version_of(s);
         o.state_dir = s->state_dir;
         o.ctrl_path = s->ctrl_path;
+        o.ctrl_via = via;
         o.ctrl_mode = 0660;
         o.key = s->key;
         o.key_len = s->key_len;
-        o.runas = s->user;
-        /* No --pid: swtpm, once it dropped to the swtpm user, cannot read
-         * /proc/self/fd of its own pid-file fd. The agent records pid and start
-         * time itself (node controller records). */
-        (void)pid_file;
+        o.sandbox = &sb;
+        /* No --pid: the agent records pid and start time itself (node
+         * controller records). */
         o.log_file = log_file;
-        o.mntns_fd = s->mntns_fd;
         pid_t pid = 0;
         int r = tpm_swtpm_start(&o, &pid, err);
         if (r < 0)

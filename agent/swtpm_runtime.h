@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the node controller needs from swtpm, in its own terms: provision a
- * state directory once, check that existing state loads, start swtpm inside
- * a launcher's mount namespace, find it again after an agent restart, stop it
- * cleanly. Implemented on pkg/tpm. Keys arrive as bytes in locked memory and
- * leave only through a pipe. */
+ * state directory once, check that existing state loads, start swtpm for a
+ * launcher, find it again after an agent restart, stop it cleanly. Implemented
+ * on pkg/tpm. Keys arrive as bytes in locked memory and leave only through a
+ * pipe.
+ *
+ * Every swtpm tool runs from the agent's own filesystem, never a launcher's,
+ * in a sandbox (pkg/tpm/sandbox.h) that holds one VM's directories only: the
+ * running swtpm and the probes as the VM's own uid, swtpm_setup as the local
+ * CA's user (it signs EK certificates with the node's CA key). */
 #pragma once
 
 #include <stdbool.h>
@@ -13,21 +18,35 @@
 
 #include "base/error.h"
 #include "base/timeutil.h"
+#include "proc/cgroup.h"
+#include "tpm/sandbox.h"
 
 typedef struct swtpm_spec {
         bool tpm2;                /* false: TPM 1.2 */
-        const char *state_dir;    /* as seen by the process that uses it */
-        const char *ctrl_path;    /* control socket, as seen inside the namespace */
-        const char *user;         /* run as (e.g. "tss") */
+        const char *state_dir;    /* inside the running swtpm's sandbox (node.swtpmStateDir/<vm-uid>) */
+        const char *ctrl_path;    /* control socket, inside the sandbox and the launcher */
+        const char *ctrl_dir;     /* its directory (node.swtpmSocketDir) */
+        const char *host_state_dir; /* the state volume as the agent sees it, bound at state_dir */
+        const char *host_ctrl_dir;  /* the VM's control-socket directory on the node, bound at ctrl_dir */
+        const char *user;         /* the local CA's user (node.swtpmUser): swtpm_setup runs as it */
+        uid_t setup_uid;          /* ... its ids */
+        gid_t setup_gid;
+        uid_t uid;                /* the VM's own user: the running swtpm and the probes */
+        gid_t gid;
+        const char *stage_dir;    /* an empty agent directory the sandboxes' roots are built on */
         const char *run_dir;      /* agent-side dir for pid/log files of this instance */
-        int mntns_fd;             /* launcher's mount namespace, or -1 */
+        const proc_cgroups *cgroups; /* start: the launcher's cgroups (required) */
         const uint8_t *key;       /* state encryption key or NULL */
         size_t key_len;
 } swtpm_spec;
 
+/* The sandbox for a tool working on `host_dir` (bound at the same path,
+ * writable) as the VM's uid: probes and re-encryption. */
+void swtpm_work_sandbox(const swtpm_spec *s, const char *host_dir, tpm_sandbox *ret);
+
 /* First start only: returns 0 when provisioned now, 1 when state already
  * existed (then nothing was touched). `host_state_dir` is the directory as
- * the agent sees it. */
+ * the agent sees it. The state then belongs to the VM's uid. */
 int swtpm_provision(const swtpm_spec *s, const char *host_state_dir, vt_error **err);
 /* 0 when the state loads (with the key, if any); -EBADMSG when it does not
  * (wrong key, corrupt): nothing is written either way. */

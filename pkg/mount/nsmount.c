@@ -282,7 +282,17 @@ int check_mount_in_namespace(pid_t target_pid, const char *src, const char *dst,
         return describe_busy(target_pid, ndst, e, err);
 }
 
+static int bind_mount(pid_t target_pid, const char *src, const char *dst, bool read_only, vt_error **err);
+
 int bind_mount_in_namespace(pid_t target_pid, const char *src, const char *dst, vt_error **err) {
+        return bind_mount(target_pid, src, dst, false, err);
+}
+
+int bind_mount_in_namespace_ro(pid_t target_pid, const char *src, const char *dst, vt_error **err) {
+        return bind_mount(target_pid, src, dst, true, err);
+}
+
+static int bind_mount(pid_t target_pid, const char *src, const char *dst, bool read_only, vt_error **err) {
         assert_return(target_pid > 0 && src && dst, -EINVAL);
         _cleanup_free_ char *ndst = NULL, *canon = NULL;
         int r = mount_path_normalize(dst, &ndst, err);
@@ -321,6 +331,12 @@ int bind_mount_in_namespace(pid_t target_pid, const char *src, const char *dst, 
         _cleanup_close_ int tree_fd = open_tree(AT_FDCWD, canon, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
         if (tree_fd < 0)
                 return vt_error_errno(err, errno, "open_tree %s", canon);
+        if (read_only) {
+                struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                                   MOUNT_ATTR_NOEXEC};
+                if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a)) < 0)
+                        return vt_error_errno(err, errno, "cannot make the copy of %s read-only", canon);
+        }
 
         _cleanup_free_ char *path_copy = xstrdup(ndst);
         ns_job job = {.tree_fd = tree_fd, .path = path_copy};

@@ -46,6 +46,9 @@
  *   -ESRCH/-ENOENT  the target process is gone
  * and the step that failed (setns, mkdir, move_mount...) in the message. */
 int bind_mount_in_namespace(pid_t target_pid, const char *src, const char *dst, vt_error **err);
+/* The same, read-only (and nosuid, nodev, noexec) in the target namespace: a
+ * unix socket on it can still be connected to, nothing can be created. */
+int bind_mount_in_namespace_ro(pid_t target_pid, const char *src, const char *dst, vt_error **err);
 
 /* Read-only check, e.g. before starting swtpm or when adopting one after an
  * agent restart: 1 if dst in the target namespace is the volume mounted at

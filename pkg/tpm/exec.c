@@ -51,8 +51,18 @@ static void append_capped(vt_buf *b, const char *p, size_t n) {
 
 /* Child side of tpm_run: only async-signal-safe calls between fork and exec,
  * because the agent is multi-threaded. */
-_noreturn_ static void run_child(const char *const *argv, const int *keep_fds, size_t n_keep, int out_w,
-                                 int err_w) {
+_noreturn_ static void run_child(const tpm_sandbox *sb, const tpm_sandbox_child *sc, const char *const *argv,
+                                 const int *keep_fds, size_t n_keep, int out_w, int err_w) {
+        if (sb) {
+                const char *step = NULL;
+                if (tpm_sandbox_enter(sb, sc, &step) < 0) {
+                        static const char msg[] = "cannot set up the sandbox: ";
+                        (void)!write(err_w, msg, sizeof(msg) - 1);
+                        (void)!write(err_w, step, strlen(step));
+                        (void)!write(err_w, "\n", 1);
+                        _exit(127);
+                }
+        }
         (void)setpgid(0, 0);
         int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
@@ -68,7 +78,11 @@ _noreturn_ static void run_child(const char *const *argv, const int *keep_fds, s
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
-        execvp(argv[0], (char *const *)argv);
+        static char *const sandbox_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", NULL};
+        if (sb)
+                execvpe(argv[0], (char *const *)argv, sandbox_env);
+        else
+                execvp(argv[0], (char *const *)argv);
         static const char msg[] = "cannot execute ";
         (void)!write(2, msg, sizeof(msg) - 1);
         (void)!write(2, argv[0], strlen(argv[0]));
@@ -78,6 +92,11 @@ _noreturn_ static void run_child(const char *const *argv, const int *keep_fds, s
 
 int tpm_run(const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
             tpm_run_result *ret, vt_error **err) {
+        return tpm_run_in(NULL, argv, keep_fds, n_keep, timeout, ret, err);
+}
+
+int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
+               tpm_run_result *ret, vt_error **err) {
         assert_return(argv && argv[0] && ret, -EINVAL);
         int out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
         if (pipe2(out_p, O_CLOEXEC) < 0)
@@ -88,17 +107,30 @@ int tpm_run(const char *const *argv, const int *keep_fds, size_t n_keep, usec_t 
                 close(out_p[1]);
                 return r;
         }
-        pid_t pid = fork();
+        tpm_sandbox_child sc = {.gate_fd = -1};
+        pid_t pid;
+        if (sb) {
+                int cr = tpm_sandbox_clone(sb, &sc);
+                pid = cr;
+                if (cr < 0)
+                        errno = -cr;
+        } else
+                pid = fork();
         if (pid < 0) {
-                int r = vt_error_errno(err, errno, "cannot fork for %s", argv[0]);
+                int r = vt_error_errno(err, errno, "cannot %s for %s", sb ? "create a sandbox" : "fork", argv[0]);
                 close(out_p[0]), close(out_p[1]), close(err_p[0]), close(err_p[1]);
                 return r;
         }
         if (pid == 0)
-                run_child(argv, keep_fds, n_keep, out_p[1], err_p[1]);
+                run_child(sb, &sc, argv, keep_fds, n_keep, out_p[1], err_p[1]);
         close(out_p[1]);
         close(err_p[1]);
         _cleanup_close_ int out_r = out_p[0], err_r = err_p[0];
+        if (sb) {
+                int rr = tpm_sandbox_release(sb, &sc, err);
+                if (rr < 0)
+                        return rr;
+        }
         (void)setpgid(pid, pid); /* also in the child: whichever runs first */
 
         vt_buf out = {0}, errb = {0};

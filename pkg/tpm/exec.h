@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/timeutil.h"
+#include "tpm/sandbox.h"
 
 /* Captured output is truncated (tail kept) beyond this many bytes per stream. */
 #define TPM_RUN_OUTPUT_MAX (256 * 1024)
@@ -31,6 +32,10 @@ void tpm_run_result_done(tpm_run_result *r);
  * at ret->status. */
 int tpm_run(const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
             tpm_run_result *ret, vt_error **err);
+/* The same inside a sandbox (tpm/sandbox.h; NULL: tpm_run), with an
+ * environment of PATH and HOME=/ only. */
+int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
+               tpm_run_result *ret, vt_error **err);
 
 /* Describe a wait status for messages: "exited with status 1", "killed by signal 9". */
 char *tpm_describe_status(int status);

@@ -178,7 +178,7 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
         argv[n] = NULL;
 
         tpm_run_result res = {0};
-        r = tpm_run(argv, key_fd >= 0 ? &key_fd : NULL, key_fd >= 0 ? 1 : 0, o->timeout ? o->timeout : 60 * USEC_PER_SEC,
+        r = tpm_run_in(o->sandbox, argv, key_fd >= 0 ? &key_fd : NULL, key_fd >= 0 ? 1 : 0, o->timeout ? o->timeout : 60 * USEC_PER_SEC,
                     &res, err);
         if (r < 0)
                 return vt_error_prefix(err, "provisioning TPM state in %s: ", o->state_dir);

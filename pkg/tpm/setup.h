@@ -22,6 +22,7 @@
 
 #include "base/error.h"
 #include "base/timeutil.h"
+#include "tpm/sandbox.h"
 #include "tpm/state.h"
 
 #define TPM_LOCALCA_DIR_DEFAULT "/var/lib/swtpm-localca"
@@ -37,6 +38,9 @@ typedef struct tpm_setup_opts {
         const char *swtpm_setup_path; /* NULL: "swtpm_setup" in PATH */
         const char *swtpm_path;       /* NULL: swtpm_setup's default ("swtpm" in PATH) */
         usec_t timeout;               /* 0: 60 s */
+        const tpm_sandbox *sandbox;   /* non-NULL: swtpm_setup (and what it runs) in this sandbox, as
+                                       * its uid (runas must be NULL); state_dir and localca_dir must be
+                                       * bound into it at the same paths */
 } tpm_setup_opts;
 
 /* Provision state_dir. 0 on success (state files then mode 0600); -EEXIST when

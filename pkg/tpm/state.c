@@ -92,6 +92,21 @@ int tpm_state_dir_prepare_at(int dfd, const char *user, vt_error **err) {
                 if (r < 0)
                         return r;
         }
+        return tpm_state_dir_prepare_ids_at(dfd, (uid_t)uid, (gid_t)gid, err);
+}
+
+int tpm_state_dir_prepare_ids(const char *state_dir, uid_t uid, gid_t gid, vt_error **err) {
+        assert_return(state_dir, -EINVAL);
+        _cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
+        int r = tpm_state_dir_prepare_ids_at(dfd, uid, gid, err);
+        if (r < 0)
+                (void)vt_error_prefix(err, "%s: ", state_dir);
+        return r;
+}
+
+int tpm_state_dir_prepare_ids_at(int dfd, uid_t uid, gid_t gid, vt_error **err) {
         if (fchown(dfd, uid, gid) < 0 || fchmod(dfd, 0700) < 0)
                 return vt_error_errno(err, errno, "cannot set owner/mode of the TPM state directory");
         int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);

@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+#include <sys/types.h>
+
 #include "base/error.h"
 
 typedef enum tpm_version {
@@ -31,6 +33,9 @@ int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **er
 /* The same on a directory fd. Entries are changed through O_PATH | O_NOFOLLOW
  * fds, never by name: symlinks and other non-regular files are left alone. */
 int tpm_state_dir_prepare_at(int dfd, const char *user, vt_error **err);
+/* The same with numeric ids ((uid_t)-1/(gid_t)-1: leave that owner). */
+int tpm_state_dir_prepare_ids(const char *state_dir, uid_t uid, gid_t gid, vt_error **err);
+int tpm_state_dir_prepare_ids_at(int dfd, uid_t uid, gid_t gid, vt_error **err);
 
 /* Look up a user: uid and primary gid. -ENOENT when unknown. */
 int tpm_lookup_user(const char *user, unsigned *ret_uid, unsigned *ret_gid, vt_error **err);

@@ -101,6 +101,12 @@ static char **build_argv(const tpm_swtpm_opts *o, bool probe, vt_error **err) {
                 push(&v, &n, xstrdup("--runas"));
                 push(&v, &n, xstrdup(o->runas));
         }
+        if (o->sandbox) {
+                /* swtpm's own filter on top of the sandbox: a syscall it never
+                 * needs (exec, mount, ptrace, ...) kills it. */
+                push(&v, &n, xstrdup("--seccomp"));
+                push(&v, &n, xstrdup("action=kill"));
+        }
         return v;
 }
 
@@ -114,12 +120,13 @@ char **tpm_swtpm_argv(const tpm_swtpm_opts *o, vt_error **err) {
 
 /* What the launcher child tells the parent over a SOCK_SEQPACKET pair. */
 enum { REPORT_LOG_FD = 1, REPORT_FAILED = 2 };
-enum { STAGE_SETSID = 1, STAGE_SETNS, STAGE_LOG, STAGE_PID, STAGE_FDS, STAGE_EXEC, STAGE_USER };
+enum { STAGE_SETSID = 1, STAGE_SETNS, STAGE_LOG, STAGE_PID, STAGE_FDS, STAGE_EXEC, STAGE_USER, STAGE_SANDBOX };
 struct report {
         int kind;
         int stage;
         int error;
         long long log_offset;
+        char step[48]; /* STAGE_SANDBOX: which step */
 };
 
 static const char *stage_name(int stage) {
@@ -138,6 +145,8 @@ static const char *stage_name(int stage) {
                 return "executing swtpm";
         case STAGE_USER:
                 return "becoming the swtpm user";
+        case STAGE_SANDBOX:
+                return "setting up the sandbox";
         default:
                 return "starting swtpm";
         }
@@ -152,12 +161,24 @@ typedef struct launch {
         bool drop_user; /* become uid/gid before exec (instead of swtpm's --runas) */
         uid_t uid;
         gid_t gid;
+        const tpm_sandbox *sandbox; /* NULL: none */
 } launch;
 
-static void child_fail(int report_fd, int stage, int error) {
+/* What sandboxed tools see as their environment: nothing of the agent's. */
+static char *const sandbox_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", NULL};
+
+static void child_fail_step(int report_fd, int stage, int error, const char *step) {
         struct report m = {.kind = REPORT_FAILED, .stage = stage, .error = error};
+        if (step) {
+                size_t n = strlen(step);
+                memcpy(m.step, step, n < sizeof(m.step) - 1 ? n : sizeof(m.step) - 1);
+        }
         (void)send(report_fd, &m, sizeof(m), MSG_NOSIGNAL);
         _exit(127);
+}
+
+static void child_fail(int report_fd, int stage, int error) {
+        child_fail_step(report_fd, stage, error, NULL);
 }
 
 static int park(int fd, int report_fd) {
@@ -170,7 +191,7 @@ static int park(int fd, int report_fd) {
 }
 
 /* Between fork and exec: async-signal-safe calls only. */
-_noreturn_ static void launch_child(const launch *l, int report_fd) {
+_noreturn_ static void launch_child(const launch *l, const tpm_sandbox_child *sc, int report_fd) {
         if (setsid() < 0)
                 child_fail(report_fd, STAGE_SETSID, errno);
         /* The log and pid files are the agent's (node.runDir): open them before
@@ -189,7 +210,12 @@ _noreturn_ static void launch_child(const launch *l, int report_fd) {
                 if (pid_fd < 0)
                         child_fail(report_fd, STAGE_PID, errno);
         }
-        if (l->mntns_fd >= 0) {
+        if (l->sandbox) {
+                const char *step = NULL;
+                int sr = tpm_sandbox_enter(l->sandbox, sc, &step);
+                if (sr < 0)
+                        child_fail_step(report_fd, STAGE_SANDBOX, -sr, step);
+        } else if (l->mntns_fd >= 0) {
                 if (setns(l->mntns_fd, CLONE_NEWNS) < 0)
                         child_fail(report_fd, STAGE_SETNS, errno);
         }
@@ -243,7 +269,10 @@ _noreturn_ static void launch_child(const launch *l, int report_fd) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
 
-        execvp(l->argv[0], l->argv);
+        if (l->sandbox)
+                execvpe(l->argv[0], l->argv, sandbox_env);
+        else
+                execvp(l->argv[0], l->argv);
         child_fail(report_fd, STAGE_EXEC, errno);
         _exit(127);
 }
@@ -315,16 +344,31 @@ static int spawn(const launch *l, child *ret, vt_error **err) {
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
                 return vt_error_errno(err, errno, "cannot create socketpair");
         _cleanup_close_ int rep = sp[0];
-        pid_t pid = fork();
+        tpm_sandbox_child sc = {.gate_fd = -1};
+        pid_t pid;
+        if (l->sandbox) {
+                int cr = tpm_sandbox_clone(l->sandbox, &sc);
+                if (cr < 0) {
+                        close(sp[1]);
+                        return vt_error_errno(err, -cr, "cannot create swtpm's sandbox (clone3)");
+                }
+                pid = cr;
+        } else
+                pid = fork();
         if (pid < 0) {
                 close(sp[1]);
                 return vt_error_errno(err, errno, "cannot fork");
         }
         if (pid == 0) {
                 close(sp[0]);
-                launch_child(l, sp[1]);
+                launch_child(l, &sc, sp[1]);
         }
         close(sp[1]);
+        if (l->sandbox) {
+                int rr = tpm_sandbox_release(l->sandbox, &sc, err);
+                if (rr < 0)
+                        return rr;
+        }
         child c = {.pid = pid, .pidfd = -1, .log_fd = -1};
         for (;;) {
                 struct report m = {0};
@@ -357,7 +401,9 @@ static int spawn(const launch *l, child *ret, vt_error **err) {
                                 ;
                         c.pid = 0;
                         child_done(&c);
-                        return vt_error_errno(err, m.error, "swtpm launcher failed %s", stage_name(m.stage));
+                        m.step[sizeof(m.step) - 1] = '\0';
+                        return vt_error_errno(err, m.error, "swtpm launcher failed %s%s%s%s", stage_name(m.stage),
+                                              m.step[0] ? " (" : "", m.step, m.step[0] ? ")" : "");
                 }
         }
         c.pidfd = pidfd_open(pid, 0);
@@ -386,9 +432,11 @@ static bool child_exited(child *c, int wait_ms, int *ret_status) {
 }
 
 static char *agent_ctrl_path(const tpm_swtpm_opts *o, pid_t pid) {
+        if (o->ctrl_via)
+                return xstrdup(o->ctrl_via);
         /* In another mount namespace the socket is reachable through the
          * process's root: /proc/<pid>/root/<path>. */
-        if (o->mntns_fd >= 0)
+        if (o->mntns_fd >= 0 || o->sandbox)
                 return xasprintf("/proc/%d/root%s", (int)pid, o->ctrl_path);
         return xstrdup(o->ctrl_path);
 }
@@ -399,6 +447,8 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
          * need not know it (or may give the name another uid than the one
          * owning the state files). So no --runas: the child drops to the
          * uid/gid resolved here, just before exec. */
+        if (o->sandbox && (o->runas || o->mntns_fd >= 0))
+                return vt_error_set(err, EINVAL, "a sandboxed swtpm takes neither runas nor a mount namespace");
         tpm_swtpm_opts eff = *o;
         bool drop = o->mntns_fd >= 0 && o->runas;
         uid_t uid = 0;
@@ -424,7 +474,8 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
                 return r;
         }
         launch l = {.argv = argv, .log_file = o->log_file, .pid_file = o->pid_file, .mntns_fd = o->mntns_fd,
-                    .key_fd = key_fd, .ctrl_fd = -1, .drop_user = drop, .uid = uid, .gid = gid};
+                    .key_fd = key_fd, .ctrl_fd = -1, .drop_user = drop, .uid = uid, .gid = gid,
+                    .sandbox = o->sandbox};
         child c;
         r = spawn(&l, &c, err);
         tpm_strv_free(argv);
@@ -742,7 +793,8 @@ static int private_open(const tpm_swtpm_opts *o, private_tpm *ret, vt_error **er
                 return vt_error_errno(err, errno, "cannot create socketpair");
         }
         _cleanup_close_ int ours = sp[0], theirs = sp[1];
-        launch l = {.argv = argv, .mntns_fd = o->mntns_fd, .key_fd = key_fd, .ctrl_fd = theirs};
+        launch l = {.argv = argv, .mntns_fd = o->mntns_fd, .key_fd = key_fd, .ctrl_fd = theirs,
+                    .sandbox = o->sandbox};
         child c;
         r = spawn(&l, &c, err);
         tpm_strv_free(argv);

@@ -26,6 +26,7 @@
 
 #include "base/error.h"
 #include "base/timeutil.h"
+#include "tpm/sandbox.h"
 #include "tpm/state.h"
 
 /* tpm_probe_state()'s "state cannot be loaded" (wrong/missing key, corrupt). */
@@ -49,6 +50,11 @@ typedef struct tpm_swtpm_opts {
         int mntns_fd;             /* >= 0: setns(mntns_fd, CLONE_NEWNS) before exec; all paths above
                                    * are then resolved in that namespace. -1: stay */
         usec_t timeout;           /* until the control channel answers; 0: 10 s */
+        const tpm_sandbox *sandbox; /* non-NULL: run in this sandbox (tpm/sandbox.h), as its uid, with
+                                   * `--seccomp action=kill`; runas and mntns_fd must then be unset, and
+                                   * all paths above are as the sandbox sees them */
+        const char *ctrl_via;     /* the control socket as the agent reaches it; NULL: ctrl_path (or
+                                   * /proc/<pid>/root<ctrl_path> with mntns_fd) */
 } tpm_swtpm_opts;
 
 #define TPM_SWTPM_OPTS_INIT {.mntns_fd = -1}

@@ -4,7 +4,7 @@
 # starts again on node B and the secret unseals. The same story with a
 # non-persistent TPM fails to unseal: the caveat the product exists to fix.
 # Also: the state files are on the shared backing store (0600, owned by the
-# swtpm user, as the agent resolves it), `kubectl get tpmstate` shows the node, and (acceptance 5)
+# VM's own swtpm uid), `kubectl get tpmstate` shows the node, and (acceptance 5)
 # nothing outlives its launcher.
 . "$(dirname "$0")/lib.sh"
 setup_namespace e2e-node-bitlocker
@@ -34,10 +34,15 @@ story() {
   if [ "$vm" = win11 ]; then
     local dir; dir=$(vm_store_dir "$vm")
     if [ -n "$dir" ] && [ -f "$dir/tpm2-00.permall" ] && [[ $dir == "$NODE_STORE"/* ]]; then
-      is "$(stat -c '%a %U' "$dir/tpm2-00.permall")" "600 tss" \
-        "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss (node.swtpmUser)"
+      local su; su=$(awk '/^Uid:/ { print $2 }' "/proc/$(swtpm_pids "$vm" | head -1)/status" 2>/dev/null)
+      if [ -n "$su" ] && [ "$su" != 0 ] && [ "$su" != "$(id -u tss)" ]; then
+        is "$(stat -c '%a %u' "$dir/tpm2-00.permall")" "600 $su" \
+          "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner the VM's own swtpm uid ($su)"
+      else
+        fail "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner the VM's own swtpm uid" "swtpm uid '$su'"
+      fi
     else
-      fail "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner tss (node.swtpmUser)" "dir '$dir'" "$(find "$NODE_STORE" -ls)"
+      fail "$vm: tpm2-00.permall on the shared backing store, mode 0600, owner the VM's own swtpm uid" "dir '$dir'" "$(find "$NODE_STORE" -ls)"
     fi
     like "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState.node} {.status.nodeState.phase}')" \
       "^$(node_name a) Running$" "$vm: kubectl get tpmstate shows it running on node A"

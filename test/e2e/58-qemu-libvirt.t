@@ -13,7 +13,7 @@
 #   - afterwards: a bare swtpm on a copy of the state, before and after,
 #     reads the TPM's resetCount (TPM2_ReadClock): it went up, because the
 #     firmware sent TPM2_Startup(CLEAR) - QEMU itself never sends that.
-# And the state files are on the backing store (0600, owner tss) before and
+# And the state files are on the backing store (0600, owned by the VM's own swtpm uid) before and
 # after, and nothing (swtpm, mounts, attachment pod, libvirtd, QEMU)
 # outlives the launcher.
 # VTPM_58_NO_TPM=1: the domain gets no <tpm> (tests 9, 11 and 14 must then
@@ -113,23 +113,26 @@ else
 fi
 [ "$launcher_ns" != "$(stat -L -c %i /proc/self/ns/mnt)" ] || bail_out "the launcher shares the host's mount namespace"
 
-# ---- the agent: mount, provision, start swtpm in the launcher's namespace
+# ---- the agent: mount, provision, start swtpm in its sandbox (the agent's
+# swtpm, the launcher's cgroup); its control socket is bound into the launcher
 ctrl_in_ns=/var/run/vtpm/$vmuid.sock
-swtpm_in_ns() { [ -n "$(ns_procs swtpm)" ]; }
+swtpm_in_ns() { [ -n "$(rn_swtpm_pid "$vmuid")" ]; }
 _ctrl_there() { nsenter -t "$lpid" -m test -S "$ctrl_in_ns"; }
 if wait_until 90 swtpm_in_ns && wait_until 10 _ctrl_there; then
-  pass "swtpm runs in the launcher's mount namespace, control socket $ctrl_in_ns there ($(elapsed))"
+  pass "swtpm runs for the VM, control socket $ctrl_in_ns in the launcher ($(elapsed))"
 else
-  fail "swtpm runs in the launcher's mount namespace, control socket $ctrl_in_ns there" \
+  fail "swtpm runs for the VM, control socket $ctrl_in_ns in the launcher" \
     "nodeState: $(tpmstate_field "$vm" .status.nodeState)" "$(tail -10 "$(node_agent_log a)")"
   bail_out "no swtpm in the launcher: the VM cannot have a TPM"
 fi
-swtpm_pid=$(ns_procs swtpm | head -1)
+swtpm_pid=$(rn_swtpm_pid "$vmuid" | head -1)
+swtpm_uid=$(stat -c %u "/proc/$swtpm_pid" 2>/dev/null)
+own_uid() { [ -n "$swtpm_uid" ] && [ "$swtpm_uid" != 0 ] && [ "$swtpm_uid" != "$(id -u tss)" ] && echo own; }
 _node_state() { echo "$(tpmstate_field "$vm" '.status.nodeState.node') $(tpmstate_field "$vm" '.status.nodeState.phase')"; }
 _node_state_is() { [ "$(_node_state)" = "$1" ]; }
 wait_until 20 _node_state_is "$(node_name a) Running"
-is "$(stat -c %U "/proc/$swtpm_pid" 2>/dev/null) $(_node_state)" \
-  "tss $(node_name a) Running" "swtpm runs as tss; kubectl get tpmstate shows it Running on node A"
+is "$(own_uid) $(_node_state)" \
+  "own $(node_name a) Running" "swtpm runs as the VM's own uid ($swtpm_uid); kubectl get tpmstate shows it Running on node A"
 
 # The PVC's directory on the backing store: PVC -> PV -> local path.
 pvc=$(tpmstate_field "$vm" .status.pvcName)
@@ -137,9 +140,9 @@ pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}' 2>/dev/null)
 store=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}' 2>/dev/null)
 perm=$store/tpm2-00.permall
 if [ -n "$store" ] && [ -f "$perm" ]; then
-  is "$(stat -c '%a %U' "$perm")" "600 tss" "provisioned state on the backing store ($store): tpm2-00.permall, 0600, tss"
+  is "$(stat -c '%a %u' "$perm")" "600 $swtpm_uid" "provisioned state on the backing store ($store): tpm2-00.permall, 0600, the VM's uid"
 else
-  fail "provisioned state on the backing store: tpm2-00.permall, 0600, tss" "pvc=$pvc pv=$pv dir=$store" \
+  fail "provisioned state on the backing store: tpm2-00.permall, 0600, the VM's uid" "pvc=$pvc pv=$pv dir=$store" \
     "$(ls -la "$store" 2>&1)"
 fi
 
@@ -245,7 +248,7 @@ else
     "before: '$r_before' after: '$r_after'" "$(ls -la "$before" "$after")"
 fi
 if [ -f "$perm" ]; then
-  is "$(stat -c '%a %U' "$perm")" "600 tss" "state files still on the backing store after the launcher went (0600, tss)"
+  is "$(stat -c '%a %u' "$perm")" "600 $swtpm_uid" "state files still on the backing store after the launcher went (0600, the VM's uid)"
 else
   fail "state files still on the backing store after the launcher went" "$(ls -la "$store" 2>&1)"
 fi

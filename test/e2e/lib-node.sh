@@ -27,6 +27,9 @@
 #   node_agent_start N / node_agent_stop N / node_agent_kill N (SIGKILL) / node_agent_log N
 #                            (roles in NODE_NETNS_ROLES run in their node's network
 #                            namespace too, reaching the API server at the Service address)
+#   node_agent_wrap N [PROG] role N's agent is started as PROG AGENT ARGS (inside the node's
+#                            mount namespace; PROG must exec its arguments, so the tracked
+#                            pid stays the agent's); no PROG: started directly again
 #   vm_create NAME TPM [ANN] a VM (TPM/ANN as vm_yaml), wait for its TPMState;
 #                            records its uid for the leftover checks
 #   vm_uid NAME
@@ -71,6 +74,8 @@ NODE_STORE=$NODE_TOP/store
 GUEST_TCTI=
 
 declare -A _node_cfg_extra=()
+declare -A _node_wrap=()
+node_agent_wrap() { _node_wrap[$1]=${2:-}; }
 # Everything this file starts is tracked in files under $NODE_TOP/pids (not
 # shell variables: helpers often run in a subshell, e.g. under `ok`), and
 # stopped by pid, never by name. $NODE_TOP/roles/<real node> names the role
@@ -145,7 +150,8 @@ node_agent_start() {
     ns=(-m -n)
     kc=$(_node_service_kubeconfig)
   fi
-  env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "$AGENT_BIN" --kubeconfig "$kc" \
+  local wrap=(); [ -z "${_node_wrap[$n]:-}" ] || wrap=("${_node_wrap[$n]}")
+  env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "${wrap[@]}" "$AGENT_BIN" --kubeconfig "$kc" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
   _track "$id" "$pid"

@@ -421,6 +421,38 @@ static void test_is_mount_point(void) {
         volume_destroy(&v);
 }
 
+/* The control-socket directory goes into the launcher read-only: nothing can
+ * be created there from inside, and a socket on it still accepts. */
+static void test_bind_read_only(void) {
+        standin s = standin_start(STANDIN_PRIVATE);
+        volume v = volume_create("x");
+        if (!check(s.pid > 0 && v.mounted))
+                goto out;
+        int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/ctrl.sock", v.path);
+        check(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 4) == 0);
+        _cleanup_error_ vt_error *err = NULL;
+        check_int_eq(bind_mount_in_namespace_ro(s.pid, v.path, "/run/vtpm", &err), 0);
+        if (err)
+                printf("# %s\n", err->msg);
+        _cleanup_free_ char *planted = xasprintf("/proc/%d/root/run/vtpm/planted", (int)s.pid);
+        check(symlink("/etc/shadow", planted) < 0 && errno == EROFS);
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un ca = {.sun_family = AF_UNIX};
+        snprintf(ca.sun_path, sizeof(ca.sun_path), "/proc/%d/root/run/vtpm/ctrl.sock", (int)s.pid);
+        check(c >= 0 && connect(c, (struct sockaddr *)&ca, sizeof(ca)) == 0);
+        if (c >= 0)
+                close(c);
+        if (ls >= 0)
+                close(ls);
+        _cleanup_free_ char *sockfile = xasprintf("%s/ctrl.sock", v.path);
+        unlink(sockfile);
+out:
+        standin_stop(&s);
+        volume_destroy(&v);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 printf("1..0 # SKIP needs root for mount namespaces\n");
@@ -441,6 +473,7 @@ int main(void) {
                 TAP_CASE(test_shared_propagation_refused),
                 TAP_CASE(test_target_gone),
                 TAP_CASE(test_bad_arguments),
+                TAP_CASE(test_bind_read_only),
                 {0},
         });
 }
