@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Hostile HTTP clients for the agent's /metrics, /healthz, /readyz endpoint
-(test/e2e/62-http-slow-client.t). Each prints one result line and exits 0.
+(test/e2e/64-http-slow-client.t). Each prints one result line and exits 0.
 
   slow PORT INTERVAL GIVE_UP
       Connect to 127.0.0.1:PORT and send a request whose headers never end,

@@ -3,7 +3,7 @@
  * clients do (a slow one, many idle ones, many from one address), slow and
  * idle connections are cut off within seconds, and stopping the server does
  * not wait for them. The end-to-end twin with the whole agent is
- * test/e2e/62-http-slow-client.t. */
+ * test/e2e/64-http-slow-client.t. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
