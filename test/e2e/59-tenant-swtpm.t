@@ -22,7 +22,7 @@
 setup_namespace e2e-59
 . "$(dirname "$0")/lib-node.sh"
 for b in socat unshare; do command -v "$b" >/dev/null || bail_out "$b missing"; done
-plan 24
+plan 28
 
 HOSTILE=$E2E_TOP/test/e2e/hostile-swtpm.sh
 # The tenant's own helper (any binary can be in its image): ptrace and
