@@ -78,7 +78,12 @@ int swtpm_probe(const swtpm_spec *s, const char *host_state_dir, vt_error **err)
 int swtpm_start(const swtpm_spec *s, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err) {
         assert_return(s->cgroups, -EINVAL);
         _cleanup_free_ char *log_file = xasprintf("%s/swtpm.log", s->run_dir);
-        _cleanup_free_ char *via = xasprintf("%s/%s", s->host_ctrl_dir, strrchr(s->ctrl_path, '/') + 1);
+        /* Through an fd of the directory: the node's path of the socket may be
+         * longer than a unix socket address can be (108 bytes). */
+        _cleanup_close_ int dfd = open(s->host_ctrl_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return vt_error_errno(err, errno, "cannot open the control-socket directory %s", s->host_ctrl_dir);
+        _cleanup_free_ char *via = xasprintf("/proc/self/fd/%d/%s", dfd, strrchr(s->ctrl_path, '/') + 1);
         /* The VM's state and its control-socket directory, nothing else; in
          * the launcher's cgroups from its first instruction. */
         tpm_sandbox sb;

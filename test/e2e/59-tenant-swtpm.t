@@ -22,7 +22,7 @@
 setup_namespace e2e-59
 . "$(dirname "$0")/lib-node.sh"
 for b in socat unshare; do command -v "$b" >/dev/null || bail_out "$b missing"; done
-plan 24
+plan 28
 
 HOSTILE=$E2E_TOP/test/e2e/hostile-swtpm.sh
 # The tenant's own helper (any binary can be in its image): ptrace and
@@ -142,7 +142,7 @@ at_exit cg_cleanup
 join=$NODE_TOP/cg-join.sh own=$NODE_TOP/cg-own.sh
 printf '#!/bin/sh\nfor d in %s; do echo $$ > "$d/cgroup.procs" || exit 1; done\nexec unshare -C "$@"\n' "${cg_dirs[*]}" > "$join"
 printf '#!/bin/sh\nfor d in %s; do echo $$ > "$d/cgroup.procs" || exit 1; done\nexec unshare -C -m --propagation slave sh -c %s sh "$@"\n' \
-  "${cg_dirs[*]}" "'mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified && exec \"\$@\"'" > "$own"
+  "${cg_dirs[*]}" "'umount -l /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified && exec \"\$@\"'" > "$own"
 chmod 755 "$join" "$own"
 
 node_agent_stop a
