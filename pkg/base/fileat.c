@@ -11,6 +11,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "fileio.h"
 
 int dir_open_nofollow(const char *path, vt_error **err) {
         assert_return(path, -EINVAL);
@@ -44,30 +45,7 @@ int read_file_beneath(int dfd, const char *name, size_t max_size, char **ret_dat
                 return vt_error_set(err, EBADMSG, "%s is not a regular file", name);
         if ((uint64_t)st.st_size > max_size)
                 return vt_error_set(err, EFBIG, "%s is larger than %zu bytes", name, max_size);
-        vt_buf b = {.sensitive = true};
-        char chunk[4096];
-        for (;;) {
-                ssize_t n = read(fd, chunk, sizeof(chunk));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        int r = vt_error_errno(err, errno, "cannot read %s", name);
-                        vt_buf_wipe(&b);
-                        return r;
-                }
-                if (n == 0)
-                        break;
-                /* It may grow while we read: the cap holds for what we read. */
-                if (b.len + (size_t)n > max_size) {
-                        vt_buf_wipe(&b);
-                        return vt_error_set(err, EFBIG, "%s is larger than %zu bytes", name, max_size);
-                }
-                vt_buf_append(&b, chunk, (size_t)n);
-        }
-        if (ret_size)
-                *ret_size = b.len;
-        *ret_data = vt_buf_steal(&b);
-        return 0;
+        return read_full_fd(fd, name, max_size, ret_data, ret_size, err);
 }
 
 int fsync_beneath(int dfd, const char *name, vt_error **err) {

@@ -11,10 +11,7 @@
 #include "alloc.h"
 #include "buf.h"
 
-int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *ret_size, vt_error **err) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return vt_error_errno(err, errno, "cannot open %s", path);
+int read_full_fd(int fd, const char *name, size_t max_size, char **ret_data, size_t *ret_size, vt_error **err) {
         vt_buf b = {.sensitive = true}; /* tokens and keys are read with it too */
         char chunk[8192];
         for (;;) {
@@ -22,15 +19,16 @@ int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *r
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        int r = vt_error_errno(err, errno, "cannot read %s", path);
+                        int r = vt_error_errno(err, errno, "cannot read %s", name);
                         vt_buf_wipe(&b);
                         return r;
                 }
                 if (n == 0)
                         break;
+                /* A file may grow while it is read: the cap holds for what is read. */
                 if (b.len + (size_t)n > max_size) {
                         vt_buf_wipe(&b);
-                        return vt_error_set(err, EFBIG, "%s is larger than %zu bytes", path, max_size);
+                        return vt_error_set(err, EFBIG, "%s is larger than %zu bytes", name, max_size);
                 }
                 vt_buf_append(&b, chunk, (size_t)n);
         }
@@ -38,6 +36,13 @@ int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *r
                 *ret_size = b.len;
         *ret_data = vt_buf_steal(&b);
         return 0;
+}
+
+int read_full_file(const char *path, size_t max_size, char **ret_data, size_t *ret_size, vt_error **err) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return vt_error_errno(err, errno, "cannot open %s", path);
+        return read_full_fd(fd, path, max_size, ret_data, ret_size, err);
 }
 
 int write_file_atomic(const char *path, const void *data, size_t size, int mode, vt_error **err) {
