@@ -98,9 +98,15 @@ if wait_until 90 _running_on "$n1"; then pass "the agent on $n1 started the vTPM
 else fail "the agent on $n1 started the vTPM" "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState}')" "$(tail -5 "$(rn_agent_log "$n1")")"; fi
 s1=$(rn_swtpm_pid "$vm_uid")
 lpid=$(rn_container_pid "$NS" launcher-a)
-if [ -n "$s1" ] && [ -n "$lpid" ]; then
-  is "$(readlink "/proc/$s1/ns/mnt")" "$(readlink "/proc/$lpid/ns/mnt")" "swtpm ($s1) runs in the launcher pod's mount namespace"
-else fail "swtpm runs in the launcher pod's mount namespace" "swtpm '$s1', launcher '$lpid'"; fi
+# swtpm runs in its sandbox: a mount namespace of its own, neither the
+# launcher's (whose files are the tenant's) nor the agent container's.
+apid=$(rn_container_pid vtpm-system "$p1")
+smnt=$(readlink "/proc/$s1/ns/mnt" 2>/dev/null)
+if [ -n "$s1" ] && [ -n "$lpid" ] && [ -n "$apid" ] && [ -n "$smnt" ] &&
+   [ "$smnt" != "$(readlink "/proc/$lpid/ns/mnt")" ] && [ "$smnt" != "$(readlink "/proc/$apid/ns/mnt")" ]; then
+  pass "swtpm ($s1) runs in a mount namespace of its own, neither the launcher's nor the agent's"
+else fail "swtpm runs in a mount namespace of its own, neither the launcher's nor the agent's" \
+  "swtpm '$s1' $smnt, launcher '$lpid' $(readlink "/proc/$lpid/ns/mnt" 2>/dev/null), agent '$apid' $(readlink "/proc/$apid/ns/mnt" 2>/dev/null)"; fi
 like "$(grep -m1 memory /proc/$s1/cgroup)" "/k8s.io/$(k get pod launcher-a -o jsonpath='{.status.containerStatuses[0].containerID}' | sed 's|containerd://||')" \
   "swtpm is in the launcher container's cgroup"
 attach=$(k get pods -l "vtpm-agent.io/attachment-for=$(k get pod launcher-a -o jsonpath='{.metadata.uid}')" -o jsonpath='{.items[0].metadata.name} {.items[0].spec.nodeName} {.items[0].status.phase}')
