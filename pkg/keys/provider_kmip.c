@@ -44,8 +44,11 @@ static int require_server_side(kmip_provider *k, vt_error **err) {
         uint32_t ops[64];
         size_t n = 0;
         int r = kmip_query_operations(k->client, ops, ELEMENTSOF(ops), &n, err);
-        if (r < 0)
+        if (r < 0) {
+                /* Name the provider: this is often the first request of a start. */
+                (void)vt_error_prefix(err, "kmip: asking the key server what it offers: ");
                 return r;
+        }
         bool enc = false, dec = false;
         for (size_t i = 0; i < n; i++) {
                 enc = enc || ops[i] == KMIP_OP_ENCRYPT;
