@@ -189,8 +189,11 @@ static int kmip_wrap(kek_provider *p, const char *scope, const char *kek_id, con
  * one generic message: whether the KEK was another namespace's, unknown,
  * wrong, or the padding or the check value did not match is not told apart. */
 static int unwrap_fail(vt_error **err, int r) {
-        if (keys_error_is_unavailable(r))
+        if (keys_error_is_unavailable(r)) {
+                if (err && *err && strncmp((*err)->msg, "kmip: ", 6) != 0)
+                        (void)vt_error_prefix(err, "kmip: ");
                 return r;
+        }
         return keys_unwrap_failed(err);
 }
 
