@@ -39,7 +39,7 @@ is "$(q '.spec.template.spec.containers[0].readinessProbe.httpGet.path')" /ready
 # The endpoint is on the node's loopback (hostNetwork): the probes must go there.
 is "$(q '[.spec.template.spec.containers[0] | .livenessProbe.httpGet.host, .readinessProbe.httpGet.host] | join(" ")')" \
   "127.0.0.1 127.0.0.1" "DaemonSet: both probes at 127.0.0.1, where the agent listens"
-is "$(kubectl kustomize deploy/base | yq -r 'select(.kind == "ConfigMap") | .data["config.yaml"]' | yq -r .http.listen)" \
+is "$(kubectl kustomize deploy/base | yq -r 'select(.kind == "ConfigMap" and .metadata.name == "vtpm-agent-config") | .data["config.yaml"]' | yq -r .http.listen)" \
   127.0.0.1:9464 "ConfigMap: /metrics, /healthz, /readyz on loopback only (http.listen 127.0.0.1:9464)"
 is "$(q '.spec.updateStrategy.type')/$(q '.spec.updateStrategy.rollingUpdate.maxUnavailable')" RollingUpdate/1 \
   "DaemonSet: rolling update, one node at a time"
