@@ -88,7 +88,7 @@ phase starting
 # finds it, while libvirtd comes up.
 socat UNIX-LISTEN:"$sock",unlink-early,fork SYSTEM:'echo pong' &
 listener_pid=$!
-mkdir -p /etc/libvirt /var/log/libvirt/qemu /var/lib/libvirt/qemu/nvram /var/cache/libvirt/qemu
+mkdir -p /run/libvirt /etc/libvirt /var/log/libvirt/qemu /var/lib/libvirt/qemu/nvram /var/cache/libvirt/qemu
 cat > /etc/libvirt/libvirtd.conf <<EOF
 unix_sock_group = "root"
 unix_sock_rw_perms = "0700"
