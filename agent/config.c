@@ -35,7 +35,7 @@ typedef struct field {
 
 #define OFF(m) offsetof(agent_config, m)
 
-static const char *const providers[] = {"secret", "kmip", NULL};
+static const char *const providers[] = {"secret", "kmip", "broker", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const formats[] = {"json", "text", NULL};
 
@@ -72,9 +72,24 @@ static const field kmip_fields[] = {
         {"keyFile", F_FILE, OFF(keys.kmip_key_file)},
         {0},
 };
+static const field keys_broker_fields[] = {
+        {"url", F_STRING, OFF(keys.broker_url), .nonempty = true},
+        {"caFile", F_FILE, OFF(keys.broker_ca_file)},
+        {"tokenFile", F_ABSPATH, OFF(keys.broker_token_file)},
+        {0},
+};
 static const field keys_fields[] = {
         {"provider", F_ENUM, OFF(keys.provider), .choices = providers},
         {"kmip", F_SECTION, 0, kmip_fields},
+        {"broker", F_SECTION, 0, keys_broker_fields},
+        {0},
+};
+static const field broker_fields[] = {
+        {"listen", F_STRING, OFF(broker.listen)},
+        {"certFile", F_FILE, OFF(broker.cert_file)},
+        {"keyFile", F_FILE, OFF(broker.key_file)},
+        {"agentServiceAccount", F_STRING, OFF(broker.agent_service_account), .nonempty = true},
+        {"agentDaemonSet", F_STRING, OFF(broker.agent_daemonset), .nonempty = true},
         {0},
 };
 static const field http_fields[] = {
@@ -92,6 +107,7 @@ static const field top_fields[] = {
         {"state", F_SECTION, 0, state_fields},
         {"node", F_SECTION, 0, node_fields},
         {"keys", F_SECTION, 0, keys_fields},
+        {"broker", F_SECTION, 0, broker_fields},
         {"http", F_SECTION, 0, http_fields},
         {"log", F_SECTION, 0, log_fields},
         {0},
@@ -118,6 +134,8 @@ agent_config *agent_config_new_default(void) {
         c->node.swtpm_uid_count = 40000000;
         c->keys.provider = xstrdup("secret");
         c->http.listen = xstrdup("127.0.0.1:9464");
+        c->broker.agent_service_account = xstrdup("vtpm-agent");
+        c->broker.agent_daemonset = xstrdup("vtpm-agent");
         c->log.level = xstrdup("info");
         c->log.format = xstrdup("json");
         return c;
@@ -145,6 +163,14 @@ void agent_config_free(agent_config *c) {
         free(c->keys.kmip_ca_file);
         free(c->keys.kmip_cert_file);
         free(c->keys.kmip_key_file);
+        free(c->keys.broker_url);
+        free(c->keys.broker_ca_file);
+        free(c->keys.broker_token_file);
+        free(c->broker.listen);
+        free(c->broker.cert_file);
+        free(c->broker.key_file);
+        free(c->broker.agent_service_account);
+        free(c->broker.agent_daemonset);
         free(c->http.listen);
         free(c->log.level);
         free(c->log.format);
@@ -328,6 +354,21 @@ int agent_config_parse(const char *data, size_t len, const char *name, agent_con
             (!c->keys.kmip_endpoint || !c->keys.kmip_ca_file || !c->keys.kmip_cert_file || !c->keys.kmip_key_file))
                 r = vt_error_set(err, EINVAL,
                                  "%s: keys.provider is kmip but keys.kmip is missing endpoint, caFile, certFile or keyFile",
+                                 name);
+        if (r == 0 && strcmp(c->keys.provider, "broker") == 0 &&
+            (!c->keys.broker_url || strncmp(c->keys.broker_url, "https://", 8) != 0 || !c->keys.broker_ca_file ||
+             !c->keys.broker_token_file))
+                r = vt_error_set(err, EINVAL,
+                                 "%s: keys.provider is broker but keys.broker is missing an https:// url, caFile or "
+                                 "tokenFile",
+                                 name);
+        if (r == 0 && c->broker.listen && (!c->broker.cert_file || !c->broker.key_file))
+                r = vt_error_set(err, EINVAL, "%s: broker.listen needs broker.certFile and broker.keyFile (TLS only)",
+                                 name);
+        if (r == 0 && c->broker.listen && strcmp(c->keys.provider, "broker") == 0)
+                r = vt_error_set(err, EINVAL,
+                                 "%s: the key broker (broker.listen) holds the KEKs itself: keys.provider must be "
+                                 "secret or kmip",
                                  name);
         if (r == 0 && c->node.state_lease_renew_deadline_seconds &&
             (c->node.state_lease_renew_deadline_seconds < 5 ||

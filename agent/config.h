@@ -42,10 +42,19 @@ typedef struct agent_config {
                 int swtpm_uid_count;    /* [base, base + count), derived from the VM's uid */
         } node;
         struct {
-                char *provider; /* "secret" or "kmip" */
+                char *provider; /* "secret", "kmip" or "broker" */
                 char *kmip_endpoint;
                 char *kmip_ca_file, *kmip_cert_file, *kmip_key_file;
+                char *broker_url;        /* "broker": https://host:port of the key broker */
+                char *broker_ca_file;    /* verifies its certificate */
+                char *broker_token_file; /* the pod's token with audience BROKER_AUDIENCE, re-read per request */
         } keys;
+        struct {
+                char *listen;            /* the key broker: "0.0.0.0:8443"; "" (default) disables */
+                char *cert_file, *key_file;
+                char *agent_service_account; /* whose tokens it accepts: <namespace>/<this> */
+                char *agent_daemonset;       /* and only bound to a pod of this DaemonSet */
+        } broker;
         struct {
                 char *listen; /* "127.0.0.1:9464"; "" disables */
         } http;

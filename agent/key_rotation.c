@@ -254,18 +254,18 @@ int keyrot_recover(const char *state_dir, vt_error **err) {
 
 /* Re-wrap one entry under kek_id; checks that the new wrapping unwraps to
  * the same DEK before anyone relies on it. */
-static int rewrap_entry(keymgr *km, const char *scope, const char *kek_id, key_header *entry, vt_error **err) {
+static int rewrap_entry(keymgr *km, const key_subject *subject, const char *kek_id, key_header *entry, vt_error **err) {
         _cleanup_secmem_ secmem *dek = NULL;
-        int r = keymgr_unwrap(km, scope, entry, &dek, err);
+        int r = keymgr_unwrap(km, subject, entry, &dek, err);
         if (r < 0)
                 return r;
         _cleanup_(key_header_done) key_header n = {0};
         key_header_copy_entry(entry, &n);
-        r = keymgr_wrap(km, scope, kek_id, NULL, dek, &n, err);
+        r = keymgr_wrap(km, subject, kek_id, NULL, dek, &n, err);
         if (r < 0)
                 return r;
         _cleanup_secmem_ secmem *check = NULL;
-        r = keymgr_unwrap(km, scope, &n, &check, err);
+        r = keymgr_unwrap(km, subject, &n, &check, err);
         if (r < 0)
                 return vt_error_prefix(err, "the re-wrapped key does not unwrap: ");
         if (check->len != dek->len || CRYPTO_memcmp(check->data, dek->data, dek->len) != 0)
@@ -279,9 +279,9 @@ static int rewrap_entry(keymgr *km, const char *scope, const char *kek_id, key_h
         return 0;
 }
 
-int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *request, char **ret_kek_id,
+int keyrot_rotate_kek_at(keymgr *km, const key_subject *subject, int dfd, const char *request, char **ret_kek_id,
                          vt_error **err) {
-        assert_return(km && scope && request, -EINVAL);
+        assert_return(km && subject && request, -EINVAL);
         if (!keys_rotation_id_valid(request))
                 return vt_error_set(err, EINVAL,
                                     "KEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
@@ -291,7 +291,7 @@ int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *req
         if (r < 0)
                 return r;
         _cleanup_free_ char *kek_id = NULL;
-        r = keymgr_kek_version(km, scope, request, &kek_id, err);
+        r = keymgr_kek_version(km, subject, request, &kek_id, err);
         if (r < 0)
                 return r;
         bool cur_done = !key_header_has_current(&h) || strcmp(h.kek_id, kek_id) == 0;
@@ -302,9 +302,9 @@ int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *req
                         *ret_kek_id = TAKE_PTR(kek_id);
                 return 0;
         }
-        if (!cur_done && (r = rewrap_entry(km, scope, kek_id, &h, err)) < 0)
+        if (!cur_done && (r = rewrap_entry(km, subject, kek_id, &h, err)) < 0)
                 return r;
-        if (!next_done && (r = rewrap_entry(km, scope, kek_id, h.next, err)) < 0)
+        if (!next_done && (r = rewrap_entry(km, subject, kek_id, h.next, err)) < 0)
                 return r;
         r = key_header_writeat(dfd, &h, KEYROT_FAULT_HOOK, "kek-header-tmp", err);
         if (r < 0)
@@ -314,13 +314,13 @@ int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *req
         return 1;
 }
 
-int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, const char *request,
+int keyrot_rotate_kek(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
                       char **ret_kek_id, vt_error **err) {
         assert_return(state_dir, -EINVAL);
         _cleanup_close_ int dfd = open_state_dir(state_dir, err);
         if (dfd < 0)
                 return dfd;
-        return keyrot_rotate_kek_at(km, scope, dfd, request, ret_kek_id, err);
+        return keyrot_rotate_kek_at(km, subject, dfd, request, ret_kek_id, err);
 }
 
 /* The staging directory is still the one we made (a tenant may have swapped
@@ -333,9 +333,9 @@ static int same_staging(int dfd, int sfd, vt_error **err) {
         return 0;
 }
 
-int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const char *request,
+int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
                      const keyrot_tpm *t, secmem **ret_dek, vt_error **err) {
-        assert_return(km && scope && state_dir && t && ret_dek, -EINVAL);
+        assert_return(km && subject && state_dir && t && ret_dek, -EINVAL);
         if (request && !keys_rotation_id_valid(request))
                 return vt_error_set(err, EINVAL,
                                     "DEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
@@ -368,7 +368,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
                 return 0; /* this request made the current DEK */
 
         _cleanup_secmem_ secmem *old = NULL;
-        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, scope, &h, &old, err)) < 0)
+        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, subject, &h, &old, err)) < 0)
                 return r;
 
         /* 1. The new DEK, wrapped, on the volume before anything uses it:
@@ -380,7 +380,7 @@ int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const
                 return r;
         key_header *next = xnew(key_header, 1);
         h.next = next;
-        r = keymgr_wrap(km, scope, key_header_has_current(&h) ? h.kek_id : NULL, NULL, dek, next, err);
+        r = keymgr_wrap(km, subject, key_header_has_current(&h) ? h.kek_id : NULL, NULL, dek, next, err);
         if (r < 0)
                 return r;
         char now[40];

@@ -73,9 +73,9 @@ int keyrot_recover_at(int dfd, vt_error **err);
  * under that KEK, -ENOENT when there is no header (unencrypted state). The
  * KEK id of the scope's version in *ret_kek_id (may be NULL): one the agent
  * derived, never one read from the volume. */
-int keyrot_rotate_kek(keymgr *km, const char *scope, const char *state_dir, const char *request,
+int keyrot_rotate_kek(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
                       char **ret_kek_id, vt_error **err);
-int keyrot_rotate_kek_at(keymgr *km, const char *scope, int dfd, const char *request, char **ret_kek_id,
+int keyrot_rotate_kek_at(keymgr *km, const key_subject *subject, int dfd, const char *request, char **ret_kek_id,
                          vt_error **err);
 
 typedef struct keyrot_tpm {
@@ -92,5 +92,5 @@ typedef struct keyrot_tpm {
  * header) for the first time, under the scope's current KEK. Returns 1 and
  * the new DEK when done. On failure the old state and header are left as
  * they were (rolled back). */
-int keyrot_reencrypt(keymgr *km, const char *scope, const char *state_dir, const char *request,
+int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
                      const keyrot_tpm *t, secmem **ret_dek, vt_error **err);

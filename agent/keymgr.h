@@ -27,6 +27,17 @@
 
 typedef struct keymgr keymgr;
 
+/* Whose key: the VM (its namespace is the KEK scope: one KEK per namespace)
+ * and the launcher pod on this node that runs it. The "secret" and "kmip"
+ * providers use only the namespace; the "broker" provider sends all three,
+ * and the key broker gives the key only while that launcher runs on the
+ * asking node. */
+typedef struct key_subject {
+        const char *ns;
+        const char *vm;
+        const char *launcher_uid;
+} key_subject;
+
 int keymgr_new(kube_client *c, const agent_config *cfg, keymgr **ret, vt_error **err);
 void keymgr_free(keymgr *km);
 DEFINE_TRIVIAL_CLEANUP_FUNC(keymgr *, keymgr_free)
@@ -45,25 +56,25 @@ void state_key_info_done(state_key_info *i);
  *    (atomically) before any state exists, and return it;
  *  - state without header (written before encryption was on): *ret_dek is
  *    NULL and info->unencrypted is set; the state is left as it is.
- * `scope` is the VM's namespace (one KEK per namespace). */
-int keymgr_state_key(keymgr *km, const char *scope, const char *state_dir, secmem **ret_dek, state_key_info *info,
+ * The KEK is the subject's namespace's. */
+int keymgr_state_key(keymgr *km, const key_subject *subject, const char *state_dir, secmem **ret_dek, state_key_info *info,
                      vt_error **err);
 /* The same on the state directory's fd (opened no-follow): the header is
  * read and written beneath it only (base/fileat.h). */
-int keymgr_state_key_at(keymgr *km, const char *scope, int dfd, secmem **ret_dek, state_key_info *info,
+int keymgr_state_key_at(keymgr *km, const key_subject *subject, int dfd, secmem **ret_dek, state_key_info *info,
                         vt_error **err);
 bool keymgr_unavailable(int r);
 
 /* Building blocks for rotation (agent/key_rotation.c); each one provider
  * call under the lock. */
 /* Unwrap one key entry of a header (the current one, or h->next), if its
- * KEK is one of scope's. */
-int keymgr_unwrap(keymgr *km, const char *scope, const key_header *entry, secmem **ret_dek, vt_error **err);
+ * KEK is one of the subject's namespace's. */
+int keymgr_unwrap(keymgr *km, const key_subject *subject, const key_header *entry, secmem **ret_dek, vt_error **err);
 /* Wrap dek into `entry` (its wrapping fields are replaced): under kek_id, or
  * (which must be one of scope's KEKs), or when NULL under the scope's KEK
  * version `version`, or when that is NULL
  * too under the scope's current KEK (created on first use). */
-int keymgr_wrap(keymgr *km, const char *scope, const char *kek_id, const char *version, const secmem *dek,
+int keymgr_wrap(keymgr *km, const key_subject *subject, const char *kek_id, const char *version, const secmem *dek,
                 key_header *entry, vt_error **err);
 /* The KEK id of the scope's version `version` (created on first use). */
-int keymgr_kek_version(keymgr *km, const char *scope, const char *version, char **ret_kek_id, vt_error **err);
+int keymgr_kek_version(keymgr *km, const key_subject *subject, const char *version, char **ret_kek_id, vt_error **err);

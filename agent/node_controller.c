@@ -72,6 +72,9 @@ typedef struct launcher {
         json_t *reported;     /* the nodeState last written */
 } launcher;
 
+/* Whose key a launcher's start asks for (keymgr.h). */
+#define KEY_SUBJECT(l) ((key_subject){.ns = (l)->ns, .vm = (l)->vm_name, .launcher_uid = (l)->pod_uid})
+
 struct node_controller {
         kube_client *client;
         const agent_config *cfg;
@@ -611,7 +614,7 @@ static int keys_running(node_controller *nc, launcher *l, vt_error **err) {
                 _cleanup_free_ char *kek_id = NULL;
                 _cleanup_error_ vt_error *kerr = NULL;
                 r = dfd < 0 ? vt_error_set(&kerr, -dfd, "%s", derr ? derr->msg : "cannot open the state directory")
-                            : keyrot_rotate_kek_at(nc->keys, l->ns, dfd, kek_req, &kek_id, &kerr);
+                            : keyrot_rotate_kek_at(nc->keys, &KEY_SUBJECT(l), dfd, kek_req, &kek_id, &kerr);
                 if (r >= 0) {
                         json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
                         _cleanup_free_ char *m = xasprintf("KEK rotation %s: the state key is wrapped by KEK %s%s",
@@ -675,7 +678,7 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
         if (kek_req && !str_eq(kek_req, ts_keys_field(ts, "kekRotation", "completed"))) {
                 _cleanup_free_ char *kek_id = NULL;
                 _cleanup_error_ vt_error *kerr = NULL;
-                r = keyrot_rotate_kek(nc->keys, l->ns, dir, kek_req, &kek_id, &kerr);
+                r = keyrot_rotate_kek(nc->keys, &KEY_SUBJECT(l), dir, kek_req, &kek_id, &kerr);
                 if (r >= 0 || r == -ENOENT) {
                         json_object_set_new(keys, "kekRotation", rotation_done(kek_req));
                         if (r > 0) {
@@ -703,7 +706,7 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
 
         _cleanup_(secmem_freep) secmem *dek = NULL;
         _cleanup_(state_key_info_done) state_key_info ki = {0};
-        r = keymgr_state_key(nc->keys, l->ns, dir, &dek, &ki, err);
+        r = keymgr_state_key(nc->keys, &KEY_SUBJECT(l), dir, &dek, &ki, err);
         if (r < 0) {
                 if (keymgr_unavailable(r)) {
                         _cleanup_free_ char *m = xasprintf("the key provider is unavailable (%s); the VM's TPM starts "
@@ -725,7 +728,7 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
                 const char *req = ki.unencrypted ? NULL : dek_req;
                 _cleanup_(secmem_freep) secmem *fresh = NULL;
                 _cleanup_error_ vt_error *rerr = NULL;
-                r = keyrot_reencrypt(nc->keys, l->ns, dir, req, &t, &fresh, &rerr);
+                r = keyrot_reencrypt(nc->keys, &KEY_SUBJECT(l), dir, req, &t, &fresh, &rerr);
                 if (r < 0) {
                         /* Whatever is left must load: finish or undo, or refuse. */
                         _cleanup_error_ vt_error *cerr = NULL;
@@ -758,7 +761,7 @@ static int keys_at_start(node_controller *nc, launcher *l, json_t *ts, const cha
                                 /* Failed past its marker and finished now: the new key is current. */
                                 secmem_free(TAKE_PTR(dek));
                                 state_key_info_done(&ki);
-                                r = keymgr_state_key(nc->keys, l->ns, dir, &dek, &ki, err);
+                                r = keymgr_state_key(nc->keys, &KEY_SUBJECT(l), dir, &dek, &ki, err);
                                 if (r < 0) {
                                         report(nc, l, "Refused", "KeyUnwrapFailed",
                                                err && *err ? (*err)->msg : "the state key cannot be unwrapped", true);

@@ -24,6 +24,8 @@
 #include "keys/wrap.h"
 #include "tap.h"
 
+#define SUBJ(n) (&(key_subject){.ns = (n)})
+
 static char *top, *dir, *script;
 static char host[64], ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX];
 static unsigned port;
@@ -98,12 +100,12 @@ static void test_copied_header_refused(void) {
         _cleanup_(secmem_freep) secmem *dek_a = NULL, *dek_b = NULL;
         _cleanup_(state_key_info_done) state_key_info ia = {0}, ib = {0};
         _cleanup_error_ vt_error *err = NULL;
-        check_int_eq(keymgr_state_key(km, "tenant-a", a, &dek_a, &ia, &err), 0);
+        check_int_eq(keymgr_state_key(km, SUBJ("tenant-a"), a, &dek_a, &ia, &err), 0);
         check(ia.created && dek_a);
         _cleanup_free_ char *ha = header_text(a);
         put_header(b, ha);
         _cleanup_error_ vt_error *berr = NULL;
-        int r = keymgr_state_key(km, "tenant-b", b, &dek_b, &ib, &berr);
+        int r = keymgr_state_key(km, SUBJ("tenant-b"), b, &dek_b, &ib, &berr);
         printf("# A's header (kekId %s) on B's volume, unwrapped for B: %d%s%s\n", ia.kek_id, r, berr ? ": " : "",
                berr ? berr->msg : "");
         if (r == 0 && dek_a && dek_b)
@@ -115,7 +117,7 @@ static void test_copied_header_refused(void) {
         /* A itself still gets its key. */
         _cleanup_(secmem_freep) secmem *again = NULL;
         _cleanup_(state_key_info_done) state_key_info i2 = {0};
-        check_int_eq(keymgr_state_key(km, "tenant-a", a, &again, &i2, NULL), 0);
+        check_int_eq(keymgr_state_key(km, SUBJ("tenant-a"), a, &again, &i2, NULL), 0);
         check(again && dek_a && memcmp(again->data, dek_a->data, 32) == 0);
 }
 
@@ -126,20 +128,20 @@ static void test_copied_rotated_header_refused(void) {
         _cleanup_free_ char *a = state_dir("tenant-a-v2"), *b = state_dir("tenant-b-v2");
         _cleanup_free_ char *kek = NULL;
         _cleanup_error_ vt_error *err = NULL;
-        check_int_eq(keymgr_kek_version(km, "tenant-a", "v2", &kek, &err), 0);
+        check_int_eq(keymgr_kek_version(km, SUBJ("tenant-a"), "v2", &kek, &err), 0);
         _cleanup_(secmem_freep) secmem *dek = NULL;
         check_int_eq(secmem_new(32, &dek, NULL), 0);
         memset(dek->data, 0x5a, 32);
         _cleanup_(key_header_done) key_header h = {0};
-        check_int_eq(keymgr_wrap(km, "tenant-a", kek, NULL, dek, &h, &err), 0);
+        check_int_eq(keymgr_wrap(km, SUBJ("tenant-a"), kek, NULL, dek, &h, &err), 0);
         h.dek_generation = 1;
         put_header_struct(a, &h);
         put_header_struct(b, &h);
         _cleanup_(secmem_freep) secmem *got_a = NULL, *got_b = NULL;
         _cleanup_(state_key_info_done) state_key_info ia = {0}, ib = {0};
-        check_int_eq(keymgr_state_key(km, "tenant-a", a, &got_a, &ia, NULL), 0);
+        check_int_eq(keymgr_state_key(km, SUBJ("tenant-a"), a, &got_a, &ia, NULL), 0);
         _cleanup_error_ vt_error *berr = NULL;
-        int r = keymgr_state_key(km, "tenant-b", b, &got_b, &ib, &berr);
+        int r = keymgr_state_key(km, SUBJ("tenant-b"), b, &got_b, &ib, &berr);
         printf("# A's v2 header on B's volume: %d%s%s\n", r, berr ? ": " : "", berr ? berr->msg : "");
         check(r < 0 && !got_b);
 }
@@ -153,7 +155,7 @@ static void test_client_side_algorithm_refused(void) {
         _cleanup_free_ char *b = state_dir("tenant-b-kwp"), *b0 = state_dir("tenant-b-own");
         _cleanup_(secmem_freep) secmem *dek0 = NULL;
         _cleanup_(state_key_info_done) state_key_info i0 = {0};
-        check_int_eq(keymgr_state_key(km, "tenant-b", b0, &dek0, &i0, NULL), 0);
+        check_int_eq(keymgr_state_key(km, SUBJ("tenant-b"), b0, &dek0, &i0, NULL), 0);
         if (!i0.kek_id)
                 return;
         /* The test (not the agent) fetches B's KEK to build the header. */
@@ -176,7 +178,7 @@ static void test_client_side_algorithm_refused(void) {
         _cleanup_(secmem_freep) secmem *got = NULL;
         _cleanup_(state_key_info_done) state_key_info ib = {0};
         _cleanup_error_ vt_error *err = NULL;
-        int r = keymgr_state_key(km, "tenant-b", b, &got, &ib, &err);
+        int r = keymgr_state_key(km, SUBJ("tenant-b"), b, &got, &ib, &err);
         printf("# kmip header with algorithm %s: %d%s%s\n", KEYS_ALG_AES256_KWP, r, err ? ": " : "",
                err ? err->msg : "");
         check(r < 0 && !got);
@@ -191,7 +193,7 @@ static void test_one_failure_message(void) {
         _cleanup_free_ char *b = state_dir("tenant-b-oracle");
         _cleanup_(secmem_freep) secmem *dek = NULL;
         _cleanup_(state_key_info_done) state_key_info i = {0};
-        check_int_eq(keymgr_state_key(km, "tenant-b", b, &dek, &i, NULL), 0);
+        check_int_eq(keymgr_state_key(km, SUBJ("tenant-b"), b, &dek, &i, NULL), 0);
         _cleanup_free_ char *text = header_text(b);
         _cleanup_(key_header_done) key_header h = {0};
         check_int_eq(key_header_parse(text, strlen(text), &h, NULL), 0);
@@ -207,7 +209,7 @@ static void test_one_failure_message(void) {
                 _cleanup_(secmem_freep) secmem *got = NULL;
                 _cleanup_(state_key_info_done) state_key_info ii = {0};
                 _cleanup_error_ vt_error *err = NULL;
-                int r = keymgr_state_key(km, "tenant-b", b, &got, &ii, &err);
+                int r = keymgr_state_key(km, SUBJ("tenant-b"), b, &got, &ii, &err);
                 printf("# byte %zu altered: %d: %s\n", at[k], r, err ? err->msg : "(no error)");
                 check(r < 0 && !got);
                 if (!first)
