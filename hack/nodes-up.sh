@@ -216,6 +216,9 @@ start_ns() {
   ip link set "$veth" up
   # The host side: the API server listens on loopback; let this veth reach it.
   sysctl -qw "net.ipv4.conf.$veth.route_localnet=1"
+  # Node to node (the key broker runs in node-1's network): forward what
+  # arrives on the nodes' veths only; the machine's ip_forward stays as it is.
+  sysctl -qw "net.ipv4.conf.$veth.forwarding=1"
   iptables -t nat -A PREROUTING -i "$veth" -d "$gw" -p tcp --dport "$TB_APISERVER_PORT" \
     -m comment --comment "$(nl_iptables_tag)" -j DNAT --to-destination "127.0.0.1:$TB_APISERVER_PORT"
   nl_in "$n" sh -c "ip addr add $ip/24 dev eth0 && ip link set eth0 up && ip route add default via $gw &&

@@ -15,8 +15,10 @@ ok "kubectl apply -k deploy/base --dry-run=server validates every object" \
 ok "kubectl apply -k deploy/overlays/kmip --dry-run=server validates" \
   kubectl apply -k deploy/overlays/kmip --dry-run=server
 out=$(kubectl apply -k deploy/overlays/testbed 2>&1); rc=$?
-# The DaemonSet has no real node to run on here; the rest stays for later suites.
+# The DaemonSet and the key broker's Deployment are not meant to run here
+# (suite 04 runs them); the rest stays for later suites.
 at_exit kubectl -n vtpm-system delete ds vtpm-agent --ignore-not-found --wait=false
+at_exit kubectl -n vtpm-system delete deploy vtpm-controller --ignore-not-found --wait=false
 if [ $rc -eq 0 ] && ! grep -qi error <<<"$out"; then pass "kubectl apply -k deploy/overlays/testbed creates every object without error"
 else fail "kubectl apply -k deploy/overlays/testbed" "$out"; fi
 
@@ -62,6 +64,28 @@ for row in "${table[@]}"; do
   diag "$(printf '  %-7s %-58s want %-3s got %s' "$verb" "$res $rest" "$want" "$got")"
   is "$got" "$want" "can-i $verb $res $rest: $want"
 done
+
+# The key broker's table (test/e2e/controller-can-i.txt).
+csa=system:serviceaccount:vtpm-system:vtpm-controller
+table=()
+while read -r row; do
+  [ -n "$row" ] && [[ $row != \#* ]] && table+=("${row//TENANT/e2e-60-tenant}")
+done < "$E2E_TOP/test/e2e/controller-can-i.txt"
+diag "can-i as $csa:"
+for row in "${table[@]}"; do
+  read -r want verb res rest <<<"$row"
+  # shellcheck disable=SC2086
+  got=$(kubectl auth can-i "$verb" "$res" $rest --as "$csa" 2>/dev/null)
+  is "$got" "$want" "key broker can-i $verb $res $rest: $want"
+done
+dep=$(kubectl -n vtpm-system get deploy vtpm-controller -o json)
+is "$(jq -r '.spec.template.spec.serviceAccountName' <<<"$dep")" vtpm-controller "key broker: its own ServiceAccount"
+is "$(jq -r '.spec.template.spec.containers[0].securityContext | "\(.runAsNonRoot) \(.capabilities.drop[0]) \(.capabilities.add // [] | length)"' <<<"$dep")" \
+  "true ALL 0" "key broker: not root, no capability"
+is "$(jq -r '.spec.template.spec.volumes[] | select(.name == "broker") | .projected.sources[] | select(.serviceAccountToken) | .serviceAccountToken.audience' <<<"$ds")" \
+  vtpm-controller "DaemonSet: a projected token for the key broker alone (audience vtpm-controller)"
+is "$(kubectl kustomize deploy/base | yq -r 'select(.kind == "ConfigMap" and .metadata.name == "vtpm-agent-config") | .data["config.yaml"]' | yq -r .keys.provider)" \
+  broker "ConfigMap: the node agents hold no KEK (keys.provider broker)"
 
 # The node-scope admission policies (manifests/node-scope.yaml): bound to
 # deny, and their CEL type-checks against the real schemas (the policy

@@ -25,9 +25,9 @@ n=$(grep -c . <<<"$reqs" || true)
 [ "$n" -gt 0 ] || skip_all "no agent request in the audit log since '${since:-the start}'"
 plan 4
 diag "$n agent requests since ${since:-the start of the log}"
-by_sa=$(jq -r 'select(.user | test("^system:serviceaccount:[^:]+:vtpm-agent$"))' <<<"$reqs" | jq -s length)
-is "$by_sa" "$n" "all $n agent requests authenticated as a vtpm-agent ServiceAccount" ||
-  diag "$(jq -r 'select(.user | test("^system:serviceaccount:[^:]+:vtpm-agent$") | not) | "\(.user) \(.verb) \(.uri)"' <<<"$reqs" | sort | uniq -c | head -20)"
+by_sa=$(jq -r 'select(.user | test("^system:serviceaccount:[^:]+:vtpm-(agent|controller)$"))' <<<"$reqs" | jq -s length)
+is "$by_sa" "$n" "all $n agent requests authenticated as a vtpm-agent (node) or vtpm-controller (key broker) ServiceAccount" ||
+  diag "$(jq -r 'select(.user | test("^system:serviceaccount:[^:]+:vtpm-(agent|controller)$") | not) | "\(.user) \(.verb) \(.uri)"' <<<"$reqs" | sort | uniq -c | head -20)"
 bound=$(jq -r 'select(.jti)' <<<"$reqs" | jq -s length)
 is "$bound" "$n" "every one carried a bound TokenRequest token (a JTI credential id), not a legacy Secret token"
 denied=$(jq -r 'select(.decision == "forbid") | "\(.user) \(.verb) \(.uri)"' <<<"$reqs")

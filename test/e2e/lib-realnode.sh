@@ -71,12 +71,51 @@ _rn_agents_ready() {
   [ "$have" = "$want/$want/$want" ]
 }
 
+_rn_controller_ready() {
+  [ "$(kubectl -n $RN_NS get deploy vtpm-controller -o jsonpath='{.status.readyReplicas}/{.status.updatedReplicas}/{.spec.replicas}' 2>/dev/null)" = 1/1/1 ]
+}
+
+# The key broker's TLS material, as an operator (or cert-manager) would
+# provide it: a CA of the test bed's own ($VTPM_RUN/broker-pki) and a server
+# certificate for the Service's names and node-1's address (where the test
+# bed runs it), as the Secret vtpm-controller-tls and the ConfigMap
+# vtpm-controller-ca. Made once per test bed; applied every time.
+rn_broker_tls() {
+  local d=${VTPM_RUN:-/tmp/vtpm-testbed}/broker-pki ip
+  ip=$(nl_ip 1)
+  mkdir -p "$d"
+  if [ ! -s "$d/tls.crt" ]; then
+    ( umask 077
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=vtpm-testbed-broker-ca \
+        -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=vtpm-controller.vtpm-system.svc \
+        -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null &&
+      openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+        -extfile <(printf 'subjectAltName=DNS:vtpm-controller.vtpm-system.svc,DNS:vtpm-controller.vtpm-system.svc.cluster.local,IP:%s\nextendedKeyUsage=serverAuth\n' "$ip") \
+        -out "$d/tls.crt" 2>/dev/null ) || { rm -f "$d/tls.crt"; return 1; }
+  fi
+  kubectl apply -f "$RN_TOP/manifests/namespace.yaml" >/dev/null || return 1
+  kubectl -n $RN_NS create secret tls vtpm-controller-tls --cert "$d/tls.crt" --key "$d/tls.key" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null || return 1
+  kubectl -n $RN_NS create configmap vtpm-controller-ca --from-file ca.crt="$d/ca.crt" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+}
+
 rn_agent_deploy() {
   # Fresh pods: the image behind the testbed tag may have been rebuilt.
   rn_agent_undeploy
-  kubectl apply -k "$RN_TOP/deploy/overlays/testbed" >/dev/null || return 1
+  rn_broker_tls || { echo "cannot make the key broker's TLS certificate" >&2; return 1; }
+  # The overlay names node-1 by the default address (10.213.1.2); a test bed
+  # on another VTPM_NODE_NET gets its own.
+  kubectl kustomize "$RN_TOP/deploy/overlays/testbed" | sed "s/\b10\.213\.1\.2\b/$(nl_ip 1)/" |
+    kubectl apply -f - >/dev/null || return 1
   rn_wait 180 _rn_agents_ready || {
     echo "the DaemonSet's pods are not Ready on every node:" >&2
+    kubectl -n $RN_NS get pods -o wide >&2
+    return 1
+  }
+  rn_wait 120 _rn_controller_ready || {
+    echo "the key broker (vtpm-controller) is not Ready:" >&2
     kubectl -n $RN_NS get pods -o wide >&2
     return 1
   }
@@ -84,7 +123,8 @@ rn_agent_deploy() {
 
 rn_agent_undeploy() {
   kubectl -n $RN_NS delete ds vtpm-agent --ignore-not-found --wait=false >/dev/null 2>&1
-  rn_wait 60 sh -c "[ -z \"\$(kubectl -n $RN_NS get pods -l app.kubernetes.io/name=vtpm-agent -o name 2>/dev/null)\" ]"
+  kubectl -n $RN_NS delete deploy vtpm-controller --ignore-not-found --wait=false >/dev/null 2>&1
+  rn_wait 60 sh -c "[ -z \"\$(kubectl -n $RN_NS get pods -l 'app.kubernetes.io/name in (vtpm-agent,vtpm-controller)' -o name 2>/dev/null)\" ]"
 }
 
 # rn_wait SECS CMD...: until CMD succeeds.

@@ -126,6 +126,30 @@ static void test_bad_paths(void) {
         check_contains(m3, "keys.provider is kmip but keys.kmip is missing");
 }
 
+/* The key broker: the node side needs an https URL, a CA and a token file;
+ * the broker side TLS files, and it must hold the KEKs itself. */
+static void test_broker(void) {
+        _cleanup_(agent_config_freep) agent_config *c = ok_parse(
+                "keys:\n  provider: broker\n  broker: {url: \"https://b.example:8443\", caFile: /etc/hostname, "
+                "tokenFile: /run/token}\n");
+        check(c && strcmp(c->keys.provider, "broker") == 0 && strcmp(c->keys.broker_url, "https://b.example:8443") == 0 &&
+              strcmp(c->keys.broker_token_file, "/run/token") == 0);
+        _cleanup_(agent_config_freep) agent_config *d = agent_config_new_default();
+        check(d->broker.listen == NULL && strcmp(d->broker.agent_service_account, "vtpm-agent") == 0 &&
+              strcmp(d->broker.agent_daemonset, "vtpm-agent") == 0);
+        _cleanup_free_ char *m1 = bad_parse("keys: {provider: broker}\n");
+        check_contains(m1, "keys.provider is broker but keys.broker is missing an https:// url");
+        _cleanup_free_ char *m2 = bad_parse(
+                "keys:\n  provider: broker\n  broker: {url: \"http://b:80\", caFile: /etc/hostname, tokenFile: /t}\n");
+        check_contains(m2, "missing an https:// url");
+        _cleanup_free_ char *m3 = bad_parse("broker: {listen: \"0.0.0.0:8443\"}\n");
+        check_contains(m3, "broker.listen needs broker.certFile and broker.keyFile");
+        _cleanup_free_ char *m4 = bad_parse(
+                "keys:\n  provider: broker\n  broker: {url: \"https://b:1\", caFile: /etc/hostname, tokenFile: /t}\n"
+                "broker: {listen: \":8443\", certFile: /etc/hostname, keyFile: /etc/hostname}\n");
+        check_contains(m4, "the key broker (broker.listen) holds the KEKs itself");
+}
+
 /* node.launcherSocket: the launcher pod's emptyDir volume and file, as
  * KubeVirt's virt-handler looks for them; the old shared directory is gone. */
 static void test_launcher_socket(void) {
@@ -204,6 +228,6 @@ static void test_state_lease(void) {
 
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_defaults), TAP_CASE(test_values), TAP_CASE(test_unknown_key),
-                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_launcher_socket),
+                                    TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_broker), TAP_CASE(test_launcher_socket),
                                     TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease), {0}});
 }
