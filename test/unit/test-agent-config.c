@@ -202,8 +202,29 @@ static void test_state_lease(void) {
         check_contains(m3, "at least 5");
 }
 
+/* The key broker: "" (and absent) is off; on, it needs its TLS files and a
+ * provider that holds KEKs (it cannot ask itself). */
+static void test_broker(void) {
+        _cleanup_(agent_config_freep) agent_config *off = ok_parse("broker: {listen: \"\"}\n");
+        if (off)
+                check(!off->broker.listen); /* "" is unset: no broker */
+        _cleanup_(agent_config_freep) agent_config *on =
+                ok_parse("broker: {listen: \":8443\", certFile: /etc/passwd, keyFile: /etc/passwd}\n");
+        if (on) {
+                check_str_eq(on->broker.agent_service_account, "vtpm-agent");
+                check_str_eq(on->broker.agent_daemonset, "vtpm-agent");
+        }
+        _cleanup_free_ char *m1 = bad_parse("broker: {listen: \":8443\"}\n");
+        check_contains(m1, "broker.listen needs broker.certFile and broker.keyFile");
+        _cleanup_free_ char *m2 = bad_parse("keys: {provider: broker, broker: {url: \"https://b:8443\", caFile: "
+                                            "/etc/passwd, tokenFile: /t}}\nbroker: {listen: \":8443\", certFile: "
+                                            "/etc/passwd, keyFile: /etc/passwd}\n");
+        check_contains(m2, "keys.provider must be secret or kmip");
+}
+
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_defaults), TAP_CASE(test_values), TAP_CASE(test_unknown_key),
                                     TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_launcher_socket),
-                                    TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease), {0}});
+                                    TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease),
+                                    TAP_CASE(test_broker), {0}});
 }
