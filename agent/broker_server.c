@@ -173,14 +173,12 @@ static unsigned process(broker_server *s, struct MHD_Connection *c, request *rq,
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         const char *token = bearer(auth);
         o->verdict = "unauthenticated";
-        if (!token) {
-                vt_error_set(&o->err, EACCES, "no bearer token");
-                return MHD_HTTP_UNAUTHORIZED;
-        }
-        int r = s->h.authenticate(s->h.userdata, token, &o->peer, &o->err);
+        int r = token ? s->h.authenticate(s->h.userdata, token, &o->peer, &o->err)
+                      : vt_error_set(&o->err, EACCES, "no bearer token");
         /* The header lives in the connection's buffer (writable memory that
          * libmicrohttpd hands out as const): nothing reads it after this. */
-        OPENSSL_cleanse((char *)auth, strlen(auth));
+        if (auth)
+                OPENSSL_cleanse((char *)auth, strlen(auth));
         if (r < 0) {
                 if (r == -EACCES)
                         return MHD_HTTP_UNAUTHORIZED;
@@ -243,9 +241,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 /* The chunk sits in the connection's read buffer: wipe it there too. */
                 OPENSSL_cleanse((char *)upload_data, n);
                 *upload_data_size = 0;
+                if (fits)
+                        return MHD_YES;
                 /* Chunked and too large (Content-Length was checked): the
-                 * connection is closed. */
-                return fits ? MHD_YES : MHD_NO;
+                 * connection is closed without an answer. */
+                rq->done = true;
+                log_outcome(&(outcome){.op = broker_op_name(rq->op), .status = MHD_HTTP_CONTENT_TOO_LARGE,
+                                       .verdict = "too large (connection closed)"});
+                return MHD_NO;
         }
         /* The request is complete: from now on the time is the handler's. */
         http_deadline_exempt(s->deadline, c);
