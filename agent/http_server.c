@@ -16,6 +16,7 @@
 
 #include "base/alloc.h"
 #include "base/timeutil.h"
+#include "listen_socket.h"
 
 /* What a kubelet probe or a Prometheus scrape needs, and no more. A client
  * that is slower than this is cut off; it never delays anybody else, because
@@ -158,57 +159,20 @@ static void *server_thread(void *ud) {
         return NULL;
 }
 
-static int listen_socket(const char *listen_addr, int *ret_fd, vt_error **err) {
-        _cleanup_free_ char *host = xstrdup(listen_addr);
-        char *colon = strrchr(host, ':');
-        if (!colon)
-                return vt_error_set(err, EINVAL, "http.listen \"%s\" must be host:port", listen_addr);
-        *colon = '\0';
-        const char *port = colon + 1;
-        char *h = host;
-        if (h[0] == '[') { /* [::1]:9464 */
-                h++;
-                h[strcspn(h, "]")] = '\0';
-        }
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *ai = NULL;
-        int gr = getaddrinfo(*h ? h : NULL, port, &hints, &ai);
-        if (gr != 0)
-                return vt_error_set(err, EINVAL, "http.listen \"%s\": %s", listen_addr, gai_strerror(gr));
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        int one = 1;
-        if (fd >= 0)
-                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, (int)MAX_CONNECTIONS) < 0) {
-                int e = errno;
-                freeaddrinfo(ai);
-                if (fd >= 0)
-                        close(fd);
-                return vt_error_errno(err, e, "cannot listen on %s", listen_addr);
-        }
-        freeaddrinfo(ai);
-        *ret_fd = fd;
-        return 0;
-}
-
 int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_fn healthz, http_probe_fn readyz,
                       void *userdata, http_server **ret, vt_error **err) {
         assert_return(listen_addr && ret, -EINVAL);
-        int fd = -1;
-        int r = listen_socket(listen_addr, &fd, err);
+        int fd = -1, port = 0;
+        int r = listen_socket_open("http.listen", listen_addr, (int)MAX_CONNECTIONS, &fd, &port, err);
         if (r < 0)
                 return r;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        getsockname(fd, (struct sockaddr *)&ss, &sl);
 
         http_server *s = xnew(http_server, 1);
         s->metrics = metrics;
         s->healthz = healthz;
         s->readyz = readyz;
         s->userdata = userdata;
-        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+        s->port = port;
         if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
                 int e = errno;
                 close(fd);

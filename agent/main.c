@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "kube/client.h"
 #include "kube/config.h"
+#include "broker_service.h"
 #include "config.h"
 #include "http_server.h"
 #include "metrics/metrics.h"
@@ -193,6 +194,18 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
                        port, NULL);
         }
         int rc = 0;
+        broker_service *broker = NULL;
+        if (cfg->broker.listen && *cfg->broker.listen) {
+                _cleanup_error_ vt_error *err = NULL;
+                if (broker_service_start(client, cfg, &broker, &err) < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot start the key broker", "error", err->msg, NULL);
+                        rc = 1;
+                        goto out;
+                }
+                _cleanup_free_ char *port = xasprintf("%d", broker_service_port(broker));
+                log_kv(LOG_LEVEL_INFO, "key broker serving", "listen", cfg->broker.listen, "port", port, "provider",
+                       cfg->keys.provider, NULL);
+        }
         if (cfg->state.enabled) {
                 _cleanup_error_ vt_error *err = NULL;
                 if (state_controller_new(client, cfg, identity, &sc, &err) < 0) {
@@ -209,11 +222,15 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
                 log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease",
                        cfg->state.lease_name, "namespace", cfg->namespace, NULL);
         }
+        /* The vtpm-controller (the key broker, node.enabled false) runs no node
+         * controller, even where NODE_NAME is set: it would label its node as
+         * offering no vTPM over the DaemonSet agent's verdict. */
+        bool broker_only = broker && !cfg->node.enabled;
         if (cfg->node.enabled && (!cfg->node_name || !*cfg->node_name))
                 log_kv(LOG_LEVEL_WARN, "node controller not started: this node's name is unknown (set NODE_NAME, as "
                                        "the DaemonSet does, or nodeName in the configuration)",
                        NULL);
-        else if (cfg->node_name && *cfg->node_name) {
+        else if (!broker_only && cfg->node_name && *cfg->node_name) {
                 /* With node.enabled false the controller still labels the node as
                  * offering no vTPM, and starts nothing. */
                 _cleanup_error_ vt_error *err = NULL;
@@ -236,6 +253,7 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
         log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
 out:
         http_server_stop(http);
+        broker_service_stop(broker); /* requests under way finish first */
         node_controller_stop(nc); /* never stops a VM's swtpm */
         state_controller_stop(sc);
         if (rc == 0)

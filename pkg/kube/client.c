@@ -56,6 +56,13 @@ static void curl_init_once(void) {
         json_set_alloc_funcs(json_alloc, json_wipe_free);
 }
 
+/* Requests and answers that carry key material or credentials: Secrets, and
+ * TokenReviews (the reviewed token is in the request and echoed back). Their
+ * bytes are wiped, not just freed. */
+static bool path_sensitive(const char *path) {
+        return strstr(path, "/secrets") != NULL || strstr(path, "/tokenreviews") != NULL;
+}
+
 static const char *const verb_names[_KUBE_VERB_MAX] = {"GET", "LIST", "WATCH", "CREATE", "UPDATE", "PATCH", "DELETE"};
 
 const char *kube_verb_name(enum kube_verb v) {
@@ -386,8 +393,7 @@ int kube_request(kube_client *c, enum kube_verb verb, const char *method, const 
                 headers = curl_slist_append(headers, ct);
         }
         int r = 0;
-        /* Secrets carry key material: their bytes are wiped, not just freed. */
-        bool sensitive = strstr(path, "/secrets") != NULL;
+        bool sensitive = path_sensitive(path);
         for (int attempt = 0; attempt < 2; attempt++) {
                 char *token = NULL;
                 r = current_token(c, attempt > 0, &token, err);
@@ -470,7 +476,7 @@ static int request_json(kube_client *c, enum kube_verb verb, const char *method,
                 return vt_error_set(err, EINVAL, "%s %s: cannot encode request body", method, path);
         size_t len = body ? strlen(body) : 0;
         int r = kube_request(c, verb, method, path, content_type, body, len, ret, err);
-        if (body && strstr(path, "/secrets"))
+        if (body && path_sensitive(path))
                 OPENSSL_cleanse(body, len);
         free(body);
         return r;

@@ -126,8 +126,7 @@ static void test_bad_paths(void) {
         check_contains(m3, "keys.provider is kmip but keys.kmip is missing");
 }
 
-/* The key broker: the node side needs an https URL, a CA and a token file;
- * the broker side TLS files, and it must hold the KEKs itself. */
+/* The node side of the key broker: an https URL, a CA and a token file. */
 static void test_broker(void) {
         _cleanup_(agent_config_freep) agent_config *c = ok_parse(
                 "keys:\n  provider: broker\n  broker: {url: \"https://b.example:8443\", caFile: /etc/hostname, "
@@ -142,12 +141,6 @@ static void test_broker(void) {
         _cleanup_free_ char *m2 = bad_parse(
                 "keys:\n  provider: broker\n  broker: {url: \"http://b:80\", caFile: /etc/hostname, tokenFile: /t}\n");
         check_contains(m2, "missing an https:// url");
-        _cleanup_free_ char *m3 = bad_parse("broker: {listen: \"0.0.0.0:8443\"}\n");
-        check_contains(m3, "broker.listen needs broker.certFile and broker.keyFile");
-        _cleanup_free_ char *m4 = bad_parse(
-                "keys:\n  provider: broker\n  broker: {url: \"https://b:1\", caFile: /etc/hostname, tokenFile: /t}\n"
-                "broker: {listen: \":8443\", certFile: /etc/hostname, keyFile: /etc/hostname}\n");
-        check_contains(m4, "the key broker (broker.listen) holds the KEKs itself");
 }
 
 /* node.launcherSocket: the launcher pod's emptyDir volume and file, as
@@ -226,8 +219,29 @@ static void test_state_lease(void) {
         check_contains(m3, "at least 5");
 }
 
+/* The key broker: "" (and absent) is off; on, it needs its TLS files and a
+ * provider that holds KEKs (it cannot ask itself). */
+static void test_broker_service(void) {
+        _cleanup_(agent_config_freep) agent_config *off = ok_parse("broker: {listen: \"\"}\n");
+        if (off)
+                check(!off->broker.listen); /* "" is unset: no broker */
+        _cleanup_(agent_config_freep) agent_config *on =
+                ok_parse("broker: {listen: \":8443\", certFile: /etc/passwd, keyFile: /etc/passwd}\n");
+        if (on) {
+                check_str_eq(on->broker.agent_service_account, "vtpm-agent");
+                check_str_eq(on->broker.agent_daemonset, "vtpm-agent");
+        }
+        _cleanup_free_ char *m1 = bad_parse("broker: {listen: \":8443\"}\n");
+        check_contains(m1, "broker.listen needs broker.certFile and broker.keyFile");
+        _cleanup_free_ char *m2 = bad_parse("keys: {provider: broker, broker: {url: \"https://b:8443\", caFile: "
+                                            "/etc/passwd, tokenFile: /t}}\nbroker: {listen: \":8443\", certFile: "
+                                            "/etc/passwd, keyFile: /etc/passwd}\n");
+        check_contains(m2, "keys.provider must be secret or kmip");
+}
+
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_defaults), TAP_CASE(test_values), TAP_CASE(test_unknown_key),
                                     TAP_CASE(test_bad_types), TAP_CASE(test_bad_paths), TAP_CASE(test_broker), TAP_CASE(test_launcher_socket),
-                                    TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease), {0}});
+                                    TAP_CASE(test_syntax_error), TAP_CASE(test_load_file), TAP_CASE(test_state_lease),
+                                    TAP_CASE(test_broker_service), {0}});
 }
