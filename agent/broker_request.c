@@ -76,16 +76,6 @@ static bool pod_uid(const char *s) {
         return strspn(s, "0123456789abcdef-") == n;
 }
 
-static bool printable_id(const char *s) {
-        size_t n = s ? strlen(s) : 0;
-        if (n == 0 || n > KEY_ID_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (s[i] < 0x21 || s[i] > 0x7e)
-                        return false;
-        return true;
-}
-
 static int parse_subject(const json_t *sub, broker_request *r, vt_error **err) {
         if (!keys_exactly(sub, subject_fields, ELEMENTSOF(subject_fields)))
                 return vt_error_set(err, EBADMSG, "the subject must have exactly namespace, vm and launcherUid");
@@ -159,7 +149,7 @@ static int parse_fields(broker_op op, const json_t *root, broker_request *r, vt_
         case BROKER_OP_UNWRAP:
                 return parse_header(json_object_get(root, "header"), &r->header, err);
         case BROKER_OP_WRAP:
-                k = optional_string(json_object_get(root, "kekId"), printable_id, "kekId", &r->kek_id, err);
+                k = optional_string(json_object_get(root, "kekId"), key_id_valid, "kekId", &r->kek_id, err);
                 if (k >= 0)
                         k = optional_string(json_object_get(root, "version"), keys_rotation_id_valid, "version",
                                             &r->version, err);

@@ -59,9 +59,8 @@ size_t key_header_wrapped_len(const char *algorithm) {
         return 0;
 }
 
-/* Ids end up in statuses, events and error messages: printable ASCII only. */
-static bool key_id_valid(const char *s) {
-        size_t n = strlen(s);
+bool key_id_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
         if (n == 0 || n > KEY_ID_MAX)
                 return false;
         for (size_t i = 0; i < n; i++)

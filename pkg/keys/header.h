@@ -78,6 +78,9 @@ void key_header_done(key_header *h);
 /* Expected wrapped length for a 256-bit DEK under `algorithm`, or 0 if the
  * algorithm is unknown. */
 size_t key_header_wrapped_len(const char *algorithm);
+/* A KEK id or request id: 1..KEY_ID_MAX printable ASCII characters (ids end
+ * up in statuses, events and error messages). */
+bool key_id_valid(const char *s);
 
 /* Check a header's fields (also done by parse and format). */
 int key_header_validate(const key_header *h, vt_error **err);

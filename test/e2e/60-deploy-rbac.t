@@ -48,36 +48,24 @@ is "$(q '.spec.updateStrategy.type')/$(q '.spec.updateStrategy.rollingUpdate.max
 is "$(q '.spec.template.spec.serviceAccountName')" vtpm-agent "DaemonSet: runs as the vtpm-agent ServiceAccount"
 is "$(q '.spec.template.spec.containers[0].imagePullPolicy')" Never "test-bed overlay: image never pulled"
 
-# The can-i table (test/e2e/agent-can-i.txt).
-sa=system:serviceaccount:vtpm-system:vtpm-agent
+# The can-i tables: test/e2e/agent-can-i.txt (the node agents) and
+# controller-can-i.txt (the key broker), under the real RBAC authorizer.
 kubectl create ns e2e-60-tenant >/dev/null 2>&1 || true
 at_exit kubectl delete ns e2e-60-tenant --wait=false
-table=()
-while read -r row; do
-  [ -n "$row" ] && [[ $row != \#* ]] && table+=("${row//TENANT/e2e-60-tenant}")
-done < "$E2E_TOP/test/e2e/agent-can-i.txt"
-diag "can-i as $sa:"
-for row in "${table[@]}"; do
-  read -r want verb res rest <<<"$row"
-  # shellcheck disable=SC2086
-  got=$(kubectl auth can-i "$verb" "$res" $rest --as "$sa" 2>/dev/null)
-  diag "$(printf '  %-7s %-58s want %-3s got %s' "$verb" "$res $rest" "$want" "$got")"
-  is "$got" "$want" "can-i $verb $res $rest: $want"
-done
-
-# The key broker's table (test/e2e/controller-can-i.txt).
-csa=system:serviceaccount:vtpm-system:vtpm-controller
-table=()
-while read -r row; do
-  [ -n "$row" ] && [[ $row != \#* ]] && table+=("${row//TENANT/e2e-60-tenant}")
-done < "$E2E_TOP/test/e2e/controller-can-i.txt"
-diag "can-i as $csa:"
-for row in "${table[@]}"; do
-  read -r want verb res rest <<<"$row"
-  # shellcheck disable=SC2086
-  got=$(kubectl auth can-i "$verb" "$res" $rest --as "$csa" 2>/dev/null)
-  is "$got" "$want" "key broker can-i $verb $res $rest: $want"
-done
+can_i_table() { # FILE SERVICEACCOUNT LABEL
+  local row want verb res rest got
+  diag "can-i as $2:"
+  while read -r row; do
+    [ -n "$row" ] && [[ $row != \#* ]] || continue
+    read -r want verb res rest <<<"${row//TENANT/e2e-60-tenant}"
+    # shellcheck disable=SC2086
+    got=$(kubectl auth can-i "$verb" "$res" $rest --as "$2" 2>/dev/null)
+    diag "$(printf '  %-7s %-58s want %-3s got %s' "$verb" "$res $rest" "$want" "$got")"
+    is "$got" "$want" "$3can-i $verb $res $rest: $want"
+  done < "$E2E_TOP/test/e2e/$1"
+}
+can_i_table agent-can-i.txt system:serviceaccount:vtpm-system:vtpm-agent ""
+can_i_table controller-can-i.txt system:serviceaccount:vtpm-system:vtpm-controller "key broker "
 dep=$(kubectl -n vtpm-system get deploy vtpm-controller -o json)
 is "$(jq -r '.spec.template.spec.serviceAccountName' <<<"$dep")" vtpm-controller "key broker: its own ServiceAccount"
 is "$(jq -r '.spec.template.spec.containers[0].securityContext | "\(.runAsNonRoot) \(.capabilities.drop[0]) \(.capabilities.add // [] | length)"' <<<"$dep")" \

@@ -21,6 +21,7 @@
 #include "keymgr.h"
 #include "keys/provider.h"
 #include "tap.h"
+#include "testcert.h"
 
 static char dir[] = "/tmp/test-broker-client-XXXXXX";
 static char cert[256], key[256], other_ca[256], token_file[256];
@@ -199,14 +200,8 @@ static void setup(void) {
         snprintf(key, sizeof(key), "%s/key.pem", dir);
         snprintf(other_ca, sizeof(other_ca), "%s/other.pem", dir);
         snprintf(token_file, sizeof(token_file), "%s/token", dir);
-        char cmd[2048];
-        snprintf(cmd, sizeof(cmd),
-                 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=broker "
-                 "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null && "
-                 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=other "
-                 "-addext subjectAltName=IP:127.0.0.1 -keyout %s/other.key -out %s 2>/dev/null",
-                 key, cert, dir, other_ca);
-        if (system(cmd) != 0)
+        _cleanup_free_ char *other_key = xasprintf("%s/other.key", dir);
+        if (testcert_make(key, cert, "broker") < 0 || testcert_make(other_key, other_ca, "other") < 0)
                 abort();
         for (size_t i = 0; i < sizeof(dek_bytes); i++)
                 dek_bytes[i] = (uint8_t)(i * 37 + 11);

@@ -31,6 +31,7 @@
 #include "broker_server.h"
 #include "keys/provider.h"
 #include "tap.h"
+#include "testcert.h"
 
 #define TOKEN "tok-0123456789-good"
 #define DEK_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -406,12 +407,7 @@ static void setup(void) {
         snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
         snprintf(key, sizeof(key), "%s/key.pem", dir);
         snprintf(logfile, sizeof(logfile), "%s/log", dir);
-        char cmd[1024];
-        snprintf(cmd, sizeof(cmd),
-                 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=broker "
-                 "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
-                 key, cert);
-        if (system(cmd) != 0) {
+        if (testcert_make(key, cert, "broker") < 0) {
                 fprintf(stderr, "# openssl could not make a certificate\n");
                 abort();
         }
