@@ -61,12 +61,15 @@ rn_images_ready || die "the nodes have no agent or launcher image; see $D/cluste
 [ -x "$B/tools/tpm-guest-bridge" ] || die "build/tools missing: run make all tools"
 show kubectl get nodes -o wide
 
-step "2. Deploy vtpm-agent: the DaemonSet from manifests/, one pod per node"
+step "2. Deploy vtpm-agent: the DaemonSet from manifests/, one pod per node, and the key broker"
 printf '    $ kubectl apply -k deploy/overlays/testbed\n'
 rn_agent_deploy || die "the agent's DaemonSet did not become Ready"
 show kubectl -n vtpm-system get pods -o wide
 who=$(grep -m1 'connected to the API server' "$(rn_agent_log node-1)" | sed 's/.*"user":"\([^"]*\)".*/\1/')
 echo "    node-1's agent authenticated as $who, with its pod's own token"
+echo "    It holds no key: the KEKs are the key broker's (vtpm-controller), which unwraps a VM's key only"
+echo "    for the node its launcher runs on."
+show sh -c "kubectl auth can-i get secrets -n vtpm-system --as system:serviceaccount:vtpm-system:vtpm-agent || true"
 wait_for 30 "node labels" sh -c "kubectl get node node-1 -o jsonpath='{.metadata.labels}' | grep -q tpm-2.0"
 show kubectl get nodes -L vtpm-agent.io/tpm-2.0 -L vtpm-agent.io/tpm-1.2
 
