@@ -23,7 +23,7 @@ cd "$E2E_TOP"
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no agent or launcher image (VTPM_NODES_AGENT_IMAGE=1)"
 command -v curl >/dev/null || skip_all "no curl on this machine"
-plan 21
+plan 23
 setup_namespace e2e-keys-broker
 . "$E2E_TOP/test/e2e/lib-agent.sh"  # vm_yaml
 
@@ -99,7 +99,7 @@ code=$(broker "$T/n1-broker.token" /v1/unwrap "$body")
 is "$code $(jq -r .message "$T/answer" 2>/dev/null)" "403 key access refused" \
   "$n1's agent asking for the key of $vm, whose launcher runs on $n2: refused"
 code=$(broker "$T/n2-broker.token" /v1/unwrap "$body")
-is "$code $(jq -r '.dek | @base64d | length' "$T/answer" 2>/dev/null)" "200 32" \
+is "$code $(jq -r .dek "$T/answer" 2>/dev/null | base64 -d 2>/dev/null | wc -c)" "200 32" \
   "$n2's agent asking for it: a 256-bit key (the launcher runs on $n2)"
 rm -f "$T/answer"
 code=$(broker "$T/n1-broker.token" /v1/kek-version "$(jq -cn --arg ns "$NS" --arg vm "$vm" --arg uid "$lb_uid" \
@@ -128,6 +128,18 @@ is "$code" 401 "the agent's ServiceAccount, bound to a pod on $n2 that is not th
 kubectl -n $ANS create token vtpm-agent --audience vtpm-controller --duration 10m > "$T/unbound.token" 2>>"$T/token.err"
 code=$(broker "$T/unbound.token" /v1/unwrap "$body")
 is "$code" 401 "the agent's ServiceAccount, bound to no pod: refused"
+
+# The broker's own log (the kubelet's file on node-1): one line per request,
+# the refusal with its reason, and never a token.
+bpod=$(kubectl -n $ANS get pods -l app.kubernetes.io/name=vtpm-controller -o jsonpath='{.items[0].metadata.name} {.items[0].metadata.uid}')
+blog=$(ls -t "$(nl_dir 1)/pod-logs/${ANS}_${bpod% *}_${bpod#* }/controller/"*.log 2>/dev/null | head -1)
+like "$(grep '"verdict":"refused"' "$blog" 2>/dev/null | grep "\"node\":\"$n1\"" | grep -m1 "\"vm\":\"$vm\"")" \
+  "\"launcherUid\":\"$lb_uid\".*\"status\":\"403\".*\"reason\":\"[^\"]*the launcher pod is not on the asking node" \
+  "the broker logged the refusal: $n1, $vm, the launcher, 403, and why (the launcher is not on $n1)"
+leaked=0
+for f in n1-broker n1-api n2-broker standin unbound; do grep -qF "$(cat "$T/$f.token")" "$blog" && leaked=$((leaked + 1)); done
+is "$leaked $(grep -c '"msg":"key broker request"' "$blog")" "0 $(grep -c '"msg":"key broker request"' "$blog")" \
+  "no token in the broker's log ($(grep -c '"msg":"key broker request"' "$blog") request lines)"
 
 # ---- the broker down: the VM waits, and starts when it is back ------------------
 ok "the VM stops on $n2" rn_launcher_stop "$NS" launcher-b
