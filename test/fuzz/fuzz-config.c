@@ -7,9 +7,11 @@
  * Checks besides ASan/UBSan: the documented results (0 with *ret set and no
  * error, or a negative errno with a message and *ret untouched); an accepted
  * configuration has every string the daemon dereferences set, positive worker
- * counts and size, and a key provider it knows (http.listen may be unset:
+ * counts and size, a key provider it knows with what it needs (the
+ * broker's URL, CA and token; a broker's TLS files), (http.listen may be unset:
  * "" disables the endpoint); the size floor per storage
  * class is never below state.size. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,18 @@ static void check_accepted(const agent_config *c) {
             !c->node.swtpm_user || !c->node.run_dir || !c->node.attachment_image || !c->keys.provider ||
             !c->log.level || !c->log.format)
                 abort();
-        if (strcmp(c->keys.provider, "secret") != 0 && strcmp(c->keys.provider, "kmip") != 0)
+        bool broker = strcmp(c->keys.provider, "broker") == 0;
+        if (strcmp(c->keys.provider, "secret") != 0 && strcmp(c->keys.provider, "kmip") != 0 && !broker)
+                abort();
+        /* The node side of the key broker: all three, https only. */
+        if (broker && (!c->keys.broker_url || strncmp(c->keys.broker_url, "https://", 8) != 0 ||
+                       !c->keys.broker_ca_file || !c->keys.broker_token_file))
+                abort();
+        /* The broker itself: TLS files, and it holds the KEKs. */
+        if (c->broker.listen && (!c->broker.cert_file || !c->broker.key_file || broker))
+                abort();
+        if (!c->broker.agent_service_account || !*c->broker.agent_service_account || !c->broker.agent_daemonset ||
+            !*c->broker.agent_daemonset)
                 abort();
         if (c->state.workers <= 0 || c->node.max_concurrent_starts <= 0 || c->state.size <= 0)
                 abort();
