@@ -36,14 +36,9 @@
 #include "state_lock.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
+#include "resources.h"
 
 DEFINE_JSON_CLEANUP
-
-static const kube_resource res_pod = {"", "v1", "pods", true};
-static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
-static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
-static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
-static const kube_resource res_node = {"", "v1", "nodes", false};
 
 #define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
 #define ANN_TPM_MODEL "vtpm-agent.io/tpm-model"
