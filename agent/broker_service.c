@@ -12,14 +12,11 @@
 #include "broker_token_cache.h"
 #include "keymgr.h"
 #include "keys/provider.h"
+#include "resources.h"
 
 DEFINE_JSON_CLEANUP
 
 #define TOKENREVIEWS "/apis/authentication.k8s.io/v1/tokenreviews"
-
-static const kube_resource res_pod = {"", "v1", "pods", true};
-static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
-static const kube_resource res_lease = {"coordination.k8s.io", "v1", "leases", true};
 
 struct broker_service {
         kube_client *client;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/rmtree.h"
 #include "base/fileat.h"
 #include "base/fileio.h"
 #include "base/hashmap.h"
@@ -35,14 +36,9 @@
 #include "state_lock.h"
 #include "swtpm_runtime.h"
 #include "vmspec.h"
+#include "resources.h"
 
 DEFINE_JSON_CLEANUP
-
-static const kube_resource res_pod = {"", "v1", "pods", true};
-static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
-static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
-static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
-static const kube_resource res_node = {"", "v1", "nodes", false};
 
 #define ANN_TPM_VERSION "vtpm-agent.io/tpm-version"
 #define ANN_TPM_MODEL "vtpm-agent.io/tpm-model"
@@ -449,6 +445,15 @@ static uid_t choose_sandbox_uid(node_controller *nc, launcher *l) {
 
 /* ---- reconcile ---- */
 
+/* What the agent made for a launcher on the node goes with it; a failure
+ * is logged (left for the next stop or the node's reboot), never fatal. */
+static void remove_tree(const char *path) {
+        _cleanup_error_ vt_error *err = NULL;
+        if (rm_rf(path, &err) < 0)
+                log_kv(LOG_LEVEL_WARN, "cannot remove a launcher's files on the node", "path", path, "error",
+                       err ? err->msg : "?", NULL);
+}
+
 static void teardown(node_controller *nc, launcher *l) {
         _cleanup_free_ char *ctrl_dir = l->pod_uid ? xasprintf("%s/ctrl/%s", nc->cfg->node.run_dir, l->pod_uid) : NULL;
         if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
@@ -465,16 +470,14 @@ static void teardown(node_controller *nc, launcher *l) {
                 /* Scratch state goes with its launcher, as KubeVirt's non-persistent TPM does. */
                 _cleanup_free_ char *scratch = xasprintf("%s/scratch/%s", nc->cfg->node.run_dir, l->pod_uid);
                 (void)umount2(scratch, MNT_DETACH);
-                _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", scratch);
-                (void)!system(cmd);
+                remove_tree(scratch);
         }
         if (l->pod_uid) {
                 _cleanup_free_ char *work = xasprintf("%s/work/%s", nc->cfg->node.run_dir, l->pod_uid);
                 _cleanup_free_ char *rundir = xasprintf("%s/swtpm/%s", nc->cfg->node.run_dir, l->pod_uid);
                 (void)umount2(work, MNT_DETACH);
                 (void)rmdir(work);
-                _cleanup_free_ char *cmd = xasprintf("rm -rf -- '%s'", rundir);
-                (void)!system(cmd);
+                remove_tree(rundir);
                 (void)umount2(ctrl_dir, MNT_DETACH);
                 (void)rmdir(ctrl_dir);
         }

@@ -20,8 +20,7 @@
 #include "kek_secret.h"
 #include "keys/wrap.h"
 #include "vmspec.h"
-
-static const kube_resource res_secret = {"", "v1", "secrets", true};
+#include "resources.h"
 
 typedef struct secret_provider {
         kek_provider base;

@@ -20,22 +20,10 @@
 #include "storageclass.h"
 #include "preference.h"
 #include "vmspec.h"
-
-static const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
-static const kube_resource res_kubevirt = {"kubevirt.io", "v1", "kubevirts", true};
-static const kube_resource res_hco = {"hco.kubevirt.io", "v1beta1", "hyperconvergeds", true};
-static const kube_resource res_pvc = {"", "v1", "persistentvolumeclaims", true};
-static const kube_resource res_sc = {"storage.k8s.io", "v1", "storageclasses", false};
-static const kube_resource res_pod = {"", "v1", "pods", true};
-static const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
+#include "resources.h"
 
 #define FIELD_MANAGER "vtpm-agent"
 #define CONTROLLER_NAME "vtpm-agent.io/state-controller"
-
-static const kube_resource res_cpref = {"instancetype.kubevirt.io", "v1beta1", "virtualmachineclusterpreferences", false};
-static const kube_resource res_nspref = {"instancetype.kubevirt.io", "v1beta1", "virtualmachinepreferences", true};
-static const kube_resource res_revision = {"apps", "v1", "controllerrevisions", true};
-static const kube_resource res_sprofile = {"cdi.kubevirt.io", "v1beta1", "storageprofiles", false};
 
 enum { INF_VM, INF_PVC, INF_SC, INF_KUBEVIRT, INF_HCO, INF_POD, INF_TPMSTATE, INF_CPREF, INF_NSPREF, INF_REVISION,
        INF_SPROFILE, _INF_MAX };

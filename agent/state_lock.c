@@ -13,8 +13,7 @@
 #include "base/hashmap.h"
 #include "base/log.h"
 #include "kube/lease.h"
-
-static const kube_resource res_pod = {"", "v1", "pods", true};
+#include "resources.h"
 
 /* How often the deadlines are looked at: a fence starts at most this late. */
 #define WATCH_USEC (200 * USEC_PER_MSEC)
@@ -297,7 +296,6 @@ bool state_lock_fenced(state_lock *s, const char *vm_uid, const char *identity) 
 }
 
 int state_lock_names(state_lock *s, const char *vm_uid, const char *identity) {
-        static const kube_resource res_lease = {"coordination.k8s.io", "v1", "leases", true};
         _cleanup_free_ char *name = lease_name(vm_uid);
         _cleanup_free_ char *path = kube_path(&res_lease, s->namespace, name, NULL);
         json_t *cur = NULL;
