@@ -27,7 +27,7 @@ CFLAGS_ASAN    := $(BASEFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address
 LDLIBS         := $(PKG_LIBS) -lcap -lm -pthread
 
 LIB_SRCS   := $(sort $(wildcard pkg/*/*.c))
-AGENT_SRCS := $(sort $(filter-out agent/main.c,$(wildcard agent/*.c)))
+AGENT_SRCS := $(sort $(filter-out agent/main.c,$(wildcard agent/*.c agent/*/*.c)))
 UNIT_SRCS  := $(sort $(wildcard test/unit/test-*.c))
 FUZZ_SRCS  := $(sort $(wildcard test/fuzz/fuzz-*.c))
 TOOL_SRCS  := $(sort $(wildcard test/tools/*.c))
@@ -49,12 +49,12 @@ agent: $(BUILD)/vtpm-agent
 # V=1 shows the full commands.
 Q := $(if $(V),,@)
 
-$(BUILD)/rel/%.o: %.c $(wildcard pkg/*/*.h agent/*.h) Makefile
+$(BUILD)/rel/%.o: %.c $(wildcard pkg/*/*.h agent/*.h agent/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_RELEASE) -c $< -o $@
 
-$(BUILD)/asan/%.o: %.c $(wildcard pkg/*/*.h agent/*.h test/unit/*.h) Makefile
+$(BUILD)/asan/%.o: %.c $(wildcard pkg/*/*.h agent/*.h agent/*/*.h test/unit/*.h) Makefile
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC-ASAN $<")
 	$(Q)$(CC) $(CFLAGS_ASAN) -c $< -o $@
@@ -104,7 +104,7 @@ FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_CFLAG
                -DVTPM_VERSION='"fuzz"' -pthread
 FUZZ_OBJS := $(call objs,$(BUILD)/fuzzlib,$(LIB_SRCS) $(AGENT_SRCS))
 FUZZ_BINS := $(patsubst test/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
-$(BUILD)/fuzzlib/%.o: %.c $(wildcard pkg/*/*.h agent/*.h) Makefile
+$(BUILD)/fuzzlib/%.o: %.c $(wildcard pkg/*/*.h agent/*.h agent/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC-FUZZ $<")
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The one way a TPMState's status is written: server-side apply on the
+ * status subresource, one field manager per writer, so no writer can drop
+ * or overwrite a field another one owns (a merge patch built from a cached
+ * copy could).
+ *
+ *   writer                      field manager            fields of .status
+ *   the state controller        vtpm-state-controller    phase, message, observedGeneration,
+ *                                                        persistent, pvcName, storageClass,
+ *                                                        storageClassSource, node, launcher,
+ *                                                        warnedGeneration, conditions
+ *   the node agent of node N    vtpm-node-N              nodeState, keys, encrypted
+ *
+ * Each apply carries the writer's whole set (a field it leaves out is
+ * removed, as server-side apply does), with force: the only other owners of
+ * these fields are the same writer's earlier incarnations (another node's
+ * agent, before the VM moved; merge patches of an older release). */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "base/error.h"
+#include "kube/client.h"
+
+#define TPMSTATE_MANAGER_STATE "vtpm-state-controller"
+#define TPMSTATE_MANAGER_NODE_PREFIX "vtpm-node-"
+
+/* Which writer owns a top-level status field. */
+typedef enum tpmstate_owner {
+        TPMSTATE_OWNER_NONE, /* nobody writes it (unknown field) */
+        TPMSTATE_OWNER_STATE,
+        TPMSTATE_OWNER_NODE,
+} tpmstate_owner;
+tpmstate_owner tpmstate_field_owner(const char *field);
+
+/* "vtpm-node-<node>" (caller frees); NULL for a node name that does not fit
+ * a field manager (128 characters). */
+char *tpmstate_node_manager(const char *node);
+
+/* The state controller's fields of `status` (a copy of just those; fields
+ * of other owners are left out). */
+json_t *tpmstate_state_fields(json_t *status);
+/* Do the state controller's fields of two statuses differ? (a write is
+ * needed). Either may be NULL. */
+bool tpmstate_state_fields_differ(json_t *a, json_t *b);
+
+/* Apply the state controller's status. `fields` must hold only fields it
+ * owns (-EINVAL otherwise: a programming error). -ENOENT: the TPMState is
+ * gone. `ret_updated` (optional) gets the object the server returned. */
+int tpmstate_apply_state(kube_client *c, const char *ns, const char *name, json_t *fields, json_t **ret_updated,
+                         vt_error **err);
+
+/* Apply a node agent's report: `node_state` (must name `node` in its
+ * "node" field: the admission policy refuses anything else), `keys` (the
+ * whole keys object; NULL: none) and status.encrypted, taken from
+ * node_state's "encrypted". */
+int tpmstate_apply_node(kube_client *c, const char *node, const char *ns, const char *name, json_t *node_state,
+                        json_t *keys, json_t **ret_updated, vt_error **err);
