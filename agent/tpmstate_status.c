@@ -6,6 +6,10 @@
 
 #include "base/alloc.h"
 #include "resources.h"
+#include "vmspec.h"
+
+/* apimachinery's limit on a field manager's name. */
+#define FIELD_MANAGER_MAX 128
 
 static const char *const state_fields[] = {
         "phase",      "message",      "observedGeneration", "persistent",       "pvcName",    "storageClass",
@@ -30,11 +34,12 @@ tpmstate_owner tpmstate_field_owner(const char *field) {
         return TPMSTATE_OWNER_NONE;
 }
 
-/* A field manager is at most 128 characters (apimachinery's validation). */
+/* A node name may be 253 characters, a field manager's only 128: a longer
+ * one is cut with a hash suffix, still one manager per node. */
 char *tpmstate_node_manager(const char *node) {
-        if (!node || !*node || strlen(TPMSTATE_MANAGER_NODE_PREFIX) + strlen(node) > 128)
+        if (!node || !*node)
                 return NULL;
-        return xasprintf(TPMSTATE_MANAGER_NODE_PREFIX "%s", node);
+        return name_bounded(TPMSTATE_MANAGER_NODE_PREFIX, node, FIELD_MANAGER_MAX);
 }
 
 json_t *tpmstate_state_fields(json_t *status) {
@@ -70,6 +75,9 @@ static int apply(kube_client *c, const char *manager, const char *ns, const char
 
 int tpmstate_apply_state(kube_client *c, const char *ns, const char *name, json_t *fields, json_t **ret_updated,
                          vt_error **err) {
+        if (!json_is_object(fields))
+                return vt_error_set(err, EINVAL, "the state controller's status of TPMState %s/%s is not an object",
+                                    ns, name);
         const char *k;
         json_t *v;
         json_object_foreach(fields, k, v) {

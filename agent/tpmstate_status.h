@@ -14,7 +14,15 @@
  * Each apply carries the writer's whole set (a field it leaves out is
  * removed, as server-side apply does), with force: the only other owners of
  * these fields are the same writer's earlier incarnations (another node's
- * agent, before the VM moved; merge patches of an older release). */
+ * agent, before the VM moved; merge patches of an older release).
+ *
+ * nodeState and keys are atomic maps in the CRD (x-kubernetes-map-type:
+ * atomic): one node's report is replaced whole by the next, never merged
+ * key by key with another owner's. Granular (the default, and what
+ * preserve-unknown-fields gives nodeState's unnamed keys), a forced apply
+ * takes over only the keys it sets: a VM moved to node-2 kept node-1's
+ * swtpmPid and kekRotation, and fields an older release merged in were
+ * never removed. The ownership test in test/unit reads the CRD for it. */
 #pragma once
 
 #include <jansson.h>
@@ -34,8 +42,8 @@ typedef enum tpmstate_owner {
 } tpmstate_owner;
 tpmstate_owner tpmstate_field_owner(const char *field);
 
-/* "vtpm-node-<node>" (caller frees); NULL for a node name that does not fit
- * a field manager (128 characters). */
+/* "vtpm-node-<node>" (caller frees), cut with a hash suffix to a field
+ * manager's 128 characters for a longer node name; NULL for no name. */
 char *tpmstate_node_manager(const char *node);
 
 /* The state controller's fields of `status` (a copy of just those; fields
@@ -45,15 +53,16 @@ json_t *tpmstate_state_fields(json_t *status);
  * needed). Either may be NULL. */
 bool tpmstate_state_fields_differ(json_t *a, json_t *b);
 
-/* Apply the state controller's status. `fields` must hold only fields it
- * owns (-EINVAL otherwise: a programming error). -ENOENT: the TPMState is
- * gone. `ret_updated` (optional) gets the object the server returned. */
+/* Apply the state controller's status. `fields` must be an object holding
+ * only fields it owns (-EINVAL otherwise, before any request: a programming
+ * error). -ENOENT: the TPMState is gone. `ret_updated` (optional) gets the object the server returned. */
 int tpmstate_apply_state(kube_client *c, const char *ns, const char *name, json_t *fields, json_t **ret_updated,
                          vt_error **err);
 
 /* Apply a node agent's report: `node_state` (must name `node` in its
  * "node" field: the admission policy refuses anything else), `keys` (the
- * whole keys object; NULL: none) and status.encrypted, taken from
- * node_state's "encrypted". */
+ * whole keys object; NULL: none, so this node's earlier keys are removed)
+ * and status.encrypted, taken from node_state's "encrypted". Refusals
+ * (-EINVAL) come before any request. */
 int tpmstate_apply_node(kube_client *c, const char *node, const char *ns, const char *name, json_t *node_state,
                         json_t *keys, json_t **ret_updated, vt_error **err);
