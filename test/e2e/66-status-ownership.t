@@ -97,7 +97,7 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))
 diag "$out"
 is "$rc" 0 "tpmstate-race (apply) exits 0"
-like "$out" "apply: 1000 rounds, 1000 writes by each writer, checked after each round: nothing lost" \
+like "$out" "apply: 1000 rounds, both writers in each, checked after each round: nothing lost" \
   "1,000 interleaved rounds by both writers: no field of either lost (${secs} s)"
 like "$out" "move: $n2's report replaced $n1's whole \(no swtpmPid, no kekRotation left\)" \
   "the VM moves: $n2's report replaces $n1's whole"

@@ -8,7 +8,7 @@
  *   tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE
  *                 [--state-kubeconfig F] [--node-kubeconfig F] [--name NAME]
  *                 [--rounds 1000] [--mode apply|merge] [--jitter-us 1000]
- *                 [--moved-to NODE2 --moved-kubeconfig F]
+ *                 [--moved-to NODE2 --moved-kubeconfig F] [--keep-going]
  *
  * --mode apply (default): the product's writes, agent/tpmstate_status.c
  *   (server-side apply, one field manager per writer). Each round the state
@@ -28,6 +28,9 @@
  *   applies a report with swtpmPid and a kekRotation, then NODE2's agent its
  *   own without them: the status holds exactly NODE2's report, nothing of
  *   NODE's (nodeState and keys are atomic maps in the CRD).
+ *
+ * --keep-going: do not stop at the first loss (printed), count the rounds
+ *   with one.
  *
  * ADMIN creates, reads and deletes the TPMState; the writers use their own
  * kubeconfigs (default ADMIN): the suite passes tokens of the agent's
@@ -54,7 +57,8 @@
 typedef struct race {
         const char *ns, *name, *node, *moved_to;
         long rounds, jitter_us;
-        bool merge;
+        long losses; /* rounds with a loss (--keep-going) */
+        bool merge, keep_going;
         kube_client *admin, *state_client, *node_client, *moved_client;
         pthread_barrier_t start, done;
         long round;  /* set by the main thread before the start barrier; 0: stop */
@@ -239,7 +243,7 @@ static char *missing(const char *path, json_t *want, json_t *got, bool exact) {
         return xasprintf("%s is %s, it wrote %s", path, g, w);
 }
 
-/* 0, or 1 after printing the first loss. */
+/* 0, or 1 for a loss (the first one is printed). */
 static int check_round(const race *x, long r, json_t *obj) {
         json_t *status = json_object_get(obj, "status");
         json_t *want_state = state_fields(x, r), *got_state = tpmstate_state_fields(status);
@@ -255,7 +259,7 @@ static int check_round(const race *x, long r, json_t *obj) {
                 if (!m && !x->merge)
                         m = missing("status.encrypted", want_enc, json_object_get(status, "encrypted"), true);
         }
-        if (m) {
+        if (m && x->losses == 0) {
                 _cleanup_free_ char *all = dump(status);
                 printf("tpmstate-race: %s: LOST in round %ld of %ld: the %s's write is gone: %s\n",
                        x->merge ? "merge" : "apply", r, x->rounds, who, m);
@@ -378,8 +382,13 @@ static int run_rounds(race *x) {
         usec_t t0 = now_monotonic();
         int rc = 0;
         long r;
-        for (r = 1; r <= x->rounds && rc == 0; r++)
+        for (r = 1; r <= x->rounds; r++) {
                 rc = one_round(x, r);
+                if (rc == 1 && x->keep_going)
+                        x->losses++, rc = 0;
+                else if (rc != 0)
+                        break;
+        }
         double secs = (double)(now_monotonic() - t0) / 1e6;
         x->round = 0;
         pthread_barrier_wait(&x->start);
@@ -387,21 +396,24 @@ static int run_rounds(race *x) {
         pthread_join(tn, NULL);
         pthread_barrier_destroy(&x->start);
         pthread_barrier_destroy(&x->done);
-        if (rc == 0)
-                printf("tpmstate-race: %s: %ld rounds, %ld writes by each writer, checked after each round: nothing "
-                       "lost (%.1f s, %.1f ms a round)\n",
-                       x->merge ? "merge" : "apply", x->rounds, x->merge ? 2 * x->rounds : x->rounds, secs,
-                       secs * 1000 / (double)x->rounds);
-        else
-                printf("tpmstate-race: %s: stopped after %ld of %ld rounds (%.1f s)\n", x->merge ? "merge" : "apply",
-                       r - 1, x->rounds, secs);
+        const char *mode = x->merge ? "merge" : "apply";
+        if (rc == 0 && x->losses == 0)
+                printf("tpmstate-race: %s: %ld rounds, both writers in each, checked after each round: nothing lost "
+                       "(%.1f s, %.1f ms a round)\n",
+                       mode, x->rounds, secs, secs * 1000 / (double)x->rounds);
+        else if (rc == 0) {
+                printf("tpmstate-race: %s: a write was lost in %ld of %ld rounds (%.1f s)\n", mode, x->losses,
+                       x->rounds, secs);
+                rc = 1;
+        } else
+                printf("tpmstate-race: %s: stopped after %ld of %ld rounds (%.1f s)\n", mode, r, x->rounds, secs);
         return rc;
 }
 
 static void usage(void) {
         fprintf(stderr, "usage: tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE [--state-kubeconfig F] "
                         "[--node-kubeconfig F] [--name NAME] [--rounds N] [--mode apply|merge] [--jitter-us N] "
-                        "[--moved-to NODE2 [--moved-kubeconfig F]]\n");
+                        "[--moved-to NODE2 [--moved-kubeconfig F]] [--keep-going]\n");
 }
 
 int main(int argc, char **argv) {
@@ -411,7 +423,8 @@ int main(int argc, char **argv) {
                 {"name", required_argument, NULL, 'a'},             {"node", required_argument, NULL, 'o'},
                 {"rounds", required_argument, NULL, 'r'},           {"mode", required_argument, NULL, 'm'},
                 {"jitter-us", required_argument, NULL, 'j'},        {"moved-to", required_argument, NULL, 't'},
-                {"moved-kubeconfig", required_argument, NULL, 'K'}, {0},
+                {"moved-kubeconfig", required_argument, NULL, 'K'}, {"keep-going", no_argument, NULL, 'g'},
+                {0},
         };
         race x = {.name = "tpmstate-race", .rounds = 1000, .jitter_us = 1000};
         const char *admin = NULL, *state_kc = NULL, *node_kc = NULL, *moved_kc = NULL, *mode = "apply";
@@ -428,6 +441,7 @@ int main(int argc, char **argv) {
                 case 'j': x.jitter_us = strtol(optarg, NULL, 10); break;
                 case 't': x.moved_to = optarg; break;
                 case 'K': moved_kc = optarg; break;
+                case 'g': x.keep_going = true; break;
                 default: usage(); return 2;
                 }
         }
