@@ -18,17 +18,19 @@
 # --mode merge), lose the node agent's fields within the 1,000 rounds: the
 # check does catch the bug it is for.
 . "$(dirname "$0")/lib.sh"
-[[ ${VTPM_NODES:-0} =~ ^[0-9]+$ ]] && [ "${VTPM_NODES:-0}" -ge 2 ] ||
-  skip_all "needs the test bed's two nodes (VTPM_NODES=2, as make test brings them up)"
-setup_namespace e2e-status-ownership
-cd "$E2E_TOP"
-. hack/nodes-lib.sh
+. "$E2E_TOP/hack/nodes-lib.sh"
 RACE=${VTPM_TOOLS:-$E2E_TOP/build/tools}/tpmstate-race
 KC=${VTPM_TOOLS:-$E2E_TOP/build/tools}/kube-call
+n1=$(nl_name 1) n2=$(nl_name 2)
+# The Node objects are enough (a bound token takes the node from its pod's
+# spec.nodeName); nothing here runs on them.
+require_cluster
+kubectl get node "$n1" "$n2" >/dev/null 2>&1 || skip_all "needs the test bed's nodes $n1 and $n2 (VTPM_NODES=2)"
 [ -x "$RACE" ] && [ -x "$KC" ] || bail_out "no $RACE or $KC: run 'make tools'"
 plan 10
+setup_namespace e2e-status-ownership
+cd "$E2E_TOP"
 
-n1=$(nl_name 1) n2=$(nl_name 2)
 ANS=vtpm-system
 SA=system:serviceaccount:$ANS:vtpm-agent
 T=$(mktemp -d /tmp/vtpm-e2e-66.XXXXXX)
@@ -91,7 +93,7 @@ like "$out" "reason=Forbidden.*the node agent on $n1 writes status.nodeState nam
 t0=$(date +%s%N)
 out=$("$RACE" --kubeconfig "$KUBECONFIG" --namespace "$NS" --name race --node "$n1" \
   --state-kubeconfig "$T/$n2.kubeconfig" --node-kubeconfig "$T/$n1.kubeconfig" --rounds 1000 \
-  --moved-to "$n2" --moved-kubeconfig "$T/$n2.kubeconfig" 2>&1)
+  --moved-to "$n2:$T/$n2.kubeconfig" 2>&1)
 rc=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 secs=$(printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)))

@@ -2,13 +2,14 @@
 /* Test-bed tool (not product code): both writers of a TPMState's status, the
  * state controller and a node agent, write it against the real API server
  * ROUNDS times each, in the same rounds (a barrier starts both writes of a
- * round together); after each round the object is read back and both
+ * round together, each after a random pause of up to 1 ms so either may land
+ * first); after each round the object is read back and both
  * writers' latest values must be there (issue 19, acceptance 3).
  *
  *   tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE
  *                 [--state-kubeconfig F] [--node-kubeconfig F] [--name NAME]
- *                 [--rounds 1000] [--mode apply|merge] [--jitter-us 1000]
- *                 [--moved-to NODE2 --moved-kubeconfig F] [--keep-going]
+ *                 [--rounds 1000] [--mode apply|merge] [--moved-to NODE2[:F]]
+ *                 [--keep-going]
  *
  * --mode apply (default): the product's writes, agent/tpmstate_status.c
  *   (server-side apply, one field manager per writer). Each round the state
@@ -24,7 +25,7 @@
  *   be) and the node controller's patch_status_field (merge patches of
  *   nodeState, then keys). The check is that each writer's values are there.
  *
- * --moved-to (apply mode, after the rounds): the VM moves. NODE's agent
+ * --moved-to NODE2[:KUBECONFIG] (apply mode, after the rounds): the VM moves. NODE's agent
  *   applies a report with swtpmPid and a kekRotation, then NODE2's agent its
  *   own without them: the status holds exactly NODE2's report, nothing of
  *   NODE's (nodeState and keys are atomic maps in the CRD).
@@ -39,13 +40,10 @@
  *
  * Exit: 0 nothing lost; 1 a field was lost (the first loss is printed);
  * 2 usage or setup; 3 a write was refused. */
-#include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
 #include "base/timeutil.h"
@@ -56,15 +54,13 @@
 
 typedef struct race {
         const char *ns, *name, *node, *moved_to;
-        long rounds, jitter_us;
+        long rounds;
         long losses; /* rounds with a loss (--keep-going) */
         bool merge, keep_going;
         kube_client *admin, *state_client, *node_client, *moved_client;
         pthread_barrier_t start, done;
         long round;  /* set by the main thread before the start barrier; 0: stop */
         json_t *seen; /* the object read after the last round: the state writer's copy in merge mode */
-        int state_r, node_r;
-        char *state_err, *node_err;
 } race;
 
 /* ---- what each writer writes in round r ---- */
@@ -72,7 +68,7 @@ typedef struct race {
 static json_t *condition(const char *type, bool status, const char *reason, const char *message, long r) {
         char ts[40];
         format_rfc3339((usec_t)(1798761600LL + r) * 1000000ULL, ts); /* 2027-01-01 + r s */
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "type", type, "status", status ? "True" : "False",
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", type, "status", status ? "True" : "False",
                          "reason", reason, "message", message, "lastTransitionTime", ts, "observedGeneration",
                          (json_int_t)r);
 }
@@ -128,55 +124,41 @@ static int merge_patch(kube_client *c, const race *x, json_t *status, vt_error *
         return r;
 }
 
-/* 605fe88 agent/state_controller.c update_status, on `copy` (the writer's
- * view of the TPMState). */
+/* What 605fe88's state controller sent (agent/state_controller.c,
+ * update_status): its whole status as a merge patch, built on `copy` (its
+ * view of the TPMState): the node's nodeState and keys carried over from the
+ * copy, encrypted taken from that nodeState, every field the copy has and
+ * the status lacks set to null. */
 static int state_write_merge(race *x, json_t *copy, json_t *status, vt_error **err) {
         json_t *old = json_object_get(copy, "status");
-        json_t *ns = json_object_get(old, "nodeState");
-        json_object_set_new(status, "encrypted", json_false());
-        if (ns) {
-                json_object_set(status, "nodeState", ns);
-                json_t *enc = json_object_get(ns, "encrypted");
-                if (json_is_boolean(enc))
-                        json_object_set(status, "encrypted", enc);
-        }
-        json_t *keys = json_object_get(old, "keys");
-        if (keys)
-                json_object_set(status, "keys", keys);
-        if (old && json_equal(old, status))
-                return 0;
-        json_t *st = json_deep_copy(status);
-        const char *k;
-        json_t *v;
-        json_object_foreach(old, k, v) if (!json_object_get(st, k)) json_object_set_new(st, k, json_null());
-        int r = merge_patch(x->state_client, x, st, err);
-        json_decref(st);
+        static const char *const carried[] = {"nodeState", "keys"};
+        for (size_t i = 0; i < ELEMENTSOF(carried); i++)
+                if (json_object_get(old, carried[i]))
+                        json_object_set(status, carried[i], json_object_get(old, carried[i]));
+        json_t *enc = json_object_get(json_object_get(old, "nodeState"), "encrypted");
+        json_object_set_new(status, "encrypted", json_boolean(json_is_true(enc)));
+        if (json_equal(old, status))
+                return 0; /* nothing changed: no write */
+        json_t *patch = json_deep_copy(status);
+        for (void *it = json_object_iter(old); it; it = json_object_iter_next(old, it))
+                if (!json_object_get(status, json_object_iter_key(it)))
+                        json_object_set_new(patch, json_object_iter_key(it), json_null());
+        int r = merge_patch(x->state_client, x, patch, err);
+        json_decref(patch);
         return r;
 }
 
-static void jitter(race *x, unsigned *seed) {
-        if (x->jitter_us > 0)
-                sleep_usec((usec_t)(rand_r(seed) % x->jitter_us));
+/* Up to a millisecond before a write, so either writer may land first. */
+static void jitter(unsigned *seed) {
+        sleep_usec((usec_t)(rand_r(seed) % 1000));
 }
 
-static void *state_writer(void *ud) {
-        race *x = ud;
-        unsigned seed = 1;
-        for (;;) {
-                pthread_barrier_wait(&x->start);
-                long r = x->round;
-                if (r == 0)
-                        return NULL;
-                jitter(x, &seed);
-                _cleanup_error_ vt_error *err = NULL;
-                json_t *fields = state_fields(x, r);
-                x->state_r = x->merge ? state_write_merge(x, x->seen, fields, &err)
-                                      : tpmstate_apply_state(x->state_client, x->ns, x->name, fields, NULL, &err);
-                if (x->state_r < 0)
-                        x->state_err = xstrdup(err ? err->msg : "unknown error");
-                json_decref(fields);
-                pthread_barrier_wait(&x->done);
-        }
+static int state_write(race *x, long r, vt_error **err) {
+        json_t *fields = state_fields(x, r);
+        int ret = x->merge ? state_write_merge(x, x->seen, fields, err)
+                           : tpmstate_apply_state(x->state_client, x->ns, x->name, fields, NULL, err);
+        json_decref(fields);
+        return ret;
 }
 
 static int node_write_merge(race *x, json_t *ns, json_t *keys, vt_error **err) {
@@ -189,24 +171,37 @@ static int node_write_merge(race *x, json_t *ns, json_t *keys, vt_error **err) {
         return r;
 }
 
-static void *node_writer(void *ud) {
-        race *x = ud;
-        unsigned seed = 2;
+static int node_write(race *x, long r, vt_error **err) {
+        json_t *ns = node_state(x, r), *keys = node_keys(x, r);
+        int ret = x->merge ? node_write_merge(x, ns, keys, err)
+                           : tpmstate_apply_node(x->node_client, x->node, x->ns, x->name, ns, keys, NULL, err);
+        json_decref(ns);
+        json_decref(keys);
+        return ret;
+}
+
+/* One writer: waits for a round, writes, says it is done. */
+typedef struct writer {
+        race *x;
+        int (*write)(race *x, long r, vt_error **err);
+        unsigned seed;
+        int r;
+        char *err;
+} writer;
+
+static void *writer_thread(void *ud) {
+        writer *w = ud;
         for (;;) {
-                pthread_barrier_wait(&x->start);
-                long r = x->round;
+                pthread_barrier_wait(&w->x->start);
+                long r = w->x->round;
                 if (r == 0)
                         return NULL;
-                jitter(x, &seed);
+                jitter(&w->seed);
                 _cleanup_error_ vt_error *err = NULL;
-                json_t *ns = node_state(x, r), *keys = node_keys(x, r);
-                x->node_r = x->merge ? node_write_merge(x, ns, keys, &err)
-                                     : tpmstate_apply_node(x->node_client, x->node, x->ns, x->name, ns, keys, NULL, &err);
-                if (x->node_r < 0)
-                        x->node_err = xstrdup(err ? err->msg : "unknown error");
-                json_decref(ns);
-                json_decref(keys);
-                pthread_barrier_wait(&x->done);
+                w->r = w->write(w->x, r, &err);
+                if (w->r < 0)
+                        w->err = xstrdup(err ? err->msg : "unknown error");
+                pthread_barrier_wait(&w->x->done);
         }
 }
 
@@ -349,16 +344,16 @@ static void delete_tpmstate(race *x) {
 }
 
 /* One round: both writes, then the read and the check. 0, 1 (lost), 3 (refused), 2 (read failed). */
-static int one_round(race *x, long r) {
+static int one_round(race *x, writer *w, long r) {
         x->round = r;
         pthread_barrier_wait(&x->start);
         pthread_barrier_wait(&x->done);
-        if (x->state_r < 0 || x->node_r < 0) {
-                printf("tpmstate-race: %s: round %ld: a write was refused: %s%s%s\n", x->merge ? "merge" : "apply", r,
-                       x->state_err ? "state controller: " : "", x->state_err ? x->state_err : "",
-                       x->node_err ? (x->state_err ? "; node agent: " : "node agent: ") : "");
-                if (x->node_err)
-                        printf("tpmstate-race:   %s\n", x->node_err);
+        if (w[0].r < 0 || w[1].r < 0) {
+                for (int i = 0; i < 2; i++)
+                        if (w[i].r < 0)
+                                printf("tpmstate-race: %s: round %ld: the %s's write was refused: %s\n",
+                                       x->merge ? "merge" : "apply", r, i == 0 ? "state controller" : "node agent",
+                                       w[i].err);
                 return 3;
         }
         _cleanup_error_ vt_error *err = NULL;
@@ -374,16 +369,17 @@ static int one_round(race *x, long r) {
 }
 
 static int run_rounds(race *x) {
-        pthread_t ts, tn;
+        writer w[2] = {{x, state_write, 1, 0, NULL}, {x, node_write, 2, 0, NULL}};
+        pthread_t t[2];
         pthread_barrier_init(&x->start, NULL, 3);
         pthread_barrier_init(&x->done, NULL, 3);
-        pthread_create(&ts, NULL, state_writer, x);
-        pthread_create(&tn, NULL, node_writer, x);
+        for (int i = 0; i < 2; i++)
+                pthread_create(&t[i], NULL, writer_thread, &w[i]);
         usec_t t0 = now_monotonic();
         int rc = 0;
         long r;
         for (r = 1; r <= x->rounds; r++) {
-                rc = one_round(x, r);
+                rc = one_round(x, w, r);
                 if (rc == 1 && x->keep_going)
                         x->losses++, rc = 0;
                 else if (rc != 0)
@@ -392,8 +388,10 @@ static int run_rounds(race *x) {
         double secs = (double)(now_monotonic() - t0) / 1e6;
         x->round = 0;
         pthread_barrier_wait(&x->start);
-        pthread_join(ts, NULL);
-        pthread_join(tn, NULL);
+        for (int i = 0; i < 2; i++) {
+                pthread_join(t[i], NULL);
+                free(w[i].err);
+        }
         pthread_barrier_destroy(&x->start);
         pthread_barrier_destroy(&x->done);
         const char *mode = x->merge ? "merge" : "apply";
@@ -412,41 +410,45 @@ static int run_rounds(race *x) {
 
 static void usage(void) {
         fprintf(stderr, "usage: tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE [--state-kubeconfig F] "
-                        "[--node-kubeconfig F] [--name NAME] [--rounds N] [--mode apply|merge] [--jitter-us N] "
-                        "[--moved-to NODE2 [--moved-kubeconfig F]] [--keep-going]\n");
+                        "[--node-kubeconfig F] [--name NAME] [--rounds N] [--mode apply|merge] "
+                        "[--moved-to NODE2[:KUBECONFIG]] [--keep-going]\n");
 }
 
 int main(int argc, char **argv) {
-        static const struct option opts[] = {
-                {"kubeconfig", required_argument, NULL, 'k'},       {"state-kubeconfig", required_argument, NULL, 's'},
-                {"node-kubeconfig", required_argument, NULL, 'n'},  {"namespace", required_argument, NULL, 'N'},
-                {"name", required_argument, NULL, 'a'},             {"node", required_argument, NULL, 'o'},
-                {"rounds", required_argument, NULL, 'r'},           {"mode", required_argument, NULL, 'm'},
-                {"jitter-us", required_argument, NULL, 'j'},        {"moved-to", required_argument, NULL, 't'},
-                {"moved-kubeconfig", required_argument, NULL, 'K'}, {"keep-going", no_argument, NULL, 'g'},
-                {0},
+        race x = {.name = "tpmstate-race"};
+        const char *admin = NULL, *state_kc = NULL, *node_kc = NULL, *mode = "apply", *rounds = "1000", *moved_arg = NULL;
+        const struct {
+                const char *flag;
+                const char **value;
+        } flags[] = {
+                {"--kubeconfig", &admin}, {"--state-kubeconfig", &state_kc}, {"--node-kubeconfig", &node_kc},
+                {"--namespace", &x.ns},   {"--name", &x.name},               {"--node", &x.node},
+                {"--moved-to", &moved_arg}, {"--rounds", &rounds},           {"--mode", &mode},
         };
-        race x = {.name = "tpmstate-race", .rounds = 1000, .jitter_us = 1000};
-        const char *admin = NULL, *state_kc = NULL, *node_kc = NULL, *moved_kc = NULL, *mode = "apply";
-        for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
-                switch (o) {
-                case 'k': admin = optarg; break;
-                case 's': state_kc = optarg; break;
-                case 'n': node_kc = optarg; break;
-                case 'N': x.ns = optarg; break;
-                case 'a': x.name = optarg; break;
-                case 'o': x.node = optarg; break;
-                case 'r': x.rounds = strtol(optarg, NULL, 10); break;
-                case 'm': mode = optarg; break;
-                case 'j': x.jitter_us = strtol(optarg, NULL, 10); break;
-                case 't': x.moved_to = optarg; break;
-                case 'K': moved_kc = optarg; break;
-                case 'g': x.keep_going = true; break;
-                default: usage(); return 2;
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--keep-going") == 0) {
+                        x.keep_going = true;
+                        continue;
                 }
+                size_t f = 0;
+                while (f < ELEMENTSOF(flags) && strcmp(argv[i], flags[f].flag) != 0)
+                        f++;
+                if (f == ELEMENTSOF(flags) || i + 1 == argc) {
+                        usage();
+                        return 2;
+                }
+                *flags[f].value = argv[++i];
         }
+        char *end = NULL;
+        x.rounds = strtol(rounds, &end, 10);
+        _cleanup_free_ char *moved = moved_arg ? xstrdup(moved_arg) : NULL;
         x.merge = strcmp(mode, "merge") == 0;
-        if (!admin || !x.ns || !x.node || x.rounds < 1 || x.jitter_us < 0 || (!x.merge && strcmp(mode, "apply") != 0) ||
+        /* NODE2[:KUBECONFIG]: a node name has no ':'. */
+        char *moved_kc = moved ? strchr(moved, ':') : NULL;
+        if (moved_kc)
+                *moved_kc++ = '\0';
+        x.moved_to = moved;
+        if (!admin || !x.ns || !x.node || *end || x.rounds < 1 || (!x.merge && strcmp(mode, "apply") != 0) ||
             (x.moved_to && x.merge)) {
                 usage();
                 return 2;
@@ -462,8 +464,6 @@ int main(int argc, char **argv) {
                 rc = move(&x);
         delete_tpmstate(&x);
         json_decref(x.seen);
-        free(x.state_err);
-        free(x.node_err);
         kube_client_free(x.admin);
         kube_client_free(x.state_client);
         kube_client_free(x.node_client);
