@@ -9,7 +9,7 @@
  *   tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE
  *                 [--state-kubeconfig F] [--node-kubeconfig F] [--name NAME]
  *                 [--rounds 1000] [--mode apply|merge] [--moved-to NODE2[:F]]
- *                 [--keep-going]
+ *                 [--keep-going] [--legacy]
  *
  * --mode apply (default): the product's writes, agent/tpmstate_status.c
  *   (server-side apply, one field manager per writer). Each round the state
@@ -30,6 +30,12 @@
  *   own without them: the status holds exactly NODE2's report, nothing of
  *   NODE's (nodeState and keys are atomic maps in the CRD).
  *
+ * --legacy: before the rounds, the release before server-side apply writes
+ *   the status as it did (one merge patch, User-Agent vtpm-agent/..., so its
+ *   field manager is "vtpm-agent"), with a RestartRequired condition,
+ *   swtpmPid and a kekRotation that round 1 leaves out: the check of round 1
+ *   then says whether the writers took the old release's fields over.
+ *
  * --keep-going: do not stop at the first loss (printed), count the rounds
  *   with one.
  *
@@ -40,6 +46,7 @@
  *
  * Exit: 0 nothing lost; 1 a field was lost (the first loss is printed);
  * 2 usage or setup; 3 a write was refused. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +63,7 @@ typedef struct race {
         const char *ns, *name, *node, *moved_to;
         long rounds;
         long losses; /* rounds with a loss (--keep-going) */
-        bool merge, keep_going;
+        bool merge, keep_going, legacy;
         kube_client *admin, *state_client, *node_client, *moved_client;
         pthread_barrier_t start, done;
         long round;  /* set by the main thread before the start barrier; 0: stop */
@@ -335,6 +342,24 @@ static int create_tpmstate(race *x) {
         return r;
 }
 
+/* What the release before server-side apply left: round 0 of both writers,
+ * in one merge patch under its field manager "vtpm-agent". */
+static int legacy_write(race *x, const char *kubeconfig) {
+        _cleanup_(kube_client_freep) kube_client *old = NULL;
+        if (client_for(kubeconfig, "vtpm-agent/0.0-legacy", &old) < 0)
+                return -EINVAL;
+        _cleanup_error_ vt_error *err = NULL;
+        json_t *status = state_fields(x, 0);
+        json_object_set_new(status, "nodeState", node_state(x, 3)); /* swtpmPid */
+        json_object_set_new(status, "keys", node_keys(x, 3));       /* kekRotation */
+        json_object_set_new(status, "encrypted", json_true());
+        int r = merge_patch(old, x, status, &err);
+        json_decref(status);
+        if (r < 0)
+                fprintf(stderr, "tpmstate-race: the old release's write: %s\n", err ? err->msg : "?");
+        return r;
+}
+
 static void delete_tpmstate(race *x) {
         _cleanup_error_ vt_error *err = NULL;
         _cleanup_free_ char *path = kube_path(&res_tpmstate, x->ns, x->name, NULL);
@@ -411,7 +436,7 @@ static int run_rounds(race *x) {
 static void usage(void) {
         fprintf(stderr, "usage: tpmstate-race --kubeconfig ADMIN --namespace NS --node NODE [--state-kubeconfig F] "
                         "[--node-kubeconfig F] [--name NAME] [--rounds N] [--mode apply|merge] "
-                        "[--moved-to NODE2[:KUBECONFIG]] [--keep-going]\n");
+                        "[--moved-to NODE2[:KUBECONFIG]] [--keep-going] [--legacy]\n");
 }
 
 int main(int argc, char **argv) {
@@ -426,8 +451,8 @@ int main(int argc, char **argv) {
                 {"--moved-to", &moved_arg}, {"--rounds", &rounds},           {"--mode", &mode},
         };
         for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--keep-going") == 0) {
-                        x.keep_going = true;
+                if (strcmp(argv[i], "--keep-going") == 0 || strcmp(argv[i], "--legacy") == 0) {
+                        *(argv[i][2] == 'k' ? &x.keep_going : &x.legacy) = true;
                         continue;
                 }
                 size_t f = 0;
@@ -457,7 +482,7 @@ int main(int argc, char **argv) {
             client_for(state_kc ? state_kc : admin, "tpmstate-race-state", &x.state_client) < 0 ||
             client_for(node_kc ? node_kc : admin, "tpmstate-race-node", &x.node_client) < 0 ||
             (x.moved_to && client_for(moved_kc ? moved_kc : admin, "tpmstate-race-moved", &x.moved_client) < 0) ||
-            create_tpmstate(&x) < 0)
+            create_tpmstate(&x) < 0 || (x.legacy && legacy_write(&x, admin) < 0))
                 return 2;
         int rc = run_rounds(&x);
         if (rc == 0 && x.moved_to)
