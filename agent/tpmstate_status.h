@@ -22,7 +22,16 @@
  * preserve-unknown-fields gives nodeState's unnamed keys), a forced apply
  * takes over only the keys it sets: a VM moved to node-2 kept node-1's
  * swtpmPid and kekRotation, and fields an older release merged in were
- * never removed. The ownership test in test/unit reads the CRD for it. */
+ * never removed. The ownership test in test/unit reads the CRD for it.
+ *
+ * The release before wrote status with merge patches, recorded as field
+ * manager "vtpm-agent" (its User-Agent), operation Update. A field that
+ * manager still holds is never removed by an apply that leaves it out (a
+ * RestartRequired condition, node and launcher of a stopped VM would stay
+ * for good), and applying the same value only shares it. So the first apply
+ * whose answer shows such fields of the writer's moves them into the
+ * writer's own entry (one managedFields write on that resourceVersion) and
+ * applies again. */
 #pragma once
 
 #include <jansson.h>
@@ -33,6 +42,8 @@
 
 #define TPMSTATE_MANAGER_STATE "vtpm-state-controller"
 #define TPMSTATE_MANAGER_NODE_PREFIX "vtpm-node-"
+/* The field manager of the merge patches of releases before server-side apply. */
+#define TPMSTATE_LEGACY_MANAGER "vtpm-agent"
 
 /* Which writer owns a top-level status field. */
 typedef enum tpmstate_owner {
@@ -49,6 +60,13 @@ char *tpmstate_node_manager(const char *node);
 /* The state controller's fields of `status` (a copy of just those; fields
  * of other owners are left out). */
 json_t *tpmstate_state_fields(json_t *status);
+/* `managed_fields` (an object's metadata.managedFields) with `owner`'s status
+ * fields moved out of TPMSTATE_LEGACY_MANAGER's Update entries (an entry left
+ * with nothing is dropped) into `manager`'s Apply entry of the status
+ * subresource; NULL when there is nothing to move or no such Apply entry yet.
+ * New reference. */
+json_t *tpmstate_adopt_legacy(json_t *managed_fields, const char *manager, tpmstate_owner owner);
+
 /* Do the state controller's fields of two statuses differ? (a write is
  * needed). Either may be NULL. */
 bool tpmstate_state_fields_differ(json_t *a, json_t *b);

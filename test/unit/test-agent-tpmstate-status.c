@@ -2,8 +2,9 @@
 /* tpmstate_status.c, the parts without a request: who owns which status
  * field (and that the CRD agrees: every field has an owner, each node's
  * report is an atomic map), the node writers' field manager names, the
- * refusals that come before any request, and when the state controller
- * needs to write at all. The writes themselves run against the real API
+ * refusals that come before any request, when the state controller needs to
+ * write at all, and how each writer takes its fields over from the release
+ * that wrote merge patches. The writes themselves run against the real API
  * server in test/e2e/66-status-ownership.t (build/tools/tpmstate-race). */
 #include <errno.h>
 #include <string.h>
@@ -222,6 +223,102 @@ static void test_state_fields_differ(void) {
         }
 }
 
+/* managedFields entries as the API server writes them. */
+#define ENTRY(manager, operation, sub, set)                                                                    \
+        "{\"manager\":\"" manager "\",\"operation\":\"" operation "\",\"apiVersion\":\"vtpm-agent.io/v1alpha1\"," \
+        "\"fieldsType\":\"FieldsV1\"" sub ",\"fieldsV1\":" set "}"
+#define STATUS ",\"subresource\":\"status\""
+#define LEGACY_SET                                                                                                 \
+        "{\"f:status\":{\".\":{},\"f:node\":{},\"f:launcher\":{\".\":{},\"f:uid\":{}},\"f:conditions\":{\".\":{}," \
+        "\"k:{\\\"type\\\":\\\"RestartRequired\\\"}\":{\".\":{},\"f:type\":{}}},\"f:nodeState\":{\".\":{},"        \
+        "\"f:swtpmPid\":{}},\"f:encrypted\":{}}}"
+
+static json_t *entry_of(json_t *mf, const char *manager, const char *sub) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(mf, i, e) {
+                const char *es = json_string_value(json_object_get(e, "subresource"));
+                if (strcmp(json_string_value(json_object_get(e, "manager")), manager) == 0 &&
+                    (sub ? es && strcmp(es, sub) == 0 : !es))
+                        return e;
+        }
+        return NULL;
+}
+
+static json_t *status_set_of(json_t *mf, const char *manager) {
+        return json_object_get(json_object_get(entry_of(mf, manager, "status"), "fieldsV1"), "f:status");
+}
+
+/* An upgrade from the release that wrote merge patches: each writer takes its
+ * own fields out of the old "vtpm-agent" Update entry, nothing else. */
+static void test_adopt_legacy(void) {
+        json_t *mf = parse("[" ENTRY("vtpm-state-controller", "Apply", STATUS, "{\"f:status\":{\"f:phase\":{}}}") ","
+                           ENTRY("vtpm-agent", "Update", "", "{\"f:spec\":{\"f:vmName\":{}}}") ","
+                           ENTRY("vtpm-agent", "Update", STATUS, LEGACY_SET) ","
+                           ENTRY("vtpm-node-node-1", "Apply", STATUS, "{\"f:status\":{\"f:keys\":{}}}") "]");
+        if (!check(json_array_size(mf) == 4))
+                return;
+        _cleanup_free_ char *before = json_dumps(mf, JSON_SORT_KEYS);
+        json_t *a = tpmstate_adopt_legacy(mf, TPMSTATE_MANAGER_STATE, TPMSTATE_OWNER_STATE);
+        _cleanup_free_ char *after_input = json_dumps(mf, JSON_SORT_KEYS);
+        check_str_eq(after_input, before); /* a copy: the cached object is not touched */
+        json_t *mine = status_set_of(a, TPMSTATE_MANAGER_STATE);
+        check(json_object_get(mine, "f:phase") && json_object_get(mine, "f:node"));
+        check(json_object_get(json_object_get(mine, "f:launcher"), "f:uid"));
+        check(json_object_get(json_object_get(mine, "f:conditions"), "k:{\"type\":\"RestartRequired\"}"));
+        json_t *left = status_set_of(a, TPMSTATE_LEGACY_MANAGER);
+        check(json_object_get(left, "f:nodeState") && json_object_get(left, "f:encrypted"));
+        check(!json_object_get(left, "f:node") && !json_object_get(left, "f:conditions"));
+        check(json_equal(entry_of(a, "vtpm-agent", NULL), entry_of(mf, "vtpm-agent", NULL)));
+        check(json_equal(entry_of(a, "vtpm-node-node-1", "status"), entry_of(mf, "vtpm-node-node-1", "status")));
+        /* Done: nothing more to move for the state controller. */
+        check(tpmstate_adopt_legacy(a, TPMSTATE_MANAGER_STATE, TPMSTATE_OWNER_STATE) == NULL);
+
+        /* The node agent takes the rest; the old entry is left with nothing and goes. */
+        json_t *b = tpmstate_adopt_legacy(a, "vtpm-node-node-1", TPMSTATE_OWNER_NODE);
+        check_int_eq(json_array_size(b), 3);
+        check(entry_of(b, "vtpm-agent", "status") == NULL);
+        check(entry_of(b, "vtpm-agent", NULL) != NULL);
+        json_t *node = status_set_of(b, "vtpm-node-node-1");
+        check(json_object_get(node, "f:keys") && json_object_get(node, "f:encrypted"));
+        check(json_object_get(json_object_get(node, "f:nodeState"), "f:swtpmPid"));
+        check(json_equal(status_set_of(b, TPMSTATE_MANAGER_STATE), mine));
+        json_decref(a);
+        json_decref(b);
+        json_decref(mf);
+}
+
+/* Nothing is moved but the old release's Update entry of status, and only
+ * to a writer that has applied already. */
+static void test_adopt_legacy_nothing(void) {
+        static const char *const rows[] = {
+                /* no Apply entry of the writer yet */
+                "[" ENTRY("vtpm-agent", "Update", STATUS, LEGACY_SET) "]",
+                /* the old entry holds only the other writer's fields */
+                "[" ENTRY("vtpm-state-controller", "Apply", STATUS, "{\"f:status\":{}}") ","
+                ENTRY("vtpm-agent", "Update", STATUS, "{\"f:status\":{\"f:keys\":{}}}") "]",
+                /* another manager's Update (an admin's kubectl patch) */
+                "[" ENTRY("vtpm-state-controller", "Apply", STATUS, "{\"f:status\":{}}") ","
+                ENTRY("kubectl-patch", "Update", STATUS, LEGACY_SET) "]",
+                /* the old release's Apply (not a merge patch), or its writes of the object itself */
+                "[" ENTRY("vtpm-state-controller", "Apply", STATUS, "{\"f:status\":{}}") ","
+                ENTRY("vtpm-agent", "Apply", STATUS, LEGACY_SET) "," ENTRY("vtpm-agent", "Update", "", LEGACY_SET) "]",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+                json_t *mf = parse(rows[i]);
+                check(json_is_array(mf));
+                json_t *a = tpmstate_adopt_legacy(mf, TPMSTATE_MANAGER_STATE, TPMSTATE_OWNER_STATE);
+                if (!check(a == NULL))
+                        printf("# row %zu\n", i);
+                json_decref(a);
+                json_decref(mf);
+        }
+        json_t *obj = parse("{}");
+        check(tpmstate_adopt_legacy(NULL, TPMSTATE_MANAGER_STATE, TPMSTATE_OWNER_STATE) == NULL);
+        check(tpmstate_adopt_legacy(obj, TPMSTATE_MANAGER_STATE, TPMSTATE_OWNER_STATE) == NULL);
+        json_decref(obj);
+}
+
 int main(void) {
         return tap_run((tap_case[]){
                 TAP_CASE(test_owner_table),
@@ -231,6 +328,8 @@ int main(void) {
                 TAP_CASE(test_node_refusals),
                 TAP_CASE(test_state_fields),
                 TAP_CASE(test_state_fields_differ),
+                TAP_CASE(test_adopt_legacy),
+                TAP_CASE(test_adopt_legacy_nothing),
                 {0},
         });
 }
