@@ -13,7 +13,8 @@
 # node-1 (the VM's node); the state controller's leader on node-2.
 #
 # Then the VM moves: node-2's report replaces node-1's whole (nodeState and
-# keys are atomic maps in the CRD; before, node-1's swtpmPid stayed). And the
+# keys are atomic maps in the CRD; before, node-1's swtpmPid stayed). A status
+# written by the release before (merge patches) is taken over. And the
 # writes of 605fe88, merge patches from a copy of the object (tpmstate-race
 # --mode merge), lose the node agent's fields within the 1,000 rounds: the
 # check does catch the bug it is for.
@@ -27,7 +28,7 @@ n1=$(nl_name 1) n2=$(nl_name 2)
 require_cluster
 kubectl get node "$n1" "$n2" >/dev/null 2>&1 || skip_all "needs the test bed's nodes $n1 and $n2 (VTPM_NODES=2)"
 [ -x "$RACE" ] && [ -x "$KC" ] || bail_out "no $RACE or $KC: run 'make tools'"
-plan 10
+plan 11
 setup_namespace e2e-status-ownership
 cd "$E2E_TOP"
 
@@ -105,6 +106,15 @@ like "$out" "move: $n2's report replaced $n1's whole \(no swtpmPid, no kekRotati
   "the VM moves: $n2's report replaces $n1's whole"
 is "$(k get tpmstate race -o name 2>&1)" \
   "Error from server (NotFound): tpmstates.vtpm-agent.io \"race\" not found" "the tool removed its TPMState"
+
+# An upgrade: the release before wrote this status with merge patches (field
+# manager "vtpm-agent"), with a RestartRequired condition, swtpmPid and a
+# kekRotation that round 1 leaves out. Each writer's first apply takes its
+# fields over, so round 1's check finds none of them (they stayed for good
+# while the old manager held them).
+ok "a status the release before wrote: the writers take it over, what they leave out is gone (20 rounds)" \
+  "$RACE" --kubeconfig "$KUBECONFIG" --namespace "$NS" --name race-upgrade --node "$n1" --legacy --rounds 20 \
+  --state-kubeconfig "$T/$n2.kubeconfig" --node-kubeconfig "$T/$n1.kubeconfig"
 
 # The writes of 605fe88: the state controller's merge patch of its whole
 # status from its copy (the object as read at the start of the round) carries
