@@ -8,7 +8,7 @@
  * rotation request "<id>" adds data key "kek-<id>" and makes it current
  * (annotation vtpm-agent.io/current-kek) for the namespace's new VMs.
  * Wrapping is local (RFC 5649); the KEK is held only in locked memory. */
-#include "provider_secret.h"
+#include "keys/provider_secret.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -17,15 +17,15 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "kek_secret.h"
+#include "keys/kek_secret.h"
 #include "keys/wrap.h"
-#include "vmspec.h"
-#include "resources.h"
 
 typedef struct secret_provider {
         kek_provider base;
         kube_client *client;
+        const kube_resource *secrets;
         char *namespace;
+        char *label_key, *label_value;
 } secret_provider;
 
 /* Wipe a JSON string in place: Secrets arrive as JSON text holding the key. */
@@ -48,7 +48,7 @@ static char *secret_name(const char *scope) {
 }
 
 static int get_secret(secret_provider *sp, const char *name, json_t **ret, vt_error **err) {
-        _cleanup_free_ char *path = kube_path(&res_secret, sp->namespace, name, NULL);
+        _cleanup_free_ char *path = kube_path(sp->secrets, sp->namespace, name, NULL);
         return kube_get(sp->client, path, ret, err);
 }
 
@@ -120,10 +120,10 @@ static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, 
         EVP_EncodeBlock((unsigned char *)b64, kek->data, 32);
         json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:{s:s, s:s}}, s:s, s:{s:s}}", "apiVersion", "v1",
                                 "kind", "Secret", "metadata", "name", name, "namespace", sp->namespace, "labels",
-                                LABEL_MANAGED_BY, LABEL_MANAGER_VALUE, "annotations", "vtpm-agent.io/kek-for", scope,
+                                sp->label_key, sp->label_value, "annotations", "vtpm-agent.io/kek-for", scope,
                                 "vtpm-agent.io/current-kek", "1", "type", "Opaque", "data", "kek-1", b64);
         OPENSSL_cleanse(b64, sizeof(b64));
-        _cleanup_free_ char *coll = kube_path(&res_secret, sp->namespace, NULL, NULL);
+        _cleanup_free_ char *coll = kube_path(sp->secrets, sp->namespace, NULL, NULL);
         r = kube_create(sp->client, coll, obj, NULL, err);
         wipe_json_strings(obj);
         json_decref(obj);
@@ -204,7 +204,7 @@ static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char 
                         json_object_set_new(meta, "annotations", ann);
                 }
                 json_object_set_new(ann, "vtpm-agent.io/current-kek", json_string(version));
-                _cleanup_free_ char *path = kube_path(&res_secret, sp->namespace, name, NULL);
+                _cleanup_free_ char *path = kube_path(sp->secrets, sp->namespace, name, NULL);
                 r = kube_update(sp->client, path, s, NULL, err);
                 wipe_json_strings(s);
                 json_decref(s);
@@ -259,6 +259,8 @@ static int sp_unwrap(kek_provider *p, const char *scope, const key_header *h, se
 static void sp_free(kek_provider *p) {
         secret_provider *sp = (secret_provider *)p;
         free(sp->namespace);
+        free(sp->label_key);
+        free(sp->label_value);
         free(sp);
 }
 
@@ -271,11 +273,18 @@ static const kek_provider_ops secret_ops = {
         .free = sp_free,
 };
 
-int kek_provider_secret_new(kube_client *c, const char *namespace, kek_provider **ret) {
+int kek_provider_secret_new(const secret_provider_options *o, kek_provider **ret, vt_error **err) {
+        assert_return(o && ret, -EINVAL);
+        if (!o->client || !o->secrets || !o->namespace || !*o->namespace || !o->label_key || !o->label_value)
+                return vt_error_set(err, EINVAL, "secret provider: a client, the secrets resource, a namespace "
+                                                 "and a label are needed");
         secret_provider *sp = xnew(secret_provider, 1);
         sp->base.ops = &secret_ops;
-        sp->client = c;
-        sp->namespace = xstrdup(namespace);
+        sp->client = o->client;
+        sp->secrets = o->secrets;
+        sp->namespace = xstrdup(o->namespace);
+        sp->label_key = xstrdup(o->label_key);
+        sp->label_value = xstrdup(o->label_value);
         *ret = &sp->base;
         return 0;
 }

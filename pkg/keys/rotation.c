@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "key_rotation.h"
+#include "keys/rotation.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 
 #ifdef VTPM_TEST_HOOKS
 void keyrot_fault(const char *point) {
-        /* TEST ONLY (see key_rotation.h): simulates a crash at `point`. */
+        /* TEST ONLY (see rotation.h): simulates a crash at `point`. */
         const char *want = getenv("VTPM_AGENT_FAULT");
         if (want && point && strcmp(want, point) == 0)
                 _exit(99);
