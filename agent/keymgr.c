@@ -53,20 +53,22 @@ static int new_kmip(const agent_config *cfg, kek_provider **ret, vt_error **err)
         return kek_provider_kmip_new(&o, ret, err);
 }
 
+/* "secret": the KEK Secrets in the agent's own namespace. */
+static int new_secret(kube_client *c, const agent_config *cfg, kek_provider **ret, vt_error **err) {
+        secret_provider_options o = {.client = c, .secrets = &res_secret, .namespace = cfg->namespace,
+                                     .label_key = LABEL_MANAGED_BY, .label_value = LABEL_MANAGER_VALUE};
+        int r = kek_provider_secret_new(&o, ret);
+        if (r < 0)
+                return vt_error_errno(err, -r, "the secret key provider needs a kube client and a namespace");
+        return 0;
+}
+
 int keymgr_new(kube_client *c, const agent_config *cfg, keymgr **ret, vt_error **err) {
         assert_return(cfg && ret, -EINVAL);
         if (strcmp(cfg->keys.provider, "broker") == 0)
                 return new_broker(cfg, ret, err);
         kek_provider *p = NULL;
-        int r;
-        if (strcmp(cfg->keys.provider, "kmip") == 0)
-                r = new_kmip(cfg, &p, err);
-        else {
-                /* "secret": the KEK Secrets in the agent's own namespace. */
-                secret_provider_options o = {.client = c, .secrets = &res_secret, .namespace = cfg->namespace,
-                                             .label_key = LABEL_MANAGED_BY, .label_value = LABEL_MANAGER_VALUE};
-                r = kek_provider_secret_new(&o, &p, err);
-        }
+        int r = strcmp(cfg->keys.provider, "kmip") == 0 ? new_kmip(cfg, &p, err) : new_secret(c, cfg, &p, err);
         if (r < 0)
                 return r;
         *ret = keymgr_new_provider(p);

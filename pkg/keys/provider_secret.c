@@ -28,6 +28,14 @@ typedef struct secret_provider {
         char *label_key, *label_value;
 } secret_provider;
 
+static void sp_free(kek_provider *p) {
+        secret_provider *sp = (secret_provider *)p;
+        free(sp->namespace);
+        free(sp->label_key);
+        free(sp->label_value);
+        free(sp);
+}
+
 /* Wipe a JSON string in place: Secrets arrive as JSON text holding the key. */
 static void wipe_json_strings(json_t *j) {
         if (json_is_string(j)) {
@@ -43,13 +51,41 @@ static void wipe_json_strings(json_t *j) {
                 json_array_foreach(j, i, v) wipe_json_strings(v);
 }
 
+/* A Secret as JSON, wiped before it is freed. */
+static void secret_json_free(json_t *j) {
+        if (!j)
+                return;
+        wipe_json_strings(j);
+        json_decref(j);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(json_t *, secret_json_free)
+#define _cleanup_secret_json_ _cleanup_(secret_json_freep)
+
+static void forget_error(vt_error **err) {
+        if (err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+}
+
 static char *secret_name(const char *scope) {
         return xasprintf("vtpm-kek-%s", scope);
 }
 
+/* 1 and the Secret, or 0 and NULL when there is none. */
 static int get_secret(secret_provider *sp, const char *name, json_t **ret, vt_error **err) {
         _cleanup_free_ char *path = kube_path(sp->secrets, sp->namespace, name, NULL);
-        return kube_get(sp->client, path, ret, err);
+        json_t *s = NULL;
+        int r = kube_get(sp->client, path, &s, err);
+        if (r == -ENOENT) {
+                forget_error(err);
+                *ret = NULL;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        *ret = s;
+        return 1;
 }
 
 /* Scope's KEK named by kek_id into locked memory. kek_id comes from a key
@@ -61,86 +97,22 @@ static int load_kek(secret_provider *sp, const char *scope, const char *kek_id, 
         if (kek_id_for_scope(sp->namespace, scope, kek_id, &version) < 0)
                 return vt_error_set(err, EPERM, "secret provider: the KEK is not one of namespace %s's", scope);
         _cleanup_free_ char *name = secret_name(scope);
-        json_t *s = NULL;
+        _cleanup_secret_json_ json_t *s = NULL;
         int r = get_secret(sp, name, &s, err);
-        if (r == -ENOENT) {
-                if (err) {
-                        vt_error_free(*err);
-                        *err = NULL;
-                }
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return vt_error_set(err, ENOKEY, "secret provider: the KEK Secret %s/%s does not exist",
                                     sp->namespace, name);
-        }
-        if (r < 0)
-                return r;
         r = kek_secret_key(s, version, ret, err);
-        wipe_json_strings(s);
-        json_decref(s);
         if (r < 0) {
                 (void)vt_error_prefix(err, "secret provider, %s/%s: ", sp->namespace, name);
-                return r;
+                return r; /* not vt_error_prefix's: with err NULL that is -EIO */
         }
         return 0;
 }
 
-static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
-        secret_provider *sp = (secret_provider *)p;
-        _cleanup_free_ char *name = secret_name(scope);
-        json_t *s = NULL;
-        int r = get_secret(sp, name, &s, err);
-        if (r == 0) {
-                const char *cur = json_string_value(json_object_get(
-                        json_object_get(json_object_get(s, "metadata"), "annotations"), "vtpm-agent.io/current-kek"));
-                /* The annotation is ours, but only a valid version makes an id. */
-                if (cur && !keys_rotation_id_valid(cur)) {
-                        wipe_json_strings(s);
-                        json_decref(s);
-                        return vt_error_set(err, EBADMSG, "secret provider: Secret %s/%s has a bad current-kek",
-                                            sp->namespace, name);
-                }
-                *ret_kek_id = kek_id_make(sp->namespace, scope, cur ? cur : "1");
-                wipe_json_strings(s);
-                json_decref(s);
-                return 0;
-        }
-        if (r != -ENOENT)
-                return r;
-        if (err) {
-                vt_error_free(*err);
-                *err = NULL;
-        }
-        /* First use for this namespace: a fresh KEK. */
-        _cleanup_(secmem_freep) secmem *kek = NULL;
-        r = secmem_new(32, &kek, err);
-        if (r < 0)
-                return r;
-        if (RAND_priv_bytes(kek->data, 32) != 1)
-                return vt_error_set(err, EIO, "secret provider: the random generator failed");
-        char b64[64];
-        EVP_EncodeBlock((unsigned char *)b64, kek->data, 32);
-        json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:{s:s, s:s}}, s:s, s:{s:s}}", "apiVersion", "v1",
-                                "kind", "Secret", "metadata", "name", name, "namespace", sp->namespace, "labels",
-                                sp->label_key, sp->label_value, "annotations", "vtpm-agent.io/kek-for", scope,
-                                "vtpm-agent.io/current-kek", "1", "type", "Opaque", "data", "kek-1", b64);
-        OPENSSL_cleanse(b64, sizeof(b64));
-        _cleanup_free_ char *coll = kube_path(sp->secrets, sp->namespace, NULL, NULL);
-        r = kube_create(sp->client, coll, obj, NULL, err);
-        wipe_json_strings(obj);
-        json_decref(obj);
-        if (r == -EEXIST) {
-                /* Another agent made it first: use theirs. */
-                if (err) {
-                        vt_error_free(*err);
-                        *err = NULL;
-                }
-                return sp_ensure_kek(p, scope, ret_kek_id, err);
-        }
-        if (r < 0)
-                return r;
-        *ret_kek_id = kek_id_make(sp->namespace, scope, "1");
-        return 0;
-}
-
+/* A fresh 256-bit KEK, as the Secret holds it (standard base64). */
 static int fresh_kek_b64(char b64[64], vt_error **err) {
         _cleanup_(secmem_freep) secmem *kek = NULL;
         int r = secmem_new(32, &kek, err);
@@ -150,6 +122,78 @@ static int fresh_kek_b64(char b64[64], vt_error **err) {
                 return vt_error_set(err, EIO, "secret provider: the random generator failed");
         EVP_EncodeBlock((unsigned char *)b64, kek->data, 32);
         return 0;
+}
+
+/* data["kek-<version>"] = a fresh KEK, made current, in s (a Secret). */
+static int add_kek_version(json_t *s, const char *field, const char *version, vt_error **err) {
+        char b64[64];
+        int r = fresh_kek_b64(b64, err);
+        if (r < 0)
+                return r;
+        json_t *data = json_object_get(s, "data");
+        if (!json_is_object(data)) {
+                data = json_object();
+                json_object_set_new(s, "data", data);
+        }
+        json_object_set_new(data, field, json_string(b64));
+        OPENSSL_cleanse(b64, sizeof(b64));
+        json_t *meta = json_object_get(s, "metadata");
+        json_t *ann = json_object_get(meta, "annotations");
+        if (!json_is_object(ann)) {
+                ann = json_object();
+                json_object_set_new(meta, "annotations", ann);
+        }
+        json_object_set_new(ann, "vtpm-agent.io/current-kek", json_string(version));
+        return 0;
+}
+
+/* First use for this namespace: the Secret with a fresh KEK "1", current.
+ * 0 when made, -EEXIST when another agent made it first. */
+static int create_secret(secret_provider *sp, const char *scope, const char *name, vt_error **err) {
+        _cleanup_secret_json_ json_t *obj =
+                json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}, s:{s:s}}, s:s}", "apiVersion", "v1", "kind", "Secret",
+                          "metadata", "name", name, "namespace", sp->namespace, "labels", sp->label_key,
+                          sp->label_value, "annotations", "vtpm-agent.io/kek-for", scope, "type", "Opaque");
+        if (!obj)
+                return vt_error_set(err, EINVAL, "secret provider: cannot build the KEK Secret %s/%s",
+                                    sp->namespace, name);
+        int r = add_kek_version(obj, "kek-1", "1", err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *coll = kube_path(sp->secrets, sp->namespace, NULL, NULL);
+        return kube_create(sp->client, coll, obj, NULL, err);
+}
+
+static int sp_ensure_kek(kek_provider *p, const char *scope, char **ret_kek_id, vt_error **err) {
+        secret_provider *sp = (secret_provider *)p;
+        _cleanup_free_ char *name = secret_name(scope);
+        for (;;) {
+                _cleanup_secret_json_ json_t *s = NULL;
+                int r = get_secret(sp, name, &s, err);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        const char *cur = json_string_value(
+                                json_object_get(json_object_get(json_object_get(s, "metadata"), "annotations"),
+                                                "vtpm-agent.io/current-kek"));
+                        /* The annotation is ours, but only a valid version makes an id. */
+                        if (cur && !keys_rotation_id_valid(cur))
+                                return vt_error_set(err, EBADMSG,
+                                                    "secret provider: Secret %s/%s has a bad current-kek",
+                                                    sp->namespace, name);
+                        *ret_kek_id = kek_id_make(sp->namespace, scope, cur ? cur : "1");
+                        return 0;
+                }
+                r = create_secret(sp, scope, name, err);
+                if (r == -EEXIST) {
+                        forget_error(err); /* another agent made it first: use theirs */
+                        continue;
+                }
+                if (r < 0)
+                        return r;
+                *ret_kek_id = kek_id_make(sp->namespace, scope, "1");
+                return 0;
+        }
 }
 
 static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char *version, char **ret_kek_id,
@@ -162,61 +206,30 @@ static int sp_ensure_kek_version(kek_provider *p, const char *scope, const char 
         /* Read-modify-write under the Secret's resourceVersion: two agents
          * rotating the same namespace at once must not both add a key. */
         for (int attempt = 0; attempt < 8; attempt++) {
-                json_t *s = NULL;
+                _cleanup_secret_json_ json_t *s = NULL;
                 int r = get_secret(sp, name, &s, err);
-                if (r == -ENOENT) {
-                        if (err) {
-                                vt_error_free(*err);
-                                *err = NULL;
-                        }
+                if (r < 0)
+                        return r;
+                if (r == 0) {
                         _cleanup_free_ char *first = NULL;
                         r = sp_ensure_kek(p, scope, &first, err); /* create the Secret (kek-1) first */
                         if (r < 0)
                                 return r;
                         continue;
                 }
-                if (r < 0)
-                        return r;
-                json_t *data = json_object_get(s, "data");
-                if (json_string_value(json_object_get(data, field))) {
-                        wipe_json_strings(s);
-                        json_decref(s);
-                        *ret_kek_id = kek_id_make(sp->namespace, scope, version);
-                        return 0;
-                }
-                char b64[64];
-                r = fresh_kek_b64(b64, err);
-                if (r < 0) {
-                        wipe_json_strings(s);
-                        json_decref(s);
-                        return r;
-                }
-                if (!json_is_object(data)) {
-                        data = json_object();
-                        json_object_set_new(s, "data", data);
-                }
-                json_object_set_new(data, field, json_string(b64));
-                OPENSSL_cleanse(b64, sizeof(b64));
-                json_t *meta = json_object_get(s, "metadata");
-                json_t *ann = json_object_get(meta, "annotations");
-                if (!json_is_object(ann)) {
-                        ann = json_object();
-                        json_object_set_new(meta, "annotations", ann);
-                }
-                json_object_set_new(ann, "vtpm-agent.io/current-kek", json_string(version));
-                _cleanup_free_ char *path = kube_path(sp->secrets, sp->namespace, name, NULL);
-                r = kube_update(sp->client, path, s, NULL, err);
-                wipe_json_strings(s);
-                json_decref(s);
-                if (r == -ESTALE || r == -EEXIST) {
-                        if (err) {
-                                vt_error_free(*err);
-                                *err = NULL;
+                if (!json_string_value(json_object_get(json_object_get(s, "data"), field))) {
+                        r = add_kek_version(s, field, version, err);
+                        if (r < 0)
+                                return r;
+                        _cleanup_free_ char *path = kube_path(sp->secrets, sp->namespace, name, NULL);
+                        r = kube_update(sp->client, path, s, NULL, err);
+                        if (r == -ESTALE || r == -EEXIST) {
+                                forget_error(err);
+                                continue; /* somebody else changed it: look again */
                         }
-                        continue; /* somebody else changed it: look again */
+                        if (r < 0)
+                                return r;
                 }
-                if (r < 0)
-                        return r;
                 *ret_kek_id = kek_id_make(sp->namespace, scope, version);
                 return 0;
         }
@@ -256,14 +269,6 @@ static int sp_unwrap(kek_provider *p, const char *scope, const key_header *h, se
         return 0;
 }
 
-static void sp_free(kek_provider *p) {
-        secret_provider *sp = (secret_provider *)p;
-        free(sp->namespace);
-        free(sp->label_key);
-        free(sp->label_value);
-        free(sp);
-}
-
 static const kek_provider_ops secret_ops = {
         .name = "secret",
         .ensure_kek = sp_ensure_kek,
@@ -273,11 +278,11 @@ static const kek_provider_ops secret_ops = {
         .free = sp_free,
 };
 
-int kek_provider_secret_new(const secret_provider_options *o, kek_provider **ret, vt_error **err) {
-        assert_return(o && ret, -EINVAL);
-        if (!o->client || !o->secrets || !o->namespace || !*o->namespace || !o->label_key || !o->label_value)
-                return vt_error_set(err, EINVAL, "secret provider: a client, the secrets resource, a namespace "
-                                                 "and a label are needed");
+int kek_provider_secret_new(const secret_provider_options *o, kek_provider **ret) {
+        /* Missing options are the caller's bug, not a condition to report. */
+        assert_return(o && o->client && o->secrets && o->namespace && *o->namespace && o->label_key &&
+                              o->label_value && ret,
+                      -EINVAL);
         secret_provider *sp = xnew(secret_provider, 1);
         sp->base.ops = &secret_ops;
         sp->client = o->client;

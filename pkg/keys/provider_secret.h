@@ -19,5 +19,5 @@ typedef struct secret_provider_options {
 } secret_provider_options;
 
 /* Does not contact the API server: a Secret that cannot be read is an error
- * of the first wrap or unwrap. */
-int kek_provider_secret_new(const secret_provider_options *o, kek_provider **ret, vt_error **err);
+ * of the first wrap or unwrap. -EINVAL only when an option is missing. */
+int kek_provider_secret_new(const secret_provider_options *o, kek_provider **ret);

@@ -67,7 +67,12 @@ int main(int argc, char **argv) {
         _cleanup_free_ char *scope = vm ? xstrndup(vm + 10, strcspn(vm + 10, "#")) : xstrdup("");
         secret_provider_options o = {.client = client, .secrets = &res_secret, .namespace = ns ? ns : kek_ns,
                                      .label_key = LABEL_MANAGED_BY, .label_value = LABEL_MANAGER_VALUE};
-        if (kek_provider_secret_new(&o, &p, &err) < 0 || kek_provider_unwrap(p, scope, &h, &dek, &err) < 0) {
+        if (kek_provider_secret_new(&o, &p) < 0) {
+                fprintf(stderr, "state-key: bad options for the secret provider\n");
+                key_header_done(&h);
+                return 1;
+        }
+        if (kek_provider_unwrap(p, scope, &h, &dek, &err) < 0) {
                 fprintf(stderr, "state-key: %s\n", err->msg);
                 key_header_done(&h);
                 return 1;
