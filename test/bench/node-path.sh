@@ -241,13 +241,31 @@ stop_launchers() {
 stats() { sort -g | awk '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2;
     printf "{\"median\":%.3f,\"min\":%.3f,\"max\":%.3f,\"runs\":%d}", m, v[1], v[NR], NR}'; }
 
+# get_counts: the agent's GETs so far, by resource ("resource count" lines).
+get_counts() {
+  curl -s --max-time 2 "http://127.0.0.1:$port/metrics" |
+    sed -n 's/^vtpm_agent_api_requests_total{verb="get",resource="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p'
+}
+# What the warm starts cost in GETs, by resource: issue 19 wants none of the
+# VM, its TPMState, its PVC or a Secret (the node path reads caches).
+declare -A warm_gets=()
+add_get_deltas() { # BEFORE-FILE AFTER-FILE
+  local r n b
+  while read -r r n; do
+    b=$(awk -v r="$r" '$1 == r {print $2}' "$1"); b=${b:-0}
+    warm_gets[$r]=$(( ${warm_gets[$r]:-0} + ${n%.*} - ${b%.*} ))
+  done < "$2"
+}
 cold=() warm=() listens=()
 for i in $(seq "$RUNS"); do
   s0=$(starts); launch "vm-c-$i-l1"; wait_starts 1
   cold+=("$took") listens+=("$listen")
   say "cold start vm-c-$i: $took s (launcher listening after $listen s)"
   stop_launchers "vm-c-$i-l1"
+  get_counts > "$W/gets-before"
   s0=$(starts); launch "vm-c-$i-l2"; wait_starts 1
+  get_counts > "$W/gets-after"
+  add_get_deltas "$W/gets-before" "$W/gets-after"
   warm+=("$took") listens+=("$listen")
   say "warm start vm-c-$i: $took s (launcher listening after $listen s)"
   stop_launchers "vm-c-$i-l2"
@@ -265,7 +283,10 @@ hist_mean() { # NAME -> sum/count
 stop_launchers "${pods[@]}"
 # launcher_listen_s: the single launches (cold and warm), plus storm_last:
 # until the storm's last launcher listened.
-printf '{"cold_s":%s,"warm_s":%s,"storm_s":%s,"storm_n":%d,"max_concurrent_starts":%d,"provision_s":%s,"swtpm_start_s":%s,"provisions":%s,"starts":%s,"launcher_listen_s":%s,"node":"%s"}\n' \
+warm_gets_json=$(for r in "${!warm_gets[@]}"; do printf '%s %s\n' "$r" "${warm_gets[$r]}"; done |
+  jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add // {}')
+say "GETs during the $RUNS warm start(s), by resource: $(jq -c . <<<"$warm_gets_json")"
+printf '{"warm_gets":%s,"cold_s":%s,"warm_s":%s,"storm_s":%s,"storm_n":%d,"max_concurrent_starts":%d,"provision_s":%s,"swtpm_start_s":%s,"provisions":%s,"starts":%s,"launcher_listen_s":%s,"node":"%s"}\n' "$warm_gets_json" \
   "$(printf '%s\n' "${cold[@]}" | stats)" "$(printf '%s\n' "${warm[@]}" | stats)" "$storm" "$STORM" "$max_starts" \
   "$(hist_mean vtpm_agent_swtpm_provision_seconds)" "$(hist_mean vtpm_agent_swtpm_start_seconds)" \
   "$(awk '$1 == "vtpm_agent_swtpm_provisions_total" {print $2}' <<<"$m")" \
