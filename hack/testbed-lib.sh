@@ -210,8 +210,10 @@ tb_start() {
   echo "==== $(date -u +%FT%TZ) starting $name" >> "$TB_LOGS/$name.log"
   t0=$(tb_now_ms)
   # shellcheck disable=SC2046 # tb_args words are paths without spaces
-  # fd 9 is cluster-up's lock: the component must not inherit (and hold) it.
-  setsid "$bin" $(tb_args "$name") >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
+  # No descriptor but the log may be inherited: fd 9 is cluster-up's lock, and
+  # `flock FILE cmd` (the suites' shared lock) opens FILE as fd 3; a component
+  # restarted by a suite (tb_restart_apiserver) would hold either for its life.
+  setsid "$bin" $(tb_args "$name") >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   # setsid execs in place here (a background child is not a group leader),
   # so $! is the component's own pid.
   pid=$!
