@@ -402,22 +402,30 @@ static int req_check(int n, vt_error **err) {
         return 0;
 }
 
-int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
+/* An operation on a name (optional for Create) that answers with a unique
+ * identifier (Create, Locate): build the request, send it, read the uid from the reply. */
+static int name_op(kmip_client *c, enum kmip_op op, const char *name,
+                   int (*build)(uint8_t *buf, size_t cap, const char *name),
+                   int (*parse)(const kmip_reply *r, char **ret_uid, vt_error **err), char **ret_uid, vt_error **err) {
         assert_return(c && ret_uid, -EINVAL);
         _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_create_aes256(req->data, req->len, name);
+        int n = build(req->data, req->len, name);
         if ((r = req_check(n, err)) < 0)
                 return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_CREATE, NULL, req->data, (size_t)n, &buf, &rep, err);
+        r = transact(c, op, NULL, req->data, (size_t)n, &buf, &rep, err);
         if (r < 0)
                 return r;
-        r = kmip_payload_uid(&rep, ret_uid, err);
+        r = parse(&rep, ret_uid, err);
         kmip_reply_done(&rep);
         return r;
+}
+
+int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
+        return name_op(c, KMIP_OP_CREATE, name, kmip_req_create_aes256, kmip_payload_uid, ret_uid, err);
 }
 
 static int simple_op(kmip_client *c, enum kmip_op op, const char *uid, vt_error **err) {
@@ -451,21 +459,8 @@ int kmip_destroy(kmip_client *c, const char *uid, vt_error **err) {
 }
 
 int kmip_locate_by_name(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
-        assert_return(c && name && ret_uid, -EINVAL);
-        _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
-        int r = request_buf(&req, err);
-        if (r < 0)
-                return r;
-        int n = kmip_req_locate_by_name(req->data, req->len, name);
-        if ((r = req_check(n, err)) < 0)
-                return r;
-        kmip_reply rep;
-        r = transact(c, KMIP_OP_LOCATE, NULL, req->data, (size_t)n, &buf, &rep, err);
-        if (r < 0)
-                return r;
-        r = kmip_payload_locate(&rep, ret_uid, err);
-        kmip_reply_done(&rep);
-        return r;
+        assert_return(name, -EINVAL);
+        return name_op(c, KMIP_OP_LOCATE, name, kmip_req_locate_by_name, kmip_payload_locate, ret_uid, err);
 }
 
 int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **err) {

@@ -114,7 +114,8 @@ void kube_controller_add_informer(kube_controller *ctl, kube_informer *inf);
  * opts.sync_timeout), then start the workers. */
 int kube_controller_start(kube_controller *ctl, vt_error **err);
 /* The two halves of start(), for controllers that must do something in
- * between (adopt what a previous run left). */
+ * between (adopt what a previous run left): start_informers() starts them
+ * and waits for them to sync; start_workers() starts the workers. */
 int kube_controller_start_informers(kube_controller *ctl, vt_error **err);
 int kube_controller_start_workers(kube_controller *ctl, vt_error **err);
 
