@@ -63,7 +63,9 @@ static void status_apply(node_controller *nc, launcher *l) {
         if (!l->reported)
                 return; /* keys wait for the first nodeState: the admission policy needs one naming us */
         keys_seed(nc, l);
-        _cleanup_json_ json_t *want = json_pack("{s:O, s:O?}", "nodeState", l->reported, "keys", l->keys);
+        /* Copies: l->keys is merged into in place, and what was applied must not change with it. */
+        _cleanup_json_ json_t *want = json_pack("{s:o, s:o?}", "nodeState", json_deep_copy(l->reported), "keys",
+                                                l->keys ? json_deep_copy(l->keys) : NULL);
         if (l->applied && json_equal(l->applied, want))
                 return;
         _cleanup_error_ vt_error *err = NULL;
