@@ -76,3 +76,27 @@ int write_file_atomic(const char *path, const void *data, size_t size, int mode,
                 (void)fsync(dfd);
         return 0;
 }
+
+int mkdir_checked(const char *path, mode_t mode, vt_error **err) {
+        assert_return(path, -EINVAL);
+        if (mkdir(path, mode) == 0)
+                return 0;
+        if (errno != EEXIST)
+                return vt_error_errno(err, errno, "cannot create directory %s", path);
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return vt_error_errno(err, errno, "cannot stat %s", path);
+        if (!S_ISDIR(st.st_mode))
+                return vt_error_set(err, ENOTDIR, "%s exists and is not a directory", path);
+        return 1;
+}
+
+int mkdir_mode(const char *path, mode_t mode, vt_error **err) {
+        int r = mkdir_checked(path, mode, err);
+        if (r < 0)
+                return r;
+        /* mkdir's mode went through the umask; an existing one may differ. */
+        if (chmod(path, mode) < 0)
+                return vt_error_errno(err, errno, "cannot set the mode of %s", path);
+        return r;
+}
