@@ -23,7 +23,7 @@ cd "$E2E_TOP"
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no agent or launcher image (VTPM_NODES_AGENT_IMAGE=1)"
 command -v curl >/dev/null || skip_all "no curl on this machine"
-plan 23
+plan 27
 setup_namespace e2e-keys-broker
 . "$E2E_TOP/test/e2e/lib-agent.sh"  # vm_yaml
 
@@ -156,3 +156,26 @@ else fail "the broker back: the vTPM starts on $n1" "$(k get tpmstate "$vm" -o j
 is "$(jq -r '.provider + " " + .kekId + " " + (.dekGeneration | tostring)' "$store/vtpm-key.json" 2>&1)" "secret $ANS/vtpm-kek-$NS#1 1" \
   "the key header is unchanged (same KEK, same DEK generation): nothing was re-initialised"
 ok "the VM stops on $n1" rn_launcher_stop "$NS" launcher-a
+
+# ---- a warm start reads caches (issue 19) ----------------------------------------
+# The agent on $n1 started this VM before: its informers hold the VM, its
+# TPMState and its PVC, and it holds no Secret (the broker does). Its /metrics
+# count the requests it sent by verb and resource: the start adds no GET.
+_gets() { # NODE -> "virtualmachines N tpmstates N persistentvolumeclaims N secrets N"
+  local m r
+  m=$(nl_in "${1#node-}" curl -sf -m 5 http://127.0.0.1:9464/metrics) || return 1
+  for r in virtualmachines tpmstates persistentvolumeclaims secrets; do
+    printf '%s %s ' "$r" "$(awk -v s="vtpm_agent_api_requests_total{verb=\"get\",resource=\"$r\"}" \
+      '$1 == s {print $2 + 0; f = 1} END {if (!f) print 0}' <<<"$m")"
+  done
+}
+_started_by() { [ "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState.launcher} {.status.nodeState.phase}')" = "$NS/$1 Running" ]; }
+g0=$(_gets "$n1")
+ok "a launcher pod for $vm on $n1 again (a warm start)" rn_launcher_start "$NS" launcher-c "$vm" "$n1"
+if wait_until 90 _started_by launcher-c; then pass "the vTPM started on $n1 for launcher-c"
+else fail "the vTPM started on $n1 for launcher-c" "$(k get tpmstate "$vm" -o jsonpath='{.status.nodeState}')"; fi
+g1=$(_gets "$n1")
+is "$(paste -d' ' <(xargs -n2 <<<"$g0") <(xargs -n2 <<<"$g1") | awk '{printf "%s %d ", $1, $4 - $2}')" \
+  "virtualmachines 0 tpmstates 0 persistentvolumeclaims 0 secrets 0 " \
+  "the warm start issued no GET of the VM, its TPMState, its PVC or a Secret (the agent's GETs before: $g0; after: $g1)"
+ok "the VM stops on $n1" rn_launcher_stop "$NS" launcher-c
