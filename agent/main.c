@@ -103,11 +103,18 @@ static void collect(vt_metrics *m, void *ud) {
         agent *a = ud;
         kube_client_stats cs;
         kube_client_get_stats(a->client, &cs);
-        for (int v = 0; v < _KUBE_VERB_MAX; v++) {
-                _cleanup_free_ char *l = xasprintf("verb=\"%s\"", kube_verb_name(v));
-                vt_counter_set(m, "vtpm_agent_api_requests_total", "Requests sent to the API server, by verb.", l,
-                               (double)cs.requests[v]);
-        }
+        /* By verb and resource: `sum by (verb)` is the count by verb. */
+        for (size_t i = 0; i < cs.n_resources; i++)
+                for (int v = 0; v < _KUBE_VERB_MAX; v++) {
+                        const kube_resource_requests *rr = &cs.by_resource[i];
+                        if (!rr->requests[v])
+                                continue;
+                        _cleanup_free_ char *l = xasprintf("verb=\"%s\",resource=\"%s\"", kube_verb_name(v),
+                                                           rr->resource);
+                        vt_counter_set(m, "vtpm_agent_api_requests_total",
+                                       "Requests sent to the API server, by verb and resource.", l,
+                                       (double)rr->requests[v]);
+                }
         vt_counter_set(m, "vtpm_agent_api_errors_total", "Requests to the API server that failed.", NULL,
                        (double)cs.errors);
         vt_counter_set(m, "vtpm_agent_token_reloads_total", "Rotated service-account tokens re-read.", NULL,
