@@ -297,17 +297,11 @@ bool state_lock_fenced(state_lock *s, const char *vm_uid, const char *identity) 
 
 int state_lock_names(state_lock *s, const char *vm_uid, const char *identity) {
         _cleanup_free_ char *name = lease_name(vm_uid);
-        _cleanup_free_ char *path = kube_path(&res_lease, s->namespace, name, NULL);
-        json_t *cur = NULL;
-        int r = kube_get(s->client, path, &cur, NULL);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
+        _cleanup_free_ char *holder = NULL;
+        int r = kube_lease_holder(s->client, s->namespace, name, &holder, NULL);
+        if (r <= 0)
                 return r;
-        const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
-        r = holder && strcmp(holder, identity) == 0;
-        json_decref(cur);
-        return r;
+        return strcmp(holder, identity) == 0;
 }
 
 static void join_fence(entry *e) {
