@@ -5,9 +5,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/stopper.h"
 
 static const kube_resource lease_res = {"coordination.k8s.io", "v1", "leases", true};
 
@@ -324,9 +324,8 @@ struct kube_elector {
         kube_lease *lease;
         pthread_t thread;
         bool started;
-        atomic_bool stop, leader;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
+        atomic_bool leader;
+        vt_stopper stopper;
         usec_t last_renew; /* CLOCK_BOOTTIME when our last successful renewal was sent */
 };
 
@@ -358,12 +357,7 @@ int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elec
                 free(e);
                 return r;
         }
-        pthread_mutex_init(&e->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        vt_stopper_init(&e->stopper);
         *ret = e;
         return 0;
 }
@@ -373,8 +367,7 @@ void kube_elector_free(kube_elector *e) {
                 return;
         kube_elector_stop(e);
         kube_lease_free(e->lease);
-        pthread_mutex_destroy(&e->lock);
-        pthread_cond_destroy(&e->cond);
+        vt_stopper_done(&e->stopper);
         free(e->namespace);
         free(e->name);
         free(e->identity);
@@ -385,20 +378,9 @@ bool kube_elector_is_leader(kube_elector *e) {
         return atomic_load(&e->leader);
 }
 
-static bool wait_or_stop(kube_elector *e, usec_t usec) {
-        struct timespec ts;
-        monotonic_deadline(usec, &ts);
-        pthread_mutex_lock(&e->lock);
-        while (!atomic_load(&e->stop))
-                if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) != 0)
-                        break;
-        pthread_mutex_unlock(&e->lock);
-        return atomic_load(&e->stop);
-}
-
 static void *elector_thread(void *userdata) {
         kube_elector *e = userdata;
-        while (!atomic_load(&e->stop)) {
+        while (!vt_stopper_stopped(&e->stopper)) {
                 usec_t started = 0;
                 int r = kube_lease_try(e->lease, NULL, NULL, &started, NULL, NULL, NULL);
                 if (r == 1) {
@@ -412,7 +394,7 @@ static void *elector_thread(void *userdata) {
                         if (e->o.on_stopped_leading)
                                 e->o.on_stopped_leading(e->o.userdata);
                 }
-                if (wait_or_stop(e, e->o.retry_period))
+                if (vt_stopper_sleep(&e->stopper, e->o.retry_period))
                         break;
         }
         if (atomic_exchange(&e->leader, false)) {
@@ -435,10 +417,7 @@ int kube_elector_start(kube_elector *e, vt_error **err) {
 void kube_elector_stop(kube_elector *e) {
         if (!e || !e->started)
                 return;
-        pthread_mutex_lock(&e->lock);
-        atomic_store(&e->stop, true);
-        pthread_cond_broadcast(&e->cond);
-        pthread_mutex_unlock(&e->lock);
+        vt_stopper_stop(&e->stopper);
         pthread_join(e->thread, NULL);
         e->started = false;
 }
