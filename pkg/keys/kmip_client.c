@@ -396,10 +396,13 @@ static int request_buf(secmem **ret, vt_error **err) {
         return secmem_new(KMIP_REQ_MAX, ret, err);
 }
 
-static int req_check(int n, vt_error **err) {
+/* Send the request the builder wrote into req (n bytes; n < 0: it did not
+ * fit) and read the reply into *rep (its buffer in *buf). */
+static int exchange(kmip_client *c, enum kmip_op op, const char *uid, secmem *req, int n, secmem **buf,
+                    kmip_reply *rep, vt_error **err) {
         if (n < 0)
                 return vt_error_set(err, -n, "KMIP: request does not fit (%d)", n);
-        return 0;
+        return transact(c, op, uid, req->data, (size_t)n, buf, rep, err);
 }
 
 int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
@@ -408,11 +411,8 @@ int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_erro
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_create_aes256(req->data, req->len, name);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_CREATE, NULL, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_CREATE, NULL, req, kmip_req_create_aes256(req->data, req->len, name), &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_uid(&rep, ret_uid, err);
@@ -426,12 +426,10 @@ static int simple_op(kmip_client *c, enum kmip_op op, const char *uid, vt_error 
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
+        kmip_reply rep;
         int n = op == KMIP_OP_REVOKE ? kmip_req_revoke(req->data, req->len, uid)
                                      : kmip_req_uid_only(req->data, req->len, op, uid);
-        if ((r = req_check(n, err)) < 0)
-                return r;
-        kmip_reply rep;
-        r = transact(c, op, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, op, uid, req, n, &buf, &rep, err);
         if (r < 0)
                 return r;
         kmip_reply_done(&rep);
@@ -456,11 +454,8 @@ int kmip_locate_by_name(kmip_client *c, const char *name, char **ret_uid, vt_err
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_locate_by_name(req->data, req->len, name);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_LOCATE, NULL, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_LOCATE, NULL, req, kmip_req_locate_by_name(req->data, req->len, name), &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_locate(&rep, ret_uid, err);
@@ -474,11 +469,9 @@ int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **e
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_uid_only(req->data, req->len, KMIP_OP_GET, uid);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_GET, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_GET, uid, req, kmip_req_uid_only(req->data, req->len, KMIP_OP_GET, uid),
+                     &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_get_key(&rep, ret_key, err);
@@ -494,11 +487,9 @@ int kmip_get_names(kmip_client *c, const char *uid, char **names, size_t max, si
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_get_attribute(req->data, req->len, uid, "Name");
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_GET_ATTRIBUTES, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_GET_ATTRIBUTES, uid, req, kmip_req_get_attribute(req->data, req->len, uid, "Name"),
+                     &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_names(&rep, uid, names, max, ret_n, err);
@@ -515,11 +506,8 @@ static int crypt_op(kmip_client *c, enum kmip_op op, const char *uid, const uint
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_crypt(req->data, req->len, op, uid, iv, in, len);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, op, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, op, uid, req, kmip_req_crypt(req->data, req->len, op, uid, iv, in, len), &buf, &rep, err);
         if (r < 0)
                 return r;
         const uint8_t *data;
@@ -560,11 +548,8 @@ int kmip_query_operations(kmip_client *c, uint32_t *ops, size_t max, size_t *ret
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_query_operations(req->data, req->len);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_QUERY, NULL, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_QUERY, NULL, req, kmip_req_query_operations(req->data, req->len), &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_query_ops(&rep, ops, max, ret_n, err);
