@@ -405,19 +405,27 @@ static int exchange(kmip_client *c, enum kmip_op op, const char *uid, secmem *re
         return transact(c, op, uid, req->data, (size_t)n, buf, rep, err);
 }
 
-int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
-        assert_return(c && ret_uid, -EINVAL);
+/* Create (a new AES-256 key, optionally named) or Locate (by name): both
+ * answer with a unique identifier. */
+static int name_op(kmip_client *c, enum kmip_op op, const char *name, char **ret_uid, vt_error **err) {
         _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
         kmip_reply rep;
-        r = exchange(c, KMIP_OP_CREATE, NULL, req, kmip_req_create_aes256(req->data, req->len, name), &buf, &rep, err);
+        int n = op == KMIP_OP_CREATE ? kmip_req_create_aes256(req->data, req->len, name)
+                                     : kmip_req_locate_by_name(req->data, req->len, name);
+        r = exchange(c, op, NULL, req, n, &buf, &rep, err);
         if (r < 0)
                 return r;
-        r = kmip_payload_uid(&rep, ret_uid, err);
+        r = op == KMIP_OP_CREATE ? kmip_payload_uid(&rep, ret_uid, err) : kmip_payload_locate(&rep, ret_uid, err);
         kmip_reply_done(&rep);
         return r;
+}
+
+int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
+        assert_return(c && ret_uid, -EINVAL);
+        return name_op(c, KMIP_OP_CREATE, name, ret_uid, err);
 }
 
 static int simple_op(kmip_client *c, enum kmip_op op, const char *uid, vt_error **err) {
@@ -450,17 +458,7 @@ int kmip_destroy(kmip_client *c, const char *uid, vt_error **err) {
 
 int kmip_locate_by_name(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
         assert_return(c && name && ret_uid, -EINVAL);
-        _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
-        int r = request_buf(&req, err);
-        if (r < 0)
-                return r;
-        kmip_reply rep;
-        r = exchange(c, KMIP_OP_LOCATE, NULL, req, kmip_req_locate_by_name(req->data, req->len, name), &buf, &rep, err);
-        if (r < 0)
-                return r;
-        r = kmip_payload_locate(&rep, ret_uid, err);
-        kmip_reply_done(&rep);
-        return r;
+        return name_op(c, KMIP_OP_LOCATE, name, ret_uid, err);
 }
 
 int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **err) {
