@@ -37,26 +37,19 @@ struct report {
 };
 
 static const char *stage_name(int stage) {
-        switch (stage) {
-        case STAGE_SETSID:
-                return "setsid";
-        case STAGE_SETNS:
-                return "entering the mount namespace";
-        case STAGE_LOG:
-                return "opening the log file";
-        case STAGE_PID:
-                return "opening the pid file";
-        case STAGE_FDS:
-                return "setting up file descriptors";
-        case STAGE_EXEC:
-                return "executing swtpm";
-        case STAGE_USER:
-                return "becoming the swtpm user";
-        case STAGE_SANDBOX:
-                return "setting up the sandbox";
-        default:
-                return "starting swtpm";
-        }
+        static const char *const names[] = {
+                [STAGE_SETSID] = "setsid",
+                [STAGE_SETNS] = "entering the mount namespace",
+                [STAGE_LOG] = "opening the log file",
+                [STAGE_PID] = "opening the pid file",
+                [STAGE_FDS] = "setting up file descriptors",
+                [STAGE_EXEC] = "executing swtpm",
+                [STAGE_USER] = "becoming the swtpm user",
+                [STAGE_SANDBOX] = "setting up the sandbox",
+        };
+        if (stage > 0 && (size_t)stage < ELEMENTSOF(names) && names[stage])
+                return names[stage];
+        return "starting swtpm";
 }
 
 /* What sandboxed tools see as their environment: nothing of the agent's. */

@@ -45,6 +45,10 @@ typedef struct tpm_child {
  * tpm_strv_free. */
 char **tpm_swtpm_build_argv(const tpm_swtpm_opts *o, bool probe, vt_error **err);
 
+/* tpm_swtpm_build_argv(), and with o->key the read end of a pipe that holds
+ * it (swtpm's --key fd=; -1 without a key). */
+int tpm_swtpm_prepare(const tpm_swtpm_opts *o, bool probe, char ***ret_argv, int *ret_key_fd, vt_error **err);
+
 /* Fork the launcher; on success the child has exec'ed swtpm. */
 int tpm_launch_spawn(const tpm_launch *l, tpm_child *ret, vt_error **err);
 /* Has the child exited (waiting up to wait_ms)? Reaps it (status in

@@ -13,54 +13,15 @@
 #include "keys/secmem.h"
 #include "tpm/ctrl.h"
 #include "tpm/exec.h"
+#include "tpm/io.h"
 #include "tpm/launch.h"
 
-static int io_wait(int fd, short ev, usec_t deadline) {
-        for (;;) {
-                usec_t now = now_monotonic();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                struct pollfd p = {.fd = fd, .events = ev};
-                int n = poll(&p, 1, (int)((deadline - now) / USEC_PER_MSEC) + 1);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -errno;
-                if (n > 0)
-                        return 0;
-        }
-}
-
-/* Exactly n bytes sent (sending) or received; -EPIPE when the peer closed
- * first, -ETIMEDOUT at the deadline. */
-static int io_xfer(int fd, void *p, size_t n, bool sending, usec_t deadline) {
-        uint8_t *b = p;
-        while (n > 0) {
-                ssize_t g = sending ? send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT) : recv(fd, b, n, MSG_DONTWAIT);
-                if (g < 0 && errno == EINTR)
-                        continue;
-                if (g < 0 && errno == EAGAIN) {
-                        int r = io_wait(fd, sending ? POLLOUT : POLLIN, deadline);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                if (g < 0)
-                        return -errno;
-                if (g == 0)
-                        return -EPIPE;
-                b += g;
-                n -= (size_t)g;
-        }
-        return 0;
-}
-
 static int io_send(int fd, const void *p, size_t n, usec_t deadline) {
-        return io_xfer(fd, (void *)p, n, true, deadline);
+        return tpm_io_xfer(fd, (void *)p, n, true, deadline);
 }
 
 static int io_recv(int fd, void *p, size_t n, usec_t deadline) {
-        return io_xfer(fd, p, n, false, deadline);
+        return tpm_io_xfer(fd, p, n, false, deadline);
 }
 
 static uint32_t get_be32(const uint8_t *p) {
@@ -82,15 +43,11 @@ typedef struct private_tpm {
 } private_tpm;
 
 static int private_open(const tpm_swtpm_opts *o, private_tpm *ret, vt_error **err) {
-        char **argv = tpm_swtpm_build_argv(o, true, err);
-        if (!argv)
-                return err && *err ? -(*err)->code : -EINVAL;
+        char **argv = NULL;
         _cleanup_close_ int key_fd = -1;
-        int r;
-        if (o->key && (r = tpm_key_pipe(o->key, o->key_len, false, &key_fd, err)) < 0) {
-                tpm_strv_free(argv);
+        int r = tpm_swtpm_prepare(o, true, &argv, &key_fd, err);
+        if (r < 0)
                 return r;
-        }
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
                 tpm_strv_free(argv);
@@ -173,27 +130,42 @@ int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err) {
 
 #define STATEBLOB_MAX (1024 * 1024)
 
+/* CMD_GET_STATEBLOB or CMD_SET_STATEBLOB (with `data`): the command, its
+ * four big-endian words (flags, blob type, then the offset or the length),
+ * the data, and the TPM result that starts the answer. */
+static int blob_call(private_tpm *t, uint32_t cmd, uint32_t flags, uint32_t type, const uint8_t *data,
+                     size_t len, usec_t deadline, vt_error **err) {
+        const char *name = tpm_ctrl_cmd_name(cmd);
+        uint8_t msg[16];
+        put_be32(msg, cmd);
+        put_be32(msg + 4, flags);
+        put_be32(msg + 8, type);
+        put_be32(msg + 12, (uint32_t)len); /* GET: the offset, 0 */
+        int r = io_send(t->fd, msg, sizeof(msg), deadline);
+        if (r >= 0 && data)
+                r = io_send(t->fd, data, len, deadline);
+        uint8_t resp[4];
+        if (r >= 0)
+                r = io_recv(t->fd, resp, 4, deadline);
+        if (r < 0)
+                return vt_error_errno(err, -r, "%s to swtpm on %s", name, t->dir);
+        uint32_t res = get_be32(resp);
+        if (res != 0)
+                return vt_error_set(err, EIO, "%s (type %u) on %s: TPM result 0x%x", name, type, t->dir, res);
+        return 0;
+}
+
 /* The plaintext state holds the TPM's seeds: it goes into locked memory. */
 static int private_get_blob(private_tpm *t, uint32_t type, usec_t timeout, secmem **ret, vt_error **err) {
         usec_t deadline = now_monotonic() + timeout;
-        uint8_t msg[16];
-        put_be32(msg, CMD_GET_STATEBLOB);
-        put_be32(msg + 4, PTM_STATE_FLAG_DECRYPTED);
-        put_be32(msg + 8, type);
-        put_be32(msg + 12, 0); /* offset */
-        int r = io_send(t->fd, msg, sizeof(msg), deadline);
-        uint8_t hdr[16];
-        if (r >= 0)
-                r = io_recv(t->fd, hdr, 4, deadline);
+        int r = blob_call(t, CMD_GET_STATEBLOB, PTM_STATE_FLAG_DECRYPTED, type, NULL, 0, deadline, err);
         if (r < 0)
-                return vt_error_errno(err, -r, "CMD_GET_STATEBLOB to swtpm on %s", t->dir);
-        uint32_t res = get_be32(hdr);
-        if (res != 0)
-                return vt_error_set(err, EIO, "CMD_GET_STATEBLOB (type %u) on %s: TPM result 0x%x", type, t->dir, res);
-        r = io_recv(t->fd, hdr + 4, 12, deadline);
+                return r;
+        uint8_t hdr[12];
+        r = io_recv(t->fd, hdr, 12, deadline);
         if (r < 0)
                 return vt_error_errno(err, -r, "CMD_GET_STATEBLOB from swtpm on %s", t->dir);
-        uint32_t flags = get_be32(hdr + 4), tot = get_be32(hdr + 8), len = get_be32(hdr + 12);
+        uint32_t flags = get_be32(hdr), tot = get_be32(hdr + 4), len = get_be32(hdr + 8);
         if (flags & PTM_STATE_FLAG_ENCRYPTED)
                 return vt_error_set(err, EPROTO, "swtpm on %s returned the state still encrypted", t->dir);
         if (len != tot || len == 0 || len > STATEBLOB_MAX)
@@ -210,26 +182,10 @@ static int private_get_blob(private_tpm *t, uint32_t type, usec_t timeout, secme
         return 0;
 }
 
+/* flags 0: the data is plaintext, swtpm encrypts it with its own key. */
 static int private_set_blob(private_tpm *t, uint32_t type, const uint8_t *data, size_t len, usec_t timeout,
                             vt_error **err) {
-        usec_t deadline = now_monotonic() + timeout;
-        uint8_t msg[16];
-        put_be32(msg, CMD_SET_STATEBLOB);
-        put_be32(msg + 4, 0); /* plaintext: swtpm encrypts it with its own key */
-        put_be32(msg + 8, type);
-        put_be32(msg + 12, (uint32_t)len);
-        int r = io_send(t->fd, msg, sizeof(msg), deadline);
-        if (r >= 0)
-                r = io_send(t->fd, data, len, deadline);
-        uint8_t resp[4];
-        if (r >= 0)
-                r = io_recv(t->fd, resp, 4, deadline);
-        if (r < 0)
-                return vt_error_errno(err, -r, "CMD_SET_STATEBLOB to swtpm on %s", t->dir);
-        uint32_t res = get_be32(resp);
-        if (res != 0)
-                return vt_error_set(err, EIO, "CMD_SET_STATEBLOB (type %u) on %s: TPM result 0x%x", type, t->dir, res);
-        return 0;
+        return blob_call(t, CMD_SET_STATEBLOB, 0, type, data, len, now_monotonic() + timeout, err);
 }
 
 int tpm_copy_state(const tpm_swtpm_opts *from, const tpm_swtpm_opts *to, vt_error **err) {

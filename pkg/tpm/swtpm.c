@@ -92,15 +92,11 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
                 gid = pw.pw_gid;
                 eff.runas = NULL;
         }
-        char **argv = tpm_swtpm_build_argv(&eff, false, err);
-        if (!argv)
-                return err && *err ? -(*err)->code : -EINVAL;
+        char **argv = NULL;
         _cleanup_close_ int key_fd = -1;
-        int r;
-        if (o->key && (r = tpm_key_pipe(o->key, o->key_len, false, &key_fd, err)) < 0) {
-                tpm_strv_free(argv);
+        int r = tpm_swtpm_prepare(&eff, false, &argv, &key_fd, err);
+        if (r < 0)
                 return r;
-        }
         tpm_launch l = {.argv = argv, .log_file = o->log_file, .pid_file = o->pid_file, .mntns_fd = o->mntns_fd,
                     .key_fd = key_fd, .ctrl_fd = -1, .drop_user = drop, .uid = uid, .gid = gid,
                     .sandbox = o->sandbox};

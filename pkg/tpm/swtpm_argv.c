@@ -86,3 +86,20 @@ char **tpm_swtpm_argv(const tpm_swtpm_opts *o, vt_error **err) {
         }
         return tpm_swtpm_build_argv(o, false, err);
 }
+
+int tpm_swtpm_prepare(const tpm_swtpm_opts *o, bool probe, char ***ret_argv, int *ret_key_fd, vt_error **err) {
+        char **argv = tpm_swtpm_build_argv(o, probe, err);
+        if (!argv)
+                return err && *err ? -(*err)->code : -EINVAL;
+        int key_fd = -1;
+        if (o->key) {
+                int r = tpm_key_pipe(o->key, o->key_len, false, &key_fd, err);
+                if (r < 0) {
+                        tpm_strv_free(argv);
+                        return r;
+                }
+        }
+        *ret_argv = argv;
+        *ret_key_fd = key_fd;
+        return 0;
+}
