@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "base/stopper.h"
 
-void vt_stopper_init(vt_stopper *s) {
-        pthread_mutex_init(&s->lock, NULL);
+void vt_cond_init_monotonic(pthread_cond_t *c) {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&s->cond, &ca);
+        pthread_cond_init(c, &ca);
         pthread_condattr_destroy(&ca);
+}
+
+void vt_stopper_init(vt_stopper *s) {
+        pthread_mutex_init(&s->lock, NULL);
+        vt_cond_init_monotonic(&s->cond);
         atomic_init(&s->stop, false);
 }
 

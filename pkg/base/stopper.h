@@ -17,6 +17,10 @@ typedef struct vt_stopper {
         atomic_bool stop;
 } vt_stopper;
 
+/* A condition variable whose timed waits are on CLOCK_MONOTONIC (deadlines
+ * from monotonic_deadline()). */
+void vt_cond_init_monotonic(pthread_cond_t *c);
+
 void vt_stopper_init(vt_stopper *s);
 void vt_stopper_done(vt_stopper *s);
 

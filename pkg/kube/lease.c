@@ -82,6 +82,16 @@ static const char *spec_holder(json_t *lease) {
         return json_string_value(json_object_get(json_object_get(lease, "spec"), "holderIdentity"));
 }
 
+/* GET the record: 1 and *ret, 0 when there is none, < 0 error. */
+static int read_record(kube_client *c, const char *path, json_t **ret, vt_error **err) {
+        int r = kube_get(c, path, ret, err);
+        if (r == -ENOENT) {
+                clear_error(err);
+                return 0;
+        }
+        return r < 0 ? r : 1;
+}
+
 /* Write our spec into `cur` (the Lease as read, or as our last write returned
  * it; its resourceVersion makes the write conditional), keeping `acquired`
  * (NULL: now) and `transitions`. 1 written (l->last is the answer, *started
@@ -178,11 +188,10 @@ static int try_locked(kube_lease *l, kube_lease_may_take may_take, void *userdat
                 r = renew_from_last(l, &started, err); /* 0: someone wrote in between; judge from a fresh read */
         if (r == 0) {
                 json_t *cur = NULL;
-                r = kube_get(l->client, l->path, &cur, err);
-                if (r == -ENOENT) {
-                        clear_error(err);
+                r = read_record(l->client, l->path, &cur, err);
+                if (r == 0)
                         r = create_record(l, &started, err);
-                } else if (r >= 0) {
+                else if (r > 0) {
                         const char *holder = spec_holder(cur);
                         if (holder && strcmp(holder, l->identity) == 0)
                                 r = renew_record(l, cur, &started, err);
@@ -276,12 +285,8 @@ static int release_locked(kube_lease *l, vt_error **err) {
                 clear_error(err);
         }
         json_t *cur = NULL;
-        int r = kube_get(l->client, l->path, &cur, err);
-        if (r == -ENOENT) {
-                clear_error(err);
-                return 0;
-        }
-        if (r < 0)
+        int r = read_record(l->client, l->path, &cur, err);
+        if (r <= 0)
                 return r;
         const char *holder = spec_holder(cur);
         if (holder && strcmp(holder, l->identity) == 0)
@@ -303,12 +308,8 @@ int kube_lease_holder(kube_client *c, const char *namespace, const char *name, c
         assert_return(c && namespace && name && ret_holder, -EINVAL);
         _cleanup_free_ char *path = kube_path(&lease_res, namespace, name, NULL);
         json_t *cur = NULL;
-        int r = kube_get(c, path, &cur, err);
-        if (r == -ENOENT) {
-                clear_error(err);
-                return 0;
-        }
-        if (r < 0)
+        int r = read_record(c, path, &cur, err);
+        if (r <= 0)
                 return r;
         const char *holder = spec_holder(cur);
         *ret_holder = xstrdup(holder ? holder : "");
