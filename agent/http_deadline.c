@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "base/alloc.h"
+#include "base/stopper.h"
 
 typedef struct conn {
         int fd;
@@ -58,11 +59,7 @@ static void *watch_thread(void *ud) {
 http_deadline *http_deadline_new(usec_t deadline) {
         http_deadline *d = xnew(http_deadline, 1);
         pthread_mutex_init(&d->lock, NULL);
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(&d->wake, &a);
-        pthread_condattr_destroy(&a);
+        vt_cond_init_monotonic(&d->wake);
         d->deadline = deadline;
         if (pthread_create(&d->thread, NULL, watch_thread, d) != 0)
                 abort(); /* as an allocation failure: nothing to go on with */

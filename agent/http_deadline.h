@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A whole-request deadline for a libmicrohttpd daemon with its own threads
- * (the key broker's thread pool). libmicrohttpd has only an idle timeout,
+/* A whole-request deadline for a libmicrohttpd daemon, whether it runs its
+ * own threads (the key broker's thread pool) or is polled from one of ours
+ * (http_server.c: there the deadline bounds the whole exchange, nothing is
+ * exempted). libmicrohttpd has only an idle timeout,
  * which a client sending one byte a second never meets: a few hundred such
  * connections would hold every slot and stop every VM start in the cluster.
  * So a connection that has not delivered its whole request (TLS handshake,

@@ -16,6 +16,7 @@
 
 #include "base/alloc.h"
 #include "base/timeutil.h"
+#include "http_deadline.h"
 #include "listen_socket.h"
 
 /* What a kubelet probe or a Prometheus scrape needs, and no more. A client
@@ -27,75 +28,17 @@
 #define DEADLINE_USEC (5 * USEC_PER_SEC) /* accepted to last byte of the answer */
 #define REQUEST_MEMORY (8u << 10)        /* per connection: request line and headers (more: 431) */
 
-/* One accepted connection, for the total deadline: libmicrohttpd has only an
- * inactivity timeout, which a client sending a byte every second never meets. */
-typedef struct conn {
-        int fd;
-        usec_t deadline;
-        bool cut;
-        struct conn *prev, *next;
-} conn;
-
 struct http_server {
         struct MHD_Daemon *daemon;
         int epoll_fd;
         int stop_pipe[2];
         int port;
         pthread_t thread;
-        conn *conns; /* server thread only (external polling: every callback runs there) */
+        http_deadline *deadline; /* cuts connections still open DEADLINE_USEC after they were accepted */
         vt_metrics *metrics;
         http_probe_fn healthz, readyz;
         void *userdata;
 };
-
-static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                              enum MHD_ConnectionNotificationCode code) {
-        http_server *s = cls;
-        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-                conn *n = xnew(conn, 1);
-                n->fd = ci ? ci->connect_fd : -1;
-                n->deadline = now_monotonic() + DEADLINE_USEC;
-                n->next = s->conns;
-                if (s->conns)
-                        s->conns->prev = n;
-                s->conns = n;
-                *socket_context = n;
-        } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-                conn *n = *socket_context;
-                if (!n)
-                        return;
-                if (n->prev)
-                        n->prev->next = n->next;
-                else
-                        s->conns = n->next;
-                if (n->next)
-                        n->next->prev = n->prev;
-                free(n);
-                *socket_context = NULL;
-        }
-}
-
-/* Cut connections past their deadline: shutdown() makes the socket readable
- * at end-of-file, so libmicrohttpd closes it in its next round (and reports
- * it closed). Returns the time until the next deadline, in milliseconds. */
-static int cut_overdue(http_server *s) {
-        usec_t now = now_monotonic(), next = UINT64_MAX;
-        for (conn *n = s->conns; n; n = n->next) {
-                if (n->cut)
-                        continue;
-                if (n->deadline <= now) {
-                        if (n->fd >= 0)
-                                (void)shutdown(n->fd, SHUT_RDWR);
-                        n->cut = true;
-                } else if (n->deadline < next)
-                        next = n->deadline;
-        }
-        if (next == UINT64_MAX)
-                return -1;
-        usec_t ms = (next - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC;
-        return ms > INT_MAX ? INT_MAX : (int)ms;
-}
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const char *ctype, char *body) {
         /* body: allocated, handed over. */
@@ -140,14 +83,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 }
 
 /* External polling, on our own thread: every libmicrohttpd callback runs
- * here, so the connection list needs no lock and a cut socket cannot have
- * been closed and its number reused under us. */
+ * here. A connection the deadline cuts (shutdown(): end of file) wakes the
+ * poll, and libmicrohttpd closes it in its next round. */
 static void *server_thread(void *ud) {
         http_server *s = ud;
         for (;;) {
-                int timeout = cut_overdue(s);
+                int timeout = -1;
                 MHD_UNSIGNED_LONG_LONG mhd_ms = 0;
-                if (MHD_get_timeout(s->daemon, &mhd_ms) == MHD_YES && (timeout < 0 || mhd_ms < (unsigned)timeout))
+                if (MHD_get_timeout(s->daemon, &mhd_ms) == MHD_YES)
                         timeout = mhd_ms > INT_MAX ? INT_MAX : (int)mhd_ms;
                 struct pollfd p[2] = {{s->epoll_fd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
                 if (poll(p, 2, timeout) < 0 && errno != EINTR)
@@ -173,9 +116,13 @@ int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_f
         s->readyz = readyz;
         s->userdata = userdata;
         s->port = port;
+        /* libmicrohttpd has only an inactivity timeout, which a client sending a
+         * byte every second never meets: the deadline bounds the whole exchange. */
+        s->deadline = http_deadline_new(DEADLINE_USEC);
         if (pipe2(s->stop_pipe, O_CLOEXEC) < 0) {
                 int e = errno;
                 close(fd);
+                http_deadline_free(s->deadline);
                 free(s);
                 return vt_error_errno(err, e, "cannot start the HTTP server");
         }
@@ -187,13 +134,14 @@ int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_f
                 MHD_OPTION_CONNECTION_LIMIT, MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                 MAX_CONNECTIONS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_SEC,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REQUEST_MEMORY, MHD_OPTION_NOTIFY_CONNECTION,
-                notify_connection, s, MHD_OPTION_END);
+                http_deadline_notify, s->deadline, MHD_OPTION_END);
         const union MHD_DaemonInfo *di = s->daemon ? MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
         if (!di) {
                 if (s->daemon)
                         MHD_stop_daemon(s->daemon);
                 close(s->stop_pipe[0]);
                 close(s->stop_pipe[1]);
+                http_deadline_free(s->deadline);
                 free(s);
                 return vt_error_set(err, EIO, "cannot start the HTTP server on %s", listen_addr);
         }
@@ -203,6 +151,7 @@ int http_server_start(const char *listen_addr, vt_metrics *metrics, http_probe_f
                 MHD_stop_daemon(s->daemon);
                 close(s->stop_pipe[0]);
                 close(s->stop_pipe[1]);
+                http_deadline_free(s->deadline);
                 free(s);
                 return vt_error_errno(err, r, "cannot start the HTTP server");
         }
@@ -220,6 +169,7 @@ void http_server_stop(http_server *s) {
         (void)!write(s->stop_pipe[1], "x", 1);
         pthread_join(s->thread, NULL);
         MHD_stop_daemon(s->daemon); /* closes what is still open, reporting each closed */
+        http_deadline_free(s->deadline);
         close(s->stop_pipe[0]);
         close(s->stop_pipe[1]);
         free(s);

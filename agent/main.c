@@ -103,11 +103,18 @@ static void collect(vt_metrics *m, void *ud) {
         agent *a = ud;
         kube_client_stats cs;
         kube_client_get_stats(a->client, &cs);
-        for (int v = 0; v < _KUBE_VERB_MAX; v++) {
-                _cleanup_free_ char *l = xasprintf("verb=\"%s\"", kube_verb_name(v));
-                vt_counter_set(m, "vtpm_agent_api_requests_total", "Requests sent to the API server, by verb.", l,
-                               (double)cs.requests[v]);
-        }
+        /* By verb and resource: `sum by (verb)` is the count by verb. */
+        for (size_t i = 0; i < cs.n_resources; i++)
+                for (int v = 0; v < _KUBE_VERB_MAX; v++) {
+                        const kube_resource_requests *rr = &cs.by_resource[i];
+                        if (!rr->requests[v])
+                                continue;
+                        _cleanup_free_ char *l = xasprintf("verb=\"%s\",resource=\"%s\"", kube_verb_name(v),
+                                                           rr->resource);
+                        vt_counter_set(m, "vtpm_agent_api_requests_total",
+                                       "Requests sent to the API server, by verb and resource.", l,
+                                       (double)rr->requests[v]);
+                }
         vt_counter_set(m, "vtpm_agent_api_errors_total", "Requests to the API server that failed.", NULL,
                        (double)cs.errors);
         vt_counter_set(m, "vtpm_agent_token_reloads_total", "Rotated service-account tokens re-read.", NULL,
@@ -168,6 +175,14 @@ static bool readyz(void *ud, char **detail) {
 /* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
  * thread and taken here with sigwait(), so no handler races the workers.
  * Stopping never stops a VM's swtpm: those processes are not our children. */
+/* Log a start-up step that failed (r < 0) with its error; true if it did. */
+static bool start_failed(int r, const char *what, vt_error **err) {
+        if (r >= 0)
+                return false;
+        log_kv(LOG_LEVEL_ERROR, what, "error", *err ? (*err)->msg : strerror(-r), NULL);
+        return true;
+}
+
 static int run(kube_client *client, const agent_config *cfg, const char *identity_opt) {
         sigset_t set;
         sigemptyset(&set);
@@ -208,14 +223,10 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
         }
         if (cfg->state.enabled) {
                 _cleanup_error_ vt_error *err = NULL;
-                if (state_controller_new(client, cfg, identity, &sc, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot set up the state controller", "error", err->msg, NULL);
-                        rc = 1;
-                        goto out;
-                }
-                a.sc = sc;
-                if (state_controller_start(sc, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot start the state controller", "error", err->msg, NULL);
+                bool failed = start_failed(state_controller_new(client, cfg, identity, &sc, &err),
+                                           "cannot set up the state controller", &err);
+                a.sc = sc; /* NULL when that failed */
+                if (failed || start_failed(state_controller_start(sc, &err), "cannot start the state controller", &err)) {
                         rc = 1;
                         goto out;
                 }
@@ -234,14 +245,10 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
                 /* With node.enabled false the controller still labels the node as
                  * offering no vTPM, and starts nothing. */
                 _cleanup_error_ vt_error *err = NULL;
-                if (node_controller_new(client, cfg, metrics, &nc, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot set up the node controller", "error", err->msg, NULL);
-                        rc = 1;
-                        goto out;
-                }
-                a.nc = nc;
-                if (node_controller_start(nc, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot start the node controller", "error", err->msg, NULL);
+                bool failed = start_failed(node_controller_new(client, cfg, metrics, &nc, &err),
+                                           "cannot set up the node controller", &err);
+                a.nc = nc; /* NULL when that failed */
+                if (failed || start_failed(node_controller_start(nc, &err), "cannot start the node controller", &err)) {
                         rc = 1;
                         goto out;
                 }

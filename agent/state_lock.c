@@ -3,7 +3,6 @@
 
 #include <jansson.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 #include "base/fileio.h"
 #include "base/hashmap.h"
 #include "base/log.h"
+#include "base/stopper.h"
 #include "kube/lease.h"
 #include "resources.h"
 
@@ -40,10 +40,9 @@ struct state_lock {
         state_lock_options o;
         char *namespace, *run_dir, *times_path;
         pthread_mutex_t lock;
-        pthread_cond_t cond;
+        vt_stopper stopper;       /* ends the renewal and deadline threads */
         vt_hashmap *entries;      /* "<vm uid> <identity>" -> entry */
         json_t *times;            /* persisted renewal times, as loaded */
-        atomic_bool stop;
         pthread_t renewer, watcher;
         bool started;
 };
@@ -90,11 +89,7 @@ int state_lock_new(kube_client *c, const state_lock_options *o, state_lock **ret
                 s->times = json_object();
         }
         pthread_mutex_init(&s->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&s->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        vt_stopper_init(&s->stopper);
         *ret = s;
         return 0;
 }
@@ -297,17 +292,11 @@ bool state_lock_fenced(state_lock *s, const char *vm_uid, const char *identity) 
 
 int state_lock_names(state_lock *s, const char *vm_uid, const char *identity) {
         _cleanup_free_ char *name = lease_name(vm_uid);
-        _cleanup_free_ char *path = kube_path(&res_lease, s->namespace, name, NULL);
-        json_t *cur = NULL;
-        int r = kube_get(s->client, path, &cur, NULL);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
+        _cleanup_free_ char *holder = NULL;
+        int r = kube_lease_holder(s->client, s->namespace, name, &holder, NULL);
+        if (r <= 0)
                 return r;
-        const char *holder = json_string_value(json_object_get(json_object_get(cur, "spec"), "holderIdentity"));
-        r = holder && strcmp(holder, identity) == 0;
-        json_decref(cur);
-        return r;
+        return strcmp(holder, identity) == 0;
 }
 
 static void join_fence(entry *e) {
@@ -349,17 +338,6 @@ void state_lock_release(state_lock *s, const char *vm_uid, const char *identity)
 
 /* ---- keeping it ---- */
 
-static bool wait_or_stop(state_lock *s, usec_t usec) {
-        struct timespec ts;
-        monotonic_deadline(usec, &ts);
-        pthread_mutex_lock(&s->lock);
-        while (!atomic_load(&s->stop))
-                if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) != 0)
-                        break;
-        pthread_mutex_unlock(&s->lock);
-        return atomic_load(&s->stop);
-}
-
 /* Under s->lock: references to the entries to renew. */
 static entry **held_entries(state_lock *s, size_t *ret_n) {
         size_t n = 0, cap = vt_hashmap_size(s->entries);
@@ -379,7 +357,7 @@ static entry **held_entries(state_lock *s, size_t *ret_n) {
 
 static void *renewer(void *userdata) {
         state_lock *s = userdata;
-        while (!atomic_load(&s->stop)) {
+        while (!vt_stopper_stopped(&s->stopper)) {
                 size_t n;
                 pthread_mutex_lock(&s->lock);
                 entry **v = held_entries(s, &n);
@@ -387,7 +365,7 @@ static void *renewer(void *userdata) {
                 for (size_t i = 0; i < n; i++) {
                         usec_t started = 0;
                         _cleanup_error_ vt_error *err = NULL;
-                        int r = atomic_load(&s->stop) ? -ECANCELED : kube_lease_renew(v[i]->lease, &started, &err);
+                        int r = vt_stopper_stopped(&s->stopper) ? -ECANCELED : kube_lease_renew(v[i]->lease, &started, &err);
                         pthread_mutex_lock(&s->lock);
                         /* A renewal that ends after the deadline passed changes nothing:
                          * the swtpm is being stopped already. */
@@ -407,7 +385,7 @@ static void *renewer(void *userdata) {
                 pthread_mutex_lock(&s->lock);
                 times_save_locked(s);
                 pthread_mutex_unlock(&s->lock);
-                if (wait_or_stop(s, s->o.retry_period))
+                if (vt_stopper_sleep(&s->stopper, s->o.retry_period))
                         break;
         }
         return NULL;
@@ -445,7 +423,7 @@ static void lose_locked(state_lock *s, entry *e, usec_t since) {
 
 static void *watcher(void *userdata) {
         state_lock *s = userdata;
-        while (!wait_or_stop(s, WATCH_USEC)) {
+        while (!vt_stopper_sleep(&s->stopper, WATCH_USEC)) {
                 pthread_mutex_lock(&s->lock);
                 usec_t now = now_boottime();
                 const char *k;
@@ -470,7 +448,7 @@ int state_lock_start(state_lock *s, vt_error **err) {
                 return vt_error_errno(err, r, "cannot start the state lock's deadline thread");
         r = pthread_create(&s->renewer, NULL, renewer, s);
         if (r != 0) {
-                atomic_store(&s->stop, true);
+                vt_stopper_stop(&s->stopper);
                 pthread_join(s->watcher, NULL);
                 return vt_error_errno(err, r, "cannot start the state lock's renewal thread");
         }
@@ -482,10 +460,7 @@ void state_lock_free(state_lock *s) {
         if (!s)
                 return;
         if (s->started) {
-                pthread_mutex_lock(&s->lock);
-                atomic_store(&s->stop, true);
-                pthread_cond_broadcast(&s->cond);
-                pthread_mutex_unlock(&s->lock);
+                vt_stopper_stop(&s->stopper);
                 pthread_join(s->renewer, NULL);
                 pthread_join(s->watcher, NULL);
         }
@@ -496,7 +471,7 @@ void state_lock_free(state_lock *s) {
         vt_hashmap_free(s->entries);
         json_decref(s->times);
         pthread_mutex_destroy(&s->lock);
-        pthread_cond_destroy(&s->cond);
+        vt_stopper_done(&s->stopper);
         free(s->namespace);
         free(s->times_path);
         free(s->run_dir);

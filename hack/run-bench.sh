@@ -177,9 +177,15 @@ metrics() { curl -s --max-time 5 "http://127.0.0.1:$agent_port/metrics"; }
 metric() { awk -v n="$1" -v l="${2:-}" '
   { key = $1; name = key; sub(/\{.*/, "", name); lab = ""; if (key ~ /\{/) { lab = key; sub(/^[^{]*\{/, "", lab); sub(/\}$/, "", lab) } }
   name == n && (l == "" || lab == l) { v = $2; found = 1 } END { print found ? v + 0 : 0 }'; }
-verbs_json() { # metrics dump on stdin -> {"GET":n,...}
+verbs_json() { # metrics dump on stdin -> {"GET":n,...}, summed over the resource label
+  awk 'BEGIN { split("GET LIST WATCH CREATE UPDATE PATCH DELETE", vs, " "); for (i in vs) n[vs[i]] = 0 }
+    /^vtpm_agent_api_requests_total\{/ { match($1, /verb="[A-Z]+"/); n[substr($1, RSTART + 6, RLENGTH - 7)] += $2 }
+    END { for (v in n) out = out (out ? "," : "") "\"" v "\":" (n[v] + 0); print "{" out "}" }'; }
+# metrics dump on stdin -> {"GET pods":n,...}: what the counts by verb are made of
+resources_json() {
   awk '/^vtpm_agent_api_requests_total\{/ { match($1, /verb="[A-Z]+"/); v = substr($1, RSTART + 6, RLENGTH - 7);
-    out = out (out ? "," : "") "\"" v "\":" ($2 + 0) } END { print "{" out "}" }'; }
+    r = "other"; if (match($1, /resource="[a-z0-9.-]+"/)) r = substr($1, RSTART + 10, RLENGTH - 11);
+    out = out (out ? "," : "") "\"" v " " r "\":" ($2 + 0) } END { print "{" out "}" }'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$agent_pid/status"; }
 # {"rss_kb":..,"anon_kb":..,"file_kb":..}: RssFile is the shared libraries' pages (libvirt, OpenSSL...)
 rss_json() { awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {printf "{\"rss_kb\":%d,\"anon_kb\":%d,\"file_kb\":%d}", r, a, f}' "/proc/$agent_pid/status"; }
@@ -330,11 +336,13 @@ if ! skip restart && [ -n "$agent_pid" ]; then
   sleep 0.3
   kill -TERM "$lc" 2>/dev/null || true
   wait "$lc" || true
-  jq -n -c --argjson v "$(verbs_json <<<"$m")" --argjson lease "$(jq .updates "$work/restart-lease.json")" \
+  jq -n -c --argjson v "$(verbs_json <<<"$m")" --argjson vr "$(resources_json <<<"$m")" \
+    --argjson lease "$(jq .updates "$work/restart-lease.json")" \
     --argjson ready "$ready_ms" --argjson drained "$drained_ms" --argjson vms "$total_vms" \
     --argjson rec "$(metric vtpm_agent_reconciles_total 'controller="state"' <<<"$m")" \
     --argjson rss "$(rss_kb)" \
     '{vms: $vms, ready_ms: $ready, drained_ms: $drained, reconciles: $rec, rss_kb: $rss, requests: $v,
+      requests_by_resource: $vr,
       lease_updates: $lease,
       vm_writes: (($v.CREATE // 0) - 1 + ($v.PATCH // 0) + ($v.DELETE // 0) + ([($v.UPDATE // 0) - $lease, 0] | max))}' \
     > "$parts/restart.json"

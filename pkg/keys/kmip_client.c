@@ -396,36 +396,36 @@ static int request_buf(secmem **ret, vt_error **err) {
         return secmem_new(KMIP_REQ_MAX, ret, err);
 }
 
-static int req_check(int n, vt_error **err) {
+/* Send the request the builder wrote into req (n bytes; n < 0: it did not
+ * fit) and read the reply into *rep (its buffer in *buf). */
+static int exchange(kmip_client *c, enum kmip_op op, const char *uid, secmem *req, int n, secmem **buf,
+                    kmip_reply *rep, vt_error **err) {
         if (n < 0)
                 return vt_error_set(err, -n, "KMIP: request does not fit (%d)", n);
-        return 0;
+        return transact(c, op, uid, req->data, (size_t)n, buf, rep, err);
 }
 
-/* An operation on a name (optional for Create) that answers with a unique
- * identifier (Create, Locate): build the request, send it, read the uid from the reply. */
-static int name_op(kmip_client *c, enum kmip_op op, const char *name,
-                   int (*build)(uint8_t *buf, size_t cap, const char *name),
-                   int (*parse)(const kmip_reply *r, char **ret_uid, vt_error **err), char **ret_uid, vt_error **err) {
-        assert_return(c && ret_uid, -EINVAL);
+/* Create (a new AES-256 key, optionally named) or Locate (by name): both
+ * answer with a unique identifier. */
+static int name_op(kmip_client *c, enum kmip_op op, const char *name, char **ret_uid, vt_error **err) {
         _cleanup_secmem_ secmem *req = NULL, *buf = NULL;
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = build(req->data, req->len, name);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, op, NULL, req->data, (size_t)n, &buf, &rep, err);
+        int n = op == KMIP_OP_CREATE ? kmip_req_create_aes256(req->data, req->len, name)
+                                     : kmip_req_locate_by_name(req->data, req->len, name);
+        r = exchange(c, op, NULL, req, n, &buf, &rep, err);
         if (r < 0)
                 return r;
-        r = parse(&rep, ret_uid, err);
+        r = op == KMIP_OP_CREATE ? kmip_payload_uid(&rep, ret_uid, err) : kmip_payload_locate(&rep, ret_uid, err);
         kmip_reply_done(&rep);
         return r;
 }
 
 int kmip_create_aes256(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
-        return name_op(c, KMIP_OP_CREATE, name, kmip_req_create_aes256, kmip_payload_uid, ret_uid, err);
+        assert_return(c && ret_uid, -EINVAL);
+        return name_op(c, KMIP_OP_CREATE, name, ret_uid, err);
 }
 
 static int simple_op(kmip_client *c, enum kmip_op op, const char *uid, vt_error **err) {
@@ -434,12 +434,10 @@ static int simple_op(kmip_client *c, enum kmip_op op, const char *uid, vt_error 
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
+        kmip_reply rep;
         int n = op == KMIP_OP_REVOKE ? kmip_req_revoke(req->data, req->len, uid)
                                      : kmip_req_uid_only(req->data, req->len, op, uid);
-        if ((r = req_check(n, err)) < 0)
-                return r;
-        kmip_reply rep;
-        r = transact(c, op, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, op, uid, req, n, &buf, &rep, err);
         if (r < 0)
                 return r;
         kmip_reply_done(&rep);
@@ -459,8 +457,8 @@ int kmip_destroy(kmip_client *c, const char *uid, vt_error **err) {
 }
 
 int kmip_locate_by_name(kmip_client *c, const char *name, char **ret_uid, vt_error **err) {
-        assert_return(name, -EINVAL);
-        return name_op(c, KMIP_OP_LOCATE, name, kmip_req_locate_by_name, kmip_payload_locate, ret_uid, err);
+        assert_return(c && name && ret_uid, -EINVAL);
+        return name_op(c, KMIP_OP_LOCATE, name, ret_uid, err);
 }
 
 int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **err) {
@@ -469,11 +467,9 @@ int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **e
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_uid_only(req->data, req->len, KMIP_OP_GET, uid);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_GET, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_GET, uid, req, kmip_req_uid_only(req->data, req->len, KMIP_OP_GET, uid),
+                     &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_get_key(&rep, ret_key, err);
@@ -489,11 +485,9 @@ int kmip_get_names(kmip_client *c, const char *uid, char **names, size_t max, si
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_get_attribute(req->data, req->len, uid, "Name");
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_GET_ATTRIBUTES, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_GET_ATTRIBUTES, uid, req, kmip_req_get_attribute(req->data, req->len, uid, "Name"),
+                     &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_names(&rep, uid, names, max, ret_n, err);
@@ -510,11 +504,8 @@ static int crypt_op(kmip_client *c, enum kmip_op op, const char *uid, const uint
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_crypt(req->data, req->len, op, uid, iv, in, len);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, op, uid, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, op, uid, req, kmip_req_crypt(req->data, req->len, op, uid, iv, in, len), &buf, &rep, err);
         if (r < 0)
                 return r;
         const uint8_t *data;
@@ -555,11 +546,8 @@ int kmip_query_operations(kmip_client *c, uint32_t *ops, size_t max, size_t *ret
         int r = request_buf(&req, err);
         if (r < 0)
                 return r;
-        int n = kmip_req_query_operations(req->data, req->len);
-        if ((r = req_check(n, err)) < 0)
-                return r;
         kmip_reply rep;
-        r = transact(c, KMIP_OP_QUERY, NULL, req->data, (size_t)n, &buf, &rep, err);
+        r = exchange(c, KMIP_OP_QUERY, NULL, req, kmip_req_query_operations(req->data, req->len), &buf, &rep, err);
         if (r < 0)
                 return r;
         r = kmip_payload_query_ops(&rep, ops, max, ret_n, err);

@@ -40,10 +40,23 @@ enum kube_verb { KUBE_VERB_GET, KUBE_VERB_LIST, KUBE_VERB_WATCH, KUBE_VERB_CREAT
 
 const char *kube_verb_name(enum kube_verb v);
 
+/* Requests are also counted by the resource their path names (the plural,
+ * kube_path_resource()). The set is bounded: past KUBE_STATS_RESOURCES - 1
+ * names, and for paths that name none, they count as "other". */
+#define KUBE_STATS_RESOURCES 32
+#define KUBE_RESOURCE_NAME_MAX 64 /* a plural is a DNS label: 63 characters and the NUL */
+
+typedef struct kube_resource_requests {
+        char resource[KUBE_RESOURCE_NAME_MAX];
+        uint64_t requests[_KUBE_VERB_MAX];
+} kube_resource_requests;
+
 typedef struct kube_client_stats {
         uint64_t requests[_KUBE_VERB_MAX]; /* requests sent, by verb */
         uint64_t errors;                    /* requests that failed (API or transport) */
         uint64_t token_reloads;             /* rotated token files re-read */
+        size_t n_resources;                 /* requests sent, by resource and verb: */
+        kube_resource_requests by_resource[KUBE_STATS_RESOURCES];
 } kube_client_stats;
 
 int kube_client_new(const kube_config *cfg, const char *user_agent, kube_client **ret, vt_error **err);
@@ -111,3 +124,10 @@ typedef struct kube_resource {
 char *kube_path(const kube_resource *r, const char *namespace, const char *name, const char *subresource);
 /* URL-escape one query value (caller frees). */
 char *kube_escape(const char *s);
+/* The resource a request path names, by its plural: "pods" for
+ * /api/v1/namespaces/x/pods/y, "tpmstates" for
+ * /apis/g/v/namespaces/x/tpmstates/y/status, "namespaces" for
+ * /api/v1/namespaces/x, "nodes" for /api/v1/nodes?watch=1. false (buf
+ * untouched) for a path that names none (/version, discovery) or whose
+ * plural is not a DNS label of fewer than `size` characters. */
+bool kube_path_resource(const char *path, char *buf, size_t size);

@@ -5,9 +5,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/alloc.h"
+#include "base/stopper.h"
 
 static const kube_resource lease_res = {"coordination.k8s.io", "v1", "leases", true};
 
@@ -78,14 +78,27 @@ static void clear_error(vt_error **err) {
         }
 }
 
-/* Renew from the remembered object: 1 renewed, 0 conflict (read afresh),
- * < 0 error. */
-static int renew_from_last(kube_lease *l, usec_t *started, vt_error **err) {
-        json_t *cur = json_deep_copy(l->last);
-        forget_last(l);
-        json_t *spec = json_object_get(cur, "spec");
-        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
-        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
+static const char *spec_holder(json_t *lease) {
+        return json_string_value(json_object_get(json_object_get(lease, "spec"), "holderIdentity"));
+}
+
+/* GET the record: 1 and *ret, 0 when there is none, < 0 error. */
+static int read_record(kube_client *c, const char *path, json_t **ret, vt_error **err) {
+        int r = kube_get(c, path, ret, err);
+        if (r == -ENOENT) {
+                clear_error(err);
+                return 0;
+        }
+        return r < 0 ? r : 1;
+}
+
+/* Write our spec into `cur` (the Lease as read, or as our last write returned
+ * it; its resourceVersion makes the write conditional), keeping `acquired`
+ * (NULL: now) and `transitions`. 1 written (l->last is the answer, *started
+ * when the request was sent), 0 Conflict: someone wrote in between, < 0
+ * error. Takes cur. */
+static int write_spec(kube_lease *l, json_t *cur, const char *acquired, int transitions, usec_t *started,
+                      vt_error **err) {
         /* lease_spec copies the acquire time before spec is replaced */
         json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
         json_t *updated = NULL;
@@ -102,92 +115,100 @@ static int renew_from_last(kube_lease *l, usec_t *started, vt_error **err) {
         return 1;
 }
 
-static int try_locked(kube_lease *l, kube_lease_may_take may_take, void *userdata, usec_t *ret_started,
-                      char **ret_holder, usec_t *ret_wait, vt_error **err) {
-        json_t *cur = NULL;
-        usec_t started = 0;
-        int r;
-        if (l->last) {
-                r = renew_from_last(l, &started, err);
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        goto held;
-                /* Conflict: someone wrote in between; judge from a fresh read. */
-        }
-        r = kube_get(l->client, l->path, &cur, err);
-        if (r == -ENOENT) {
-                clear_error(err);
-                json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:o}", "apiVersion", "coordination.k8s.io/v1",
-                                        "kind", "Lease", "metadata", "name", l->name, "namespace", l->namespace,
-                                        "spec", lease_spec(l, NULL, 0));
-                _cleanup_free_ char *coll = kube_path(&lease_res, l->namespace, NULL, NULL);
-                json_t *created = NULL;
-                started = now_boottime();
-                r = kube_create(l->client, coll, obj, &created, err);
-                json_decref(obj);
-                if (r == -EEXIST) {
-                        /* lost the race: someone else created it; judged at the next try */
-                        clear_error(err);
-                        if (ret_wait)
-                                *ret_wait = l->duration;
-                        return 0;
-                }
-                if (r < 0)
-                        return r;
-                l->last = created;
-                goto held;
-        }
-        if (r < 0)
-                return r;
-        json_t *md = json_object_get(cur, "metadata");
+/* Renew a record that names us, keeping its acquire time and transitions. */
+static int renew_record(kube_lease *l, json_t *cur, usec_t *started, vt_error **err) {
         json_t *spec = json_object_get(cur, "spec");
-        const char *rv = json_string_value(json_object_get(md, "resourceVersion"));
-        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
-        json_int_t dur = json_integer_value(json_object_get(spec, "leaseDurationSeconds"));
+        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
         int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
-        bool mine = holder && strcmp(holder, l->identity) == 0;
-        usec_t now = now_boottime();
+        return write_spec(l, cur, acquired, transitions, started, err);
+}
 
-        if (!mine) {
-                /* Track when the record last changed, by our clock. */
-                if (!l->observed_rv || !rv || strcmp(l->observed_rv, rv) != 0) {
-                        free(l->observed_rv);
-                        l->observed_rv = rv ? xstrdup(rv) : NULL;
-                        l->observed_at = now;
-                }
-                bool released = !holder || !*holder;
-                /* The holder's own duration (it fences itself by it); ours for
-                 * records written without one. */
-                usec_t d = dur > 0 ? (usec_t)dur * USEC_PER_SEC : l->duration;
-                usec_t seen = now - l->observed_at;
-                if (!released && (seen < d || (may_take && !may_take(holder, userdata)))) {
-                        if (ret_holder)
-                                *ret_holder = xstrdup(holder);
-                        if (ret_wait)
-                                *ret_wait = seen < d ? d - seen : 0;
-                        json_decref(cur);
-                        return 0;
-                }
-                transitions++;
-        }
-        const char *acquired = mine ? json_string_value(json_object_get(spec, "acquireTime")) : NULL;
-        json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
-        json_t *updated = NULL;
-        started = now_boottime();
-        r = kube_update(l->client, l->path, cur, &updated, err);
-        json_decref(cur);
-        if (r == -ESTALE) {
-                /* Someone wrote in between: not ours this round. */
+/* Renew from the remembered object, without a GET: 1 renewed, 0 conflict
+ * (read afresh), < 0 error. */
+static int renew_from_last(kube_lease *l, usec_t *started, vt_error **err) {
+        json_t *cur = json_deep_copy(l->last);
+        forget_last(l);
+        return renew_record(l, cur, started, err);
+}
+
+/* No record yet: create it. 1 ours, 0 someone else created it first. */
+static int create_record(kube_lease *l, usec_t *started, vt_error **err) {
+        json_t *obj = json_pack("{s:s, s:s, s:{s:s, s:s}, s:o}", "apiVersion", "coordination.k8s.io/v1", "kind",
+                                "Lease", "metadata", "name", l->name, "namespace", l->namespace, "spec",
+                                lease_spec(l, NULL, 0));
+        _cleanup_free_ char *coll = kube_path(&lease_res, l->namespace, NULL, NULL);
+        json_t *created = NULL;
+        *started = now_boottime();
+        int r = kube_create(l->client, coll, obj, &created, err);
+        json_decref(obj);
+        if (r == -EEXIST) {
                 clear_error(err);
-                if (ret_wait)
-                        *ret_wait = l->duration;
                 return 0;
         }
         if (r < 0)
                 return r;
-        l->last = updated;
-held:
+        l->last = created;
+        return 1;
+}
+
+/* Someone else's record (or a released one): may we take it over? Tracks,
+ * by our clock, when it last changed. true to take it; false with
+ * *ret_holder and *ret_wait (both optional) as kube_lease_try says. */
+static bool may_take_over(kube_lease *l, json_t *cur, kube_lease_may_take may_take, void *userdata,
+                          char **ret_holder, usec_t *ret_wait) {
+        const char *rv = json_string_value(json_object_get(json_object_get(cur, "metadata"), "resourceVersion"));
+        const char *holder = spec_holder(cur);
+        json_int_t dur = json_integer_value(json_object_get(json_object_get(cur, "spec"), "leaseDurationSeconds"));
+        usec_t now = now_boottime();
+        if (!l->observed_rv || !rv || strcmp(l->observed_rv, rv) != 0) {
+                free(l->observed_rv);
+                l->observed_rv = rv ? xstrdup(rv) : NULL;
+                l->observed_at = now;
+        }
+        if (!holder || !*holder)
+                return true; /* released */
+        /* The holder's own duration (it fences itself by it); ours for
+         * records written without one. */
+        usec_t d = dur > 0 ? (usec_t)dur * USEC_PER_SEC : l->duration;
+        usec_t seen = now - l->observed_at;
+        if (seen >= d && (!may_take || may_take(holder, userdata)))
+                return true;
+        if (ret_holder)
+                *ret_holder = xstrdup(holder);
+        if (ret_wait)
+                *ret_wait = seen < d ? d - seen : 0;
+        return false;
+}
+
+static int try_locked(kube_lease *l, kube_lease_may_take may_take, void *userdata, usec_t *ret_started,
+                      char **ret_holder, usec_t *ret_wait, vt_error **err) {
+        usec_t started = 0;
+        int r = 0;
+        if (l->last)
+                r = renew_from_last(l, &started, err); /* 0: someone wrote in between; judge from a fresh read */
+        if (r == 0) {
+                json_t *cur = NULL;
+                r = read_record(l->client, l->path, &cur, err);
+                if (r == 0)
+                        r = create_record(l, &started, err);
+                else if (r > 0) {
+                        const char *holder = spec_holder(cur);
+                        if (holder && strcmp(holder, l->identity) == 0)
+                                r = renew_record(l, cur, &started, err);
+                        else if (may_take_over(l, cur, may_take, userdata, ret_holder, ret_wait)) {
+                                int transitions = (int)json_integer_value(
+                                        json_object_get(json_object_get(cur, "spec"), "leaseTransitions"));
+                                r = write_spec(l, cur, NULL, transitions + 1, &started, err);
+                        } else {
+                                json_decref(cur);
+                                return 0;
+                        }
+                }
+                if (r == 0 && ret_wait)
+                        *ret_wait = l->duration; /* lost a race: judged at the next try */
+        }
+        if (r <= 0)
+                return r;
         free(l->observed_rv);
         l->observed_rv = NULL;
         if (ret_started)
@@ -209,40 +230,23 @@ int kube_lease_try(kube_lease *l, kube_lease_may_take may_take, void *userdata, 
 
 static int renew_locked(kube_lease *l, usec_t *ret_started, vt_error **err) {
         usec_t started = 0;
-        int r;
+        int r = 0;
         if (l->released)
                 return 0;
-        if (l->last) {
+        if (l->last)
                 r = renew_from_last(l, &started, err);
-                if (r != 0)
-                        goto done;
+        if (r == 0) {
+                json_t *cur = NULL;
+                r = kube_get(l->client, l->path, &cur, err);
+                if (r < 0)
+                        return r;
+                const char *holder = spec_holder(cur);
+                if (!holder || strcmp(holder, l->identity) != 0) {
+                        json_decref(cur);
+                        return 0; /* someone else's now (or released): not renewed */
+                }
+                r = renew_record(l, cur, &started, err);
         }
-        json_t *cur = NULL;
-        r = kube_get(l->client, l->path, &cur, err);
-        if (r < 0)
-                return r;
-        json_t *spec = json_object_get(cur, "spec");
-        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
-        if (!holder || strcmp(holder, l->identity) != 0) {
-                json_decref(cur);
-                return 0; /* someone else's now (or released): not renewed */
-        }
-        const char *acquired = json_string_value(json_object_get(spec, "acquireTime"));
-        int transitions = (int)json_integer_value(json_object_get(spec, "leaseTransitions"));
-        json_object_set_new(cur, "spec", lease_spec(l, acquired, transitions));
-        json_t *updated = NULL;
-        started = now_boottime();
-        r = kube_update(l->client, l->path, cur, &updated, err);
-        json_decref(cur);
-        if (r == -ESTALE) {
-                clear_error(err);
-                return 0;
-        }
-        if (r < 0)
-                return r;
-        l->last = updated;
-        r = 1;
-done:
         if (r > 0 && ret_started)
                 *ret_started = started;
         return r;
@@ -258,39 +262,37 @@ int kube_lease_renew(kube_lease *l, usec_t *ret_started, vt_error **err) {
         return r;
 }
 
+/* holderIdentity "" and a duration of one second: a candidate takes it at
+ * its next try. Takes cur. */
+static int write_released(kube_lease *l, json_t *cur, vt_error **err) {
+        json_t *spec = json_object_get(cur, "spec");
+        json_object_set_new(spec, "holderIdentity", json_string(""));
+        json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
+        int r = kube_update(l->client, l->path, cur, NULL, err);
+        json_decref(cur);
+        return r;
+}
+
 static int release_locked(kube_lease *l, vt_error **err) {
-        json_t *cur = NULL;
         l->released = true;
         if (l->last) {
                 /* Usually the record is still as our last renewal left it: no GET. */
-                cur = json_deep_copy(l->last);
+                json_t *cur = json_deep_copy(l->last);
                 forget_last(l);
-                json_t *spec = json_object_get(cur, "spec");
-                json_object_set_new(spec, "holderIdentity", json_string(""));
-                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
-                int r = kube_update(l->client, l->path, cur, NULL, err);
-                json_decref(cur);
-                cur = NULL;
+                int r = write_released(l, cur, err);
                 if (r != -ESTALE)
                         return r;
                 clear_error(err);
         }
-        int r = kube_get(l->client, l->path, &cur, err);
-        if (r == -ENOENT) {
-                clear_error(err);
-                return 0;
-        }
-        if (r < 0)
+        json_t *cur = NULL;
+        int r = read_record(l->client, l->path, &cur, err);
+        if (r <= 0)
                 return r;
-        json_t *spec = json_object_get(cur, "spec");
-        const char *holder = json_string_value(json_object_get(spec, "holderIdentity"));
-        if (holder && strcmp(holder, l->identity) == 0) {
-                json_object_set_new(spec, "holderIdentity", json_string(""));
-                json_object_set_new(spec, "leaseDurationSeconds", json_integer(1));
-                r = kube_update(l->client, l->path, cur, NULL, err);
-        }
+        const char *holder = spec_holder(cur);
+        if (holder && strcmp(holder, l->identity) == 0)
+                return write_released(l, cur, err);
         json_decref(cur);
-        return r;
+        return 0;
 }
 
 int kube_lease_release(kube_lease *l, vt_error **err) {
@@ -301,6 +303,20 @@ int kube_lease_release(kube_lease *l, vt_error **err) {
         return r;
 }
 
+int kube_lease_holder(kube_client *c, const char *namespace, const char *name, char **ret_holder,
+                      vt_error **err) {
+        assert_return(c && namespace && name && ret_holder, -EINVAL);
+        _cleanup_free_ char *path = kube_path(&lease_res, namespace, name, NULL);
+        json_t *cur = NULL;
+        int r = read_record(c, path, &cur, err);
+        if (r <= 0)
+                return r;
+        const char *holder = spec_holder(cur);
+        *ret_holder = xstrdup(holder ? holder : "");
+        json_decref(cur);
+        return 1;
+}
+
 /* ---- leader election ---- */
 
 struct kube_elector {
@@ -309,9 +325,8 @@ struct kube_elector {
         kube_lease *lease;
         pthread_t thread;
         bool started;
-        atomic_bool stop, leader;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
+        atomic_bool leader;
+        vt_stopper stopper;
         usec_t last_renew; /* CLOCK_BOOTTIME when our last successful renewal was sent */
 };
 
@@ -343,12 +358,7 @@ int kube_elector_new(kube_client *c, const kube_elector_options *opts, kube_elec
                 free(e);
                 return r;
         }
-        pthread_mutex_init(&e->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        vt_stopper_init(&e->stopper);
         *ret = e;
         return 0;
 }
@@ -358,8 +368,7 @@ void kube_elector_free(kube_elector *e) {
                 return;
         kube_elector_stop(e);
         kube_lease_free(e->lease);
-        pthread_mutex_destroy(&e->lock);
-        pthread_cond_destroy(&e->cond);
+        vt_stopper_done(&e->stopper);
         free(e->namespace);
         free(e->name);
         free(e->identity);
@@ -370,20 +379,9 @@ bool kube_elector_is_leader(kube_elector *e) {
         return atomic_load(&e->leader);
 }
 
-static bool wait_or_stop(kube_elector *e, usec_t usec) {
-        struct timespec ts;
-        monotonic_deadline(usec, &ts);
-        pthread_mutex_lock(&e->lock);
-        while (!atomic_load(&e->stop))
-                if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) != 0)
-                        break;
-        pthread_mutex_unlock(&e->lock);
-        return atomic_load(&e->stop);
-}
-
 static void *elector_thread(void *userdata) {
         kube_elector *e = userdata;
-        while (!atomic_load(&e->stop)) {
+        while (!vt_stopper_stopped(&e->stopper)) {
                 usec_t started = 0;
                 int r = kube_lease_try(e->lease, NULL, NULL, &started, NULL, NULL, NULL);
                 if (r == 1) {
@@ -397,7 +395,7 @@ static void *elector_thread(void *userdata) {
                         if (e->o.on_stopped_leading)
                                 e->o.on_stopped_leading(e->o.userdata);
                 }
-                if (wait_or_stop(e, e->o.retry_period))
+                if (vt_stopper_sleep(&e->stopper, e->o.retry_period))
                         break;
         }
         if (atomic_exchange(&e->leader, false)) {
@@ -420,10 +418,7 @@ int kube_elector_start(kube_elector *e, vt_error **err) {
 void kube_elector_stop(kube_elector *e) {
         if (!e || !e->started)
                 return;
-        pthread_mutex_lock(&e->lock);
-        atomic_store(&e->stop, true);
-        pthread_cond_broadcast(&e->cond);
-        pthread_mutex_unlock(&e->lock);
+        vt_stopper_stop(&e->stopper);
         pthread_join(e->thread, NULL);
         e->started = false;
 }

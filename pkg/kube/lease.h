@@ -60,6 +60,12 @@ int kube_lease_renew(kube_lease *l, usec_t *ret_started, vt_error **err);
  * A record someone else holds now is left alone. */
 int kube_lease_release(kube_lease *l, vt_error **err);
 
+/* Who holds the Lease namespace/name as the API server has it now, without
+ * being a candidate: 1 and *ret_holder (caller frees; "" when released), 0
+ * when there is no such Lease, < 0 on error. */
+int kube_lease_holder(kube_client *c, const char *namespace, const char *name, char **ret_holder,
+                      vt_error **err);
+
 typedef struct kube_elector kube_elector;
 
 typedef struct kube_elector_options {

@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/fileio.h"
+#include "proc/cgroup.h"
 
 #define POD_UID_LEN 36 /* a UUID: 8-4-4-4-12 */
 #define CGROUP_FILE_MAX (64U * 1024U)
@@ -95,27 +96,22 @@ static int path_names_pod(const char *p, size_t n, const char *uid, const char *
 
 int cgroup_text_names_pod(const char *text, size_t len, const char *pod_uid, const char *const *container_ids) {
         assert_return(text || len == 0, -EINVAL);
-        bool any_line = false, ours = false;
-        for (size_t i = 0; i < len;) {
-                const char *line = text + i;
-                const char *nl = memchr(line, '\n', len - i);
-                size_t ll = nl ? (size_t)(nl - line) : len - i;
-                i += ll + 1;
-                if (ll == 0)
-                        continue;
-                const char *c1 = memchr(line, ':', ll);
-                const char *c2 = c1 ? memchr(c1 + 1, ':', ll - (size_t)(c1 + 1 - line)) : NULL;
-                if (!c1 || !c2 || c2 + 1 >= line + ll || c2[1] != '/')
-                        return -EBADMSG;
-                any_line = true;
-                const char *path = c2 + 1;
-                int v = path_names_pod(path, (size_t)(line + ll - path), pod_uid, container_ids);
+        /* The one parser of cgroup lists (proc/cgroup.h), on a copy: it works in place. */
+        _cleanup_free_ char *copy = xmalloc(len + 1);
+        if (len)
+                memcpy(copy, text, len);
+        copy[len] = '\0';
+        proc_cgroup_line lines[PROC_CGROUP_MAX_LINES];
+        size_t n = 0;
+        if (proc_cgroup_parse(copy, len, lines, &n, NULL) < 0 || n == 0)
+                return -EBADMSG;
+        bool ours = false;
+        for (size_t i = 0; i < n; i++) {
+                int v = path_names_pod(lines[i].path, strlen(lines[i].path), pod_uid, container_ids);
                 if (v < 0)
                         return 0; /* one hierarchy says another pod: not ours, whatever the others say */
                 ours = ours || v > 0;
         }
-        if (!any_line)
-                return -EBADMSG;
         return ours ? 1 : 0;
 }
 

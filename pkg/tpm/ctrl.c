@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "tpm/io.h"
 
 const char *tpm_ctrl_cmd_name(uint32_t cmd) {
         static const char *const names[] = {
@@ -38,23 +39,6 @@ const char *tpm_ctrl_cmd_name(uint32_t cmd) {
         return "CMD_UNKNOWN";
 }
 
-static int wait_fd(int fd, short events, usec_t deadline) {
-        for (;;) {
-                usec_t now = now_monotonic();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                struct pollfd p = {.fd = fd, .events = events};
-                int n = poll(&p, 1, (int)((deadline - now + 999) / 1000));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n > 0)
-                        return 0;
-        }
-}
-
 static int ctrl_connect(const char *path, usec_t deadline, int *ret_fd, vt_error **err) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         if (strlen(path) >= sizeof(sa.sun_path))
@@ -69,7 +53,7 @@ static int ctrl_connect(const char *path, usec_t deadline, int *ret_fd, vt_error
                 if (errno == EINTR)
                         continue;
                 if (errno == EINPROGRESS) {
-                        int r = wait_fd(fd, POLLOUT, deadline);
+                        int r = tpm_io_wait(fd, POLLOUT, deadline);
                         if (r < 0)
                                 return vt_error_set(err, -r, "connecting to swtpm control socket %s timed out",
                                                     path);
@@ -129,7 +113,7 @@ int tpm_ctrl_call_fd(int fd, const char *ctrl_path, uint32_t cmd, const void *re
                         if (errno == EINTR)
                                 continue;
                         if (errno == EAGAIN) {
-                                r = wait_fd(fd, POLLOUT, deadline);
+                                r = tpm_io_wait(fd, POLLOUT, deadline);
                                 if (r < 0)
                                         return vt_error_set(err, -r, "%s to %s: send timed out", name,
                                                             ctrl_path);
@@ -151,7 +135,7 @@ int tpm_ctrl_call_fd(int fd, const char *ctrl_path, uint32_t cmd, const void *re
                         if (errno == EINTR)
                                 continue;
                         if (errno == EAGAIN) {
-                                r = wait_fd(fd, POLLIN, deadline);
+                                r = tpm_io_wait(fd, POLLIN, deadline);
                                 if (r == -ETIMEDOUT)
                                         return vt_error_set(err, ETIMEDOUT,
                                                             "%s to %s: no answer within %llu ms (another client, "

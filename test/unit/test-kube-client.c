@@ -140,6 +140,80 @@ static void test_apply_needs_field_manager(void) {
         check_int_eq(st.requests[KUBE_VERB_PATCH], 0); /* refused before any request */
 }
 
+/* /metrics counts requests by the resource their path names; one row per
+ * path shape the agent sends, and the paths that name none. */
+static void test_path_resource(void) {
+        static const struct {
+                const char *path, *want; /* want NULL: names none */
+        } rows[] = {
+                {"/api/v1/namespaces/x/pods/y", "pods"},
+                {"/api/v1/namespaces/x/pods", "pods"},
+                {"/api/v1/namespaces/x/pods?labelSelector=a%3Db&limit=500", "pods"},
+                {"/apis/vtpm.example.io/v1alpha1/namespaces/x/tpmstates/y/status", "tpmstates"},
+                {"/apis/kubevirt.io/v1/namespaces/x/virtualmachines/vm-1", "virtualmachines"},
+                {"/apis/kubevirt.io/v1/virtualmachineinstances?watch=1&resourceVersion=5", "virtualmachineinstances"},
+                {"/apis/coordination.k8s.io/v1/namespaces/vtpm-system/leases/vtpm-state-1234", "leases"},
+                {"/api/v1/namespaces/x/secrets/kek?fieldManager=vtpm", "secrets"},
+                {"/api/v1/nodes/node-1", "nodes"},
+                {"/apis/storage.k8s.io/v1/storageclasses", "storageclasses"},
+                {"/apis/authentication.k8s.io/v1/selfsubjectreviews", "selfsubjectreviews"},
+                {"/api/v1/namespaces/x", "namespaces"},
+                {"/api/v1/namespaces", "namespaces"},
+                {"/api/v1/namespaces/x/", "namespaces"},
+                {"/version", NULL},
+                {"/api", NULL},
+                {"/api/v1", NULL},
+                {"/apis/kubevirt.io/v1", NULL},
+                {"/apis/kubevirt.io", NULL},
+                {"/healthz", NULL},
+                {"", NULL},
+                {"/api/v1/Pods", NULL},                 /* not a DNS label */
+                {"/api/v1/namespaces/x/po%2Fds/y", NULL}, /* escaped bytes */
+                {"/api/v1/-pods", NULL},
+                {"/api/v1/namespaces/x/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/y", NULL},
+        };
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                char buf[KUBE_RESOURCE_NAME_MAX] = "untouched";
+                bool ok = kube_path_resource(rows[i].path, buf, sizeof(buf));
+                if (!check(ok == (rows[i].want != NULL)))
+                        fprintf(stderr, "#     path \"%s\" -> %s\n", rows[i].path, ok ? buf : "(none)");
+                check_str_eq(buf, rows[i].want ? rows[i].want : "untouched");
+        }
+        char small[4] = "";
+        check(!kube_path_resource("/api/v1/namespaces/x/pods/y", small, sizeof(small))); /* no room for "pods" */
+        check(!kube_path_resource(NULL, small, sizeof(small)));
+}
+
+/* The label set stays bounded whatever paths are asked for: past the table's
+ * size every new resource counts as "other", and nothing is lost. */
+static void test_resource_counts_bounded(void) {
+        _cleanup_kube_config_ kube_config *cfg = config_with_cert(NULL);
+        _cleanup_kube_client_ kube_client *c = NULL;
+        check_int_eq(kube_client_new(cfg, "unit", &c, NULL), 0);
+        if (!c)
+                return;
+        unsigned n = KUBE_STATS_RESOURCES + 8;
+        for (unsigned i = 0; i < n; i++) {
+                _cleanup_free_ char *p = xasprintf("/apis/unit.example/v1/namespaces/x/things%u/a", i);
+                check(kube_get(c, p, NULL, NULL) < 0); /* port 1: refused, still counted */
+        }
+        check(kube_get(c, "/version", NULL, NULL) < 0);
+        kube_client_stats st;
+        kube_client_get_stats(c, &st);
+        check_int_eq(st.requests[KUBE_VERB_GET], n + 1);
+        check_int_eq(st.n_resources, KUBE_STATS_RESOURCES);
+        uint64_t sum = 0, other = 0;
+        for (size_t i = 0; i < st.n_resources; i++) {
+                sum += st.by_resource[i].requests[KUBE_VERB_GET];
+                if (strcmp(st.by_resource[i].resource, "other") == 0)
+                        other = st.by_resource[i].requests[KUBE_VERB_GET];
+        }
+        check_int_eq(sum, n + 1);
+        /* things0..things30 have rows; things31.. and /version are "other" */
+        check_int_eq(other, n + 1 - (KUBE_STATS_RESOURCES - 1));
+        check_str_eq(st.by_resource[0].resource, "things0");
+}
+
 int main(void) {
         return tap_run((tap_case[]){
                 TAP_CASE(test_expired_client_cert_refused_up_front),
@@ -148,6 +222,8 @@ int main(void) {
                 TAP_CASE(test_connection_refused_named),
                 TAP_CASE(test_missing_token_file_named),
                 TAP_CASE(test_apply_needs_field_manager),
+                TAP_CASE(test_path_resource),
+                TAP_CASE(test_resource_counts_bounded),
                 {0},
         });
 }
