@@ -244,7 +244,7 @@ stats() { sort -g | awk '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v
 # get_counts: the agent's GETs so far, by resource ("resource count" lines).
 get_counts() {
   curl -s --max-time 2 "http://127.0.0.1:$port/metrics" |
-    sed -n 's/^vtpm_agent_api_requests_total{verb="get",resource="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p'
+    sed -n 's/^vtpm_agent_api_requests_total{verb="GET",resource="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p'
 }
 # What the warm starts cost in GETs, by resource: issue 19 wants none of the
 # VM, its TPMState, its PVC or a Secret (the node path reads caches).

@@ -165,7 +165,7 @@ _gets() { # NODE -> "virtualmachines N tpmstates N persistentvolumeclaims N secr
   local m r
   m=$(nl_in "${1#node-}" curl -sf -m 5 http://127.0.0.1:9464/metrics) || return 1
   for r in virtualmachines tpmstates persistentvolumeclaims secrets; do
-    printf '%s %s ' "$r" "$(awk -v s="vtpm_agent_api_requests_total{verb=\"get\",resource=\"$r\"}" \
+    printf '%s %s ' "$r" "$(awk -v s="vtpm_agent_api_requests_total{verb=\"GET\",resource=\"$r\"}" \
       '$1 == s {print $2 + 0; f = 1} END {if (!f) print 0}' <<<"$m")"
   done
 }
