@@ -50,7 +50,8 @@ renewer=$!
 at_exit "kill $renewer 2>/dev/null"
 
 ok_here "agent starts" agent_start agent "$cfg"
-wait_until 30 test "$(agent_leader)" = agent || diag "agent did not become leader in 30 s"
+is_leader() { [ "$(agent_leader)" = agent ]; }
+wait_until 30 is_leader || diag "agent did not become leader in 30 s"
 
 # While its VM exists, a Lease stays: longer than 2 x the lease duration.
 sleep $((2 * LEASE_S + 5))
