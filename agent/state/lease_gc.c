@@ -121,6 +121,34 @@ static bool delete_lease(state_lease_gc *gc, const state_ctx *ctx, const char *n
         return true;
 }
 
+void state_lease_gc_observe(state_lease_gc *gc, char *const *names, char *const *rvs, size_t n, usec_t now,
+                           bool *ret_due) {
+        pthread_mutex_lock(&gc->lock);
+        /* Only the orphans of this sweep are kept: a Lease whose VM is back
+         * (a cache that was behind) or that is gone is forgotten. */
+        vt_hashmap *seen = vt_hashmap_new(sighting_free);
+        for (size_t i = 0; i < n; i++) {
+                sighting *s = vt_hashmap_steal(gc->seen, names[i]);
+                if (!s || strcmp(s->rv, rvs[i]) != 0) {
+                        sighting_free(s);
+                        s = xnew(sighting, 1);
+                        s->rv = xstrdup(rvs[i]);
+                        s->since = now;
+                }
+                ret_due[i] = now - s->since >= 2 * gc->duration;
+                vt_hashmap_put(seen, names[i], s);
+        }
+        vt_hashmap_free(gc->seen);
+        gc->seen = seen;
+        pthread_mutex_unlock(&gc->lock);
+}
+
+static void forget(state_lease_gc *gc, const char *name) {
+        pthread_mutex_lock(&gc->lock);
+        vt_hashmap_remove(gc->seen, name);
+        pthread_mutex_unlock(&gc->lock);
+}
+
 unsigned state_lease_gc_sweep(state_lease_gc *gc, const state_ctx *ctx, kube_informer *leases, kube_informer *vms,
                               usec_t now) {
         struct orphans o = {.vm_uids = vt_hashmap_new(NULL)};
@@ -128,30 +156,18 @@ unsigned state_lease_gc_sweep(state_lease_gc *gc, const state_ctx *ctx, kube_inf
         kube_informer_foreach(leases, collect_orphan, &o);
         vt_hashmap_free(o.vm_uids);
 
+        bool *due = xnew(bool, o.n + 1);
+        state_lease_gc_observe(gc, o.names, o.rvs, o.n, now, due);
         unsigned deleted = 0;
-        pthread_mutex_lock(&gc->lock);
-        /* Only the orphans of this sweep are kept: a Lease whose VM is back
-         * (a cache that was behind) or that is gone is forgotten. */
-        vt_hashmap *seen = vt_hashmap_new(sighting_free);
         for (size_t i = 0; i < o.n; i++) {
-                sighting *s = vt_hashmap_steal(gc->seen, o.names[i]);
-                if (!s || strcmp(s->rv, o.rvs[i]) != 0) {
-                        sighting_free(s);
-                        s = xnew(sighting, 1);
-                        s->rv = xstrdup(o.rvs[i]);
-                        s->since = now;
-                }
-                if (now - s->since >= 2 * gc->duration && delete_lease(gc, ctx, o.names[i], o.rvs[i])) {
+                if (due[i] && delete_lease(gc, ctx, o.names[i], o.rvs[i])) {
+                        forget(gc, o.names[i]);
                         deleted++;
-                        sighting_free(s);
-                } else
-                        vt_hashmap_put(seen, o.names[i], s);
+                }
                 free(o.names[i]);
                 free(o.rvs[i]);
         }
-        vt_hashmap_free(gc->seen);
-        gc->seen = seen;
-        pthread_mutex_unlock(&gc->lock);
+        free(due);
         free(o.names);
         free(o.rvs);
         return deleted;

@@ -34,6 +34,13 @@ usec_t state_lease_gc_period(const state_lease_gc *gc);
 unsigned state_lease_gc_sweep(state_lease_gc *gc, const state_ctx *ctx, kube_informer *leases, kube_informer *vms,
                               usec_t now);
 
+/* The sweep's judgement, without the API: the Leases `names` (at
+ * resourceVersions `rvs`) have no VM at `now`; ret_due[i] says whether
+ * names[i] has been seen unchanged for 2 x the lease duration. Leases not in
+ * the list are forgotten. */
+void state_lease_gc_observe(state_lease_gc *gc, char *const *names, char *const *rvs, size_t n, usec_t now,
+                           bool *ret_due);
+
 /* The VM uid a Lease name stands for (borrowed from `name`), or NULL when
  * it is not a per-VM state Lease. */
 const char *state_lease_vm_uid(const char *name);
