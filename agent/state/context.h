@@ -16,6 +16,7 @@ typedef struct state_counters {
         atomic_uint_least64_t status_updates;
         atomic_uint_least64_t events;
         atomic_uint_least64_t leases_deleted;
+        atomic_uint_least64_t lease_sweeps; /* runs of the Lease GC's queue key (not VM reconciles) */
 } state_counters;
 
 typedef struct state_ctx {
