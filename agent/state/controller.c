@@ -192,11 +192,13 @@ void state_controller_free(state_controller *sc) {
 }
 
 void state_controller_get_stats(state_controller *sc, state_controller_stats *ret) {
+        /* Sweeps first: each is counted by the runtime before it runs, so this never exceeds its count. */
+        uint64_t sweeps = atomic_load(&sc->counters.lease_sweeps);
         kube_controller_stats cs;
         kube_controller_get_stats(sc->ctl, &cs);
         *ret = (state_controller_stats){
                 /* VMs reconciled: the Lease sweeps share the queue, not the meaning. */
-                .reconciles = cs.reconciles - atomic_load(&sc->counters.lease_sweeps),
+                .reconciles = cs.reconciles - sweeps,
                 .reconcile_errors = cs.failures + cs.backoffs,
                 .pvcs_created = atomic_load(&sc->counters.pvcs_created),
                 .tpmstates_created = atomic_load(&sc->counters.tpmstates_created),
