@@ -146,7 +146,8 @@ void state_observe(state_informers *si, state_written *written, const agent_conf
         ret->tpmstate = state_written_current(written, key, kube_informer_get(si->inf[STATE_INF_TPMSTATE], key),
                                               md_str(ret->vm, "uid"));
         ret->launcher = find_launcher(si->inf[STATE_INF_POD], ns, name);
-        if (!ret->pvc)
+        /* The class matters only to a PVC still to be made for a persistent TPM. */
+        if (!ret->pvc && ret->tpm.intent.has_tpm && ret->tpm.intent.persistent)
                 observe_classes(si, ret);
 }
 

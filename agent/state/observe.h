@@ -24,7 +24,7 @@ typedef struct state_observed {
         json_t *pvc;             /* the cached PVC of that name, whoever owns it; NULL: none */
         json_t *tpmstate;        /* the VM's TPMState as we know it best; NULL: none yet */
         json_t *launcher;        /* the VM's current launcher pod (not finished, not being deleted) */
-        /* What decides the StorageClass of a new PVC (read only when there is no PVC). */
+        /* What decides the StorageClass of a new PVC (read only when a persistent TPM has no PVC). */
         bool classes_read;
         char *kubevirt_class; /* the KubeVirt CR's vmStateStorageClass */
         char *hco_class;      /* the HyperConverged CR's */
