@@ -86,6 +86,7 @@ agent_lease_deletes() {
   grep -F "\"namespace\":\"$NS\"" "$AUDIT_LOG" | jq -r --arg ns "$NS" '
     select((.userAgent // "") | startswith("vtpm-agent/"))
     | select(.objectRef.resource == "leases" and .objectRef.namespace == $ns and .verb == "delete")
+    | select((.stage // "ResponseComplete") == "ResponseComplete")
     | "\(.objectRef.name) \(.responseStatus.code)"' | sort -u
 }
 is "$(agent_lease_deletes)" "vtpm-state-$uid_gone 200" "the agent deleted that Lease only (audit log)"
