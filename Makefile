@@ -21,7 +21,7 @@ BASEFLAGS = -std=gnu17 -D_GNU_SOURCE $(WARN) -Ipkg -Iagent -I$(SWTPM_INC) $(PKG_
 
 CFLAGS_RELEASE := $(BASEFLAGS) -O2 -g $(HARDEN)
 # The test build: sanitizers, and the crash-injection hooks (VTPM_TEST_HOOKS,
-# agent/key_rotation.h) that the release build must not contain.
+# pkg/keys/rotation.h) that the release build must not contain.
 CFLAGS_ASAN    := $(BASEFLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                   -fno-sanitize-recover=undefined -DVTPM_TEST_HOOKS
 LDLIBS         := $(PKG_LIBS) -lcap -lm -pthread

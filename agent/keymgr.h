@@ -1,46 +1,36 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The per-VM state key: a random 256-bit DEK, stored only wrapped by a KEK
- * from the configured provider, in the key header (vtpm-key.json) beside
- * the TPM state on the PVC, so state and wrapped key travel together.
+/* The agent's key policy. The per-VM state key is a random 256-bit DEK,
+ * stored only wrapped by a KEK, in the key header (vtpm-key.json) beside the
+ * TPM state on the PVC, so state and wrapped key travel together. What is
+ * decided here (the mechanisms are in pkg/keys):
  *
- * Providers: "secret" (default) keeps one KEK per VM namespace in a Secret
- * in the agent's own namespace (tenants of the VM namespace cannot read it),
- * created on first use; "kmip" keeps the KEK on a KMIP server.
- *
- * The key header is tenant data: its kekId is used only when it is one of
- * the VM namespace's KEKs (checked by the provider before any unwrap), and
- * every unwrap failure is one message (KEYS_UNWRAP_FAILED).
+ *  - which provider holds the KEKs (keys.provider): "secret" (default) one
+ *    KEK per VM namespace in a Secret in the agent's own namespace (tenants
+ *    of the VM namespace cannot read it), created on first use; "kmip" a KEK
+ *    on a KMIP server; "broker" none on this node: the key broker holds them;
+ *  - the KEK scope is the subject's namespace (key_subject, keys/subject.h);
+ *  - what is refused: a header whose kekId is not one of the VM namespace's
+ *    KEKs (checked by the provider before any unwrap; every unwrap failure
+ *    is one message, KEYS_UNWRAP_FAILED); an unreadable header is never
+ *    replaced; state from before encryption is left alone and reported.
  *
  * Errors for the caller's status: keymgr_unavailable(r) -> the provider is
  * unreachable (KeyProviderUnavailable, retry); -EBADMSG -> the key cannot be
  * unwrapped (KeyUnwrapFailed). Messages never quote the header or key
- * material. Thread-safe. */
+ * material. Thread-safe. keymgr_unwrap/_wrap/_kek_version and keymgr_free
+ * are in keys/access.h. */
 #pragma once
 
 #include <stdbool.h>
 
 #include "base/error.h"
 #include "config.h"
+#include "keys/access.h"
 #include "keys/header.h"
 #include "keys/secmem.h"
 #include "kube/client.h"
 
-typedef struct keymgr keymgr;
-
-/* Whose key: the VM (its namespace is the KEK scope: one KEK per namespace)
- * and the launcher pod on this node that runs it. The "secret" and "kmip"
- * providers use only the namespace; the "broker" provider sends all three,
- * and the key broker gives the key only while that launcher runs on the
- * asking node. */
-typedef struct key_subject {
-        const char *ns;
-        const char *vm;
-        const char *launcher_uid;
-} key_subject;
-
 int keymgr_new(kube_client *c, const agent_config *cfg, keymgr **ret, vt_error **err);
-void keymgr_free(keymgr *km);
-DEFINE_TRIVIAL_CLEANUP_FUNC(keymgr *, keymgr_free)
 
 typedef struct state_key_info {
         bool created;        /* a new DEK was made (first boot) */
@@ -64,17 +54,3 @@ int keymgr_state_key(keymgr *km, const key_subject *subject, const char *state_d
 int keymgr_state_key_at(keymgr *km, const key_subject *subject, int dfd, secmem **ret_dek, state_key_info *info,
                         vt_error **err);
 bool keymgr_unavailable(int r);
-
-/* Building blocks for rotation (agent/key_rotation.c); each one provider
- * call under the lock. */
-/* Unwrap one key entry of a header (the current one, or h->next), if its
- * KEK is one of the subject's namespace's. */
-int keymgr_unwrap(keymgr *km, const key_subject *subject, const key_header *entry, secmem **ret_dek, vt_error **err);
-/* Wrap dek into `entry` (its wrapping fields are replaced): under kek_id, or
- * (which must be one of scope's KEKs), or when NULL under the scope's KEK
- * version `version`, or when that is NULL
- * too under the scope's current KEK (created on first use). */
-int keymgr_wrap(keymgr *km, const key_subject *subject, const char *kek_id, const char *version, const secmem *dek,
-                key_header *entry, vt_error **err);
-/* The KEK id of the scope's version `version` (created on first use). */
-int keymgr_kek_version(keymgr *km, const key_subject *subject, const char *version, char **ret_kek_id, vt_error **err);

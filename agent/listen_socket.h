@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A listening TCP socket for the agent's servers (agent/http_server.c, the
- * key broker's agent/broker_server.c), from the configuration's
+ * key broker's agent/broker/broker_server.c), from the configuration's
  * "host:port" ("[::1]:9464", ":8443" for every address; port 0 picks one). */
 #pragma once
 

@@ -14,7 +14,7 @@
 #include "base/log.h"
 #include "kube/client.h"
 #include "kube/config.h"
-#include "broker_service.h"
+#include "broker/broker_service.h"
 #include "config.h"
 #include "http_server.h"
 #include "metrics/metrics.h"

@@ -83,9 +83,8 @@ static void hash_suffix(const char *s, char out[HASH_CHARS + 1]) {
         out[HASH_CHARS] = '\0';
 }
 
-/* prefix + name, cut to `max` with "-<hash>" when too long. Cutting never
- * leaves a trailing '-' or '.', which names may not end with. */
-static char *bounded(const char *prefix, const char *name, size_t max) {
+/* Cutting never leaves a trailing '-' or '.', which names may not end with. */
+char *name_bounded(const char *prefix, const char *name, size_t max) {
         size_t pl = strlen(prefix), nl = strlen(name);
         if (pl + nl <= max)
                 return xasprintf("%s%s", prefix, name);
@@ -98,11 +97,11 @@ static char *bounded(const char *prefix, const char *name, size_t max) {
 }
 
 char *state_pvc_name(const char *vm_name) {
-        return bounded(STATE_PVC_PREFIX, vm_name, MAX_NAME);
+        return name_bounded(STATE_PVC_PREFIX, vm_name, MAX_NAME);
 }
 
 char *vm_label_value(const char *vm_name) {
-        return bounded("", vm_name, MAX_LABEL);
+        return name_bounded("", vm_name, MAX_LABEL);
 }
 
 static void copy_path(json_t *dst, json_t *src, const char *key) {

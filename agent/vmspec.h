@@ -38,6 +38,11 @@ void tpm_intent_done(tpm_intent *t);
  * that have a TPM. */
 char *vm_tpm_annotations_invalid(json_t *vm);
 
+/* prefix + name, cut to `max` characters with "-<hash of name>" when it is
+ * longer (deterministic: the same name always gives the same result). `max`
+ * must leave room for the prefix and an 11-character suffix. */
+char *name_bounded(const char *prefix, const char *name, size_t max);
+
 /* persistent-state-for-<vm>, or, past the 253-character limit of an object
  * name, a deterministic shortened form ending in a hash of the VM's name. */
 char *state_pvc_name(const char *vm_name);

@@ -2,7 +2,7 @@
 /* KEK providers: who wraps and unwraps a VM's DEK.
  *
  *   "secret": a 256-bit KEK per VM namespace held in a Kubernetes Secret
- *             (agent/, not here); it wraps locally with keys_wrap_local().
+ *             (provider_secret.h); it wraps locally with keys_wrap_local().
  *   "kmip":   a KEK object on a KMIP server; wrapping only by the server's
  *             Encrypt/Decrypt: the KEK never leaves it (no Get, no local
  *             unwrapping; a header asking for it is refused).

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Fuzz the key broker's request-body parser (agent/broker_request.c): any
+/* Fuzz the key broker's request-body parser (agent/broker/broker_request.c): any
  * client that reaches the broker's Service may send a body, and an
  * authenticated node agent may send any. The first byte picks the operation,
  * the rest is the body. Whatever is accepted has every field of its operation
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker_request.h"
+#include "broker/broker_request.h"
 
 static void check_message(const vt_error *err) {
         if (!err)

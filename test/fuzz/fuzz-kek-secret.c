@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Fuzz what the "secret" KEK provider parses (agent/kek_secret.h): the input
+/* Fuzz what the "secret" KEK provider parses (pkg/keys/kek_secret.h): the input
  * is "<kekId>\n<Secret JSON>". The kekId comes from a tenant's key header,
  * the Secret from the API server (a KEK value of any length may be in it:
  * once a 5 KB value was decoded into a 48-byte buffer). Every data key
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kek_secret.h"
+#include "keys/kek_secret.h"
 #include "keys/provider.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

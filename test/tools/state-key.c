@@ -17,7 +17,9 @@
 #include "keys/header.h"
 #include "keys/provider.h"
 #include "kube/config.h"
-#include "provider_secret.h"
+#include "keys/provider_secret.h"
+#include "resources.h"
+#include "vmspec.h"
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {{"kubeconfig", required_argument, NULL, 'k'},
@@ -63,7 +65,13 @@ int main(int argc, char **argv) {
         _cleanup_free_ char *kek_ns = xstrndup(h.kek_id, strcspn(h.kek_id, "/"));
         const char *vm = strstr(h.kek_id, "/vtpm-kek-");
         _cleanup_free_ char *scope = vm ? xstrndup(vm + 10, strcspn(vm + 10, "#")) : xstrdup("");
-        kek_provider_secret_new(client, ns ? ns : kek_ns, &p);
+        secret_provider_options o = {.client = client, .secrets = &res_secret, .namespace = ns ? ns : kek_ns,
+                                     .label_key = LABEL_MANAGED_BY, .label_value = LABEL_MANAGER_VALUE};
+        if (kek_provider_secret_new(&o, &p) < 0) {
+                fprintf(stderr, "state-key: bad options for the secret provider\n");
+                key_header_done(&h);
+                return 1;
+        }
         if (kek_provider_unwrap(p, scope, &h, &dek, &err) < 0) {
                 fprintf(stderr, "state-key: %s\n", err->msg);
                 key_header_done(&h);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* agent/broker_authz.c: the key broker's decisions, one table row per rule.
+/* agent/broker/broker_authz.c: the key broker's decisions, one table row per rule.
  * Each row is a JSON merge patch (RFC 7386: null deletes) of a good
  * TokenReview status, agent pod, launcher pod or state Lease, as the API
  * server returns them (field names as in Kubernetes v1.37), and the verdict
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "base/error.h"
-#include "broker_authz.h"
+#include "broker/broker_authz.h"
 #include "tap.h"
 
 static const char *const good_review =

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* agent/broker_token_cache.c: an authenticated TokenReview verdict is reused
+/* agent/broker/broker_token_cache.c: an authenticated TokenReview verdict is reused
  * for the same token until its time is up, never for another token, and a
  * refusal is not remembered (the next request asks the API server again). */
 #include <jansson.h>
 #include <stdio.h>
 
 #include "base/timeutil.h"
-#include "broker_token_cache.h"
+#include "broker/broker_token_cache.h"
 #include "tap.h"
 
 static json_t *review(bool ok) {

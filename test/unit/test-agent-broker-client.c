@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The node's side of the key broker (agent/broker_client.c) against the
- * broker's real HTTPS layer (agent/broker_server.c) with a test handler:
+/* The node's side of the key broker (pkg/keys/broker_client.c) against the
+ * broker's real HTTPS layer (agent/broker/broker_server.c) with a test handler:
  * what each answer means to keymgr's callers (a key, a refusal, an unwrap
  * failure, "unavailable, retry"), that the broker's certificate is verified,
  * and that the token file is re-read for every request (the kubelet rotates
@@ -16,8 +16,8 @@
 
 #include "base/alloc.h"
 #include "base/fileio.h"
-#include "broker_client.h"
-#include "broker_server.h"
+#include "keys/broker_client.h"
+#include "broker/broker_server.h"
 #include "keymgr.h"
 #include "keys/provider.h"
 #include "tap.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* agent/broker_server.c, the key broker's HTTPS layer, on 127.0.0.1:0 with a
+/* agent/broker/broker_server.c, the key broker's HTTPS layer, on 127.0.0.1:0 with a
  * throwaway certificate (openssl CLI) and a test handler, asked with libcurl
- * as agent/broker_client.c asks: TLS 1.3 works and TLS 1.2 (or plain HTTP)
+ * as pkg/keys/broker_client.c asks: TLS 1.3 works and TLS 1.2 (or plain HTTP)
  * gets no answer; no or a bad token 401; a body over 16 KiB 413; bad JSON
  * 400; unknown route 404; the handler's verdicts 403/422/503/500 with generic
  * messages; a slow handler does not hold up another request; an idle
@@ -28,7 +28,7 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "base/timeutil.h"
-#include "broker_server.h"
+#include "broker/broker_server.h"
 #include "keys/provider.h"
 #include "tap.h"
 #include "testcert.h"

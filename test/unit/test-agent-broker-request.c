@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* agent/broker_request.c: the key broker's request bodies, exactly as
- * agent/broker_client.c sends them, are accepted; anything else is 400
+/* agent/broker/broker_request.c: the key broker's request bodies, exactly as
+ * pkg/keys/broker_client.c sends them, are accepted; anything else is 400
  * (-EBADMSG) with a message that never quotes the body. One row per rule:
  * each row is a JSON merge patch (null deletes) of a good body, or raw text. */
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "broker_request.h"
+#include "broker/broker_request.h"
 #include "keys/header.h"
 #include "keys/wrap.h"
 #include "tap.h"

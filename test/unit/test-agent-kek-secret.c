@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The "secret" provider's parsing (agent/kek_secret.h): a kekId from a
+/* The "secret" provider's parsing (pkg/keys/kek_secret.h): a kekId from a
  * tenant's key header names the VM namespace's KEK or nothing, and a KEK
  * value of any length in the Secret is refused before it is decoded (a 6 KB
  * value once overflowed a 48-byte buffer; ASan would say so here). */
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "kek_secret.h"
+#include "keys/kek_secret.h"
 #include "tap.h"
 
 static json_t *secret_with(const char *field, const char *value) {

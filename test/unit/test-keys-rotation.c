@@ -12,7 +12,7 @@
 
 #include "base/alloc.h"
 #include "base/fileio.h"
-#include "key_rotation.h"
+#include "keys/rotation.h"
 #include "keys/header.h"
 #include "keys/provider.h"
 #include "tap.h"

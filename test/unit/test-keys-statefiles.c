@@ -25,7 +25,7 @@
 #include "base/alloc.h"
 #include "base/fileio.h"
 #include "base/timeutil.h"
-#include "key_rotation.h"
+#include "keys/rotation.h"
 #include "keys/header.h"
 #include "tap.h"
 #include "tpm/state.h"

@@ -3,8 +3,8 @@
  * that holds no KEK asks the vtpm-controller's broker to unwrap or wrap a
  * VM's DEK, naming the VM and the launcher pod on this node that runs it.
  * The broker answers only while that launcher runs on the node its token
- * names (agent/broker_server.h; the wire protocol is in README "Keys off
- * the nodes").
+ * names (agent/broker/broker_server.h; the wire protocol is in README
+ * "Keys off the nodes").
  *
  * Authentication is the pod's projected ServiceAccount token with audience
  * BROKER_AUDIENCE, re-read from its file for every request (the kubelet
@@ -20,7 +20,7 @@
 #pragma once
 
 #include "base/error.h"
-#include "keymgr.h"
+#include "keys/subject.h"
 #include "keys/header.h"
 #include "keys/secmem.h"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The key broker's two decisions, as pure functions over what the caller
- * fetched from the API server (agent/broker_service.c does the fetching), so
+ * fetched from the API server (agent/broker/broker_service.c does the fetching), so
  * each rule is table-tested without a cluster:
  *
  *  - who asks (authentication): the TokenReview of the request's bearer
@@ -20,7 +20,7 @@
 #include <jansson.h>
 
 #include "base/error.h"
-#include "keymgr.h"
+#include "keys/subject.h"
 
 /* "authentication.kubernetes.io/..." extras of a pod-bound ServiceAccount
  * token (Kubernetes >= 1.30 always sets node-name for tokens bound to a pod). */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "broker_client.h"
+#include "keys/broker_client.h"
 
 #include <curl/curl.h>
 #include <jansson.h>

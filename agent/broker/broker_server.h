@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The key broker's HTTPS layer: TLS 1.3 only, the routes of the wire
- * protocol (README "Keys off the nodes", agent/broker_client.c), bearer
+ * protocol (README "Keys off the nodes", pkg/keys/broker_client.c), bearer
  * tokens, bounded bodies, status codes and the one log line per request.
  * What a token proves and what a request may have are the handler's
- * (agent/broker_service.c in the daemon; a test's own in
+ * (agent/broker/broker_service.c in the daemon; a test's own in
  * test/unit/test-agent-broker-http.c).
  *
  * libmicrohttpd with GnuTLS, a small internal thread pool (handlers block on

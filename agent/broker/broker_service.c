@@ -7,7 +7,7 @@
 
 #include "base/alloc.h"
 #include "broker_authz.h"
-#include "broker_client.h"
+#include "keys/broker_client.h"
 #include "broker_server.h"
 #include "broker_token_cache.h"
 #include "keymgr.h"

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The key broker's request bodies (the wire protocol is in README "Keys off
- * the nodes" and agent/broker_client.c, its client): parsed strictly, since
+ * the nodes" and pkg/keys/broker_client.c, its client): parsed strictly, since
  * anybody who reaches the Service can send one. Unknown, missing or
  * duplicate fields, wrong types, names that are not Kubernetes names, bad
  * base64, a DEK that is not 256 bits and a key header that key_header_parse()
@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "base/error.h"
-#include "keymgr.h"
+#include "keys/subject.h"
 #include "keys/header.h"
 #include "keys/secmem.h"
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "kek_secret.h"
+#include "keys/kek_secret.h"
 
 #include <openssl/evp.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "key_rotation.h"
+#include "keys/rotation.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -18,12 +18,20 @@
 
 #ifdef VTPM_TEST_HOOKS
 void keyrot_fault(const char *point) {
-        /* TEST ONLY (see key_rotation.h): simulates a crash at `point`. */
+        /* TEST ONLY (see rotation.h): simulates a crash at `point`. */
         const char *want = getenv("VTPM_AGENT_FAULT");
         if (want && point && strcmp(want, point) == 0)
                 _exit(99);
 }
 #endif
+
+/* An expected failure (no header yet) that the caller goes on from. */
+static void forget_error(vt_error **err) {
+        if (err) {
+                vt_error_free(*err);
+                *err = NULL;
+        }
+}
 
 keyrot_action keyrot_decide(bool header_has_next, bool staging_exists, bool staging_complete) {
         if (header_has_next)
@@ -50,19 +58,10 @@ const char *keyrot_action_name(keyrot_action a) {
 
 /* Regular files of the staging directory that are state (not the marker,
  * not swtpm's lock file). */
-static bool staged_state_file(const struct dirent *de) {
-        return de->d_name[0] != '.' && strcmp(de->d_name, KEYROT_COMPLETE) != 0;
-}
-
-/* The entries of the directory fd `dfd`, for a loop; NULL on error. */
-static DIR *dir_entries(int dfd) {
-        int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-        if (dup < 0)
-                return NULL;
-        DIR *d = fdopendir(dup);
-        if (!d)
-                close(dup);
-        return d;
+static bool staged_state_file(int sfd, const struct dirent *de) {
+        struct stat st;
+        return de->d_name[0] != '.' && strcmp(de->d_name, KEYROT_COMPLETE) != 0 &&
+               fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
 /* The staging directory, opened beneath the state directory without
@@ -72,6 +71,52 @@ static int open_staging(int dfd, vt_error **err) {
         if (fd < 0)
                 return vt_error_errno(err, -fd, "cannot open %s", KEYROT_STAGING);
         return fd;
+}
+
+typedef enum staged_which {
+        STAGED_ALL,   /* every entry but "." and ".." */
+        STAGED_STATE, /* staged_state_file() only */
+} staged_which;
+
+/* fn(sfd, name, userdata, err) for each entry of the staging directory sfd,
+ * stopping at the first that fails. */
+static int staging_foreach(int sfd, staged_which which, int (*fn)(int, const char *, void *, vt_error **),
+                           void *userdata, vt_error **err) {
+        int dup = fcntl(sfd, F_DUPFD_CLOEXEC, 3);
+        DIR *d = dup < 0 ? NULL : fdopendir(dup);
+        if (!d) {
+                int e = errno;
+                if (dup >= 0)
+                        close(dup);
+                return vt_error_errno(err, e, "cannot read %s", KEYROT_STAGING);
+        }
+        int r = 0;
+        for (struct dirent *de; r >= 0 && (de = readdir(d));) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+                    (which == STAGED_STATE && !staged_state_file(sfd, de)))
+                        continue;
+                r = fn(sfd, de->d_name, userdata, err);
+        }
+        closedir(d);
+        return r;
+}
+
+static int unlink_entry(int sfd, const char *name, void *userdata, vt_error **err) {
+        if (unlinkat(sfd, name, 0) == 0 || errno == ENOENT)
+                return 0;
+        if (errno == EISDIR && unlinkat(sfd, name, AT_REMOVEDIR) == 0)
+                return 0;
+        return vt_error_errno(err, errno, "cannot remove an entry of %s", KEYROT_STAGING);
+}
+
+static int move_entry(int sfd, const char *name, void *userdata, vt_error **err) {
+        if (renameat(sfd, name, *(const int *)userdata, name) < 0)
+                return vt_error_errno(err, errno, "cannot move a staged file into place");
+        return 0;
+}
+
+static int sync_entry(int sfd, const char *name, void *userdata, vt_error **err) {
+        return fsync_beneath(sfd, name, err);
 }
 
 static int remove_staging(int dfd, vt_error **err) {
@@ -91,21 +136,7 @@ static int remove_staging(int dfd, vt_error **err) {
         _cleanup_close_ int sfd = open_staging(dfd, err);
         if (sfd < 0)
                 return sfd;
-        DIR *d = dir_entries(sfd);
-        if (!d)
-                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
-        int r = 0;
-        for (struct dirent *de; (de = readdir(d));) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                        continue;
-                if (unlinkat(sfd, de->d_name, 0) == 0 || errno == ENOENT)
-                        continue;
-                if (errno == EISDIR && unlinkat(sfd, de->d_name, AT_REMOVEDIR) == 0)
-                        continue;
-                r = vt_error_errno(err, errno, "cannot remove an entry of %s", KEYROT_STAGING);
-                break;
-        }
-        closedir(d);
+        int r = staging_foreach(sfd, STAGED_ALL, unlink_entry, NULL, err);
         if (r < 0)
                 return r;
         if (unlinkat(dfd, KEYROT_STAGING, AT_REMOVEDIR) < 0 && errno != ENOENT)
@@ -118,21 +149,7 @@ static int move_staged(int dfd, vt_error **err) {
         _cleanup_close_ int sfd = open_staging(dfd, err);
         if (sfd < 0)
                 return sfd;
-        DIR *d = dir_entries(sfd);
-        if (!d)
-                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
-        int r = 0;
-        for (struct dirent *de; (de = readdir(d));) {
-                struct stat st;
-                if (!staged_state_file(de) || fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-                    !S_ISREG(st.st_mode))
-                        continue;
-                if (renameat(sfd, de->d_name, dfd, de->d_name) < 0) {
-                        r = vt_error_errno(err, errno, "cannot move a staged file into place");
-                        break;
-                }
-        }
-        closedir(d);
+        int r = staging_foreach(sfd, STAGED_STATE, move_entry, &dfd, err);
         if (r < 0)
                 return r;
         return fsync_beneath(dfd, ".", err);
@@ -140,18 +157,7 @@ static int move_staged(int dfd, vt_error **err) {
 
 /* Every staged file and the directory itself on stable storage. */
 static int sync_staging(int sfd, vt_error **err) {
-        DIR *d = dir_entries(sfd);
-        if (!d)
-                return vt_error_errno(err, errno, "cannot read %s", KEYROT_STAGING);
-        int r = 0;
-        for (struct dirent *de; r >= 0 && (de = readdir(d));) {
-                struct stat st;
-                if (!staged_state_file(de) || fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-                    !S_ISREG(st.st_mode))
-                        continue;
-                r = fsync_beneath(sfd, de->d_name, err);
-        }
-        closedir(d);
+        int r = staging_foreach(sfd, STAGED_STATE, sync_entry, NULL, err);
         if (r < 0)
                 return r;
         return fsync_beneath(sfd, ".", err);
@@ -204,11 +210,9 @@ int keyrot_recover_at(int dfd, vt_error **err) {
         _cleanup_(key_header_done) key_header h = {0};
         int r = key_header_readat(dfd, &h, err);
         bool have = r == 0;
-        if (r == -ENOENT) {
-                vt_error_free(err ? *err : NULL);
-                if (err)
-                        *err = NULL;
-        } else if (r < 0)
+        if (r == -ENOENT)
+                forget_error(err);
+        else if (r < 0)
                 return r;
         struct stat st;
         bool exists = fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
@@ -266,8 +270,10 @@ static int rewrap_entry(keymgr *km, const key_subject *subject, const char *kek_
                 return r;
         _cleanup_secmem_ secmem *check = NULL;
         r = keymgr_unwrap(km, subject, &n, &check, err);
-        if (r < 0)
-                return vt_error_prefix(err, "the re-wrapped key does not unwrap: ");
+        if (r < 0) {
+                (void)vt_error_prefix(err, "the re-wrapped key does not unwrap: ");
+                return r;
+        }
         if (check->len != dek->len || CRYPTO_memcmp(check->data, dek->data, dek->len) != 0)
                 return vt_error_set(err, EBADMSG, "the re-wrapped key unwraps to a different key");
         key_header *next = entry->next;
@@ -333,67 +339,64 @@ static int same_staging(int dfd, int sfd, vt_error **err) {
         return 0;
 }
 
-int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
-                     const keyrot_tpm *t, secmem **ret_dek, vt_error **err) {
-        assert_return(km && subject && state_dir && t && ret_dek, -EINVAL);
-        if (request && !keys_rotation_id_valid(request))
-                return vt_error_set(err, EINVAL,
-                                    "DEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
-                                    request);
-        _cleanup_close_ int dfd = open_state_dir(state_dir, err);
-        if (dfd < 0)
-                return dfd;
-        _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
+/* Whether to re-encrypt: 1 to go on (*h read when the state is encrypted),
+ * 0 when this request made the current DEK already. */
+static int reencrypt_check(int dfd, const char *state_dir, const char *request, key_header *h, vt_error **err) {
         struct stat st;
         if (fstatat(dfd, KEYROT_STAGING, &st, AT_SYMLINK_NOFOLLOW) == 0)
                 return vt_error_set(err, EBUSY, "%s exists: recover first", KEYROT_STAGING);
-        _cleanup_(key_header_done) key_header h = {0};
-        int r = key_header_readat(dfd, &h, err);
+        int r = key_header_readat(dfd, h, err);
         if (r == -ENOENT && !request) {
-                vt_error_free(err ? *err : NULL);
-                if (err)
-                        *err = NULL;
+                forget_error(err);
                 r = tpm_state_detect_at(dfd, NULL, err);
                 if (r < 0)
                         return r;
                 if (r == 0)
                         return vt_error_set(err, ENOENT, "no TPM state in %s to encrypt", state_dir);
-        } else if (r < 0)
+                return 1;
+        }
+        if (r < 0)
                 return r;
-        else if (!request)
+        if (!request)
                 return vt_error_set(err, EEXIST, "the state in %s is encrypted already", state_dir);
-        else if (h.next)
+        if (h->next)
                 return vt_error_set(err, EBUSY, "the key header has a pending key: recover first");
-        else if (h.dek_request && strcmp(h.dek_request, request) == 0)
+        if (h->dek_request && strcmp(h->dek_request, request) == 0)
                 return 0; /* this request made the current DEK */
+        return 1;
+}
 
-        _cleanup_secmem_ secmem *old = NULL;
-        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, subject, &h, &old, err)) < 0)
-                return r;
-
-        /* 1. The new DEK, wrapped, on the volume before anything uses it:
-         *    under the current entry's KEK (the provider checks it is the
-         *    scope's), or the scope's current KEK. */
+/* 1. The new DEK, wrapped, on the volume as "next" before anything uses
+ *    it: under the current entry's KEK (the provider checks it is the
+ *    scope's), or the scope's current KEK. */
+static int write_next_key(keymgr *km, const key_subject *subject, int dfd, const char *request, key_header *h,
+                          secmem **ret_dek, vt_error **err) {
         _cleanup_secmem_ secmem *dek = NULL;
-        r = dek_generate(&dek, err);
+        int r = dek_generate(&dek, err);
         if (r < 0)
                 return r;
         key_header *next = xnew(key_header, 1);
-        h.next = next;
-        r = keymgr_wrap(km, subject, key_header_has_current(&h) ? h.kek_id : NULL, NULL, dek, next, err);
+        h->next = next;
+        r = keymgr_wrap(km, subject, key_header_has_current(h) ? h->kek_id : NULL, NULL, dek, next, err);
         if (r < 0)
                 return r;
         char now[40];
         format_rfc3339(now_realtime(), now);
-        next->dek_generation = key_header_has_current(&h) ? h.dek_generation + 1 : 1;
+        next->dek_generation = key_header_has_current(h) ? h->dek_generation + 1 : 1;
         next->created_at = xstrdup(now);
         next->dek_request = request ? xstrdup(request) : NULL;
-        r = key_header_writeat(dfd, &h, NULL, NULL, err);
+        r = key_header_writeat(dfd, h, NULL, NULL, err);
         if (r < 0)
                 return r;
-        KEYROT_FAULT("dek-next-written");
+        *ret_dek = TAKE_PTR(dek);
+        return 0;
+}
 
-        /* 2. swtpm copies the state into staging under the new key. */
+/* 2. swtpm copies the state into staging under the new key. 3. It loads
+ *    with the new key, it is on disk, and the marker says so. */
+static int stage_state(int dfd, const char *state_dir, const keyrot_tpm *t, const secmem *old, const secmem *dek,
+                       vt_error **err) {
+        _cleanup_free_ char *staging = xasprintf("%s/%s", state_dir, KEYROT_STAGING);
         tpm_swtpm_opts from = TPM_SWTPM_OPTS_INIT, to = TPM_SWTPM_OPTS_INIT;
         from.version = to.version = t->version;
         from.runas = to.runas = t->sandbox ? NULL : t->runas;
@@ -404,19 +407,17 @@ int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_d
         to.state_dir = staging;
         to.key = dek->data;
         to.key_len = dek->len;
-        _cleanup_close_ int sfd = -1;
         if (mkdirat(dfd, KEYROT_STAGING, 0700) < 0)
-                r = vt_error_errno(err, errno, "cannot create %s", KEYROT_STAGING);
-        if (r >= 0 && (sfd = open_staging(dfd, err)) < 0)
-                r = sfd;
-        if (r >= 0)
-                r = t->sandbox ? tpm_state_dir_prepare_ids_at(sfd, t->sandbox->uid, t->sandbox->gid, err)
-                               : tpm_state_dir_prepare_at(sfd, t->runas, err);
+                return vt_error_errno(err, errno, "cannot create %s", KEYROT_STAGING);
+        _cleanup_close_ int sfd = open_staging(dfd, err);
+        if (sfd < 0)
+                return sfd;
+        int r = t->sandbox ? tpm_state_dir_prepare_ids_at(sfd, t->sandbox->uid, t->sandbox->gid, err)
+                           : tpm_state_dir_prepare_at(sfd, t->runas, err);
         if (r >= 0)
                 r = tpm_copy_state(&from, &to, err);
         if (r >= 0)
                 KEYROT_FAULT("dek-staged");
-        /* 3. It loads with the new key, it is on disk, and the marker says so. */
         if (r >= 0)
                 r = tpm_probe_state(&to, err);
         if (r >= 0)
@@ -425,6 +426,32 @@ int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_d
                 r = sync_staging(sfd, err);
         if (r >= 0)
                 r = write_file_beneath(sfd, KEYROT_COMPLETE, "complete\n", 9, 0600, NULL, NULL, err);
+        return r;
+}
+
+int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_dir, const char *request,
+                     const keyrot_tpm *t, secmem **ret_dek, vt_error **err) {
+        assert_return(km && subject && state_dir && t && ret_dek, -EINVAL);
+        if (request && !keys_rotation_id_valid(request))
+                return vt_error_set(err, EINVAL,
+                                    "DEK rotation request \"%.64s\" is not a valid id (1..63 of A-Z a-z 0-9 . _ -)",
+                                    request);
+        _cleanup_close_ int dfd = open_state_dir(state_dir, err);
+        if (dfd < 0)
+                return dfd;
+        _cleanup_(key_header_done) key_header h = {0};
+        int r = reencrypt_check(dfd, state_dir, request, &h, err);
+        if (r <= 0)
+                return r;
+        _cleanup_secmem_ secmem *old = NULL;
+        if (key_header_has_current(&h) && (r = keymgr_unwrap(km, subject, &h, &old, err)) < 0)
+                return r;
+        _cleanup_secmem_ secmem *dek = NULL;
+        r = write_next_key(km, subject, dfd, request, &h, &dek, err);
+        if (r < 0)
+                return r;
+        KEYROT_FAULT("dek-next-written");
+        r = stage_state(dfd, state_dir, t, old, dek, err);
         if (r < 0) {
                 _cleanup_error_ vt_error *rerr = NULL;
                 if (roll_back(dfd, &h, &rerr) < 0)

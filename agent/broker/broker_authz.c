@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "broker_client.h"
+#include "keys/broker_client.h"
 
 void broker_peer_done(broker_peer *p) {
         free(p->node);
