@@ -6,7 +6,7 @@
 # resourceVersion as a precondition. A Lease of a live VM, one still being
 # renewed, and one that is not a state Lease are never removed.
 . "$(dirname "$0")/lib.sh"
-setup_namespace e2e-66
+setup_namespace e2e-67
 . "$(dirname "$0")/lib-agent.sh"
 
 plan 13
