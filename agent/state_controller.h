@@ -2,7 +2,8 @@
 /* The state controller: for every VM whose TPM must persist, a correctly
  * shaped, correctly owned state PVC, and a TPMState that says how things
  * stand. One replica writes at a time (a Lease); the others keep warm
- * caches and stand by. See README "State controller". */
+ * caches and stand by. See README "State controller"; the code is in
+ * agent/state/ (start with controller.c). */
 #pragma once
 
 #include <stdint.h>
@@ -20,6 +21,7 @@ typedef struct state_controller_stats {
         uint64_t tpmstates_created;
         uint64_t status_updates;
         uint64_t events;
+        uint64_t leases_deleted; /* per-VM state Leases of deleted VMs removed */
         uint64_t queue_depth;
         uint64_t leader; /* 1 while this replica is the writer */
 } state_controller_stats;

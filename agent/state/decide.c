@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "decide.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/quantity.h"
+#include "vmspec.h"
+
+/* How the VM's state stands: the Ready condition, the phase, and the one
+ * Warning that goes with it. */
+typedef struct verdict {
+        const char *phase;
+        const char *ready_reason;
+        bool ready;
+        char *message;
+        const char *event_reason; /* sent when this reason is new for this generation */
+        char *event_note;
+        const char *storage_class; /* borrowed */
+        const char *class_source;  /* borrowed */
+        json_t *pvc;               /* to create */
+} verdict;
+
+static void verdict_done(verdict *v) {
+        free(v->message);
+        free(v->event_note);
+        json_decref(v->pvc);
+}
+
+static const char *md_str(json_t *obj, const char *k) {
+        return json_string_value(json_object_get(json_object_get(obj, "metadata"), k));
+}
+
+static bool streq(const char *a, const char *b) {
+        return a && b && strcmp(a, b) == 0;
+}
+
+static bool has_string(json_t *arr, const char *s) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(arr, i, v) if (streq(json_string_value(v), s)) return true;
+        return false;
+}
+
+static bool controlled_by(json_t *obj, const char *uid) {
+        return streq(json_string_value(json_object_get(controller_ref(obj), "uid")), uid);
+}
+
+static char *describe_owner(json_t *obj) {
+        json_t *ref = controller_ref(obj);
+        if (!ref)
+                return xstrdup("no controlling owner");
+        return xasprintf("controlled by %s %s (uid %s)", json_string_value(json_object_get(ref, "kind")) ?: "?",
+                         json_string_value(json_object_get(ref, "name")) ?: "?",
+                         json_string_value(json_object_get(ref, "uid")) ?: "?");
+}
+
+static json_t *owner_ref_to(json_t *vm) {
+        return json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", "apiVersion", "kubevirt.io/v1", "kind", "VirtualMachine",
+                         "name", md_str(vm, "name"), "uid", md_str(vm, "uid"), "controller", 1, "blockOwnerDeletion", 1);
+}
+
+/* The state PVC as the README's first rule has it. */
+static json_t *wanted_pvc(const state_observed *o, const char *cls) {
+        const char *name = md_str(o->vm, "name");
+        _cleanup_free_ char *label = vm_label_value(name);
+        _cleanup_free_ char *size = quantity_format(agent_config_size_for_class(o->cfg, cls));
+        return json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:{s:s}, s:o}, s:{s:[s], s:s, s:s, s:{s:{s:s}}}}",
+                         "apiVersion", "v1", "kind", "PersistentVolumeClaim", "metadata", "name", o->pvc_name,
+                         "namespace", md_str(o->vm, "namespace"), "labels", LABEL_MANAGED_BY, LABEL_MANAGER_VALUE,
+                         LABEL_VM, label, "annotations", ANNOTATION_VM_NAME, name, "ownerReferences",
+                         owner_ref_to(o->vm), "spec", "accessModes", "ReadWriteMany", "volumeMode", "Filesystem",
+                         "storageClassName", cls, "resources", "requests", "storage", size);
+}
+
+static void set(verdict *v, const char *phase, const char *reason, bool ready, char *message) {
+        v->phase = phase;
+        v->ready_reason = reason;
+        v->ready = ready;
+        v->message = message;
+}
+
+/* The VM has no TPM, or one that is not persistent: an existing PVC of its
+ * own is retained, never deleted. */
+static void judge_not_persistent(const state_observed *o, bool pvc_ours, json_int_t gen, verdict *v) {
+        json_t *old_status = json_object_get(o->tpmstate, "status");
+        bool has_tpm = o->tpm.intent.has_tpm;
+        if (pvc_ours)
+                set(v, "Retained", "StateRetained", false,
+                    has_tpm ? xasprintf("the TPM is not persistent now; earlier state is retained in PVC %s. Delete "
+                                        "that PVC to release it on purpose",
+                                        o->pvc_name)
+                            : xasprintf("the VM has no TPM now; its state is retained in PVC %s. Delete that PVC to "
+                                        "release the state on purpose",
+                                        o->pvc_name));
+        else if (!has_tpm)
+                set(v, "NoTPM", "NoTPM", false, xstrdup("the VM has no TPM"));
+        else
+                set(v, "Ephemeral", "NotPersistent", false,
+                    xstrdup("the TPM is not persistent: its state lives in the launcher pod and is lost when the VM "
+                            "stops"));
+        if (!has_tpm)
+                return;
+        if (!old_status || json_integer_value(json_object_get(old_status, "warnedGeneration")) != gen) {
+                v->event_reason = "NonPersistentTPM";
+                v->event_note = xstrdup("this VM's TPM is not persistent: secrets sealed to it (BitLocker keys) are "
+                                        "lost when the VM stops. Set spec.template.spec.domain.devices.tpm.persistent: "
+                                        "true to keep them");
+        }
+}
+
+/* The state PVC exists: the VM's own (else a conflict), of the right shape
+ * (else reported and left alone), bound or not yet. */
+static void judge_existing_pvc(const state_observed *o, bool pvc_ours, verdict *v) {
+        if (!pvc_ours) {
+                _cleanup_free_ char *owner = describe_owner(o->pvc);
+                set(v, "Conflict", "StateVolumeConflict", false,
+                    xasprintf("PVC %s already exists and is not this VM's (%s); it is not adopted, changed or deleted. "
+                              "Rename or remove it to let the VM's state be provisioned",
+                              o->pvc_name, owner));
+                v->event_reason = "StateVolumeConflict";
+                v->event_note = xstrdup(v->message);
+                return;
+        }
+        json_t *spec = json_object_get(o->pvc, "spec");
+        json_t *modes = json_object_get(spec, "accessModes");
+        const char *vmode = json_string_value(json_object_get(spec, "volumeMode"));
+        const char *phase = json_string_value(json_object_get(o->pvc, "phase"));
+        v->storage_class = json_string_value(json_object_get(spec, "storageClassName"));
+        v->class_source = json_string_value(
+                json_object_get(json_object_get(o->tpmstate, "status"), "storageClassSource"));
+        if (!has_string(modes, "ReadWriteMany") || (vmode && strcmp(vmode, "Filesystem") != 0)) {
+                _cleanup_free_ char *m = json_dumps(modes, JSON_COMPACT);
+                set(v, "Error", "StateVolumeWrongShape", false,
+                    xasprintf("PVC %s has accessModes %s and volumeMode %s; the TPM state needs ReadWriteMany and "
+                              "Filesystem (for live migration). It is left as it is",
+                              o->pvc_name, m ? m : "[]", vmode ? vmode : "Filesystem"));
+                v->event_reason = "StateVolumeWrongShape";
+                v->event_note = xstrdup(v->message);
+        } else if (streq(phase, "Bound"))
+                set(v, "Ready", "StateVolumeBound", true, xasprintf("state volume %s is bound", o->pvc_name));
+        else
+                set(v, "Pending", "WaitingForBinding", false,
+                    xasprintf("state volume %s is %s, waiting for it to bind", o->pvc_name,
+                              phase ? phase : "not yet bound"));
+}
+
+static bool class_lacks_rwx_profile(const state_observed *o, const char *cls) {
+        for (size_t i = 0; i < o->n_classes; i++)
+                if (streq(o->classes[i].name, cls))
+                        return o->class_lacks_rwx_fs && o->class_lacks_rwx_fs[i];
+        return false;
+}
+
+/* No PVC yet: provision one in the class the resolution order picks. */
+static void judge_new_pvc(const state_observed *o, const sc_choice *choice, verdict *v) {
+        v->class_source = sc_source_name(choice->source);
+        if (choice->reason) {
+                set(v, "Error", choice->reason, false, xstrdup(choice->message));
+                v->event_reason = choice->reason;
+                v->event_note = xstrdup(choice->message);
+                return;
+        }
+        v->storage_class = choice->name;
+        v->pvc = wanted_pvc(o, choice->name);
+        /* The same words the next reconcile will find for a Pending PVC: no
+         * second status write just to change the message. */
+        set(v, "Pending", "WaitingForBinding", false,
+            xasprintf("state volume %s is Pending, waiting for it to bind", o->pvc_name));
+        if (choice->rwx_unlikely) {
+                v->event_reason = "StorageClassNotRWX";
+                v->event_note = xasprintf("StorageClass %s (chosen by %s) uses a provisioner known not to offer "
+                                          "ReadWriteMany filesystems; the state PVC %s asks for ReadWriteMany and may "
+                                          "stay Pending, and live migration will not be possible. No other class is "
+                                          "picked silently",
+                                          choice->name, v->class_source, o->pvc_name);
+        } else if (class_lacks_rwx_profile(o, choice->name)) {
+                v->event_reason = "StorageClassNotRWX";
+                v->event_note = xasprintf("the CDI StorageProfile of StorageClass %s (chosen by %s) offers no "
+                                          "ReadWriteMany + Filesystem pair: live migration of this VM will not be "
+                                          "possible. The state PVC %s is provisioned anyway; no other class is picked",
+                                          choice->name, v->class_source, o->pvc_name);
+        }
+}
+
+/* Everything but the restart question. False: nothing to report at all. */
+static bool judge(const state_observed *o, json_int_t gen, sc_choice *choice, verdict *v) {
+        const effective_tpm *t = &o->tpm;
+        bool pvc_ours = o->pvc && controlled_by(o->pvc, md_str(o->vm, "uid"));
+        if (t->missing) {
+                set(v, "Error", "PreferenceNotFound", false,
+                    xasprintf("%s; the TPM it may ask for is unknown until it exists", t->missing));
+                v->event_reason = "PreferenceNotFound";
+                v->event_note = xasprintf("%s: if it asks for a persistent TPM (Windows preferences do), the VM's "
+                                          "state volume is provisioned as soon as the preference appears",
+                                          t->missing);
+        } else if (t->intent.invalid) {
+                set(v, "Error", "InvalidTPMSpec", false, xstrdup(t->intent.invalid));
+                v->event_reason = "InvalidTPMSpec";
+                v->event_note = xasprintf("the VM's TPM settings cannot be used: %s", t->intent.invalid);
+        } else if (!t->intent.has_tpm && !pvc_ours && !o->tpmstate)
+                return false; /* nothing to report for a VM without a TPM */
+        else if (!t->intent.has_tpm || !t->intent.persistent)
+                judge_not_persistent(o, pvc_ours, gen, v);
+        else if (o->pvc)
+                judge_existing_pvc(o, pvc_ours, v);
+        else {
+                resolve_storage_class(o->cfg->state.storage_class, o->kubevirt_class, o->hco_class, o->classes,
+                                      o->n_classes, choice);
+                judge_new_pvc(o, choice, v);
+        }
+        return true;
+}
+
+/* A condition; one whose status did not change keeps its transition time. */
+static json_t *condition(const char *type, bool status, const char *reason, const char *message, json_t *old_conditions,
+                         json_int_t generation, usec_t now) {
+        char when_now[40];
+        format_rfc3339(now, when_now);
+        const char *st = status ? "True" : "False";
+        const char *ltt = when_now;
+        size_t i;
+        json_t *c;
+        json_array_foreach(old_conditions, i, c) {
+                const char *when = json_string_value(json_object_get(c, "lastTransitionTime"));
+                if (streq(json_string_value(json_object_get(c, "type")), type) &&
+                    streq(json_string_value(json_object_get(c, "status")), st) && when)
+                        ltt = when;
+        }
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "type", type, "status", st, "reason", reason, "message",
+                         message ? message : "", "lastTransitionTime", ltt, "observedGeneration", generation);
+}
+
+static bool condition_true(json_t *conditions, const char *type) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(conditions, i, c) if (streq(json_string_value(json_object_get(c, "type")), type)) return streq(
+                json_string_value(json_object_get(c, "status")), "True");
+        return false;
+}
+
+/* Was this Ready reason already reported for this generation? Then no new event. */
+static bool already_reported(json_t *old_status, const char *reason, json_int_t gen) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(old_status, "conditions"), i, c) {
+                if (streq(json_string_value(json_object_get(c, "type")), "Ready") &&
+                    streq(json_string_value(json_object_get(c, "reason")), reason) &&
+                    json_integer_value(json_object_get(c, "observedGeneration")) == gen)
+                        return true;
+        }
+        return false;
+}
+
+/* Which launcher the status knows, and whether persistence changed under
+ * it: the record is kept for as long as that launcher runs. */
+typedef struct restart {
+        json_t *launcher_rec; /* NULL: no launcher (or no TPM) */
+        bool required;
+} restart;
+
+static restart judge_restart(const state_observed *o) {
+        restart rs = {0};
+        const tpm_intent *in = &o->tpm.intent;
+        if (!o->launcher || !in->has_tpm)
+                return rs;
+        json_t *old_rec = json_object_get(json_object_get(o->tpmstate, "status"), "launcher");
+        const char *lu = md_str(o->launcher, "uid");
+        if (streq(json_string_value(json_object_get(old_rec, "uid")), lu)) {
+                rs.launcher_rec = json_incref(old_rec);
+                rs.required = json_is_true(json_object_get(old_rec, "persistent")) != in->persistent;
+        } else
+                rs.launcher_rec = json_pack("{s:s, s:b}", "uid", lu ? lu : "", "persistent", in->persistent);
+        return rs;
+}
+
+static json_t *build_status(const state_observed *o, const verdict *v, restart *rs, json_int_t gen) {
+        json_t *old_status = json_object_get(o->tpmstate, "status");
+        json_t *old_conds = json_object_get(old_status, "conditions");
+        json_t *st = json_object();
+        json_object_set_new(st, "phase", json_string(v->phase));
+        json_object_set_new(st, "message", json_string(v->message ? v->message : ""));
+        json_object_set_new(st, "observedGeneration", json_integer(gen));
+        json_object_set_new(st, "persistent", json_boolean(o->tpm.intent.has_tpm && o->tpm.intent.persistent));
+        if (o->pvc || v->storage_class)
+                json_object_set_new(st, "pvcName", json_string(o->pvc_name));
+        if (v->storage_class)
+                json_object_set_new(st, "storageClass", json_string(v->storage_class));
+        if (v->class_source)
+                json_object_set_new(st, "storageClassSource", json_string(v->class_source));
+        const char *node = json_string_value(json_object_get(o->launcher, "nodeName"));
+        if (node)
+                json_object_set_new(st, "node", json_string(node));
+        if (rs->launcher_rec)
+                json_object_set_new(st, "launcher", TAKE_PTR(rs->launcher_rec));
+        json_int_t warned = json_integer_value(json_object_get(old_status, "warnedGeneration"));
+        if (streq(v->event_reason, "NonPersistentTPM"))
+                warned = gen;
+        if (warned)
+                json_object_set_new(st, "warnedGeneration", json_integer(warned));
+        json_t *conds = json_array();
+        json_array_append_new(conds, condition("Ready", v->ready, v->ready_reason, v->message, old_conds, gen, o->now));
+        json_array_append_new(
+                conds, condition("RestartRequired", rs->required, rs->required ? "PersistenceChanged" : "NoRestartNeeded",
+                                 rs->required ? "TPM persistence changed while the VM runs; it takes effect at the "
+                                                "VM's next start"
+                                              : "",
+                                 old_conds, gen, o->now));
+        json_object_set_new(st, "conditions", conds);
+        return st;
+}
+
+static void add_event(state_decision *d, const char *reason, const char *action, char *note) {
+        d->events[d->n_events++] = (state_event){reason, action, note};
+}
+
+/* The Warnings that go with the verdict: each once (the status written
+ * before them is what dedups them). */
+static void decide_events(const state_observed *o, verdict *v, bool restart_required, json_int_t gen,
+                          state_decision *d) {
+        json_t *old_status = json_object_get(o->tpmstate, "status");
+        if (v->event_reason &&
+            (streq(v->event_reason, "NonPersistentTPM") || streq(v->event_reason, "StorageClassNotRWX") ||
+             !already_reported(old_status, v->ready_reason, gen)))
+                add_event(d, v->event_reason, "Provision",
+                          v->event_note ? TAKE_PTR(v->event_note) : xstrdup(v->message));
+        if (restart_required && !condition_true(json_object_get(old_status, "conditions"), "RestartRequired"))
+                add_event(d, "RestartRequired", "Reconcile",
+                          xstrdup(o->tpm.intent.persistent
+                                          ? "TPM persistence was turned on while the VM runs: restart the VM to move "
+                                            "its TPM state onto the persistent volume"
+                                          : "TPM persistence was turned off while the VM runs: it takes effect at the "
+                                            "next start; the state volume is retained"));
+}
+
+void state_decide(const state_observed *o, state_decision *ret) {
+        *ret = (state_decision){0};
+        /* Gone, or going: the garbage collector removes PVC and TPMState
+         * through their ownerReferences. */
+        if (!o->vm || json_object_get(json_object_get(o->vm, "metadata"), "deletionTimestamp"))
+                return;
+        json_int_t gen = json_integer_value(json_object_get(json_object_get(o->vm, "metadata"), "generation"));
+        sc_choice choice = {0};
+        verdict v = {0};
+        if (judge(o, gen, &choice, &v)) {
+                restart rs = judge_restart(o);
+                ret->report = true;
+                ret->pvc = TAKE_PTR(v.pvc);
+                ret->pvc_recreate = ret->pvc && o->tpmstate;
+                ret->create_tpmstate = !o->tpmstate;
+                ret->status = build_status(o, &v, &rs, gen);
+                decide_events(o, &v, rs.required, gen, ret);
+                json_decref(rs.launcher_rec);
+        }
+        verdict_done(&v);
+        sc_choice_done(&choice);
+}
+
+void state_decision_done(state_decision *d) {
+        json_decref(d->pvc);
+        json_decref(d->status);
+        for (size_t i = 0; i < d->n_events; i++)
+                free(d->events[i].note);
+        *d = (state_decision){0};
+}
