@@ -49,8 +49,12 @@ struct state_controller {
 
 static kube_outcome sweep_leases(state_controller *sc) {
         atomic_fetch_add(&sc->counters.lease_sweeps, 1);
-        state_lease_gc_sweep(sc->lease_gc, &sc->ctx, sc->informers.inf[STATE_INF_LEASE],
-                             sc->informers.inf[STATE_INF_VM], now_boottime());
+        /* Not before the Lease cache holds the server's list (it may never,
+         * without the permission: then there is no sweep, only its warnings). */
+        if (kube_informer_has_synced(sc->informers.inf[STATE_INF_LEASE])) {
+                state_lease_gc_sweep(sc->lease_gc, &sc->ctx, sc->informers.inf[STATE_INF_LEASE],
+                                     sc->informers.inf[STATE_INF_VM], now_boottime());
+        }
         return kube_requeue_after(state_lease_gc_period(sc->lease_gc));
 }
 

@@ -219,7 +219,13 @@ int state_informers_init(state_informers *si, kube_client *c, const agent_config
                 if (r < 0)
                         return vt_error_set(err, -r, "cannot set up the state controller's informer for %s",
                                             defs[i].res->plural);
-                kube_controller_add_informer(ctl, si->inf[i]);
+                /* The Lease sweep is best effort: a Role without leases
+                 * list/watch (an older release's) must not stop the
+                 * controller from starting. */
+                if (i == STATE_INF_LEASE)
+                        kube_controller_add_background_informer(ctl, si->inf[i]);
+                else
+                        kube_controller_add_informer(ctl, si->inf[i]);
         }
         return 0;
 }

@@ -16,6 +16,7 @@ struct kube_controller {
         char *name;
         kube_workqueue *queue;
         kube_informer **informers;
+        bool *background; /* per informer: not waited for */
         size_t n_informers;
         pthread_t *workers;
         unsigned n_workers;
@@ -66,11 +67,21 @@ int kube_controller_new(const kube_controller_ops *ops, const kube_controller_op
         return 0;
 }
 
-void kube_controller_add_informer(kube_controller *ctl, kube_informer *inf) {
+static void add_informer(kube_controller *ctl, kube_informer *inf, bool background) {
         if (!inf)
                 return;
         ctl->informers = xrealloc(ctl->informers, (ctl->n_informers + 1) * sizeof(*ctl->informers));
+        ctl->background = xrealloc(ctl->background, (ctl->n_informers + 1) * sizeof(*ctl->background));
+        ctl->background[ctl->n_informers] = background;
         ctl->informers[ctl->n_informers++] = inf;
+}
+
+void kube_controller_add_informer(kube_controller *ctl, kube_informer *inf) {
+        add_informer(ctl, inf, false);
+}
+
+void kube_controller_add_background_informer(kube_controller *ctl, kube_informer *inf) {
+        add_informer(ctl, inf, true);
 }
 
 static void count(kube_controller *ctl, uint64_t *field) {
@@ -141,6 +152,8 @@ int kube_controller_start_informers(kube_controller *ctl, vt_error **err) {
         ctl->informers_started = true;
         usec_t deadline = now_monotonic() + ctl->opts.sync_timeout;
         for (size_t i = 0; i < ctl->n_informers; i++) {
+                if (ctl->background[i])
+                        continue;
                 usec_t now = now_monotonic();
                 if (kube_informer_wait_synced(ctl->informers[i], deadline > now ? deadline - now : 0) < 0)
                         return vt_error_set(err, ETIMEDOUT, "the %s's caches did not fill within %llu s", ctl->name,
@@ -194,6 +207,7 @@ void kube_controller_free(kube_controller *ctl) {
         for (size_t i = 0; i < ctl->n_informers; i++)
                 kube_informer_free(ctl->informers[i]);
         free(ctl->informers);
+        free(ctl->background);
         kube_workqueue_free(ctl->queue);
         pthread_mutex_destroy(&ctl->stats_lock);
         free(ctl->name);
@@ -202,7 +216,7 @@ void kube_controller_free(kube_controller *ctl) {
 
 bool kube_controller_synced(kube_controller *ctl) {
         for (size_t i = 0; i < ctl->n_informers; i++)
-                if (!kube_informer_has_synced(ctl->informers[i]))
+                if (!ctl->background[i] && !kube_informer_has_synced(ctl->informers[i]))
                         return false;
         return true;
 }

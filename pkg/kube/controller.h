@@ -109,6 +109,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(kube_controller *, kube_controller_free)
 /* Hand an informer to the controller (before start): it is started, waited
  * for, stopped and freed with the controller. */
 void kube_controller_add_informer(kube_controller *ctl, kube_informer *inf);
+/* The same, but neither start() nor synced() waits for it: for best-effort
+ * work (a periodic sweep) that must not hold the controller up when its
+ * list is refused (a Role from an older release without the permission);
+ * that work checks kube_informer_has_synced() itself. */
+void kube_controller_add_background_informer(kube_controller *ctl, kube_informer *inf);
 
 /* Start the informers, wait until every one has synced (-ETIMEDOUT after
  * opts.sync_timeout), then start the workers. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "kube/config.h"
 #include "kube/controller.h"
 #include "tap.h"
 
@@ -221,6 +222,56 @@ static void test_needs_reconcile(void) {
         check_str_eq(kube_outcome_kind_name(KUBE_OUTCOME_BACKOFF), "backoff");
 }
 
+/* An informer whose list can never succeed: nothing listens on port 1. */
+static kube_informer *unreachable_informer(kube_client *c) {
+        static const kube_resource leases = {"coordination.k8s.io", "v1", "leases", true};
+        kube_informer_options o = {.namespace = "unit", .backoff_initial = 10 * USEC_PER_MSEC,
+                                   .backoff_max = 50 * USEC_PER_MSEC};
+        kube_informer_handlers h = {0};
+        kube_informer *inf = NULL;
+        check_int_eq(kube_informer_new(c, &leases, &o, &h, &inf), 0);
+        return inf;
+}
+
+static void test_background_informer_does_not_hold_start(void) {
+        kube_config *cfg = xnew(kube_config, 1);
+        cfg->server = xstrdup("https://127.0.0.1:1");
+        cfg->namespace = xstrdup("unit");
+        cfg->origin = xstrdup("unit-test kubeconfig");
+        kube_client *c = NULL;
+        check_int_eq(kube_client_new(cfg, "unit", &c, NULL), 0);
+        fixture f = {0};
+        atomic_store(&f.open, true);
+
+        /* Waited for: start() gives up after sync_timeout and says why. */
+        kube_controller_ops ops = {.name = "waiting controller", .reconcile = reconcile_done, .userdata = &f};
+        kube_controller_options o = {.workers = 1, .sync_timeout = 200 * USEC_PER_MSEC};
+        kube_controller *ctl = NULL;
+        check_int_eq(kube_controller_new(&ops, &o, &ctl, NULL), 0);
+        kube_controller_add_informer(ctl, unreachable_informer(c));
+        _cleanup_error_ vt_error *err = NULL;
+        check_int_eq(kube_controller_start(ctl, &err), -ETIMEDOUT);
+        check(err && strstr(err->msg, "waiting controller"));
+        check(!kube_controller_synced(ctl));
+        kube_controller_free(ctl);
+
+        /* In the background: start() and synced() do not wait for it, and
+         * the workers run. */
+        ops.name = "sweeping controller";
+        check_int_eq(kube_controller_new(&ops, &o, &ctl, NULL), 0);
+        kube_informer *bg = unreachable_informer(c);
+        kube_controller_add_background_informer(ctl, bg);
+        check_int_eq(kube_controller_start(ctl, NULL), 0);
+        check(kube_controller_synced(ctl));
+        check(!kube_informer_has_synced(bg));
+        kube_controller_enqueue(ctl, "ns/a");
+        wait_calls(&f, 1);
+        check_int_eq(atomic_load(&f.calls), 1);
+        kube_controller_free(ctl); /* stops and frees the informer too */
+        kube_client_free(c);
+        kube_config_free(cfg);
+}
+
 int main(void) {
         alarm(60); /* a hang is a failure, not a stuck CI */
         return tap_run((tap_case[]){
@@ -232,6 +283,7 @@ int main(void) {
                 TAP_CASE(test_requeue_until_done),
                 TAP_CASE(test_gate_closed),
                 TAP_CASE(test_needs_reconcile),
+                TAP_CASE(test_background_informer_does_not_hold_start),
                 {0},
         });
 }
