@@ -218,13 +218,14 @@ kubectl -n "$NS" delete tpmstate ghost --wait=false >/dev/null 2>&1
 # ---- the agent itself on node-1, under the policies, with that token -----------
 kubectl -n "$NS" delete pods -l "$LBL" --grace-period=0 --force >/dev/null 2>&1
 # Its own namespace is the test's (Leases, KEK Secret, state locks there, as in
-# suites 50-58): the ServiceAccount gets its namespaced Role here too.
+# suites 50-58): the ServiceAccount gets its namespaced Role here too (the
+# shipped Role's lease verbs: leader election, state locks, the Lease sweep).
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: vtpm-agent-e2e}
 rules:
-  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}
+  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch, create, update, delete]}
   - {apiGroups: [""], resources: [secrets], verbs: [get, create, update]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
