@@ -16,8 +16,10 @@
 #include "vmspec.h"
 #include "tpm/state.h"
 
+/* The one classification of provider errors is pkg/keys' (it already counts
+ * EHOSTUNREACH and EAGAIN, a send timeout, as "unreachable"). */
 bool keymgr_unavailable(int r) {
-        return keys_error_is_unavailable(r) || r == -EHOSTUNREACH || r == -EAGAIN;
+        return keys_error_is_unavailable(r);
 }
 
 void state_key_info_done(state_key_info *i) {

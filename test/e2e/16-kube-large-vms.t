@@ -48,7 +48,7 @@ is "$(k get vm vm-00042 -o json | jq '.spec.template.spec.volumes[0].cloudInitNo
 akc=$("$E2E_TOP/hack/agent-identity.sh" "$NS" "$tmp/identity" "vtpm-agent-e2e-$NS") ||
   bail_out "cannot set up the agent's ServiceAccount identity"
 at_exit "kubectl delete clusterrolebinding vtpm-agent-e2e-$NS --ignore-not-found --wait=false >/dev/null"
-port=$(( 20000 + RANDOM % 20000 ))
+port=$(free_port) || bail_out "no free TCP port"
 cat > "$tmp/config.yaml" <<EOF
 namespace: $NS
 state:

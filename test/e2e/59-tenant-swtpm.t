@@ -35,7 +35,7 @@ agent_pid() { _tracked agent-a; }
 
 # A listener only the node itself should reach: 127.0.0.1 in the agent's
 # network namespace (the node's, for the DaemonSet's hostNetwork pod).
-port=$(( 20000 + RANDOM % 20000 ))
+port=$(free_port) || bail_out "no free TCP port"
 socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" SYSTEM:'echo node-only-banner' 2>/dev/null &
 _track listener $!
 _listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -n1 <&3" 2>/dev/null | grep -q node-only; }

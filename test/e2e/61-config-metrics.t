@@ -31,7 +31,7 @@ bad syntax $'state: [\n' "$tmp/syntax.yaml:2:1:" "YAML syntax error with file:li
 akc=$("$E2E_TOP/hack/agent-identity.sh" "$NS" "$tmp/identity" "vtpm-agent-e2e-$NS") ||
   bail_out "cannot set up the agent's ServiceAccount identity"
 at_exit "kubectl delete clusterrolebinding vtpm-agent-e2e-$NS --ignore-not-found --wait=false >/dev/null"
-port=$(( 20000 + RANDOM % 20000 ))
+port=$(free_port) || bail_out "no free TCP port"
 cat > "$tmp/config.yaml" <<EOF
 namespace: $NS
 state:

@@ -19,6 +19,9 @@
 #                            (set VTPM_KEEP_NS=1 to keep it for debugging)
 #   k ARGS...                kubectl -n "$NS" ARGS...
 #   at_exit CMD...           run CMD at exit (last registered runs first)
+#   free_port                print a TCP port on 127.0.0.1 nobody listens on, below the
+#                            kernel's ephemeral range (a random pick inside it can meet
+#                            an outgoing connection's source port: "Address already in use")
 #
 # Exit status: 0 only if every test passed and the plan (if any) was met.
 # The lib sets -u and pipefail, not -e: a failing `ok` must not end the script.
@@ -90,6 +93,23 @@ wait_until() {
 }
 
 at_exit() { _tap_exit_cmds+=("$*"); }
+
+free_port() {
+  python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(20000, lo), 200):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+else:
+    raise SystemExit("no free TCP port below " + str(lo))
+PY
+}
 
 require_cluster() {
   [ -s "$KUBECONFIG" ] || bail_out "no kubeconfig at $KUBECONFIG: start the test bed with 'make cluster-up'"

@@ -3,7 +3,11 @@
  * driver offering ReadWriteMany filesystems. For every Pending PVC of a
  * StorageClass whose provisioner is "vtpm-agent.io/testbed" it creates a
  * hostPath PersistentVolume over a directory under --root, pre-bound to the
- * claim; the real kube-controller-manager's binder then binds them. Released
+ * claim; the real kube-controller-manager's binder then binds them. Like a
+ * real external provisioner it acts only once the PV controller has handed
+ * the claim over (the volume.kubernetes.io/storage-provisioner annotation):
+ * a PV created before that races the controller's own update of the claim,
+ * which then fails with a conflict and a ProvisioningFailed Warning. Released
  * volumes are deleted again (their directories too), as a Delete reclaim
  * policy would. One shared root across test nodes is the RWX backing store.
  * With --local the volumes are `local` PersistentVolumes instead, whose node
@@ -55,6 +59,10 @@ static void provision(json_t *pvc) {
         const char *phase = s(pvc, "status", "phase");
         const char *cls = s(pvc, "spec", "storageClassName");
         if ((phase && strcmp(phase, "Pending") != 0) || s(pvc, "spec", "volumeName") || !our_class(cls))
+                return;
+        const char *handed_to = json_string_value(json_object_get(
+                json_object_get(json_object_get(pvc, "metadata"), "annotations"), "volume.kubernetes.io/storage-provisioner"));
+        if (!handed_to || strcmp(handed_to, PROVISIONER) != 0)
                 return;
         const char *ns = s(pvc, "metadata", "namespace"), *name = s(pvc, "metadata", "name"),
                    *uid = s(pvc, "metadata", "uid");
