@@ -6,6 +6,8 @@
 #                                      image (digest) to roll the DaemonSet to in tests
 #   hack/build-image.sh launcher       the test bed's virt-launcher (hack/images/launcher/)
 #   hack/build-image.sh launcher-libvirt   one that runs libvirt and QEMU (hack/images/launcher-libvirt/)
+#   hack/build-image.sh --tag NAME     print the tag NAME would get from this tree, build nothing
+#                                      (the bench checks the nodes run this tree's agent)
 #
 # This machine reaches Debian's mirrors but not Docker Hub, so the
 # Containerfile's `FROM docker.io/library/debian:12-slim` is satisfied
@@ -32,12 +34,32 @@ mkdir -p "$IMG_CACHE" "$BAH_ROOT"
 for t in buildah debootstrap; do
   command -v "$t" >/dev/null || { echo "build-image: $t missing (hack/install-deps.sh installs it)" >&2; exit 1; }
 done
+what=${1:-vtpm-agent} print_tag=
+if [ "$what" = --tag ]; then print_tag=1 what=${2:-vtpm-agent}; fi
 bah() { buildah --root "$BAH_ROOT/storage" --runroot "$BAH_ROOT/run" --storage-driver vfs "$@"; }
 log() { echo "build-image: $*" >&2; }
+case $what in
+  vtpm-agent|vtpm-agent-next) cf=deploy/Containerfile sub=. checks=("vtpm-agent --version" "swtpm --version") ;;
+  launcher) cf=hack/images/launcher/Containerfile sub=hack/images/launcher checks=("swtpm --version" "socat -V") ;;
+  launcher-libvirt) cf=hack/images/launcher-libvirt/Containerfile sub=hack/images/launcher-libvirt
+    checks=("libvirtd --version" "qemu-system-x86_64 --version" "swtpm --version" "socat -V" "ls /usr/share/OVMF/OVMF_CODE_4M.fd") ;;
+  *) log "unknown image $what (vtpm-agent, vtpm-agent-next, launcher, launcher-libvirt)"; exit 2 ;;
+esac
+name=${what%-next}
+
+# 1. The build context: the files git knows under $sub (tracked or new, not
+# ignored), as they are in the working tree; never build/ or caches.
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+(cd "$top/$sub" && git ls-files -z --cached --others --exclude-standard . |
+   tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$ctx" -xf -
+tag=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
+[ -z "$print_tag" ] || { echo "$tag"; exit 0; }
+
 exec 9> "$BAH_ROOT/.lock"
 flock -w 1800 9 || { log "another build holds $BAH_ROOT/.lock"; exit 1; }
 
-# 1. The base, once.
+# 2. The base, once.
 base_ref=docker.io/library/debian:12-slim
 if ! bah inspect --type image "$base_ref" >/dev/null 2>&1; then
   base_tar=$IMG_CACHE/debian-12-minbase.tar
@@ -60,23 +82,7 @@ if ! bah inspect --type image "$base_ref" >/dev/null 2>&1; then
   log "base $base_ref committed from debootstrap"
 fi
 
-what=${1:-vtpm-agent}
-case $what in
-  vtpm-agent|vtpm-agent-next) cf=deploy/Containerfile sub=. checks=("vtpm-agent --version" "swtpm --version") ;;
-  launcher) cf=hack/images/launcher/Containerfile sub=hack/images/launcher checks=("swtpm --version" "socat -V") ;;
-  launcher-libvirt) cf=hack/images/launcher-libvirt/Containerfile sub=hack/images/launcher-libvirt
-    checks=("libvirtd --version" "qemu-system-x86_64 --version" "swtpm --version" "socat -V" "ls /usr/share/OVMF/OVMF_CODE_4M.fd") ;;
-  *) log "unknown image $what (vtpm-agent, vtpm-agent-next, launcher, launcher-libvirt)"; exit 2 ;;
-esac
-name=${what%-next}
 
-# 2. The build context: the files git knows under $sub (tracked or new, not
-# ignored), as they are in the working tree; never build/ or caches.
-ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
-(cd "$top/$sub" && git ls-files -z --cached --others --exclude-standard . |
-   tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -C "$ctx" -xf -
-tag=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
 ref=vtpm.local/$name:$tag
 out=$IMG_CACHE/$name-$tag.oci.tar
 if [ ! -s "$out" ]; then

@@ -15,10 +15,20 @@
 # launcher_listen_s (same clock start, until the socket exists), so
 # cold_s - launcher_listen_s is roughly the agent's part.
 #
-# The agent (the release build, state + node controller) runs as a host
-# process inside node-1's mount namespace, where the kubelet's mounts are, as
-# the DaemonSet's pod sees them (test/e2e/lib-node.sh does the same); the
-# host's network, so its /metrics is on 127.0.0.1. Launchers are real pods of
+# The agent, by BENCH_NODE_AGENT:
+#   shipped  (the default) as shipped: deploy/overlays/testbed, the DaemonSet
+#            on every node and the key broker (keys.provider broker: the node
+#            agents hold no KEK), from the image the nodes run, which must be
+#            this tree's (hack/build-image.sh --tag); /metrics on node-1's
+#            loopback. The StorageClass is KubeVirt's default virt class
+#            while the bench runs.
+#   host     the release build (state + node controller) as a host process
+#            inside node-1's mount namespace, where the kubelet's mounts are,
+#            as the DaemonSet's pod sees them (test/e2e/lib-node.sh does the
+#            same); the host's network, /metrics on 127.0.0.1. It holds the
+#            KEKs itself (keys.provider secret): one GET of the KEK Secret on
+#            every start. For measuring a change without an image build.
+# Launchers are real pods of
 # the test bed's launcher image (hack/images/launcher); attachment pods are
 # published by the real kubelet. The testbed provisioner must be running
 # with --local (hack/run-bench.sh starts it): the kubelet mounts only `local`
@@ -42,7 +52,8 @@ NODE=$(nl_name "$N")
 say() { echo "node-path: $*" >&2; }
 
 # ---- cleanup: everything is found from files under WORKDIR ----
-# $W/state.env: NS, AGENT (its pid); $W/vm-uids: the VMs' uids (their swtpm).
+# $W/state.env: NS, AGENT (its pid), SHIPPED (1: the DaemonSet was deployed,
+# CLS annotated); $W/vm-uids: the VMs' uids (their swtpm).
 _gone() { [ ! -e "/proc/$1" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" = Z ]; }
 _swtpm_of() { # UID-FILE: swtpm/swtpm_setup processes working for those VMs
   local p
@@ -56,7 +67,7 @@ _mounts_under() { # MOUNTINFO DIR: mount points under DIR, deepest first
   awk -v p="$2/" 'index($5, p) == 1 { print length($5), $5 }' "$1" 2>/dev/null | sort -rn | cut -d' ' -f2-
 }
 cleanup() { # WORKDIR
-  local w=$1 NS= AGENT= p h i
+  local w=$1 NS= AGENT= SHIPPED= CLS= p h i u
   [ -f "$w/state.env" ] && [ ! -e "$w/cleaned" ] || return 0
   . "$w/state.env"
   # The VM stops: launcher pods go (the kubelet stops them); the agent, still
@@ -81,6 +92,14 @@ cleanup() { # WORKDIR
       kubectl -n "$NS" delete pods --all --grace-period=0 --force >/dev/null 2>&1 || true
   fi
   for p in $(_swtpm_of "$w/vm-uids"); do kill -KILL "$p" 2>/dev/null || true; done
+  if [ -n "$SHIPPED" ]; then
+    rn_agent_undeploy || true
+    kubectl annotate storageclass "$CLS" storageclass.kubevirt.io/is-default-virt-class- >/dev/null 2>&1 || true
+    kubectl -n "$RN_NS" delete secret "vtpm-kek-$NS" --ignore-not-found >/dev/null 2>&1 || true
+    while read -r u; do
+      [ -z "$u" ] || kubectl -n "$RN_NS" delete lease "vtpm-state-$u" --ignore-not-found >/dev/null 2>&1 || true
+    done < "$w/vm-uids"
+  fi
   # Mounts the agent left under the work dir (node.runDir's scratch binds), in
   # the node's mount namespace, and on the host if any.
   if h=$(nl_holder "$N"); then
@@ -94,6 +113,8 @@ if [ "${1:-}" = --cleanup ]; then cleanup "$2"; exit 0; fi
 W=$1 SYS_NS=$2 CLS=$3 STORM=${4:-20} RUNS=${5:-3}
 id=${BENCH_ID:-$$}
 NS=bench-$id-node
+MODE=${BENCH_NODE_AGENT:-shipped}
+case $MODE in shipped|host) ;; *) say "BENCH_NODE_AGENT is '$MODE': shipped or host"; exit 2 ;; esac
 
 # ---- the node must be there ----
 skip_node() { say "SKIPPED: $*"; jq -n -c --arg why "$*" '{skipped: $why}'; exit 77; }
@@ -114,12 +135,27 @@ mkdir -p "$W/run"
 # directory above it must be traversable (mktemp -d makes 0700).
 chmod o+x "$W" "$(dirname "$W")"
 : > "$W/vm-uids"
-printf 'NS=%s\nAGENT=\n' "$NS" > "$W/state.env"
+printf 'NS=%s\nAGENT=\nSHIPPED=\nCLS=%s\n' "$NS" "$CLS" > "$W/state.env"
 trap 'cleanup "$W"' EXIT
 now_ns() { date +%s%N; }
+if [ "$MODE" = shipped ]; then
+  want=$("$top/hack/build-image.sh" --tag vtpm-agent)
+  [ "${AGENT_IMAGE##*:}" = "$want" ] ||
+    skip_node "the nodes run $AGENT_IMAGE, this tree would be vtpm-agent:$want: bring the test bed up again (it builds the image), or BENCH_NODE_AGENT=host"
+fi
+kubectl create namespace "$NS" >/dev/null
 
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$W/agent.yaml" <<EOF
+if [ "$MODE" = shipped ]; then
+  sed -i 's/^SHIPPED=.*/SHIPPED=1/' "$W/state.env"
+  kubectl annotate storageclass "$CLS" storageclass.kubevirt.io/is-default-virt-class=true --overwrite >/dev/null
+  say "deploying the DaemonSet and the key broker (deploy/overlays/testbed, $AGENT_IMAGE)"
+  rn_agent_deploy || { say "the shipped agents did not become Ready"; exit 1; }
+  metrics() { nl_in "$N" curl -s --max-time 2 http://127.0.0.1:9464/metrics; }
+  max_starts=$(yq -r 'select(.kind == "ConfigMap") | .data["config.yaml"]' "$top/manifests/configmap.yaml" |
+    yq -r '.node.maxConcurrentStarts // 4')
+else
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$W/agent.yaml" <<EOF
 namespace: $SYS_NS
 nodeName: $NODE
 state:
@@ -130,24 +166,24 @@ node:
 http: {listen: "127.0.0.1:$port"}
 log: {format: json, level: info}
 EOF
-max_starts=$(awk '/maxConcurrentStarts/ {print $2}' "$W/agent.yaml"); max_starts=${max_starts:-4}
-
-kubectl create namespace "$NS" >/dev/null
-cp "$B/vtpm-agent" "$W/vtpm-agent"
-# In node-1's mount namespace (nsenter execs the agent: $! is its pid), where
-# kubeletRoot (its default) is the node's own directory, with the launchers' sockets.
-env -u NODE_NAME nsenter -t "$holder" -m -- "$W/vtpm-agent" --kubeconfig "$KUBECONFIG" --config "$W/agent.yaml" \
-  --identity "bench-node-$id" >"$W/agent.log" 2>&1 &
-agent=$!
-sed -i "s/^AGENT=.*/AGENT=$agent/" "$W/state.env"
-for _ in $(seq 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
-  kill -0 "$agent" 2>/dev/null || { say "agent exited: $(tail -5 "$W/agent.log")"; exit 1; }
-  sleep 0.1
-done
+  max_starts=$(awk '/maxConcurrentStarts/ {print $2}' "$W/agent.yaml"); max_starts=${max_starts:-4}
+  metrics() { curl -s --max-time 2 "http://127.0.0.1:$port/metrics"; }
+  cp "$B/vtpm-agent" "$W/vtpm-agent"
+  # In node-1's mount namespace (nsenter execs the agent: $! is its pid), where
+  # kubeletRoot (its default) is the node's own directory, with the launchers' sockets.
+  env -u NODE_NAME nsenter -t "$holder" -m -- "$W/vtpm-agent" --kubeconfig "$KUBECONFIG" --config "$W/agent.yaml" \
+    --identity "bench-node-$id" >"$W/agent.log" 2>&1 &
+  agent=$!
+  sed -i "s/^AGENT=.*/AGENT=$agent/" "$W/state.env"
+  for _ in $(seq 600); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
+    kill -0 "$agent" 2>/dev/null || { say "agent exited: $(tail -5 "$W/agent.log")"; exit 1; }
+    sleep 0.1
+  done
+fi
 # The state controller reconciles every VM it finds first: let that finish.
 for _ in $(seq 600); do
-  curl -s "http://127.0.0.1:$port/metrics" | grep -q '^vtpm_agent_workqueue_depth{controller="state"} 0$' && break
+  metrics | grep -q '^vtpm_agent_workqueue_depth{controller="state"} 0$' && break
   sleep 0.5
 done
 
@@ -190,7 +226,7 @@ launch() {
 }
 # The agent counts a start only once swtpm answered on its control channel
 # (CMD_GET_CAPABILITY through the launcher's namespace): poll that counter.
-starts() { curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | awk '$1 == "vtpm_agent_swtpm_starts_total" {print $2 + 0; f = 1} END {if (!f) print 0}'; }
+starts() { metrics | awk '$1 == "vtpm_agent_swtpm_starts_total" {print $2 + 0; f = 1} END {if (!f) print 0}'; }
 secs_since_t0() { echo "$t0 $1" | awk '{printf "%.3f", ($2 - $1) / 1e9}'; }
 # wait_starts N: until N more swtpm than $s0 answer. Sets $took (seconds from
 # $t0) and $listen (seconds from $t0 until every launcher of the last launch
@@ -243,12 +279,12 @@ stats() { sort -g | awk '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v
 
 # get_counts: the agent's GETs so far, by resource ("resource count" lines).
 get_counts() {
-  curl -s --max-time 2 "http://127.0.0.1:$port/metrics" |
+  metrics |
     sed -n 's/^vtpm_agent_api_requests_total{verb="GET",resource="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p'
 }
 # What the warm starts cost in GETs, by resource: issue 19 wants none of the
 # VM, its TPMState, its PVC or a Secret (the node path reads caches).
-declare -A warm_gets=()
+declare -A warm_gets=([virtualmachines]=0 [tpmstates]=0 [persistentvolumeclaims]=0 [secrets]=0)
 add_get_deltas() { # BEFORE-FILE AFTER-FILE
   local r n b
   while read -r r n; do
@@ -276,7 +312,7 @@ for i in $(seq "$STORM"); do pods+=("vm-s-$i-l1"); done
 s0=$(starts); launch "${pods[@]}"; wait_starts "$STORM"
 storm=$took storm_listen=$listen
 say "storm of $STORM: $storm s (every launcher listening after $storm_listen s)"
-m=$(curl -s "http://127.0.0.1:$port/metrics")
+m=$(metrics)
 hist_mean() { # NAME -> sum/count
   awk -v n="$1" '$1 == n "_sum" {s = $2} $1 == n "_count" {c = $2} END {if (c > 0) printf "%.3f", s / c; else print "null"}' <<<"$m"
 }
@@ -286,7 +322,7 @@ stop_launchers "${pods[@]}"
 warm_gets_json=$(for r in "${!warm_gets[@]}"; do printf '%s %s\n' "$r" "${warm_gets[$r]}"; done |
   jq -Rn '[inputs | split(" ") | {(.[0]): (.[1] | tonumber)}] | add // {}')
 say "GETs during the $RUNS warm start(s), by resource: $(jq -c . <<<"$warm_gets_json")"
-printf '{"warm_gets":%s,"cold_s":%s,"warm_s":%s,"storm_s":%s,"storm_n":%d,"max_concurrent_starts":%d,"provision_s":%s,"swtpm_start_s":%s,"provisions":%s,"starts":%s,"launcher_listen_s":%s,"node":"%s"}\n' "$warm_gets_json" \
+printf '{"agent":"%s","warm_gets":%s,"cold_s":%s,"warm_s":%s,"storm_s":%s,"storm_n":%d,"max_concurrent_starts":%d,"provision_s":%s,"swtpm_start_s":%s,"provisions":%s,"starts":%s,"launcher_listen_s":%s,"node":"%s"}\n' "$MODE" "$warm_gets_json" \
   "$(printf '%s\n' "${cold[@]}" | stats)" "$(printf '%s\n' "${warm[@]}" | stats)" "$storm" "$STORM" "$max_starts" \
   "$(hist_mean vtpm_agent_swtpm_provision_seconds)" "$(hist_mean vtpm_agent_swtpm_start_seconds)" \
   "$(awk '$1 == "vtpm_agent_swtpm_provisions_total" {print $2}' <<<"$m")" \

@@ -81,6 +81,11 @@ jq -r '
     row("node: storm of \($n.storm_n) (maxConcurrentStarts \($n.max_concurrent_starts))"; "\(f($n.storm_s)) s";
         "bare storm \(f($b.storm_s)) s; 1 cold \(f($n.cold_s.median)) s";
         "vs bare storm \(f($n.storm_s / $b.storm_s)); vs 1 cold \(f($n.storm_s / $n.cold_s.median)) (goal <= 3)"),
+    (.warm_gets | select(. != null) |
+      row("node: GETs in \($n.warm_s.runs) warm starts (\($n.agent // "host") agent)";
+          "VM \(.virtualmachines // 0), TPMState \(.tpmstates // 0), PVC \(.persistentvolumeclaims // 0), Secret \(.secrets // 0)";
+          "goal 0 each (caches)"; (to_entries | map(select(.key | IN("virtualmachines", "tpmstates", "persistentvolumeclaims", "secrets") | not))
+          | map("\(.key) \(.value)") | join(", ")))),
     (.launcher_listen_s | select(. != null) |
       row("node: launcher pod created -> listening (kubelet)"; "\(f(.median)) s"; "storm: last after \(f(.storm_last)) s";
           "included in the starts above; agent share of cold \(f($n.cold_s.median - .median)) s"))),
