@@ -292,6 +292,11 @@ add_get_deltas() { # BEFORE-FILE AFTER-FILE
     warm_gets[$r]=$(( ${warm_gets[$r]:-0} + ${n%.*} - ${b%.*} ))
   done < "$2"
 }
+four_gets() { # COUNTS-FILE -> "virtualmachines N tpmstates N persistentvolumeclaims N secrets N"
+  local r; for r in virtualmachines tpmstates persistentvolumeclaims secrets; do
+    printf '%s %s ' "$r" "$(awk -v r="$r" '$1 == r {print $2 + 0; f = 1} END {if (!f) print 0}' "$1")"
+  done
+}
 cold=() warm=() listens=()
 for i in $(seq "$RUNS"); do
   s0=$(starts); launch "vm-c-$i-l1"; wait_starts 1
@@ -302,6 +307,7 @@ for i in $(seq "$RUNS"); do
   s0=$(starts); launch "vm-c-$i-l2"; wait_starts 1
   get_counts > "$W/gets-after"
   add_get_deltas "$W/gets-before" "$W/gets-after"
+  say "warm start vm-c-$i: the agent's GETs (/metrics) before: $(four_gets "$W/gets-before"); after: $(four_gets "$W/gets-after")"
   warm+=("$took") listens+=("$listen")
   say "warm start vm-c-$i: $took s (launcher listening after $listen s)"
   stop_launchers "vm-c-$i-l2"
