@@ -28,8 +28,8 @@ static int create_attachment(node_controller *nc, launcher *l, json_t *launcher_
         _cleanup_free_ char *coll = kube_path(&res_pod, l->ns, NULL, NULL);
         int r = kube_create(nc->client, coll, obj, NULL, err);
         json_decref(obj);
-        if (r < 0 && r != -EEXIST)
-                return r;
+        if (r < 0)
+                return r; /* -EEXIST included: whose pod that is, the caller finds out */
         free(l->attach_pod);
         l->attach_pod = xstrdup(name);
         return 0;
@@ -44,15 +44,30 @@ int ensure_attachment(node_controller *nc, launcher *l, json_t *launcher_pod, co
         _cleanup_free_ char *path = kube_path(&res_pod, l->ns, name, NULL);
         _cleanup_free_ char *cache_key = xasprintf("%s/%s", l->ns, name);
         /* The cache first (the informer wakes us when the kubelet reports the
-         * pod Running); a GET only when it does not hold the pod (yet). */
+         * pod Running). When it does not hold the pod, create it: on a first
+         * start that is the one request. A pod of that name that exists
+         * already is read: ours, made by an earlier look the cache has not
+         * seen yet, or someone else's, which is judged below and never
+         * becomes ours to delete. */
         json_t *pod = kube_informer_get(nc->attachments, cache_key);
-        int r = pod ? 0 : kube_get(nc->client, path, &pod, NULL);
-        if (r == -ENOENT) {
-                r = create_attachment(nc, l, launcher_pod, name, pvc, err);
-                if (r < 0)
+        int r = 0;
+        if (!pod) {
+                _cleanup_error_ vt_error *create_err = NULL;
+                r = create_attachment(nc, l, launcher_pod, name, pvc, &create_err);
+                if (r == 0) {
+                        *ret_state = ATTACH_WAITING;
+                        return 0;
+                }
+                if (r != -EEXIST) {
+                        if (err && !*err)
+                                *err = TAKE_PTR(create_err);
                         return r;
-                *ret_state = ATTACH_WAITING;
-                return 0;
+                }
+                r = kube_get(nc->client, path, &pod, NULL);
+                if (r == -ENOENT) { /* deleted in between: the next look creates it */
+                        *ret_state = ATTACH_WAITING;
+                        return 0;
+                }
         }
         if (r < 0)
                 return vt_error_set(err, -r, "cannot read attachment pod %s", name);
