@@ -136,6 +136,8 @@ static void collect(vt_metrics *m, void *ud) {
                 vt_counter_set(m, "vtpm_agent_status_updates_total", "TPMState status writes.", NULL,
                                (double)s.status_updates);
                 vt_counter_set(m, "vtpm_agent_events_total", "Events recorded.", NULL, (double)s.events);
+                vt_counter_set(m, "vtpm_agent_state_leases_deleted_total", "State Leases of deleted VMs removed.", NULL,
+                               (double)s.leases_deleted);
         }
         if (a->nc) {
                 node_controller_stats n;

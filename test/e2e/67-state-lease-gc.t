@@ -9,9 +9,10 @@
 setup_namespace e2e-67
 . "$(dirname "$0")/lib-agent.sh"
 
-plan 13
+plan 14
 
 LEASE_S=15 # node.stateLeaseSeconds: the smallest the configuration allows
+port=$(free_port) || bail_out "no free TCP port"
 
 cfg="$AGENT_DIR/agent.yaml"
 cat > "$cfg" <<EOF
@@ -19,7 +20,7 @@ namespace: $NS
 state:
   leaseName: $AGENT_LEASE
 node: {enabled: false, stateLeaseSeconds: $LEASE_S}
-http: {listen: ""}
+http: {listen: "127.0.0.1:$port"}
 EOF
 
 lease_yaml() { # NAME
@@ -90,6 +91,8 @@ agent_lease_deletes() {
     | "\(.objectRef.name) \(.responseStatus.code)"' | sort -u
 }
 is "$(agent_lease_deletes)" "vtpm-state-$uid_gone 200" "the agent deleted that Lease only (audit log)"
+is "$(curl -sf -m 5 "http://127.0.0.1:$port/metrics" | awk '$1 == "vtpm_agent_state_leases_deleted_total" {print $2}')" 1 \
+  "its /metrics count one state Lease removed (vtpm_agent_state_leases_deleted_total)"
 
 ok_here "agent stops cleanly" agent_stop agent
 agent_sanitizer_check
