@@ -210,32 +210,90 @@ static char *known_keys(const field *f) {
 
 static int parse_section(parse_ctx *p, const yaml_node_t *map, const field *fields, const char *section);
 
-static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const char *path) {
-        char *base = (char *)p->cfg;
-        const char *s = scalar(v);
-        if (f->type == F_SECTION) {
-                if (v->type != YAML_MAPPING_NODE)
-                        return at(p, v, "\"", path, "\" must be a mapping");
-                return parse_section(p, v, f->sub, path);
+/* Where the value of field f goes in the configuration being built. */
+static void *field_ptr(parse_ctx *p, const field *f) {
+        return (char *)p->cfg + f->offset;
+}
+
+/* state.minimumSizes: storage-class name -> size, appended to the table. */
+static int parse_class_sizes(parse_ctx *p, const yaml_node_t *v, const char *path) {
+        if (v->type != YAML_MAPPING_NODE)
+                return at(p, v, "\"", path, "\" must map storage-class names to sizes");
+        for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+                yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+                yaml_node_t *q = yaml_document_get_node(p->doc, pr->value);
+                if (!scalar(k) || !scalar(q))
+                        return at(p, q ? q : v, "\"", path, "\" entries must be name: size");
+                int64_t bytes;
+                _cleanup_error_ vt_error *qe = NULL;
+                if (quantity_parse(scalar(q), &bytes, &qe) < 0)
+                        return at(p, q, path, ": ", qe->msg);
+                agent_config *c = p->cfg;
+                c->state.min_sizes = xrealloc(c->state.min_sizes, (c->state.n_min_sizes + 1) * sizeof(class_min_size));
+                c->state.min_sizes[c->state.n_min_sizes++] = (class_min_size){xstrdup(scalar(k)), bytes};
         }
-        if (f->type == F_CLASS_SIZES) {
-                if (v->type != YAML_MAPPING_NODE)
-                        return at(p, v, "\"", path, "\" must map storage-class names to sizes");
-                for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
-                        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
-                        yaml_node_t *q = yaml_document_get_node(p->doc, pr->value);
-                        if (!scalar(k) || !scalar(q))
-                                return at(p, q ? q : v, "\"", path, "\" entries must be name: size");
-                        int64_t bytes;
-                        _cleanup_error_ vt_error *qe = NULL;
-                        if (quantity_parse(scalar(q), &bytes, &qe) < 0)
-                                return at(p, q, path, ": ", qe->msg);
-                        agent_config *c = p->cfg;
-                        c->state.min_sizes = xrealloc(c->state.min_sizes, (c->state.n_min_sizes + 1) * sizeof(class_min_size));
-                        c->state.min_sizes[c->state.n_min_sizes++] = (class_min_size){xstrdup(scalar(k)), bytes};
+        return 0;
+}
+
+static int parse_int(parse_ctx *p, const field *f, const yaml_node_t *v, const char *s, bool plain, const char *path) {
+        char *end = NULL;
+        long n = strtol(s, &end, 10);
+        if (!plain || !*s || *end || n < f->min || n > f->max) {
+                _cleanup_free_ char *range = xasprintf("\" must be a whole number from %d to %d", f->min, f->max);
+                return at(p, v, "\"", path, range);
+        }
+        *(int *)field_ptr(p, f) = (int)n;
+        return 0;
+}
+
+static int parse_quantity(parse_ctx *p, const field *f, const yaml_node_t *v, const char *s, const char *path) {
+        _cleanup_error_ vt_error *qe = NULL;
+        int64_t bytes;
+        if (quantity_parse(s, &bytes, &qe) < 0)
+                return at(p, v, path, ": ", qe->msg);
+        /* Found by fuzz-config: "size: 0" was accepted, and every state
+         * PVC would then be refused by the API server. */
+        if (bytes <= 0)
+                return at(p, v, path, " must be a size above zero, e.g. 10Mi", "");
+        *(int64_t *)field_ptr(p, f) = bytes;
+        return 0;
+}
+
+static void store_string(parse_ctx *p, const field *f, const char *s) {
+        char **slot = field_ptr(p, f);
+        free(*slot);
+        *slot = *s ? xstrdup(s) : NULL;
+}
+
+static int parse_enum(parse_ctx *p, const field *f, const yaml_node_t *v, const char *s, const char *path) {
+        for (const char *const *c = f->choices; *c; c++)
+                if (strcmp(s, *c) == 0) {
+                        store_string(p, f, s);
+                        return 0;
                 }
-                return 0;
+        vt_buf b = {0};
+        for (const char *const *c = f->choices; *c; c++)
+                vt_buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
+        _cleanup_free_ char *choices = vt_buf_steal(&b);
+        _cleanup_free_ char *m = xasprintf("\" must be one of: %s", choices);
+        return at(p, v, "\"", path, m);
+}
+
+/* F_ABSPATH and F_FILE; an F_FILE must also be readable when the
+ * configuration is loaded. */
+static int parse_path(parse_ctx *p, const field *f, const yaml_node_t *v, const char *s, const char *path) {
+        if (s[0] != '/')
+                return at(p, v, "\"", path, "\" must be an absolute path");
+        if (f->type == F_FILE && access(s, R_OK) < 0) {
+                _cleanup_free_ char *m = xasprintf("\": cannot read %s: %s", s, strerror(errno));
+                return at(p, v, "\"", path, m);
         }
+        store_string(p, f, s);
+        return 0;
+}
+
+static int parse_scalar(parse_ctx *p, const field *f, const yaml_node_t *v, const char *path) {
+        const char *s = scalar(v);
         if (!s)
                 return at(p, v, "\"", path, "\" must be a single value, not a list or mapping");
         bool plain = v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
@@ -243,61 +301,38 @@ static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const
         case F_BOOL:
                 if (!plain || (strcmp(s, "true") != 0 && strcmp(s, "false") != 0))
                         return at(p, v, "\"", path, "\" must be true or false");
-                *(bool *)(base + f->offset) = strcmp(s, "true") == 0;
+                *(bool *)field_ptr(p, f) = strcmp(s, "true") == 0;
                 return 0;
-        case F_INT: {
-                char *end = NULL;
-                long n = strtol(s, &end, 10);
-                if (!plain || !*s || *end || n < f->min || n > f->max) {
-                        _cleanup_free_ char *range = xasprintf("\" must be a whole number from %d to %d", f->min, f->max);
-                        return at(p, v, "\"", path, range);
-                }
-                *(int *)(base + f->offset) = (int)n;
-                return 0;
-        }
-        case F_QUANTITY: {
-                _cleanup_error_ vt_error *qe = NULL;
-                int64_t bytes;
-                if (quantity_parse(s, &bytes, &qe) < 0)
-                        return at(p, v, path, ": ", qe->msg);
-                /* Found by fuzz-config: "size: 0" was accepted, and every state
-                 * PVC would then be refused by the API server. */
-                if (bytes <= 0)
-                        return at(p, v, path, " must be a size above zero, e.g. 10Mi", "");
-                *(int64_t *)(base + f->offset) = bytes;
-                return 0;
-        }
+        case F_INT:
+                return parse_int(p, f, v, s, plain, path);
+        case F_QUANTITY:
+                return parse_quantity(p, f, v, s, path);
         case F_ENUM:
-                for (const char *const *c = f->choices; *c; c++)
-                        if (strcmp(s, *c) == 0)
-                                goto store;
-                {
-                        vt_buf b = {0};
-                        for (const char *const *c = f->choices; *c; c++)
-                                vt_buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
-                        _cleanup_free_ char *choices = vt_buf_steal(&b);
-                        _cleanup_free_ char *m = xasprintf("\" must be one of: %s", choices);
-                        return at(p, v, "\"", path, m);
-                }
+                return parse_enum(p, f, v, s, path);
         case F_ABSPATH:
         case F_FILE:
-                if (s[0] != '/')
-                        return at(p, v, "\"", path, "\" must be an absolute path");
-                if (f->type == F_FILE && access(s, R_OK) < 0) {
-                        _cleanup_free_ char *m = xasprintf("\": cannot read %s: %s", s, strerror(errno));
-                        return at(p, v, "\"", path, m);
-                }
-                goto store;
+                return parse_path(p, f, v, s, path);
         case F_STRING:
                 /* Found by fuzz-config: "namespace:" left the namespace NULL. */
                 if (f->nonempty && !*s)
                         return at(p, v, "\"", path, "\" must not be empty");
-        store:
-                free(*(char **)(base + f->offset));
-                *(char **)(base + f->offset) = *s ? xstrdup(s) : NULL;
+                store_string(p, f, s);
                 return 0;
         default:
                 return at(p, v, "internal: unhandled type for ", path, NULL);
+        }
+}
+
+static int parse_value(parse_ctx *p, const field *f, const yaml_node_t *v, const char *path) {
+        switch (f->type) {
+        case F_SECTION:
+                if (v->type != YAML_MAPPING_NODE)
+                        return at(p, v, "\"", path, "\" must be a mapping");
+                return parse_section(p, v, f->sub, path);
+        case F_CLASS_SIZES:
+                return parse_class_sizes(p, v, path);
+        default:
+                return parse_scalar(p, f, v, path);
         }
 }
 

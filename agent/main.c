@@ -174,9 +174,6 @@ static bool readyz(void *ud, char **detail) {
         return true;
 }
 
-/* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
- * thread and taken here with sigwait(), so no handler races the workers.
- * Stopping never stops a VM's swtpm: those processes are not our children. */
 /* Log a start-up step that failed (r < 0) with its error; true if it did. */
 static bool start_failed(int r, const char *what, vt_error **err) {
         if (r >= 0)
@@ -185,6 +182,94 @@ static bool start_failed(int r, const char *what, vt_error **err) {
         return true;
 }
 
+/* /metrics, /healthz and /readyz, when http.listen is set (else *ret_http
+ * is NULL). */
+static int start_http(const agent_config *cfg, agent *a, http_server **ret_http) {
+        http_server *http = NULL;
+        if (cfg->http.listen && *cfg->http.listen) {
+                _cleanup_error_ vt_error *err = NULL;
+                int r = http_server_start(cfg->http.listen, a->metrics, healthz, readyz, a, &http, &err);
+                if (r < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot serve /metrics, /healthz, /readyz", "error", err->msg, NULL);
+                        return r;
+                }
+                _cleanup_free_ char *port = xasprintf("%d", http_server_port(http));
+                log_kv(LOG_LEVEL_INFO, "serving /metrics, /healthz and /readyz", "listen", cfg->http.listen, "port",
+                       port, NULL);
+        }
+        *ret_http = http;
+        return 0;
+}
+
+/* The key broker, when broker.listen is set (else *ret_broker is NULL). */
+static int start_broker(kube_client *client, const agent_config *cfg, broker_service **ret_broker) {
+        broker_service *broker = NULL;
+        if (cfg->broker.listen && *cfg->broker.listen) {
+                _cleanup_error_ vt_error *err = NULL;
+                int r = broker_service_start(client, cfg, &broker, &err);
+                if (r < 0) {
+                        log_kv(LOG_LEVEL_ERROR, "cannot start the key broker", "error", err->msg, NULL);
+                        return r;
+                }
+                _cleanup_free_ char *port = xasprintf("%d", broker_service_port(broker));
+                log_kv(LOG_LEVEL_INFO, "key broker serving", "listen", cfg->broker.listen, "port", port, "provider",
+                       cfg->keys.provider, NULL);
+        }
+        *ret_broker = broker;
+        return 0;
+}
+
+/* *sc is the caller's, set even when the start fails, so that the caller
+ * stops and frees it with the rest. a->sc is set before the start, so that
+ * /readyz reports the controller's caches as not synced while it starts. */
+static int start_state_controller(agent *a, const agent_config *cfg, const char *identity, state_controller **sc) {
+        if (!cfg->state.enabled)
+                return 0;
+        _cleanup_error_ vt_error *err = NULL;
+        int r = state_controller_new(a->client, cfg, identity, sc, &err);
+        a->sc = *sc; /* NULL when that failed */
+        if (start_failed(r, "cannot set up the state controller", &err))
+                return r;
+        r = state_controller_start(*sc, &err);
+        if (start_failed(r, "cannot start the state controller", &err))
+                return r;
+        log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease", cfg->state.lease_name,
+               "namespace", cfg->namespace, NULL);
+        return 0;
+}
+
+/* As start_state_controller, for the node controller. */
+static int start_node_controller(agent *a, const agent_config *cfg, bool broker_running, node_controller **nc) {
+        /* The vtpm-controller (the key broker, node.enabled false) runs no node
+         * controller, even where NODE_NAME is set: it would label its node as
+         * offering no vTPM over the DaemonSet agent's verdict. */
+        bool broker_only = broker_running && !cfg->node.enabled;
+        if (cfg->node.enabled && (!cfg->node_name || !*cfg->node_name)) {
+                log_kv(LOG_LEVEL_WARN, "node controller not started: this node's name is unknown (set NODE_NAME, as "
+                                       "the DaemonSet does, or nodeName in the configuration)",
+                       NULL);
+                return 0;
+        }
+        if (broker_only || !cfg->node_name || !*cfg->node_name)
+                return 0;
+        /* With node.enabled false the controller still labels the node as
+         * offering no vTPM, and starts nothing. */
+        _cleanup_error_ vt_error *err = NULL;
+        int r = node_controller_new(a->client, cfg, a->metrics, nc, &err);
+        a->nc = *nc; /* NULL when that failed */
+        if (start_failed(r, "cannot set up the node controller", &err))
+                return r;
+        r = node_controller_start(*nc, &err);
+        if (start_failed(r, "cannot start the node controller", &err))
+                return r;
+        log_kv(LOG_LEVEL_INFO, "node controller running", "node", cfg->node_name, "enabled",
+               cfg->node.enabled ? "true" : "false", NULL);
+        return 0;
+}
+
+/* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
+ * thread and taken here with sigwait(), so no handler races the workers.
+ * Stopping never stops a VM's swtpm: those processes are not our children. */
 static int run(kube_client *client, const agent_config *cfg, const char *identity_opt) {
         sigset_t set;
         sigemptyset(&set);
@@ -200,67 +285,18 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
         agent a = {client, NULL, NULL, metrics};
         vt_metrics_add_collector(metrics, collect, &a);
         http_server *http = NULL;
-        if (cfg->http.listen && *cfg->http.listen) {
-                _cleanup_error_ vt_error *err = NULL;
-                if (http_server_start(cfg->http.listen, metrics, healthz, readyz, &a, &http, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot serve /metrics, /healthz, /readyz", "error", err->msg, NULL);
-                        return 1;
-                }
-                _cleanup_free_ char *port = xasprintf("%d", http_server_port(http));
-                log_kv(LOG_LEVEL_INFO, "serving /metrics, /healthz and /readyz", "listen", cfg->http.listen, "port",
-                       port, NULL);
-        }
+        if (start_http(cfg, &a, &http) < 0)
+                return 1;
         int rc = 0;
         broker_service *broker = NULL;
-        if (cfg->broker.listen && *cfg->broker.listen) {
-                _cleanup_error_ vt_error *err = NULL;
-                if (broker_service_start(client, cfg, &broker, &err) < 0) {
-                        log_kv(LOG_LEVEL_ERROR, "cannot start the key broker", "error", err->msg, NULL);
-                        rc = 1;
-                        goto out;
-                }
-                _cleanup_free_ char *port = xasprintf("%d", broker_service_port(broker));
-                log_kv(LOG_LEVEL_INFO, "key broker serving", "listen", cfg->broker.listen, "port", port, "provider",
-                       cfg->keys.provider, NULL);
+        if (start_broker(client, cfg, &broker) < 0 || start_state_controller(&a, cfg, identity, &sc) < 0 ||
+            start_node_controller(&a, cfg, broker != NULL, &nc) < 0)
+                rc = 1;
+        else {
+                int sig = 0;
+                sigwait(&set, &sig);
+                log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
         }
-        if (cfg->state.enabled) {
-                _cleanup_error_ vt_error *err = NULL;
-                bool failed = start_failed(state_controller_new(client, cfg, identity, &sc, &err),
-                                           "cannot set up the state controller", &err);
-                a.sc = sc; /* NULL when that failed */
-                if (failed || start_failed(state_controller_start(sc, &err), "cannot start the state controller", &err)) {
-                        rc = 1;
-                        goto out;
-                }
-                log_kv(LOG_LEVEL_INFO, "state controller running", "identity", identity, "lease",
-                       cfg->state.lease_name, "namespace", cfg->namespace, NULL);
-        }
-        /* The vtpm-controller (the key broker, node.enabled false) runs no node
-         * controller, even where NODE_NAME is set: it would label its node as
-         * offering no vTPM over the DaemonSet agent's verdict. */
-        bool broker_only = broker && !cfg->node.enabled;
-        if (cfg->node.enabled && (!cfg->node_name || !*cfg->node_name))
-                log_kv(LOG_LEVEL_WARN, "node controller not started: this node's name is unknown (set NODE_NAME, as "
-                                       "the DaemonSet does, or nodeName in the configuration)",
-                       NULL);
-        else if (!broker_only && cfg->node_name && *cfg->node_name) {
-                /* With node.enabled false the controller still labels the node as
-                 * offering no vTPM, and starts nothing. */
-                _cleanup_error_ vt_error *err = NULL;
-                bool failed = start_failed(node_controller_new(client, cfg, metrics, &nc, &err),
-                                           "cannot set up the node controller", &err);
-                a.nc = nc; /* NULL when that failed */
-                if (failed || start_failed(node_controller_start(nc, &err), "cannot start the node controller", &err)) {
-                        rc = 1;
-                        goto out;
-                }
-                log_kv(LOG_LEVEL_INFO, "node controller running", "node", cfg->node_name, "enabled",
-                       cfg->node.enabled ? "true" : "false", NULL);
-        }
-        int sig = 0;
-        sigwait(&set, &sig);
-        log_kv(LOG_LEVEL_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
-out:
         http_server_stop(http);
         broker_service_stop(broker); /* requests under way finish first */
         node_controller_stop(nc); /* never stops a VM's swtpm */
@@ -270,7 +306,15 @@ out:
         return rc;
 }
 
-int main(int argc, char **argv) {
+typedef struct options {
+        const char *kubeconfig, *config_path, *identity;
+        int level; /* -1: from the configuration, else info */
+        int json;  /* -1: from the configuration, else JSON */
+        bool check;
+} options;
+
+/* 1: go on; 0: done (--help, --version); -EINVAL: a usage error, said on stderr. */
+static int parse_argv(int argc, char **argv, options *ret) {
         enum { OPT_KUBECONFIG = 256, OPT_CHECK, OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_VERSION, OPT_CONFIG, OPT_IDENTITY };
         static const struct option opts[] = {
                 {"kubeconfig", required_argument, NULL, OPT_KUBECONFIG},
@@ -283,37 +327,34 @@ int main(int argc, char **argv) {
                 {"version", no_argument, NULL, OPT_VERSION},
                 {0},
         };
-        const char *kubeconfig = NULL, *config_path = NULL, *identity_opt = NULL;
-        int level = -1; /* unset: from the configuration, else info */
-        int json = -1;  /* unset: from the configuration, else JSON */
-        bool check = false;
+        options o = {.level = -1, .json = -1};
         for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
                 switch (c) {
                 case OPT_KUBECONFIG:
-                        kubeconfig = optarg;
+                        o.kubeconfig = optarg;
                         break;
                 case OPT_CHECK:
-                        check = true;
+                        o.check = true;
                         break;
                 case OPT_CONFIG:
-                        config_path = optarg;
+                        o.config_path = optarg;
                         break;
                 case OPT_IDENTITY:
-                        identity_opt = optarg;
+                        o.identity = optarg;
                         break;
                 case OPT_LOG_LEVEL:
-                        level = log_level_from_string(optarg);
-                        if (level < 0) {
+                        o.level = log_level_from_string(optarg);
+                        if (o.level < 0) {
                                 fprintf(stderr, "vtpm-agent: unknown log level \"%s\" (debug, info, warn, error)\n", optarg);
-                                return 2;
+                                return -EINVAL;
                         }
                         break;
                 case OPT_LOG_FORMAT:
                         if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
                                 fprintf(stderr, "vtpm-agent: unknown log format \"%s\" (json, text)\n", optarg);
-                                return 2;
+                                return -EINVAL;
                         }
-                        json = strcmp(optarg, "json") == 0 ? 1 : 0;
+                        o.json = strcmp(optarg, "json") == 0 ? 1 : 0;
                         break;
                 case 'h':
                         usage(stdout);
@@ -323,40 +364,61 @@ int main(int argc, char **argv) {
                         return 0;
                 default:
                         usage(stderr);
-                        return 2;
+                        return -EINVAL;
                 }
         }
         if (optind < argc) {
                 fprintf(stderr, "vtpm-agent: unexpected argument \"%s\"\n", argv[optind]);
                 usage(stderr);
-                return 2;
+                return -EINVAL;
         }
+        *ret = o;
+        return 1;
+}
+
+/* The configuration (--config, else the defaults), with NODE_NAME from the
+ * environment over its nodeName. */
+static int load_config(const char *path, agent_config **ret_cfg) {
         _cleanup_(agent_config_freep) agent_config *cfg = NULL;
-        if (config_path) {
+        if (path) {
                 _cleanup_error_ vt_error *err = NULL;
-                if (agent_config_load(config_path, &cfg, &err) < 0) {
+                int r = agent_config_load(path, &cfg, &err);
+                if (r < 0) {
                         /* Plain stderr: the configuration is what would set up logging. */
                         fprintf(stderr, "vtpm-agent: %s\n", err->msg);
-                        return 2;
+                        return r;
                 }
         } else
                 cfg = agent_config_new_default();
-        /* Command-line flags win over the configuration's log section. */
-        if (level < 0)
-                level = log_level_from_string(cfg->log.level);
-        if (json < 0)
-                json = strcmp(cfg->log.format, "text") != 0;
-        log_setup(level < 0 ? LOG_LEVEL_INFO : level, json);
         const char *node = getenv("NODE_NAME");
         if (node && *node) {
                 free(cfg->node_name);
                 cfg->node_name = xstrdup(node);
         }
+        *ret_cfg = TAKE_PTR(cfg);
+        return 0;
+}
 
+/* Command-line flags win over the configuration's log section. */
+static void setup_logging(const options *o, const agent_config *cfg) {
+        int level = o->level >= 0 ? o->level : log_level_from_string(cfg->log.level);
+        int json = o->json >= 0 ? o->json : strcmp(cfg->log.format, "text") != 0;
+        log_setup(level < 0 ? LOG_LEVEL_INFO : level, json);
+}
+
+int main(int argc, char **argv) {
+        options o;
+        int r = parse_argv(argc, argv, &o);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+        _cleanup_(agent_config_freep) agent_config *cfg = NULL;
+        if (load_config(o.config_path, &cfg) < 0)
+                return 2;
+        setup_logging(&o, cfg);
         _cleanup_kube_client_ kube_client *client = NULL;
-        if (connect_and_identify(kubeconfig, &client) < 0)
+        if (connect_and_identify(o.kubeconfig, &client) < 0)
                 return 1;
-        if (check)
+        if (o.check)
                 return 0;
-        return run(client, cfg, identity_opt);
+        return run(client, cfg, o.identity);
 }

@@ -112,45 +112,26 @@ static int load_pem(json_t *o, const char *key, const char *base_dir, const char
         return 0;
 }
 
-int kube_config_parse(const char *data, size_t len, const char *name, const char *base_dir,
-                      const char *context, kube_config **ret, vt_error **err) {
-        assert_return(data && name && ret, -EINVAL);
-        json_t *root_raw = NULL;
-        int r = yaml_to_json(data, len, name, &root_raw, err);
-        if (r < 0)
-                return r;
-        json_t *root = root_raw;
-        _cleanup_kube_config_ kube_config *c = xnew(kube_config, 1);
+/* What the steps of kube_config_parse share. */
+typedef struct kc_parse {
+        json_t *root;
+        const char *name;     /* the file, in messages */
+        const char *base_dir; /* relative file paths are relative to it */
+        const char *ctx_name;
+        vt_error **err;
+} kc_parse;
 
-        if (!json_is_object(root)) {
-                r = vt_error_set(err, EINVAL, "%s: not a kubeconfig (top level is not a mapping)", name);
-                goto out;
-        }
-        const char *ctx_name = context ? context : str_field(root, "current-context");
-        if (!ctx_name || !*ctx_name) {
-                r = vt_error_set(err, EINVAL, "%s: no current-context set and no context given", name);
-                goto out;
-        }
-        json_t *ctx = named_entry(root, "contexts", "context", ctx_name);
-        if (!json_is_object(ctx)) {
-                r = vt_error_set(err, ENOENT, "%s: context \"%s\" not found", name, ctx_name);
-                goto out;
-        }
-        const char *cluster_name = str_field(ctx, "cluster");
-        const char *user_name = str_field(ctx, "user");
-        json_t *cluster = cluster_name ? named_entry(root, "clusters", "cluster", cluster_name) : NULL;
-        if (!json_is_object(cluster)) {
-                r = vt_error_set(err, ENOENT, "%s: cluster \"%s\" of context \"%s\" not found", name,
-                                 cluster_name ? cluster_name : "", ctx_name);
-                goto out;
-        }
+/* The context's cluster: server URL, TLS settings and certificate authority. */
+static int parse_cluster(const kc_parse *p, const char *cluster_name, kube_config *c) {
+        json_t *cluster = cluster_name ? named_entry(p->root, "clusters", "cluster", cluster_name) : NULL;
+        if (!json_is_object(cluster))
+                return vt_error_set(p->err, ENOENT, "%s: cluster \"%s\" of context \"%s\" not found", p->name,
+                                    cluster_name ? cluster_name : "", p->ctx_name);
         const char *server = str_field(cluster, "server");
-        if (!server || strncmp(server, "https://", 8) != 0) {
-                r = vt_error_set(err, EINVAL, "%s: cluster \"%s\" has %s server URL%s%s", name, cluster_name,
-                                 server ? "an unsupported" : "no", server ? " (only https:// is accepted): " : "",
-                                 server ? server : "");
-                goto out;
-        }
+        if (!server || strncmp(server, "https://", 8) != 0)
+                return vt_error_set(p->err, EINVAL, "%s: cluster \"%s\" has %s server URL%s%s", p->name, cluster_name,
+                                    server ? "an unsupported" : "no",
+                                    server ? " (only https:// is accepted): " : "", server ? server : "");
         c->server = xstrdup(server);
         size_t sl = strlen(c->server);
         while (sl > 8 && c->server[sl - 1] == '/')
@@ -159,54 +140,82 @@ int kube_config_parse(const char *data, size_t len, const char *name, const char
                 c->tls_server_name = xstrdup(str_field(cluster, "tls-server-name"));
         /* Only an explicit boolean true disables verification. */
         c->insecure_skip_tls_verify = json_is_true(json_object_get(cluster, "insecure-skip-tls-verify"));
-        r = load_pem(cluster, "certificate-authority", base_dir, "certificate authority", &c->ca_pem,
-                     &c->ca_pem_len, &c->ca_origin, err);
-        if (r < 0)
-                goto out;
+        return load_pem(cluster, "certificate-authority", p->base_dir, "certificate authority", &c->ca_pem,
+                        &c->ca_pem_len, &c->ca_origin, p->err);
+}
 
-        json_t *user = user_name ? named_entry(root, "users", "user", user_name) : NULL;
-        if (user_name && !json_is_object(user)) {
-                r = vt_error_set(err, ENOENT, "%s: user \"%s\" of context \"%s\" not found", name, user_name,
-                                 ctx_name);
-                goto out;
-        }
-        if (user) {
-                r = load_pem(user, "client-certificate", base_dir, "client certificate", &c->client_cert_pem,
-                             &c->client_cert_len, NULL, err);
-                if (r < 0)
-                        goto out;
-                r = load_pem(user, "client-key", base_dir, "client key", &c->client_key_pem, &c->client_key_len,
-                             NULL, err);
-                if (r < 0)
-                        goto out;
-                if (!!c->client_cert_pem != !!c->client_key_pem) {
-                        r = vt_error_set(err, EINVAL, "%s: user \"%s\" has a client %s but no client %s", name,
-                                         user_name, c->client_cert_pem ? "certificate" : "key",
-                                         c->client_cert_pem ? "key" : "certificate");
-                        goto out;
-                }
-                const char *tok = str_field(user, "token");
-                const char *tokfile = str_field(user, "tokenFile");
-                if (tok && *tok)
-                        c->token = xstrdup(tok);
-                if (tokfile && *tokfile)
-                        c->token_file = resolve_path(base_dir, tokfile);
-                if (json_object_get(user, "exec") || json_object_get(user, "auth-provider")) {
-                        r = vt_error_set(err, ENOTSUP,
-                                         "%s: user \"%s\" uses an exec/auth-provider plugin, which vtpm-agent "
-                                         "does not run; use a client certificate or a token",
-                                         name, user_name);
-                        goto out;
-                }
-        }
+/* The context's user, if it names one: a client certificate and key, or a
+ * token; plugins are refused. */
+static int parse_user(const kc_parse *p, const char *user_name, kube_config *c) {
+        json_t *user = user_name ? named_entry(p->root, "users", "user", user_name) : NULL;
+        if (user_name && !json_is_object(user))
+                return vt_error_set(p->err, ENOENT, "%s: user \"%s\" of context \"%s\" not found", p->name, user_name,
+                                    p->ctx_name);
+        if (!user)
+                return 0;
+        int r = load_pem(user, "client-certificate", p->base_dir, "client certificate", &c->client_cert_pem,
+                         &c->client_cert_len, NULL, p->err);
+        if (r < 0)
+                return r;
+        r = load_pem(user, "client-key", p->base_dir, "client key", &c->client_key_pem, &c->client_key_len, NULL,
+                     p->err);
+        if (r < 0)
+                return r;
+        if (!!c->client_cert_pem != !!c->client_key_pem)
+                return vt_error_set(p->err, EINVAL, "%s: user \"%s\" has a client %s but no client %s", p->name,
+                                    user_name, c->client_cert_pem ? "certificate" : "key",
+                                    c->client_cert_pem ? "key" : "certificate");
+        const char *tok = str_field(user, "token");
+        const char *tokfile = str_field(user, "tokenFile");
+        if (tok && *tok)
+                c->token = xstrdup(tok);
+        if (tokfile && *tokfile)
+                c->token_file = resolve_path(p->base_dir, tokfile);
+        if (json_object_get(user, "exec") || json_object_get(user, "auth-provider"))
+                return vt_error_set(p->err, ENOTSUP,
+                                    "%s: user \"%s\" uses an exec/auth-provider plugin, which vtpm-agent "
+                                    "does not run; use a client certificate or a token",
+                                    p->name, user_name);
+        return 0;
+}
+
+/* The parsed document: its context, then that context's cluster and user. */
+static int parse_tree(json_t *root, const char *name, const char *base_dir, const char *context, kube_config **ret,
+                      vt_error **err) {
+        if (!json_is_object(root))
+                return vt_error_set(err, EINVAL, "%s: not a kubeconfig (top level is not a mapping)", name);
+        const char *ctx_name = context ? context : str_field(root, "current-context");
+        if (!ctx_name || !*ctx_name)
+                return vt_error_set(err, EINVAL, "%s: no current-context set and no context given", name);
+        json_t *ctx = named_entry(root, "contexts", "context", ctx_name);
+        if (!json_is_object(ctx))
+                return vt_error_set(err, ENOENT, "%s: context \"%s\" not found", name, ctx_name);
+
+        kc_parse p = {root, name, base_dir, ctx_name, err};
+        _cleanup_kube_config_ kube_config *c = xnew(kube_config, 1);
+        int r = parse_cluster(&p, str_field(ctx, "cluster"), c);
+        if (r < 0)
+                return r;
+        r = parse_user(&p, str_field(ctx, "user"), c);
+        if (r < 0)
+                return r;
         const char *ns = str_field(ctx, "namespace");
         c->namespace = xstrdup(ns && *ns ? ns : "default");
         c->origin = xasprintf("%s (context %s)", name, ctx_name);
         *ret = TAKE_PTR(c);
-        r = 0;
-out:
+        return 0;
+}
+
+int kube_config_parse(const char *data, size_t len, const char *name, const char *base_dir,
+                      const char *context, kube_config **ret, vt_error **err) {
+        assert_return(data && name && ret, -EINVAL);
+        json_t *root = NULL;
+        int r = yaml_to_json(data, len, name, &root, err);
+        if (r < 0)
+                return r;
+        r = parse_tree(root, name, base_dir, context, ret, err);
         /* The tree may hold a token or key: wipe its strings before freeing. */
-        json_decref(root_raw);
+        json_decref(root);
         return r;
 }
 

@@ -292,6 +292,59 @@ int bind_mount_in_namespace_ro(pid_t target_pid, const char *src, const char *ds
         return bind_mount(target_pid, src, dst, true, err);
 }
 
+/* A detached copy of the source tree, to be moved into the target
+ * namespace; read_only also makes it nosuid, nodev and noexec. */
+static int clone_source(const char *canon, bool read_only, int *ret_fd, vt_error **err) {
+        _cleanup_close_ int tree_fd = open_tree(AT_FDCWD, canon, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree_fd < 0)
+                return vt_error_errno(err, errno, "open_tree %s", canon);
+        if (read_only) {
+                struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                                   MOUNT_ATTR_NOEXEC};
+                if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a)) < 0)
+                        return vt_error_errno(err, errno, "cannot make the copy of %s read-only", canon);
+        }
+        *ret_fd = TAKE_FD(tree_fd);
+        return 0;
+}
+
+/* Verify what the launcher sees, from the kernel's point of view. */
+static int verify_mounted(pid_t target_pid, const char *ndst, const mountinfo_entry *id, const char *canon,
+                          vt_error **err) {
+        _cleanup_mountinfo_table_ mountinfo_table *target = NULL;
+        int r = read_target(target_pid, &target, err);
+        if (r < 0)
+                return r;
+        const mountinfo_entry *e = mountinfo_find_mount_point(target, ndst);
+        if (!e)
+                return vt_error_set(err, EIO, "after mounting, %s does not appear in /proc/%d/mountinfo", ndst,
+                                    (int)target_pid);
+        if (!mountinfo_entry_same_source(e, id))
+                return vt_error_set(err, EIO,
+                                    "after mounting, %s in /proc/%d/mountinfo is device %u:%u root %s, "
+                                    "expected %u:%u root %s (from %s)",
+                                    ndst, (int)target_pid, e->major, e->minor, e->root, id->major, id->minor,
+                                    id->root, canon);
+        return 0;
+}
+
+/* And that it stayed there: a mount that shows up again in the agent's
+ * namespace (more mounts of the source than host_before) is undone. */
+static int verify_not_propagated(pid_t target_pid, const char *ndst, const mountinfo_entry *id, size_t host_before,
+                                 vt_error **err) {
+        _cleanup_mountinfo_table_ mountinfo_table *self = NULL;
+        int r = mountinfo_read(0, &self, err);
+        if (r < 0)
+                return r;
+        if (count_same_source(self, id) > host_before) {
+                (void)unmount_in_namespace(target_pid, ndst, NULL);
+                return vt_error_set(err, EXDEV,
+                                    "the mount at %s in process %d propagated to the agent's namespace; undone",
+                                    ndst, (int)target_pid);
+        }
+        return 0;
+}
+
 static int bind_mount(pid_t target_pid, const char *src, const char *dst, bool read_only, vt_error **err) {
         assert_return(target_pid > 0 && src && dst, -EINVAL);
         _cleanup_free_ char *ndst = NULL, *canon = NULL;
@@ -328,50 +381,20 @@ static int bind_mount(pid_t target_pid, const char *src, const char *dst, bool r
                                     ndst, (int)target_pid, parent->mount_point);
         size_t host_before = count_same_source(self, id);
 
-        _cleanup_close_ int tree_fd = open_tree(AT_FDCWD, canon, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-        if (tree_fd < 0)
-                return vt_error_errno(err, errno, "open_tree %s", canon);
-        if (read_only) {
-                struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-                                                   MOUNT_ATTR_NOEXEC};
-                if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a)) < 0)
-                        return vt_error_errno(err, errno, "cannot make the copy of %s read-only", canon);
-        }
-
+        _cleanup_close_ int tree_fd = -1;
+        r = clone_source(canon, read_only, &tree_fd, err);
+        if (r < 0)
+                return r;
         _cleanup_free_ char *path_copy = xstrdup(ndst);
         ns_job job = {.tree_fd = tree_fd, .path = path_copy};
         r = run_in_namespace(target_pid, &job, err);
         if (r < 0)
                 return r;
 
-        /* Verify what the launcher sees, from the kernel's point of view. */
-        mountinfo_table_free(TAKE_PTR(target));
-        r = read_target(target_pid, &target, err);
+        r = verify_mounted(target_pid, ndst, id, canon, err);
         if (r < 0)
                 return r;
-        e = mountinfo_find_mount_point(target, ndst);
-        if (!e)
-                return vt_error_set(err, EIO, "after mounting, %s does not appear in /proc/%d/mountinfo", ndst,
-                                    (int)target_pid);
-        if (!mountinfo_entry_same_source(e, id))
-                return vt_error_set(err, EIO,
-                                    "after mounting, %s in /proc/%d/mountinfo is device %u:%u root %s, "
-                                    "expected %u:%u root %s (from %s)",
-                                    ndst, (int)target_pid, e->major, e->minor, e->root, id->major, id->minor,
-                                    id->root, canon);
-
-        /* And that it stayed there. */
-        mountinfo_table_free(TAKE_PTR(self));
-        r = mountinfo_read(0, &self, err);
-        if (r < 0)
-                return r;
-        if (count_same_source(self, id) > host_before) {
-                (void)unmount_in_namespace(target_pid, ndst, NULL);
-                return vt_error_set(err, EXDEV,
-                                    "the mount at %s in process %d propagated to the agent's namespace; undone",
-                                    ndst, (int)target_pid);
-        }
-        return 0;
+        return verify_not_propagated(target_pid, ndst, id, host_before, err);
 }
 
 int unmount_in_namespace(pid_t target_pid, const char *dst, vt_error **err) {

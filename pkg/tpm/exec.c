@@ -95,9 +95,10 @@ int tpm_run(const char *const *argv, const int *keep_fds, size_t n_keep, usec_t 
         return tpm_run_in(NULL, argv, keep_fds, n_keep, timeout, ret, err);
 }
 
-int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
-               tpm_run_result *ret, vt_error **err) {
-        assert_return(argv && argv[0] && ret, -EINVAL);
+/* Start argv[0] with its stdout and stderr on pipes, in its own process
+ * group, inside sb when that is set. */
+static int spawn(const tpm_sandbox *sb, const char *const *argv, const int *keep_fds, size_t n_keep,
+                 pid_t *ret_pid, int *ret_out, int *ret_err, vt_error **err) {
         int out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
         if (pipe2(out_p, O_CLOEXEC) < 0)
                 return vt_error_errno(err, errno, "cannot create pipe for %s", argv[0]);
@@ -132,17 +133,21 @@ int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_f
                         return rr;
         }
         (void)setpgid(pid, pid); /* also in the child: whichever runs first */
+        *ret_pid = pid;
+        *ret_out = TAKE_FD(out_r);
+        *ret_err = TAKE_FD(err_r);
+        return 0;
+}
 
-        vt_buf out = {0}, errb = {0};
-        usec_t deadline = now_monotonic() + timeout;
-        bool timed_out = false;
-        while (out_r >= 0 || err_r >= 0) {
+/* Read the child's stdout and stderr until both end or the deadline passes;
+ * each fd is closed (and set to -1) at its end. True when the deadline
+ * passed first. */
+static bool collect_output(int *out_r, int *err_r, usec_t deadline, vt_buf *out, vt_buf *errb) {
+        while (*out_r >= 0 || *err_r >= 0) {
                 usec_t now = now_monotonic();
-                if (now >= deadline) {
-                        timed_out = true;
-                        break;
-                }
-                struct pollfd p[2] = {{.fd = out_r, .events = POLLIN}, {.fd = err_r, .events = POLLIN}};
+                if (now >= deadline)
+                        return true;
+                struct pollfd p[2] = {{.fd = *out_r, .events = POLLIN}, {.fd = *err_r, .events = POLLIN}};
                 int n = poll(p, 2, (int)((deadline - now + 999) / 1000));
                 if (n < 0 && errno != EINTR)
                         break;
@@ -154,17 +159,18 @@ int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_f
                         if (k < 0 && (errno == EINTR || errno == EAGAIN))
                                 continue;
                         if (k <= 0) {
-                                if (i == 0)
-                                        close(TAKE_FD(out_r));
-                                else
-                                        close(TAKE_FD(err_r));
+                                int *fd = i == 0 ? out_r : err_r;
+                                close(TAKE_FD(*fd));
                                 continue;
                         }
-                        append_capped(i == 0 ? &out : &errb, chunk, (size_t)k);
+                        append_capped(i == 0 ? out : errb, chunk, (size_t)k);
                 }
         }
-        if (timed_out)
-                (void)kill(-pid, SIGKILL), (void)kill(pid, SIGKILL);
+        return false;
+}
+
+/* The child's wait status; 0 if it cannot be had. */
+static int reap(pid_t pid) {
         int status = 0;
         while (waitpid(pid, &status, 0) < 0) {
                 if (errno != EINTR) {
@@ -172,6 +178,23 @@ int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_f
                         break;
                 }
         }
+        return status;
+}
+
+int tpm_run_in(const tpm_sandbox *sb, const char *const *argv, const int *keep_fds, size_t n_keep, usec_t timeout,
+               tpm_run_result *ret, vt_error **err) {
+        assert_return(argv && argv[0] && ret, -EINVAL);
+        pid_t pid = 0;
+        _cleanup_close_ int out_r = -1, err_r = -1;
+        int r = spawn(sb, argv, keep_fds, n_keep, &pid, &out_r, &err_r, err);
+        if (r < 0)
+                return r;
+
+        vt_buf out = {0}, errb = {0};
+        bool timed_out = collect_output(&out_r, &err_r, now_monotonic() + timeout, &out, &errb);
+        if (timed_out)
+                (void)kill(-pid, SIGKILL), (void)kill(pid, SIGKILL);
+        int status = reap(pid);
         if (timed_out) {
                 /* swtpm_setup may have left its own swtpm child in the group. */
                 (void)kill(-pid, SIGKILL);

@@ -106,8 +106,8 @@ int tpm_localca_prepare(const char *dir, const char *user, bool write_config, vt
         return chown_tree_entries(dfd, dir, uid, gid, err);
 }
 
-int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
-        assert_return(o && o->state_dir, -EINVAL);
+/* Existing state is never provisioned over: -EEXIST when there is some. */
+static int refuse_existing_state(const tpm_setup_opts *o, vt_error **err) {
         int r = tpm_check_option_path("TPM state", o->state_dir, err);
         if (r < 0)
                 return r;
@@ -118,21 +118,12 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
         if (r > 0)
                 return vt_error_set(err, EEXIST, "%s already holds TPM %s state (%s); not provisioning", o->state_dir,
                                     tpm_version_name(existing), tpm_state_permall(existing));
-        const char *cipher = NULL;
-        if (o->key) {
-                cipher = tpm_key_cipher(o->key_len);
-                if (!cipher)
-                        return vt_error_set(err, EINVAL, "TPM state key must be 16 or 32 bytes, not %zu", o->key_len);
-        }
+        return 0;
+}
 
-        const char *localca = o->localca_dir ? o->localca_dir : TPM_LOCALCA_DIR_DEFAULT;
-        if (!o->no_certs && (o->runas || o->localca_dir)) {
-                r = tpm_localca_prepare(localca, o->runas, o->localca_dir != NULL, err);
-                if (r < 0)
-                        return vt_error_prefix(err, "preparing local CA for %s: ", o->runas ? o->runas : "swtpm_setup");
-        }
-
-        const char *argv[32];
+/* swtpm_setup's arguments, without the key's; conf is the local CA's
+ * swtpm_setup.conf or NULL. Returns how many were written. */
+static size_t setup_argv(const tpm_setup_opts *o, const char *conf, const char **argv) {
         size_t n = 0;
         argv[n++] = o->swtpm_setup_path ? o->swtpm_setup_path : "swtpm_setup";
         if (o->version == TPM_VERSION_2)
@@ -147,9 +138,7 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
         }
         argv[n++] = "--lock-nvram";
         argv[n++] = "--not-overwrite";
-        _cleanup_free_ char *conf = NULL;
-        if (o->localca_dir && !o->no_certs) {
-                conf = xasprintf("%s/swtpm_setup.conf", o->localca_dir);
+        if (conf) {
                 argv[n++] = "--config";
                 argv[n++] = conf;
         }
@@ -161,25 +150,14 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
                 argv[n++] = "--tpm";
                 argv[n++] = o->swtpm_path;
         }
-        _cleanup_close_ int key_fd = -1;
-        _cleanup_free_ char *key_fd_s = NULL;
-        if (o->key) {
-                /* swtpm_setup 0.7.1 forwards this fd to swtpm as `--key fd=N,mode=CIPHER`
-                 * (format defaults to hex), so the pipe carries hex digits. */
-                r = tpm_key_pipe(o->key, o->key_len, true, &key_fd, err);
-                if (r < 0)
-                        return r;
-                key_fd_s = xasprintf("%d", key_fd);
-                argv[n++] = "--keyfile-fd";
-                argv[n++] = key_fd_s;
-                argv[n++] = "--cipher";
-                argv[n++] = cipher;
-        }
-        argv[n] = NULL;
+        return n;
+}
 
+/* Run swtpm_setup; a failure's message carries the tail of its output. */
+static int run_swtpm_setup(const tpm_setup_opts *o, const char *const *argv, int key_fd, vt_error **err) {
         tpm_run_result res = {0};
-        r = tpm_run_in(o->sandbox, argv, key_fd >= 0 ? &key_fd : NULL, key_fd >= 0 ? 1 : 0, o->timeout ? o->timeout : 60 * USEC_PER_SEC,
-                    &res, err);
+        int r = tpm_run_in(o->sandbox, argv, key_fd >= 0 ? &key_fd : NULL, key_fd >= 0 ? 1 : 0,
+                           o->timeout ? o->timeout : 60 * USEC_PER_SEC, &res, err);
         if (r < 0)
                 return vt_error_prefix(err, "provisioning TPM state in %s: ", o->state_dir);
         if (!WIFEXITED(res.status) || WEXITSTATUS(res.status) != 0) {
@@ -196,6 +174,50 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
                                     tail);
         }
         tpm_run_result_done(&res);
+        return 0;
+}
+
+int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
+        assert_return(o && o->state_dir, -EINVAL);
+        int r = refuse_existing_state(o, err);
+        if (r < 0)
+                return r;
+        const char *cipher = NULL;
+        if (o->key) {
+                cipher = tpm_key_cipher(o->key_len);
+                if (!cipher)
+                        return vt_error_set(err, EINVAL, "TPM state key must be 16 or 32 bytes, not %zu", o->key_len);
+        }
+
+        const char *localca = o->localca_dir ? o->localca_dir : TPM_LOCALCA_DIR_DEFAULT;
+        if (!o->no_certs && (o->runas || o->localca_dir)) {
+                r = tpm_localca_prepare(localca, o->runas, o->localca_dir != NULL, err);
+                if (r < 0)
+                        return vt_error_prefix(err, "preparing local CA for %s: ", o->runas ? o->runas : "swtpm_setup");
+        }
+
+        const char *argv[32];
+        _cleanup_free_ char *conf = o->localca_dir && !o->no_certs ? xasprintf("%s/swtpm_setup.conf", o->localca_dir)
+                                                                   : NULL;
+        size_t n = setup_argv(o, conf, argv);
+        _cleanup_close_ int key_fd = -1;
+        _cleanup_free_ char *key_fd_s = NULL;
+        if (o->key) {
+                /* swtpm_setup 0.7.1 forwards this fd to swtpm as `--key fd=N,mode=CIPHER`
+                 * (format defaults to hex), so the pipe carries hex digits. */
+                r = tpm_key_pipe(o->key, o->key_len, true, &key_fd, err);
+                if (r < 0)
+                        return r;
+                key_fd_s = xasprintf("%d", key_fd);
+                argv[n++] = "--keyfile-fd";
+                argv[n++] = key_fd_s;
+                argv[n++] = "--cipher";
+                argv[n++] = cipher;
+        }
+        argv[n] = NULL;
+        r = run_swtpm_setup(o, argv, key_fd, err);
+        if (r < 0)
+                return r;
 
         r = tpm_state_detect(o->state_dir, NULL, err);
         if (r < 0)
