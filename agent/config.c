@@ -426,7 +426,7 @@ int agent_config_load(const char *path, agent_config **ret, vt_error **err) {
         size_t len = 0;
         int r = read_full_file(path, 1u << 20, &data, &len, err);
         if (r < 0)
-                return vt_error_prefix(err, "configuration: ");
+                return vt_error_prefix(err, r, "configuration: ");
         return agent_config_parse(data, len, path, ret, err);
 }
 

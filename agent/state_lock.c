@@ -198,7 +198,7 @@ int state_lock_acquire(state_lock *s, const char *vm_uid, const char *identity, 
         int r = kube_lease_try(e->lease, may_take, s, &started, &holder, &wait, err);
         if (r < 0) {
                 _cleanup_free_ char *name = lease_name(vm_uid);
-                vt_error_prefix(err, "the state lock %s: ", name);
+                vt_error_prefix(err, r, "the state lock %s: ", name);
         } else if (r > 0) {
                 pthread_mutex_lock(&s->lock);
                 e->held = true;

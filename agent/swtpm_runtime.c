@@ -44,7 +44,7 @@ int swtpm_provision(const swtpm_spec *s, const char *host_state_dir, vt_error **
          * only; the state is the VM's uid's afterwards. */
         r = tpm_localca_prepare(TPM_LOCALCA_DIR_DEFAULT, s->user, false, err);
         if (r < 0)
-                return vt_error_prefix(err, "preparing the local CA: ");
+                return vt_error_prefix(err, r, "preparing the local CA: ");
         if (chown(host_state_dir, s->setup_uid, s->setup_gid) < 0)
                 return vt_error_errno(err, errno, "cannot hand the state directory to the provisioning user");
         tpm_sandbox sb;

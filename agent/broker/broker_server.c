@@ -277,10 +277,10 @@ static void server_free(broker_server *s) {
 static int load_pems(broker_server *s, const broker_server_options *o, vt_error **err) {
         int r = read_full_file(o->cert_file, MAX_PEM, &s->cert, NULL, err);
         if (r < 0)
-                return vt_error_prefix(err, "the key broker's certificate: ");
+                return vt_error_prefix(err, r, "the key broker's certificate: ");
         r = read_full_file(o->key_file, MAX_PEM, &s->key, &s->key_len, err);
         if (r < 0)
-                return vt_error_prefix(err, "the key broker's private key: ");
+                return vt_error_prefix(err, r, "the key broker's private key: ");
         return 0;
 }
 

@@ -72,7 +72,7 @@ bool step_scratch_volume(bring_up *b, kube_outcome *ret) {
         if (r >= 0)
                 r = bind_mount_in_namespace(b->pid, scratch, b->state_in_ns, &err);
         if (r < 0) {
-                vt_error_prefix(&err, "scratch state for %s: ", b->l->key);
+                vt_error_prefix(&err, r, "scratch state for %s: ", b->l->key);
                 *ret = kube_failed(TAKE_PTR(err));
                 return false;
         }
@@ -99,10 +99,10 @@ static int ctrl_dir(bring_up *b, vt_error **err) {
                                               (unsigned)uid);
         r = mount_tmpfs_verified(b->host_ctrl, "vtpm-ctrl", opts, err);
         if (r < 0)
-                return vt_error_prefix(err, "the control-socket directory for %s: ", b->l->key);
+                return vt_error_prefix(err, r, "the control-socket directory for %s: ", b->l->key);
         r = bind_mount_in_namespace_ro(b->pid, b->host_ctrl, nc->cfg->node.swtpm_socket_dir, err);
         if (r < 0)
-                return vt_error_prefix(err, "the control-socket directory in the launcher: ");
+                return vt_error_prefix(err, r, "the control-socket directory in the launcher: ");
         free(b->l->ctrl_path);
         b->l->ctrl_path = xasprintf("%s/%s.sock", nc->cfg->node.swtpm_socket_dir, b->l->vm_uid);
         return 0;
@@ -129,7 +129,7 @@ static int work_dirs(bring_up *b, vt_error **err) {
         if (r >= 0)
                 r = bind_mount_verified(b->host_state, b->work, err);
         if (r < 0)
-                return vt_error_prefix(err, "cannot bind the state directory for provisioning: ");
+                return vt_error_prefix(err, r, "cannot bind the state directory for provisioning: ");
         return 0;
 }
 

@@ -38,9 +38,9 @@ int vt_error_errno(vt_error **err, int errnum, const char *fmt, ...) {
         return r;
 }
 
-int vt_error_prefix(vt_error **err, const char *fmt, ...) {
+int vt_error_prefix(vt_error **err, int r, const char *fmt, ...) {
         if (!err || !*err)
-                return -EIO;
+                return r;
         va_list ap;
         va_start(ap, fmt);
         _cleanup_free_ char *p = xvasprintf(fmt, ap);
@@ -48,7 +48,7 @@ int vt_error_prefix(vt_error **err, const char *fmt, ...) {
         char *m = xasprintf("%s%s", p, (*err)->msg);
         free((*err)->msg);
         (*err)->msg = m;
-        return -(*err)->code;
+        return r;
 }
 
 void vt_error_set_reason(vt_error **err, const char *reason) {

@@ -28,8 +28,10 @@ typedef struct vt_error {
 int vt_error_set(vt_error **err, int errnum, const char *fmt, ...) _printf_(3, 4);
 /* Like vt_error_set, with ": strerror(errnum)" appended. */
 int vt_error_errno(vt_error **err, int errnum, const char *fmt, ...) _printf_(3, 4);
-/* Prepend context ("loading kubeconfig: ") to an existing error; returns -code. */
-int vt_error_prefix(vt_error **err, const char *fmt, ...) _printf_(2, 3);
+/* Prepend context ("loading kubeconfig: ") to the error a callee set, if
+ * any, and return r, the callee's code: also when the caller passed no err,
+ * so `return vt_error_prefix(err, r, ...)` never changes what is returned. */
+int vt_error_prefix(vt_error **err, int r, const char *fmt, ...) _printf_(3, 4);
 /* Attach a machine-readable reason to an existing error (no-op without one). */
 void vt_error_set_reason(vt_error **err, const char *reason);
 /* The reason, or "" when none: safe to strcmp(). */

@@ -119,7 +119,7 @@ int key_header_validate(const key_header *h, vt_error **err) {
                         return vt_error_set(err, EBADMSG, "key header: \"next\" cannot have a \"next\"");
                 r = validate_entry(h->next, err);
                 if (r < 0)
-                        return vt_error_prefix(err, "next: ");
+                        return vt_error_prefix(err, r, "next: ");
                 if (key_header_has_current(h) && h->next->dek_generation <= h->dek_generation)
                         return vt_error_set(err, EBADMSG, "key header: next.dekGeneration must be above dekGeneration");
         }
@@ -391,7 +391,7 @@ int key_header_read(const char *path, key_header *ret, vt_error **err) {
                 return dfd;
         int r = key_header_readat(dfd, ret, err);
         if (r < 0)
-                (void)vt_error_prefix(err, "%s: ", path);
+                (void)vt_error_prefix(err, r, "%s: ", path);
         return r;
 }
 

@@ -349,7 +349,7 @@ static int transact_locked(kmip_client *c, enum kmip_op op, const char *uid, con
         r = kmip_parse_reply(buf->data, buf->len, op, &rep, err);
         if (r < 0) {
                 kmip_client_disconnect(c);
-                return vt_error_prefix(err, "%s %s: ", op_name(op), uid ? uid : "");
+                return vt_error_prefix(err, r, "%s %s: ", op_name(op), uid ? uid : "");
         }
         if (rep.status != KMIP_STATUS_SUCCESS) {
                 r = kmip_reason_to_errno(rep.reason);
@@ -475,7 +475,7 @@ int kmip_get_key(kmip_client *c, const char *uid, secmem **ret_key, vt_error **e
         r = kmip_payload_get_key(&rep, ret_key, err);
         kmip_reply_done(&rep);
         if (r < 0)
-                return vt_error_prefix(err, "Get %s: ", uid);
+                return vt_error_prefix(err, r, "Get %s: ", uid);
         return 0;
 }
 
@@ -513,7 +513,7 @@ static int crypt_op(kmip_client *c, enum kmip_op op, const char *uid, const uint
         r = kmip_payload_crypt(&rep, &data, &dlen, err);
         kmip_reply_done(&rep);
         if (r < 0)
-                return vt_error_prefix(err, "%s %s: ", op_name(op), uid);
+                return vt_error_prefix(err, r, "%s %s: ", op_name(op), uid);
         if (dlen == 0)
                 return vt_error_set(err, EBADMSG, "KMIP %s of key %s: empty result", op_name(op), uid);
         return secmem_dup(data, dlen, ret_out, err);

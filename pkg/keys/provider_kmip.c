@@ -46,7 +46,7 @@ static int require_server_side(kmip_provider *k, vt_error **err) {
         int r = kmip_query_operations(k->client, ops, ELEMENTSOF(ops), &n, err);
         if (r < 0) {
                 /* Name the provider: this is often the first request of a start. */
-                (void)vt_error_prefix(err, "kmip: asking the key server what it offers: ");
+                (void)vt_error_prefix(err, r, "kmip: asking the key server what it offers: ");
                 return r;
         }
         bool enc = false, dec = false;
@@ -109,17 +109,17 @@ static int ensure_named_kek(kmip_provider *k, const char *name, char **ret_kek_i
                 return 0;
         }
         if (r != -ENOENT)
-                return vt_error_prefix(err, "kmip: looking up KEK %s: ", name);
+                return vt_error_prefix(err, r, "kmip: looking up KEK %s: ", name);
         if (err) {
                 vt_error_free(*err);
                 *err = NULL;
         }
         r = kmip_create_aes256(k->client, name, &uid, err);
         if (r < 0)
-                return vt_error_prefix(err, "kmip: creating KEK %s: ", name);
+                return vt_error_prefix(err, r, "kmip: creating KEK %s: ", name);
         r = kmip_activate(k->client, uid, err);
         if (r < 0)
-                return vt_error_prefix(err, "kmip: activating KEK %s (%s): ", name, uid);
+                return vt_error_prefix(err, r, "kmip: activating KEK %s (%s): ", name, uid);
         *ret_kek_id = TAKE_PTR(uid);
         return 0;
 }
@@ -191,7 +191,7 @@ static int kmip_wrap(kek_provider *p, const char *scope, const char *kek_id, con
 static int unwrap_fail(vt_error **err, int r) {
         if (keys_error_is_unavailable(r)) {
                 if (err && *err && strncmp((*err)->msg, "kmip: ", 6) != 0)
-                        (void)vt_error_prefix(err, "kmip: ");
+                        (void)vt_error_prefix(err, r, "kmip: ");
                 return r;
         }
         return keys_unwrap_failed(err);

@@ -106,7 +106,7 @@ static int load_kek(secret_provider *sp, const char *scope, const char *kek_id, 
                                     sp->namespace, name);
         r = kek_secret_key(s, version, ret, err);
         if (r < 0) {
-                (void)vt_error_prefix(err, "secret provider, %s/%s: ", sp->namespace, name);
+                (void)vt_error_prefix(err, r, "secret provider, %s/%s: ", sp->namespace, name);
                 return r; /* not vt_error_prefix's: with err NULL that is -EIO */
         }
         return 0;

@@ -200,7 +200,7 @@ static int roll_back(int dfd, const key_header *h, vt_error **err) {
 static int open_state_dir(const char *state_dir, vt_error **err) {
         int fd = dir_open_nofollow(state_dir, err);
         if (fd < 0)
-                (void)vt_error_prefix(err, "TPM state directory: ");
+                (void)vt_error_prefix(err, fd, "TPM state directory: ");
         return fd;
 }
 
@@ -242,7 +242,7 @@ int keyrot_recover_at(int dfd, vt_error **err) {
                 break;
         }
         if (r < 0) {
-                (void)vt_error_prefix(err, "recovering an interrupted key rotation: ");
+                (void)vt_error_prefix(err, r, "recovering an interrupted key rotation: ");
                 return r;
         }
         return a;
@@ -271,7 +271,7 @@ static int rewrap_entry(keymgr *km, const key_subject *subject, const char *kek_
         _cleanup_secmem_ secmem *check = NULL;
         r = keymgr_unwrap(km, subject, &n, &check, err);
         if (r < 0) {
-                (void)vt_error_prefix(err, "the re-wrapped key does not unwrap: ");
+                (void)vt_error_prefix(err, r, "the re-wrapped key does not unwrap: ");
                 return r;
         }
         if (check->len != dek->len || CRYPTO_memcmp(check->data, dek->data, dek->len) != 0)
@@ -455,7 +455,7 @@ int keyrot_reencrypt(keymgr *km, const key_subject *subject, const char *state_d
         if (r < 0) {
                 _cleanup_error_ vt_error *rerr = NULL;
                 if (roll_back(dfd, &h, &rerr) < 0)
-                        (void)vt_error_prefix(err, "(and undoing it failed: %s) ", rerr->msg);
+                        (void)vt_error_prefix(err, r, "(and undoing it failed: %s) ", rerr->msg);
                 return r;
         }
         KEYROT_FAULT("dek-complete");

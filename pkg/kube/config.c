@@ -105,7 +105,7 @@ static int load_pem(json_t *o, const char *key, const char *base_dir, const char
                 _cleanup_free_ char *path = resolve_path(base_dir, file);
                 int r = read_full_file(path, MAX_CONFIG_FILE, ret, ret_len, err);
                 if (r < 0)
-                        return vt_error_prefix(err, "%s: ", what);
+                        return vt_error_prefix(err, r, "%s: ", what);
                 if (ret_origin)
                         *ret_origin = xasprintf("%s (%s)", what, path);
         }
@@ -225,7 +225,7 @@ int kube_config_load_file(const char *path, const char *context, kube_config **r
         size_t len = 0;
         int r = read_full_file(path, MAX_CONFIG_FILE, &data, &len, err);
         if (r < 0)
-                return vt_error_prefix(err, "kubeconfig: ");
+                return vt_error_prefix(err, r, "kubeconfig: ");
         _cleanup_free_ char *dir = xstrdup(path);
         char *slash = strrchr(dir, '/');
         if (slash)
@@ -253,7 +253,7 @@ int kube_config_load_incluster(const char *sa_dir, kube_config **ret, vt_error *
         _cleanup_free_ char *ca = xasprintf("%s/ca.crt", sa_dir);
         int r = read_full_file(ca, MAX_CONFIG_FILE, &c->ca_pem, &c->ca_pem_len, err);
         if (r < 0)
-                return vt_error_prefix(err, "in-cluster config: ");
+                return vt_error_prefix(err, r, "in-cluster config: ");
         c->ca_origin = xasprintf("certificate authority (%s)", ca);
         _cleanup_free_ char *nsfile = xasprintf("%s/namespace", sa_dir);
         _cleanup_free_ char *ns = NULL;

@@ -214,7 +214,7 @@ int mountinfo_parse(const char *data, size_t size, mountinfo_table **ret, vt_err
                         if (r < 0) {
                                 mountinfo_table_free(t);
                                 if (err && *err)
-                                        vt_error_prefix(err, "line %zu: ", lineno);
+                                        vt_error_prefix(err, r, "line %zu: ", lineno);
                                 return r;
                         }
                         t->n++;
@@ -236,7 +236,7 @@ int mountinfo_read(pid_t pid, mountinfo_table **ret, vt_error **err) {
                 return r;
         r = mountinfo_parse(data, size, ret, err);
         if (r < 0)
-                return vt_error_prefix(err, "%s: ", path);
+                return vt_error_prefix(err, r, "%s: ", path);
         return 0;
 }
 

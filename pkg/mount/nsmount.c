@@ -205,7 +205,7 @@ static int run_in_namespace(pid_t pid, ns_job *job, vt_error **err) {
 static int read_target(pid_t pid, mountinfo_table **ret, vt_error **err) {
         int r = mountinfo_read(pid, ret, err);
         if (r == -ENOENT || r == -ESRCH)
-                return vt_error_prefix(err, "process %d is gone: ", (int)pid);
+                return vt_error_prefix(err, r, "process %d is gone: ", (int)pid);
         return r;
 }
 

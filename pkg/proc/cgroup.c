@@ -231,11 +231,11 @@ int proc_cgroups_open(pid_t pid, proc_cgroups *ret, vt_error **err) {
         _cleanup_mountinfo_table_ mountinfo_table *mi = NULL;
         r = mountinfo_parse(mi_text, mi_len, &mi, err);
         if (r < 0)
-                return vt_error_prefix(err, "the agent's mountinfo: ");
+                return vt_error_prefix(err, r, "the agent's mountinfo: ");
         proc_cgroup_line lines[PROC_CGROUP_MAX_LINES];
         r = proc_cgroup_parse(data, len, lines, &n_lines, err);
         if (r < 0)
-                return vt_error_prefix(err, "process %d: ", (int)pid);
+                return vt_error_prefix(err, r, "process %d: ", (int)pid);
         proc_cgroups c = PROC_CGROUPS_INIT;
         for (size_t li = 0; li < n_lines; li++) {
                 const char *ctrls = lines[li].controllers, *path = lines[li].path;

@@ -126,7 +126,7 @@ static int ask(const char *const *argv, const char *type, usec_t timeout, tpm_fe
         tpm_run_result res = {0};
         int r = tpm_run(argv, NULL, 0, timeout, &res, err);
         if (r < 0)
-                return vt_error_prefix(err, "%s capabilities: ", type);
+                return vt_error_prefix(err, r, "%s capabilities: ", type);
         if (!WIFEXITED(res.status) || WEXITSTATUS(res.status) != 0) {
                 _cleanup_free_ char *st = tpm_describe_status(res.status);
                 _cleanup_free_ char *tail = tpm_text_tail(res.err, strlen(res.err), 1000);
@@ -137,7 +137,7 @@ static int ask(const char *const *argv, const char *type, usec_t timeout, tpm_fe
         r = tpm_features_parse(res.out, strlen(res.out), type, ret, err);
         tpm_run_result_done(&res);
         if (r < 0)
-                return vt_error_prefix(err, "%s --print-capabilities: ", argv[0]);
+                return vt_error_prefix(err, r, "%s --print-capabilities: ", argv[0]);
         return 0;
 }
 

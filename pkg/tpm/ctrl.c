@@ -85,7 +85,7 @@ int tpm_ctrl_call(const char *ctrl_path, uint32_t cmd, const void *req, size_t r
         _cleanup_close_ int fd = -1;
         int r = ctrl_connect(ctrl_path, deadline, &fd, err);
         if (r < 0)
-                return vt_error_prefix(err, "%s: ", tpm_ctrl_cmd_name(cmd));
+                return vt_error_prefix(err, r, "%s: ", tpm_ctrl_cmd_name(cmd));
         usec_t now = now_monotonic();
         return tpm_ctrl_call_fd(fd, ctrl_path, cmd, req, req_len, resp, resp_min, resp_max,
                                 deadline > now ? deadline - now : 1, err);

@@ -159,7 +159,7 @@ static int run_swtpm_setup(const tpm_setup_opts *o, const char *const *argv, int
         int r = tpm_run_in(o->sandbox, argv, key_fd >= 0 ? &key_fd : NULL, key_fd >= 0 ? 1 : 0,
                            o->timeout ? o->timeout : 60 * USEC_PER_SEC, &res, err);
         if (r < 0)
-                return vt_error_prefix(err, "provisioning TPM state in %s: ", o->state_dir);
+                return vt_error_prefix(err, r, "provisioning TPM state in %s: ", o->state_dir);
         if (!WIFEXITED(res.status) || WEXITSTATUS(res.status) != 0) {
                 _cleanup_free_ char *st = tpm_describe_status(res.status);
                 vt_buf both = {0};
@@ -193,7 +193,7 @@ int tpm_setup(const tpm_setup_opts *o, vt_error **err) {
         if (!o->no_certs && (o->runas || o->localca_dir)) {
                 r = tpm_localca_prepare(localca, o->runas, o->localca_dir != NULL, err);
                 if (r < 0)
-                        return vt_error_prefix(err, "preparing local CA for %s: ", o->runas ? o->runas : "swtpm_setup");
+                        return vt_error_prefix(err, r, "preparing local CA for %s: ", o->runas ? o->runas : "swtpm_setup");
         }
 
         const char *argv[32];

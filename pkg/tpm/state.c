@@ -41,7 +41,7 @@ int tpm_state_detect(const char *state_dir, tpm_version *ret_version, vt_error *
                 return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
         int r = tpm_state_detect_at(dfd, ret_version, err);
         if (r < 0)
-                (void)vt_error_prefix(err, "%s: ", state_dir);
+                (void)vt_error_prefix(err, r, "%s: ", state_dir);
         return r;
 }
 
@@ -102,7 +102,7 @@ int tpm_state_dir_prepare_ids(const char *state_dir, uid_t uid, gid_t gid, vt_er
                 return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
         int r = tpm_state_dir_prepare_ids_at(dfd, uid, gid, err);
         if (r < 0)
-                (void)vt_error_prefix(err, "%s: ", state_dir);
+                (void)vt_error_prefix(err, r, "%s: ", state_dir);
         return r;
 }
 
@@ -139,7 +139,7 @@ int tpm_state_dir_prepare(const char *state_dir, const char *user, vt_error **er
                 return vt_error_errno(err, errno, "cannot open TPM state directory %s", state_dir);
         int r = tpm_state_dir_prepare_at(dfd, user, err);
         if (r < 0)
-                (void)vt_error_prefix(err, "%s: ", state_dir);
+                (void)vt_error_prefix(err, r, "%s: ", state_dir);
         return r;
 }
 

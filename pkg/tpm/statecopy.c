@@ -60,7 +60,7 @@ static int private_open(const tpm_swtpm_opts *o, private_tpm *ret, vt_error **er
         r = tpm_launch_spawn(&l, &c, err);
         tpm_strv_free(argv);
         if (r < 0)
-                return vt_error_prefix(err, "swtpm on %s: ", o->state_dir);
+                return vt_error_prefix(err, r, "swtpm on %s: ", o->state_dir);
         *ret = (private_tpm){.c = c, .fd = TAKE_FD(ours), .dir = o->state_dir};
         return 0;
 }
@@ -103,7 +103,7 @@ int tpm_probe_state(const tpm_swtpm_opts *o, vt_error **err) {
         private_tpm t;
         r = private_open(o, &t, err);
         if (r < 0)
-                return vt_error_prefix(err, "probing TPM state: ");
+                return vt_error_prefix(err, r, "probing TPM state: ");
 
         usec_t timeout = o->timeout ? o->timeout : 10 * USEC_PER_SEC;
         _cleanup_error_ vt_error *cerr = NULL;
@@ -228,7 +228,7 @@ int tpm_copy_state(const tpm_swtpm_opts *from, const tpm_swtpm_opts *to, vt_erro
                 r = private_get_blob(&src, PTM_BLOB_TYPE_PERMANENT, timeout, &blob, err);
         _cleanup_free_ char *src_tail = private_close(&src);
         if (r < 0)
-                return vt_error_prefix(err, "reading the state (swtpm log: %s): ", src_tail);
+                return vt_error_prefix(err, r, "reading the state (swtpm log: %s): ", src_tail);
 
         /* 2. Into a swtpm with the new key on the empty target: SET before
          *    INIT, INIT writes it there (encrypted with the new key), and
@@ -241,7 +241,7 @@ int tpm_copy_state(const tpm_swtpm_opts *from, const tpm_swtpm_opts *to, vt_erro
                         r = private_init(&dst, timeout, err);
                 _cleanup_free_ char *dst_tail = private_close(&dst);
                 if (r < 0)
-                        (void)vt_error_prefix(err, "writing the state (swtpm log: %s): ", dst_tail);
+                        (void)vt_error_prefix(err, r, "writing the state (swtpm log: %s): ", dst_tail);
         }
         if (r < 0)
                 return r;

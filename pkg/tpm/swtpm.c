@@ -107,7 +107,7 @@ int tpm_swtpm_start(const tpm_swtpm_opts *o, pid_t *ret_pid, vt_error **err) {
         if (key_fd >= 0)
                 close(TAKE_FD(key_fd));
         if (r < 0)
-                return vt_error_prefix(err, "starting swtpm for %s: ", o->state_dir);
+                return vt_error_prefix(err, r, "starting swtpm for %s: ", o->state_dir);
 
         r = wait_answering(o, &c, err);
         if (r < 0)
