@@ -127,7 +127,7 @@ attach_json() {  # NAME NAMESPACE NODE [JQ-FILTER]
        volumeMounts: [{name: "state", mountPath: "/state"}],
        securityContext: {allowPrivilegeEscalation: false, privileged: false, readOnlyRootFilesystem: true,
                          capabilities: {drop: ["ALL"]}},
-       resources: {requests: {cpu: "1m", memory: "4Mi"}, limits: {cpu: "10m", memory: "16Mi"}}}],
+       resources: {requests: {cpu: "1m", memory: "4Mi"}, limits: {cpu: "100m", memory: "16Mi"}}}],
      volumes: [{name: "state", persistentVolumeClaim: {claimName: "persistent-state-for-vm"}}],
      terminationGracePeriodSeconds: 1}}' | jq "${4:-.}"
 }
