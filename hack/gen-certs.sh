@@ -13,7 +13,9 @@
 # Layout under $VTPM_RUN/pki: ca.{crt,key}; apiserver.{crt,key} (SANs 127.0.0.1,
 # localhost, kubernetes.default.svc...); admin.{crt,key} (CN=vtpm-admin,
 # O=system:masters); kube-controller-manager.{crt,key}
-# (CN=system:kube-controller-manager); sa.{key,pub} (RSA, service-account tokens).
+# (CN=system:kube-controller-manager); sa.{key,pub} (RSA, service-account tokens);
+# apiserver-kubelet-client.{crt,key}; front-proxy-ca.{crt,key} and
+# front-proxy-client.{crt,key} (the aggregation layer).
 # Kubeconfigs with embedded *-data fields: $VTPM_RUN/admin.kubeconfig and
 # $VTPM_RUN/kube-controller-manager.kubeconfig.
 set -euo pipefail
@@ -30,27 +32,30 @@ new_key() {
   mv "$1.tmp" "$1"
 }
 
+# gen_ca [NAME [CN]]: a self-signed CA NAME.{crt,key} (default the test bed's own, ca).
 gen_ca() {
-  [ -s "$TB_PKI/ca.crt" ] && [ -s "$TB_PKI/ca.key" ] && return 0
-  new_key "$TB_PKI/ca.key"
-  openssl req -x509 -new -key "$TB_PKI/ca.key" -sha256 -days 3650 \
-    -subj "/CN=vtpm-testbed-ca" \
+  local ca=${1:-ca} cn=${2:-vtpm-testbed-ca}
+  [ -s "$TB_PKI/$ca.crt" ] && [ -s "$TB_PKI/$ca.key" ] && return 0
+  new_key "$TB_PKI/$ca.key"
+  openssl req -x509 -new -key "$TB_PKI/$ca.key" -sha256 -days 3650 \
+    -subj "/CN=$cn" \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -addext "subjectKeyIdentifier=hash" \
-    -out "$TB_PKI/ca.crt.tmp"
-  mv "$TB_PKI/ca.crt.tmp" "$TB_PKI/ca.crt"
+    -out "$TB_PKI/$ca.crt.tmp"
+  mv "$TB_PKI/$ca.crt.tmp" "$TB_PKI/$ca.crt"
 }
 
-# sign NAME SUBJECT EXTENSIONS: key + certificate NAME.{key,crt} signed by the CA.
+# sign NAME SUBJECT EXTENSIONS [CA]: key + certificate NAME.{key,crt} signed by
+# the CA (default the test bed's own, ca).
 sign() {
-  local name=$1 subj=$2 ext=$3
+  local name=$1 subj=$2 ext=$3 ca=${4:-ca}
   [ -s "$TB_PKI/$name.crt" ] && [ -s "$TB_PKI/$name.key" ] && return 0
   new_key "$TB_PKI/$name.key"
   openssl req -new -key "$TB_PKI/$name.key" -subj "$subj" -out "$TB_PKI/$name.csr"
   printf '%s\n' "$ext" > "$TB_PKI/$name.ext"
-  openssl x509 -req -in "$TB_PKI/$name.csr" -CA "$TB_PKI/ca.crt" -CAkey "$TB_PKI/ca.key" \
-    -CAcreateserial -CAserial "$TB_PKI/ca.srl" -sha256 -days 825 \
+  openssl x509 -req -in "$TB_PKI/$name.csr" -CA "$TB_PKI/$ca.crt" -CAkey "$TB_PKI/$ca.key" \
+    -CAcreateserial -CAserial "$TB_PKI/$ca.srl" -sha256 -days 825 \
     -extfile "$TB_PKI/$name.ext" -out "$TB_PKI/$name.crt.tmp" 2>/dev/null
   rm -f "$TB_PKI/$name.csr" "$TB_PKI/$name.ext"
   mv "$TB_PKI/$name.crt.tmp" "$TB_PKI/$name.crt"
@@ -108,6 +113,15 @@ gen_all() {
     DNS:kubernetes.default.svc.cluster.local)"
   sign admin "$(subject vtpm-admin system:masters)" "$client_ext"
   sign kube-controller-manager "$(subject system:kube-controller-manager)" "$client_ext"
+  # The API server's client to kubelets (logs, exec, port-forward), as kubeadm's
+  # apiserver-kubelet-client.
+  sign apiserver-kubelet-client "$(subject kube-apiserver-kubelet-client system:masters)" "$client_ext"
+  # The aggregation layer, as kubeadm sets it up: a CA of its own, whose one
+  # client (front-proxy-client) is what the API server presents when it proxies
+  # to an extension API server (KubeVirt's virt-api), which then trusts the
+  # X-Remote-User headers of that client only.
+  gen_ca front-proxy-ca vtpm-testbed-front-proxy-ca
+  sign front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
   if [ ! -s "$TB_PKI/sa.key" ] || [ ! -s "$TB_PKI/sa.pub" ]; then
     new_key "$TB_PKI/sa.key"
     openssl pkey -in "$TB_PKI/sa.key" -pubout -out "$TB_PKI/sa.pub"

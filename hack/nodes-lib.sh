@@ -16,6 +16,8 @@
 #          as a pod reaches it: the `kubernetes` Service's ClusterIP:443, DNATed
 #          in the node (what kube-proxy does) to the host side, and there (with
 #          route_localnet on that veth only) to the API server on 127.0.0.1.
+#          Other pods: on a bridge cni0 in the node (nl_pod_net N), whose first
+#          address is their gateway; the host routes nl_pod_net N to node N.
 #   uts:   the node's hostname is its name.
 #
 # Layout under $VTPM_RUN/nodes/ (exists only while or after nodes ran):
@@ -41,9 +43,14 @@ NL_SCHEDULER_PORT=${VTPM_SCHEDULER_PORT:-10359}
 NL_NET=${VTPM_NODE_NET:-10.213}
 NL_CNI_BIN=/usr/lib/cni
 # SRC:PATH - the node's directory $NL_DIR/node-N/SRC is PATH inside the node.
-NL_NODE_PATHS="kubelet:/var/lib/kubelet sockets:/run/kubevirt/sockets agent-run:/run/vtpm-agent
+# /run/kubevirt (KubeVirt's share directory, whose sockets/ the stand-in launchers
+# use), /run/kubevirt-private, /run/kubevirt-libvirt-runtimes and
+# /var/lib/kubevirt-node-labeller are virt-handler's hostPaths: one per node, as
+# on a machine (two virt-handlers in one directory would take each other's VMs).
+NL_NODE_PATHS="kubelet:/var/lib/kubelet kubevirt:/run/kubevirt agent-run:/run/vtpm-agent
   agent-lib:/var/lib/vtpm-agent log-containers:/var/log/containers pod-logs:/var/log/pods
-  run-containerd:/run/containerd"
+  run-containerd:/run/containerd kubevirt-private:/run/kubevirt-private
+  kubevirt-runtimes:/run/kubevirt-libvirt-runtimes kubevirt-labeller:/var/lib/kubevirt-node-labeller"
 
 nl_name() { echo "node-$1"; }
 nl_dir() { echo "$NL_DIR/node-$1"; }

@@ -9,9 +9,10 @@
 # Host facts this relies on (issue 11): cgroup v1 without CAP_SYS_RESOURCE, so
 # kubelet runs with failCgroupV1 false, cgroupfs, no per-QoS cgroups, no node
 # allocatable enforcement, swap allowed; containerd with restrict_oom_score_adj.
-# Each node is its own mount, network and UTS namespace (nodes-lib.sh). Pods that
-# need the network use hostNetwork (the node's); the others get an address on a
-# bridge inside their node, and no route anywhere.
+# Each node is its own mount, network and UTS namespace (nodes-lib.sh).
+# hostNetwork pods use the node's network; the others get an address on a
+# bridge inside their node ($NL_NET.(100+N).0/24), routed between nodes and
+# to the host (the API server) through the host, as a pod network is.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/testbed-lib.sh"
@@ -54,6 +55,18 @@ if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
     "${extra_ref[vtpm-agent-next]}" "${extra_ref[launcher]}" "${extra_ref[launcher-libvirt]:-}" >> "$NL_DIR/images.env.new"
 elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still there
   grep -E '^(AGENT_IMAGE|AGENT_IMAGE_NEXT|LAUNCHER_IMAGE|LAUNCHER_LIBVIRT_IMAGE)=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
+fi
+# Real KubeVirt (VTPM_KUBEVIRT=1, issue 20): its components built from source
+# (hack/build-kubevirt.sh), their images (hack/build-kubevirt-images.sh) and the
+# TPM guest's kernel-boot image (hack/build-tpm-guest.sh); hack/kubevirt-up.sh
+# installs it once the nodes are Ready.
+if [ "${VTPM_KUBEVIRT:-0}" = 1 ]; then
+  kv_bin=$("$top/hack/build-kubevirt.sh" | sed -n 's/^build-kubevirt: kubevirt [0-9a-f]* in \(.*\) ([0-9]* s in all)$/\1/p')
+  [ -d "$kv_bin" ] || tb_die "hack/build-kubevirt.sh gave no binaries"
+  built=$("$top/hack/build-kubevirt-images.sh"; "$top/hack/build-tpm-guest.sh")
+  while read -r what ref tar; do extra_ref[$what]=$ref extra_tar[$what]=$tar; done <<<"$built"
+  printf 'KUBEVIRT_BIN=%s\nKUBEVIRT_TAG=%s\nTPM_GUEST_IMAGE=%s\n' "$kv_bin" \
+    "${extra_ref[virt-operator]##*:}" "${extra_ref[tpm-guest]}" >> "$NL_DIR/images.env.new"
 fi
 # The names manifests use for them: deploy/overlays/testbed's agent image, the
 # agent's default attachment image (config node.attachmentImage).
@@ -123,12 +136,16 @@ state = "$d/containerd/state"
           Root = "$d/runc"
           SystemdCgroup = false
 EOF
-  # Pods get an address on a bridge inside the node (containerd wants one for
-  # every sandbox that is not hostNetwork), routed nowhere: nothing in the test
-  # bed talks to a pod address. The bridge goes with the node's namespace.
+  # Pods get an address on a bridge inside the node, whose first address is
+  # their default gateway (the node forwards). The host routes each node's pod
+  # network to that node, so pods reach each other across nodes and the API
+  # server reaches them (KubeVirt's webhooks, virt-handler to virt-handler in a
+  # migration), as a cluster's pod network does. The bridge goes with the
+  # node's namespace.
   rm -f "$d/cni/net.d/10-loopback.conflist"
   cat > "$d/cni/net.d/10-vtpm-pods.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "vtpm-pods", "plugins": [{"type": "bridge", "bridge": "cni0",
+  "isDefaultGateway": true,
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(nl_pod_net "$n")"}]], "dataDir": "$d/cni/ipam"}}]}
 EOF
 }
@@ -202,6 +219,9 @@ start_ns() {
     # Volumes the kubelet mounts under its root reach containers that ask for
     # HostToContainer propagation (the agent): a shared mount, in this node only.
     mount --make-rshared /var/lib/kubelet
+    # virt-handler mounts /run/kubevirt Bidirectional (runc wants a shared source).
+    mount --make-rshared /run/kubevirt
+    mkdir -p /run/kubevirt/sockets
     ip link set lo up
     : > "$d/ns-ready"
     exec -a "vtpm-node-ns:$d" sleep infinity' vtpm-node-ns "$d" "$(nl_name "$n")" $NL_NODE_PATHS \
@@ -221,8 +241,13 @@ start_ns() {
   sysctl -qw "net.ipv4.conf.$veth.forwarding=1"
   iptables -t nat -A PREROUTING -i "$veth" -d "$gw" -p tcp --dport "$TB_APISERVER_PORT" \
     -m comment --comment "$(nl_iptables_tag)" -j DNAT --to-destination "127.0.0.1:$TB_APISERVER_PORT"
+  # The node's pods: routed to the node (the route goes with the veth).
+  ip route replace "$(nl_pod_net "$n")" via "$ip" dev "$veth"
+  # The `kubernetes` Service, from the node (OUTPUT) and from its pods
+  # (PREROUTING, they come in on the bridge): what kube-proxy would do.
   nl_in "$n" sh -c "ip addr add $ip/24 dev eth0 && ip link set eth0 up && ip route add default via $gw &&
-    iptables -t nat -A OUTPUT -d $TB_SERVICE_IP -p tcp --dport 443 -j DNAT --to-destination $gw:$TB_APISERVER_PORT"
+    iptables -t nat -A OUTPUT -d $TB_SERVICE_IP -p tcp --dport 443 -j DNAT --to-destination $gw:$TB_APISERVER_PORT &&
+    iptables -t nat -A PREROUTING -d $TB_SERVICE_IP -p tcp --dport 443 -j DNAT --to-destination $gw:$TB_APISERVER_PORT"
 }
 
 start_node() { # N

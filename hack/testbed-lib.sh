@@ -155,6 +155,13 @@ tb_audit_args() {
 # log passed 200 MB during a full `make test`, which writes about 215 MB).
 # 2,000 MB: no rotation in a run, with room for the suites to grow tenfold.
 
+# kube-apiserver's aggregation layer (front-proxy certificates, made by
+# gen-certs.sh) serves KubeVirt's subresource API (virt-api). There is no
+# kube-proxy, so ClusterIPs mean nothing on the host: with
+# --enable-aggregator-routing the API server dials a Service's endpoints (the
+# pod's address, routed to its node by nodes-up.sh), for APIServices and
+# admission webhooks alike. Kubelets (kubectl logs, exec) are reached at their
+# node's InternalIP: there is no DNS for node names.
 tb_args() {
   case $1 in
     etcd)
@@ -176,6 +183,16 @@ tb_args() {
         --authorization-mode Node,RBAC \
         --service-cluster-ip-range "$TB_SERVICE_CIDR" \
         --allow-privileged=true \
+        --requestheader-client-ca-file "$TB_PKI/front-proxy-ca.crt" \
+        --requestheader-allowed-names front-proxy-client \
+        --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+        --requestheader-extra-headers-prefix X-Remote-Extra- \
+        --proxy-client-cert-file "$TB_PKI/front-proxy-client.crt" \
+        --proxy-client-key-file "$TB_PKI/front-proxy-client.key" \
+        --enable-aggregator-routing=true \
+        --kubelet-client-certificate "$TB_PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key "$TB_PKI/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP \
         --shutdown-watch-termination-grace-period 2s \
         $(tb_audit_args) \
         --cert-dir "$VTPM_RUN/certs/kube-apiserver" ;;

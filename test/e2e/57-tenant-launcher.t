@@ -166,7 +166,7 @@ e2uid=$(k get pod virt-launcher-evil2 -o jsonpath='{.metadata.uid}')
 # Both layouts: the pod's emptyDir as the kubelet has it, and the shared directory.
 h2pid=0 h3pid=0
 host_listener "$N1DIR/kubelet/pods/$e2uid/volumes/kubernetes.io~empty-dir/sockets/launcher-sock" && h2pid=$HOST_LISTENER
-host_listener "$N1DIR/sockets/$e2uid.sock" && h3pid=$HOST_LISTENER
+host_listener "$N1DIR/kubevirt/sockets/$e2uid.sock" && h3pid=$HOST_LISTENER
 ok "(c) the launcher's socket is a real socket whose listener is a host process" \
   test -S "$N1DIR/kubelet/pods/$e2uid/volumes/kubernetes.io~empty-dir/sockets/launcher-sock"
 if wait_until 60 _warned evil2 LauncherIdentityRefused; then
