@@ -3,7 +3,9 @@
 # Ready nodes whose own kubelet and containerd run pods from locally built
 # images, each node its own mount, network and UTS namespace; a `local` PV
 # whose node affinity names two nodes carries a file
-# written by a pod on node-1 to a pod on node-2; and hack/nodes-down.sh, called
+# written by a pod on node-1 to a pod on node-2; pods reach each other across
+# nodes, the API server, and the API server reaches them (the pod network);
+# and hack/nodes-down.sh, called
 # while pods still run with a volume mounted, leaves no process, mount, cgroup
 # directory, namespace, veth or address translation behind. The nodes are
 # brought back up at the end if they were up.
@@ -13,7 +15,7 @@
   skip_all "needs the test bed's real nodes (VTPM_NODES=2, as make test brings them up)"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
-plan 25
+plan 29
 setup_namespace
 
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -72,6 +74,24 @@ for n in "$n1" "$n2"; do
   else fail "a busybox pod ran to completion on $n" "$(k get pod "hello-$n" -o yaml | tail -40)"; fi
   is "$(message "hello-$n")" "hello from $n on $n" "the pod on $n saw its node name and the node's hostname"
 done
+
+# The pod network (pods that are not hostNetwork): a pod on each node gets an
+# address on its node's bridge; a pod on node-2 reaches the pod on node-1, a pod
+# reaches the API server at the `kubernetes` Service, and the API server reaches
+# a pod (its pod proxy dials the pod's address), as in a cluster.
+for n in "$n1" "$n2"; do
+  pod_yaml "web-$n" "$n" 'echo from-$NODE_NAME > /tmp/hello; exec httpd -f -p 8080 -h /tmp' |
+    sed '/hostNetwork: true/d' | k apply -f - >/dev/null
+done
+ok "a pod on each node is Running on the pod network" wait_until 60 sh -c \
+  "[ \"\$(kubectl -n $NS get pod web-$n1 web-$n2 -o jsonpath='{.items[*].status.phase}')\" = 'Running Running' ]"
+ip1=$(k get pod "web-$n1" -o jsonpath='{.status.podIP}')
+is "$(k exec "web-$n2" -- sh -c "printf 'GET /hello HTTP/1.0\r\n\r\n' | nc -w 5 $ip1 8080 | tail -1")" "from-$n1" \
+  "the pod on $n2 reaches the pod on $n1 at its address $ip1 (kubectl exec: the API server reaches the kubelet)"
+ok "a pod reaches the API server at the kubernetes Service ($TB_SERVICE_IP:443)" \
+  k exec "web-$n1" -- nc -w 5 "$TB_SERVICE_IP" 443 </dev/null
+is "$(kubectl get --raw "/api/v1/namespaces/$NS/pods/web-$n2:8080/proxy/hello")" "from-$n2" \
+  "the API server reaches a pod on $n2 at its address (pod proxy)"
 
 # The agent's image (deploy/Containerfile, built by buildah without a Docker
 # engine: hack/build-image.sh), if nodes-up imported it
@@ -168,6 +188,7 @@ our_net() {
   local n
   for n in 1 2; do ip -o link show "$(nl_veth "$n")" 2>/dev/null; done
   iptables -t nat -S PREROUTING | grep -F "$(nl_iptables_tag)"
+  for n in 1 2; do ip route show "$(nl_pod_net "$n")"; done
   return 0
 }
 our_cgroups() { local id; for id in $ids; do ls -d /sys/fs/cgroup/*/k8s.io/"$id" 2>/dev/null; done; return 0; }
