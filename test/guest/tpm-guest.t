@@ -11,7 +11,7 @@
 for t in swtpm qemu-system-x86_64; do
   command -v "$t" >/dev/null || skip_all "$t missing (hack/install-deps.sh installs it)"
 done
-plan 12
+plan 15
 
 files=$("$E2E_TOP/hack/build-tpm-guest.sh" --files) || bail_out "hack/build-tpm-guest.sh failed"
 read -r vmlinuz initrd <<< "$files"
@@ -39,8 +39,12 @@ boot() {
   boot_secs=$(( ($(date +%s%N) - t0) / 1000000 ))
   boot_secs=$(printf '%d.%03d' $((boot_secs / 1000)) $((boot_secs % 1000)))
   tr -d '\r' < "$work/$name.raw" > "$work/$name.log"
-  # swtpm --terminate ends with QEMU's connection; never leave one behind.
-  if [ -s "$state/swtpm.pid" ]; then kill "$(cat "$state/swtpm.pid")" 2>/dev/null || true; fi
+  # swtpm --terminate ends with QEMU's connection; if QEMU never connected,
+  # end this one (checked by name: its pid may be gone and reused).
+  local pid
+  pid=$(cat "$state/swtpm.pid" 2>/dev/null) || pid=
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = swtpm ]; then kill "$pid"; fi
+  rm -f "$state/swtpm.pid"
   [ "$rc" -eq 0 ] || diag "qemu ($name) exited $rc: $(cat "$work/$name.qemu")"
   return "$rc"
 }
@@ -81,3 +85,8 @@ booted "boot 3 on a fresh TPM state (tpm-tis)" fresh "$work/fresh" tpm-tis "tpmg
 like "$(line fresh 'tpm2 present')" 'driver=tpm_tis ' "the guest sees the TPM through tpm_tis"
 like "$(line fresh 'unseal failed:')" 'integrity check failed' "a fresh TPM cannot unseal it"
 is "$(line fresh unsealed)" "" "and does not print a secret"
+
+# 4. No TPM at all: the guest says so instead of sealing to nothing.
+booted "boot 4 without a TPM" none "$work/none" none "tpmguest.seal=$secret"
+is "$(grep -c '^TPM-GUEST: tpm2 absent$' "$work/none.log")" 1 "the guest reports no TPM"
+is "$(line none 'seal failed:')" "no TPM" "and does not seal"
