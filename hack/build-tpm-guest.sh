@@ -53,8 +53,37 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
     die "Debian package $p is missing: run hack/install-deps.sh"
 done
-command -v umoci >/dev/null || die "umoci is missing: run hack/install-deps.sh"
+for t in umoci python3; do command -v $t >/dev/null || die "$t is missing: run hack/install-deps.sh"; done
 mkdir -p "$G_CACHE" "$IMG_CACHE"
+
+# newc_archive DIR: DIR as the kernel's initramfs format (cpio "newc") on
+# stdout, the same bytes for the same files: sorted names, numbered inodes,
+# owner root, time 0 (busybox cpio writes the build's inode numbers and times).
+newc_archive() {
+  python3 - "$1" <<'PY'
+import os, stat, sys
+root, out = sys.argv[1], sys.stdout.buffer
+def entry(ino, name, mode, nlink, data):
+    name = name.encode() + b"\0"
+    hdr = "070701" + "".join("%08X" % v for v in (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name), 0))
+    out.write(hdr.encode() + name + b"\0" * (-(110 + len(name)) % 4) + data + b"\0" * (-len(data) % 4))
+paths = []
+for d, dirs, files in os.walk(root):
+    paths += [os.path.relpath(os.path.join(d, n), root) for n in dirs + files]
+for ino, rel in enumerate(sorted(paths), 1):
+    p = os.path.join(root, rel)
+    st = os.lstat(p)
+    mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        entry(ino, rel, mode, 1, os.readlink(p).encode())
+    elif stat.S_ISDIR(st.st_mode):
+        entry(ino, rel, mode, 2, b"")
+    else:
+        with open(p, "rb") as f:
+            entry(ino, rel, mode, 1, f.read())
+entry(0, "TRAILER!!!", 0, 1, b"")
+PY
+}
 
 # 1. The kernel: the package linux-image-amd64 points at now; without apt's
 # lists (an offline machine), the newest one already in the cache.
@@ -70,6 +99,7 @@ else
 fi
 if [ ! -s "$kdir/vmlinuz" ]; then
   tmp=$(mktemp -d "$G_CACHE/.kernel.XXXXXX")
+  chmod 755 "$tmp"
   log "apt-get download $kpkg=$kver"
   (cd "$tmp" && apt-get download -q "$kpkg=$kver" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) ||
     { rm -rf "$tmp"; die "apt-get download $kpkg failed"; }
@@ -125,10 +155,8 @@ if [ ! -s "$out/initrd.img" ]; then
   install -m 0755 "$src/init" "$r/init"
   printf 'root:x:0:0:root:/root:/bin/sh\n' > "$r/etc/passwd"
   printf 'root:x:0:\n' > "$r/etc/group"
-  # Same bytes for the same files: sorted, fixed times; gzip -n drops its name and time.
-  find "$r" -exec touch -h -d @0 {} +
   mkdir -p "$tmp/out"
-  (cd "$r" && find . -mindepth 1 | LC_ALL=C sort | busybox cpio -o -H newc 2>/dev/null) | gzip -9n > "$tmp/out/initrd.img"
+  newc_archive "$r" | gzip -9n > "$tmp/out/initrd.img"
   cp "$kdir/vmlinuz" "$tmp/out/vmlinuz"
   rm -rf "$out"
   mv "$tmp/out" "$out"
