@@ -117,7 +117,7 @@ if [ ! -s "$kdir/vmlinuz" ]; then
 fi
 
 # 2. The tag: everything the guest is made of.
-tag=$( { cat "$0" "$src/init"; basename "$kdir"; sha256sum "$kdir/vmlinuz";
+tag=$( { cat "$0" "$src/init"; basename "$kdir"; sha256sum < "$kdir/vmlinuz";
          dpkg-query -W -f='${Package} ${Version}\n' "${PKGS[@]}" libtss2-esys-3.0.2-0 libtss2-tctildr0 libssl3 libjansson4;
        } | sha256sum | cut -c1-12)
 out=$G_CACHE/$tag
