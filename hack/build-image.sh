@@ -27,16 +27,12 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/versions.sh"
-MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-IMG_CACHE=$VTPM_CACHE/images
-BAH_ROOT=$VTPM_CACHE/buildah
-mkdir -p "$IMG_CACHE" "$BAH_ROOT"
+. "$top/hack/buildah-lib.sh"   # bah, bah_lock, debian_base; $IMG_CACHE, $BAH_ROOT
 for t in buildah debootstrap; do
   command -v "$t" >/dev/null || { echo "build-image: $t missing (hack/install-deps.sh installs it)" >&2; exit 1; }
 done
 what=${1:-vtpm-agent} print_tag=
 if [ "$what" = --tag ]; then print_tag=1 what=${2:-vtpm-agent}; fi
-bah() { buildah --root "$BAH_ROOT/storage" --runroot "$BAH_ROOT/run" --storage-driver vfs "$@"; }
 log() { echo "build-image: $*" >&2; }
 case $what in
   vtpm-agent|vtpm-agent-next) cf=deploy/Containerfile sub=. checks=("vtpm-agent --version" "swtpm --version") ;;
@@ -56,31 +52,10 @@ trap 'rm -rf "$ctx"' EXIT
 tag=$( (cd "$ctx" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
 [ -z "$print_tag" ] || { echo "$tag"; exit 0; }
 
-exec 9> "$BAH_ROOT/.lock"
-flock -w 1800 9 || { log "another build holds $BAH_ROOT/.lock"; exit 1; }
-
-# 2. The base, once.
-base_ref=docker.io/library/debian:12-slim
-if ! bah inspect --type image "$base_ref" >/dev/null 2>&1; then
-  base_tar=$IMG_CACHE/debian-12-minbase.tar
-  if [ ! -s "$base_tar" ]; then
-    tmp=$(mktemp -d "$IMG_CACHE/.debootstrap.XXXXXX")
-    log "debootstrap --variant=minbase bookworm from $MIRROR (about 2 minutes)"
-    debootstrap --variant=minbase bookworm "$tmp/rootfs" "$MIRROR" > "$tmp/debootstrap.log" 2>&1 ||
-      { tail -20 "$tmp/debootstrap.log" >&2; rm -rf "$tmp"; exit 1; }
-    # What debian:12-slim leaves out: package lists, downloaded .debs, debootstrap's notes.
-    rm -rf "$tmp/rootfs/var/lib/apt/lists/"* "$tmp/rootfs/var/cache/apt/archives/"*.deb "$tmp/rootfs/debootstrap"
-    tar -C "$tmp/rootfs" --numeric-owner -cf "$tmp/base.tar" .
-    mv "$tmp/base.tar" "$base_tar"
-    rm -rf "$tmp"
-  fi
-  c=$(bah from scratch)
-  bah add "$c" "$base_tar" / >/dev/null
-  bah config --os linux --arch amd64 --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
-  bah commit -q "$c" "$base_ref" >/dev/null
-  bah rm "$c" >/dev/null
-  log "base $base_ref committed from debootstrap"
-fi
+# 2. The base, once (hack/buildah-lib.sh): the debootstrap before the lock.
+debian_base_tar bookworm 12 >/dev/null
+bah_lock 1800
+debian_base bookworm docker.io/library/debian:12-slim
 
 
 ref=vtpm.local/$name:$tag

@@ -16,7 +16,8 @@
 #   src/   the tarball, extracted once
 #   bin/   virt-operator virt-api virt-controller virt-handler virt-launcher
 #          virt-launcher-monitor virt-probe virt-freezer virt-tail virt-chroot
-#          virtctl container-disk
+#          virtctl container-disk manifest-templator virt-exportproxy
+#          libvirt-hook-client
 # and, shared between keys: $VTPM_CACHE/kubevirt-go-build (GOCACHE: a new
 # commit recompiles only what changed) and $VTPM_CACHE/buildroot-<suite>/ (a
 # Debian root for virt-launcher, below).
@@ -35,11 +36,15 @@
 # seen outside and go when the process does, whatever way it ends; the trap
 # removes half-made directories.
 #
+# `hack/build-kubevirt.sh --dir` prints the cache directory
+# ($VTPM_CACHE/kubevirt-<key>) and builds nothing (hack/build-kubevirt-images.sh
+# tags its images with the key).
 # Output: one line per component (and for the extraction and the Debian root
 # when they are made) on stdout, `build-kubevirt: NAME built (N s) PATH` or
 # `build-kubevirt: NAME cached PATH`, then the total; progress on stderr.
 # -p 2 (2 cores). Measured here (2 cores, idle): cold 530 and 577 s, cached 0.2 s.
 set -euo pipefail
+print_dir=; [ "${1:-}" != --dir ] || print_dir=1
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/versions.sh"
 MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -54,8 +59,10 @@ mktmp() { x=$(mktemp -d "$1/.tmp.XXXXXX"); tmps+=("$x"); }   # sets x
 
 [ -x "$GO" ] || { log "no Go at $GO (set GO=)"; exit 1; }
 mkdir -p "$VTPM_CACHE"
-exec 9> "$VTPM_CACHE/.kubevirt.lock"
-flock -w 3600 9 || { log "another build holds $VTPM_CACHE/.kubevirt.lock"; exit 1; }
+if [ -z "$print_dir" ]; then
+  exec 9> "$VTPM_CACHE/.kubevirt.lock"
+  flock -w 3600 9 || { log "another build holds $VTPM_CACHE/.kubevirt.lock"; exit 1; }
+fi
 
 # 1. The source and its key.
 if [ -n "${KUBEVIRT_SRC:-}" ]; then
@@ -65,6 +72,7 @@ if [ -n "${KUBEVIRT_SRC:-}" ]; then
   [ -z "$(git -C "$src" status --porcelain --untracked-files=no)" ] ||
     log "warning: $src has changes; the cache is keyed by its commit $key and will not see them"
   kv=$VTPM_CACHE/kubevirt-$key
+  [ -z "$print_dir" ] || { echo "$kv"; exit 0; }
 else
   tarball=${KUBEVIRT_TARBALL:-}
   if [ -z "$tarball" ]; then
@@ -77,6 +85,7 @@ else
   tarball=$(cd "$(dirname "$tarball")" && pwd)/$(basename "$tarball")
   key=$(sha256sum "$tarball" | cut -c1-12)
   kv=$VTPM_CACHE/kubevirt-$key
+  [ -z "$print_dir" ] || { echo "$kv"; exit 0; }
   src=$kv/src
   if [ ! -f "$src/go.mod" ]; then
     mkdir -p "$kv"
@@ -109,14 +118,21 @@ gobuild=(build -p 2 -trimpath -tags selinux -ldflags "$ld")
 
 # 2. The Go components with this machine's Go. virt-controller first: it compiles most of the
 # Kubernetes dependencies the others share.
-comps=(virt-controller virt-api virt-operator virt-handler virt-launcher-monitor virt-probe
-       virt-freezer virt-tail virt-chroot virtctl)
-for c in "${comps[@]}"; do
+# manifest-templator: KubeVirt's own tool that fills in its release manifests
+# (the operator's Deployment, RBAC, the KubeVirt CR), as its hack/build-manifests.sh.
+comps=(cmd/virt-controller cmd/virt-api cmd/virt-operator cmd/virt-handler cmd/virt-launcher-monitor
+       cmd/virt-probe cmd/virt-freezer cmd/virt-tail cmd/virt-chroot cmd/virtctl tools/manifest-templator)
+# virt-exportproxy: virt-operator always deploys it, and reports the KubeVirt CR
+# Available only once it is ready. libvirt-hook-client: the launcher image's
+# /etc/libvirt/hooks/qemu (a migration target's domain XML hooks).
+comps+=(cmd/virt-exportproxy cmd/virt-launcher/libvirt-hook-client)
+for p in "${comps[@]}"; do
+  c=${p##*/}
   if [ -x "$bin/$c" ]; then say "$c cached $bin/$c"; continue; fi
-  [ -d "$src/cmd/$c" ] || { log "no cmd/$c in $src"; exit 1; }
+  [ -d "$src/$p" ] || { log "no $p in $src"; exit 1; }
   t=$(date +%s)
-  log "go build ./cmd/$c"
-  (cd "$src" && "$GO" "${gobuild[@]}" -o "$bin/$c.tmp" "./cmd/$c")
+  log "go build ./$p"
+  (cd "$src" && "$GO" "${gobuild[@]}" -o "$bin/$c.tmp" "./$p")
   mv "$bin/$c.tmp" "$bin/$c"
   say "$c built ($(( $(date +%s) - t )) s) $bin/$c"
 done

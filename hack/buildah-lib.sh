@@ -1,0 +1,56 @@
+# Sourced by the hack/ scripts that build images with buildah (build-image.sh,
+# build-kubevirt-images.sh): one storage for all of them, one lock, and the
+# Debian bases made by debootstrap (this machine reaches Debian's mirrors but
+# not Docker Hub). Needs hack/versions.sh sourced first ($VTPM_CACHE).
+MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+IMG_CACHE=$VTPM_CACHE/images
+BAH_ROOT=$VTPM_CACHE/buildah
+mkdir -p "$IMG_CACHE" "$BAH_ROOT"
+
+bah() { buildah --root "$BAH_ROOT/storage" --runroot "$BAH_ROOT/run" --storage-driver vfs "$@"; }
+
+# bah_lock SECONDS: take the storage's lock on fd 9 (held until the process ends).
+bah_lock() {
+  exec 9> "$BAH_ROOT/.lock"
+  flock -w "$1" 9 || { echo "$(basename "$0"): another build holds $BAH_ROOT/.lock" >&2; return 1; }
+}
+
+# debian_base_tar SUITE N: print $IMG_CACHE/debian-N-minbase.tar, made once:
+# debootstrap --variant=minbase SUITE (what Docker Hub's debian:N-slim is),
+# less what debian:N-slim leaves out (package lists, downloaded .debs,
+# debootstrap's notes). Needs no storage lock (its own, per suite).
+debian_base_tar() {
+  local suite=$1 n=$2 base_tar=$IMG_CACHE/debian-$2-minbase.tar tmp
+  if [ ! -s "$base_tar" ]; then
+    exec 8> "$IMG_CACHE/.debian-$n.lock"
+    flock -w 1800 8 || { echo "$(basename "$0"): another debootstrap holds $IMG_CACHE/.debian-$n.lock" >&2; return 1; }
+    if [ ! -s "$base_tar" ]; then
+      tmp=$(mktemp -d "$IMG_CACHE/.debootstrap.XXXXXX")
+      echo "$(basename "$0"): debootstrap --variant=minbase $suite from $MIRROR (1 to 6 minutes)" >&2
+      debootstrap --variant=minbase "$suite" "$tmp/rootfs" "$MIRROR" > "$tmp/debootstrap.log" 2>&1 ||
+        { tail -20 "$tmp/debootstrap.log" >&2; rm -rf "$tmp"; exec 8>&-; return 1; }
+      rm -rf "$tmp/rootfs/var/lib/apt/lists/"* "$tmp/rootfs/var/cache/apt/archives/"*.deb "$tmp/rootfs/debootstrap"
+      tar -C "$tmp/rootfs" --numeric-owner -cf "$tmp/base.tar" .
+      mv "$tmp/base.tar" "$base_tar"
+      rm -rf "$tmp"
+    fi
+    exec 8>&-
+  fi
+  echo "$base_tar"
+}
+
+# debian_base SUITE REF: commit debian_base_tar's root into buildah's storage
+# as REF (docker.io/library/debian:N-slim, N from REF's tag), once; a storage
+# that lost REF gets it back from the tar in seconds. Call it with the lock held.
+debian_base() {
+  local suite=$1 ref=$2 n base_tar c
+  bah inspect --type image "$ref" >/dev/null 2>&1 && return 0
+  n=${ref##*:}; n=${n%%-*}
+  base_tar=$(debian_base_tar "$suite" "$n")
+  c=$(bah from scratch)
+  bah add "$c" "$base_tar" / >/dev/null
+  bah config --os linux --arch amd64 --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c"
+  bah commit -q "$c" "$ref" >/dev/null
+  bah rm "$c" >/dev/null
+  echo "$(basename "$0"): base $ref committed from debootstrap $suite" >&2
+}
