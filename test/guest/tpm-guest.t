@@ -3,6 +3,9 @@
 # cluster: boot it sealing a secret, stop, boot it again on the same TPM state
 # directory: it unseals the secret; on a fresh state directory it cannot.
 # That is what the cluster suites will ask of a VM's persistent vTPM.
+# Both deliveries: the kernel boot (-kernel/-initrd, the secret's JWE on the
+# command line) and the disk boot (disk.img as a virtio disk, SeaBIOS and
+# syslinux, tpmguest.auto=1: the JWE kept in the disk's own store).
 #   prove -v test/guest/tpm-guest.t
 # Each boot is QEMU under TCG (no /dev/kvm here), the guest powering itself
 # off; its serial console goes to a file the test reads.
@@ -11,18 +14,23 @@
 for t in swtpm qemu-system-x86_64; do
   command -v "$t" >/dev/null || skip_all "$t missing (hack/install-deps.sh installs it)"
 done
-plan 15
+plan 31
 
 files=$("$E2E_TOP/hack/build-tpm-guest.sh" --files) || bail_out "hack/build-tpm-guest.sh failed"
-read -r vmlinuz initrd <<< "$files"
+read -r vmlinuz initrd disk_img <<< "$files"
 work=$(mktemp -d /tmp/tpm-guest-test.XXXXXX)
 at_exit "rm -rf '$work'"
 
-# boot NAME STATE_DIR TPM_MODEL|none KERNEL_ARGS: run the guest to its
-# poweroff (120 s at most); its console in $work/NAME.log, CR stripped.
+# boot NAME STATE_DIR TPM_MODEL|none KERNEL_ARGS|disk=FILE: run the guest to
+# its poweroff (120 s at most), from -kernel with those arguments or from
+# FILE as its virtio disk; its console in $work/NAME.log, CR stripped.
 # Sets boot_secs.
 boot() {
-  local name=$1 state=$2 model=$3 args=$4 tpm=() rc=0 t0
+  local name=$1 state=$2 model=$3 args=$4 tpm=() from=() rc=0 t0
+  case $args in
+    disk=*) from=(-drive "file=${args#disk=},if=virtio,format=raw") ;;
+    *) from=(-kernel "$vmlinuz" -initrd "$initrd" -append "console=ttyS0 quiet $args") ;;
+  esac
   if [ "$model" != none ]; then
     mkdir -p "$state"
     swtpm socket --tpm2 --tpmstate dir="$state" --ctrl type=unixio,path="$state/ctrl.sock" \
@@ -34,7 +42,7 @@ boot() {
   t0=$(date +%s%N)
   timeout 120 qemu-system-x86_64 -machine q35 -accel tcg -m 256 -nodefaults -no-reboot \
     -display none -monitor none -serial "file:$work/$name.raw" \
-    -kernel "$vmlinuz" -initrd "$initrd" -append "console=ttyS0 quiet $args" "${tpm[@]}" \
+    "${from[@]}" "${tpm[@]}" \
     < /dev/null > "$work/$name.qemu" 2>&1 || rc=$?
   boot_secs=$(( ($(date +%s%N) - t0) / 1000000 ))
   boot_secs=$(printf '%d.%03d' $((boot_secs / 1000)) $((boot_secs % 1000)))
@@ -90,3 +98,39 @@ is "$(line fresh unsealed)" "" "and does not print a secret"
 booted "boot 4 without a TPM" none "$work/none" none "tpmguest.seal=$secret"
 is "$(grep -c '^TPM-GUEST: tpm2 absent$' "$work/none.log")" 1 "the guest reports no TPM"
 is "$(line none 'seal failed:')" "no TPM" "and does not seal"
+
+# 5. The disk boot: a copy of disk.img (the guest writes to it), a new state.
+# store_hdr DISK: the first line after the magic of the disk's store header
+# ("length N"), read on the host where the guest wrote it (the last 64 KiB).
+store_hdr() {
+  local sectors=$(( $(stat -c %s "$1") / 512 ))
+  dd if="$1" bs=512 skip=$((sectors - 128)) count=1 2>/dev/null | head -n 3 | tr '\n' ' ' | sed 's/ $//'
+}
+# store_sum DISK: a checksum of the whole store, header and data.
+store_sum() { tail -c 65536 "$1" | sha256sum | cut -d' ' -f1; }
+disk=$work/disk.img
+cp "$disk_img" "$disk"
+like "$(store_hdr "$disk")" '^TPMGUEST-STORE 1 length 0 sha256 e3b0c442' "the built disk's store is empty"
+booted "disk boot 1 seals and powers off (tpm-crb)" d1 "$work/dstate" tpm-crb "disk=$disk"
+diag "disk boot 1: ${boot_secs} s"
+is "$(line d1 store)" "dev=/dev/vda2 bytes=0" "the guest finds its disk's empty store (virtio)"
+sealed=$(line d1 sealed)
+like "$sealed" '^secret=[0-9a-f]{24} jwe-bytes=[0-9]+$' "it seals a new secret: $sealed"
+dsecret=${sealed#secret=}; dsecret=${dsecret%% *}
+jwe_bytes=${sealed##*=}
+like "$(store_hdr "$disk")" "^TPMGUEST-STORE 1 length $jwe_bytes sha256 [0-9a-f]{64}\$" "the store now holds the ${jwe_bytes}-byte JWE"
+like "$(line d1 poweroff)" '^uptime=' "the guest powers itself off"
+ok "disk boot 1 took under 60 s (${boot_secs} s)" test "${boot_secs%.*}" -lt 60
+sum1=$(store_sum "$disk")
+
+booted "disk boot 2 on the same disk and TPM state" d2 "$work/dstate" tpm-crb "disk=$disk"
+diag "disk boot 2: ${boot_secs} s"
+is "$(line d2 store)" "dev=/dev/vda2 bytes=$jwe_bytes" "it finds the JWE in the store"
+is "$(line d2 unsealed)" "$dsecret" "disk boot 2 unseals the secret of boot 1"
+is "$(line d2 sealed)" "" "and seals nothing new"
+is "$(store_sum "$disk")" "$sum1" "the store is unchanged"
+
+booted "disk boot 3 on the same disk and a fresh TPM state" d3 "$work/dfresh" tpm-crb "disk=$disk"
+like "$(line d3 'unseal failed:')" 'integrity check failed' "a fresh TPM cannot unseal the stored JWE"
+is "$(grep -cE '^TPM-GUEST: (unsealed|sealed) ' "$work/d3.log")" 0 "it prints no secret and does not seal a new one"
+is "$(store_sum "$disk")" "$sum1" "the store still holds boot 1's JWE, unchanged"
