@@ -58,15 +58,15 @@ elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still ther
 fi
 # Real KubeVirt (VTPM_KUBEVIRT=1, issue 20): its components built from source
 # (hack/build-kubevirt.sh), their images (hack/build-kubevirt-images.sh) and the
-# TPM guest's kernel-boot image (hack/build-tpm-guest.sh); hack/kubevirt-up.sh
+# TPM guest's kernel-boot and disk images (hack/build-tpm-guest.sh); hack/kubevirt-up.sh
 # installs it once the nodes are Ready.
 if [ "${VTPM_KUBEVIRT:-0}" = 1 ]; then
   kv_bin=$("$top/hack/build-kubevirt.sh" | sed -n 's/^build-kubevirt: kubevirt [0-9a-f]* in \(.*\) ([0-9]* s in all)$/\1/p')
   [ -d "$kv_bin" ] || tb_die "hack/build-kubevirt.sh gave no binaries"
   built=$("$top/hack/build-kubevirt-images.sh"; "$top/hack/build-tpm-guest.sh")
   while read -r what ref tar; do extra_ref[$what]=$ref extra_tar[$what]=$tar; done <<<"$built"
-  printf 'KUBEVIRT_BIN=%s\nKUBEVIRT_TAG=%s\nTPM_GUEST_IMAGE=%s\n' "$kv_bin" \
-    "${extra_ref[virt-operator]##*:}" "${extra_ref[tpm-guest]}" >> "$NL_DIR/images.env.new"
+  printf 'KUBEVIRT_BIN=%s\nKUBEVIRT_TAG=%s\nTPM_GUEST_IMAGE=%s\nTPM_GUEST_DISK_IMAGE=%s\n' "$kv_bin" \
+    "${extra_ref[virt-operator]##*:}" "${extra_ref[tpm-guest]}" "${extra_ref[tpm-guest-disk]}" >> "$NL_DIR/images.env.new"
 fi
 # The names manifests use for them: deploy/overlays/testbed's agent image, the
 # agent's default attachment image (config node.attachmentImage).
