@@ -107,14 +107,20 @@ apt_fetch() {
     { grep -v '^W: Download is performed unsandboxed' "$dir/apt.log" >&2; return 1; }
   rm -f "$dir/apt.log"
 }
-# candidate PKG: the version apt would install; nothing if apt knows none.
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'; }
+# candidates PKG...: "PKG=VERSION" for each package apt would install, in
+# one apt-cache call (each costs about a second); none for those it knows not.
+candidates() {
+  apt-cache policy "$@" 2>/dev/null |
+    awk '/^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) } $1 == "Candidate:" && $2 != "(none)" { print p "=" $2 }'
+}
+TOOL_PKGS=(syslinux syslinux-common mtools)
 
 # 1. The kernel: the package linux-image-amd64 points at now; without apt's
 # lists (an offline machine), the newest one already in the cache.
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }') || true
+known=$(candidates ${kpkg:+"$kpkg"} "${TOOL_PKGS[@]}") || true
 kver=
-[ -z "$kpkg" ] || kver=$(candidate "$kpkg")
+[ -z "$kpkg" ] || kver=$(sed -n "s/^$kpkg=//p" <<<"$known")
 if [ -n "$kver" ]; then
   kdir=$G_CACHE/kernel-${kpkg}_$kver
 else
@@ -192,10 +198,9 @@ fi
 # 3. The disk's tools: syslinux (its mtools installer writes the boot sector
 # and ldlinux.sys into a FAT image file), its MBR, and mtools (mformat,
 # mcopy), unpacked into the cache, not installed.
-TOOL_PKGS=(syslinux syslinux-common mtools)
 tvers=
 for p in "${TOOL_PKGS[@]}"; do
-  v=$(candidate "$p")
+  v=$(sed -n "s/^$p=//p" <<<"$known")
   [ -n "$v" ] || { tvers=; break; }
   tvers+="$p=$v "
 done
