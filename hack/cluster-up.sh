@@ -30,8 +30,15 @@ done
 tb_write_env
 
 # CRDs: applied every time (cheap, and picks up edits), then wait for each.
-tb_kubectl apply -f "$top/manifests/crds/" >&2
-tb_kubectl wait --for condition=Established --timeout 60s -f "$top/manifests/crds/" >&2 ||
+# With real KubeVirt (VTPM_KUBEVIRT=1), virt-operator installs KubeVirt's own:
+# the hand-written stand-ins of kubevirt.io and instancetype.kubevirt.io stay out.
+crds=()
+for f in "$top"/manifests/crds/*.yaml; do
+  case ${VTPM_KUBEVIRT:-0}:${f##*/} in 1:kubevirt.io_* | 1:instancetype.kubevirt.io_*) continue ;; esac
+  crds+=(-f "$f")
+done
+tb_kubectl apply "${crds[@]}" >&2
+tb_kubectl wait --for condition=Established --timeout 60s "${crds[@]}" >&2 ||
   tb_die "CRDs not Established within 60s; see $TB_LOGS/kube-apiserver.log"
 
 # kube-controller-manager answers /healthz before its controllers run; the
@@ -50,6 +57,7 @@ tb_log "controllers running (default ServiceAccount exists) after $(( $(tb_now_m
 # Real nodes (kubelet + containerd each), only when asked for: hack/nodes-up.sh.
 if [[ ${VTPM_NODES:-0} =~ ^[1-9] ]]; then
   VTPM_LOCK_HELD=1 "$top/hack/nodes-up.sh" >&2
+  [ "${VTPM_KUBEVIRT:-0}" != 1 ] || "$top/hack/kubevirt-up.sh" >&2
 fi
 
 tb_log "up in $(( $(tb_now_ms) - t0 )) ms: apiserver $TB_APISERVER_URL, etcd $TB_ETCD_URL (data $TB_ETCD_DATA)"

@@ -52,6 +52,9 @@ NL_NODE_PATHS="kubelet:/var/lib/kubelet kubevirt:/run/kubevirt agent-run:/run/vt
   run-containerd:/run/containerd kubevirt-private:/run/kubevirt-private
   kubevirt-runtimes:/run/kubevirt-libvirt-runtimes kubevirt-labeller:/var/lib/kubevirt-node-labeller"
 
+# A node with its own PID namespace (VTPM_NODES_PIDNS=1) has this as its init:
+# hack/images/pause.c (reaps the orphans the namespace gets, exits on TERM).
+NL_INIT=$NL_DIR/node-init
 nl_name() { echo "node-$1"; }
 nl_dir() { echo "$NL_DIR/node-$1"; }
 nl_sock() { echo "$NL_DIR/node-$1/containerd.sock"; }
@@ -66,11 +69,37 @@ nl_holder() {
   local pid
   pid=$(cat "$TB_PIDS/node-$1-ns.pid" 2>/dev/null) && nl_is_ours "$pid" && echo "$pid"
 }
-# nl_in N CMD...: run CMD inside node N (its mount, network and UTS namespaces).
+# nl_has_pidns H: the node whose holder is H has a PID namespace of its own
+# (VTPM_NODES_PIDNS=1, nodes-up.sh): its holder is that namespace's init.
+nl_has_pidns() { [ "$(readlink "/proc/$1/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; }
+# nl_enter_args H: nsenter's options to enter the node whose holder is H: its
+# mount, network and UTS namespaces, and its PID namespace if it has one (its
+# mount namespace has that namespace's /proc: a process outside it would read
+# the wrong processes there). Entering a PID namespace makes nsenter fork.
+nl_enter_args() {
+  echo -t "$1" -m -n -u
+  if nl_has_pidns "$1"; then echo -p; fi
+}
+# nl_in N CMD...: run CMD inside node N (its namespaces, as nl_enter_args).
 nl_in() {
   local n=$1 h; shift
   h=$(nl_holder "$n") || { echo "nodes: node-$n has no namespace holder" >&2; return 1; }
-  nsenter -t "$h" -m -n -u -- "$@"
+  # shellcheck disable=SC2046 # options, one per word
+  nsenter $(nl_enter_args "$h") -- "$@"
+}
+# nl_host_pid N PID: the machine's pid of node N's process PID (as node N's
+# containerd reports it); PID itself when the node has no PID namespace.
+nl_host_pid() {
+  local h p ns
+  h=$(nl_holder "$1") || return 1
+  nl_has_pidns "$h" || { echo "$2"; return 0; }
+  ns=$(readlink "/proc/$h/ns/pid")
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$ns" ] || continue
+    awk -v want="$2" '/^NSpid:/ { if ($NF == want) found = 1 } END { exit !found }' "$p/status" 2>/dev/null &&
+      { echo "${p#/proc/}"; return 0; }
+  done
+  return 1
 }
 
 # nl_nodes_present: node numbers with a directory (what nodes-down must clean),
@@ -88,7 +117,7 @@ nl_is_ours() {
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   exe=${exe% (deleted)}
   case $exe in
-    "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler"|*/sleep) ;;
+    "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|"$K8S_BIN/kubelet"|"$K8S_BIN/kube-scheduler"|*/sleep|"$NL_INIT") ;;
     *) return 1 ;;
   esac
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
@@ -159,10 +188,25 @@ nl_start() {
   else
     echo "==== $(date -u +%FT%TZ) starting $name" >> "$TB_LOGS/$name.log"
     # fd 9 is the test bed's lock: the process must not inherit (and hold) it.
-    local enter=()
-    [ -z "${NL_IN:-}" ] || enter=(nsenter -t "$(nl_holder "$NL_IN")" -m -n -u --)
+    local enter=() h=
+    if [ -n "${NL_IN:-}" ]; then
+      h=$(nl_holder "$NL_IN")
+      # shellcheck disable=SC2207 # options, one per word
+      enter=(nsenter $(nl_enter_args "$h") --)
+    fi
     PATH=$CONTAINERD_BIN:$PATH setsid "${enter[@]}" "$bin" "$@" >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
     pid=$!
+    # Into a PID namespace nsenter forks: the pid to keep is its child's (the
+    # machine's view of it; nsenter forwards no signal).
+    if [ -n "$h" ] && nl_has_pidns "$h"; then
+      local child=
+      for _ in $(seq 100); do
+        child=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null) && [ -n "$child" ] && break
+        sleep 0.05
+      done
+      [ -n "$child" ] || tb_die "$name: nsenter made no process in node $NL_IN"
+      pid=${child%% *}
+    fi
     echo "$pid" > "$TB_PIDS/$name.pid"
   fi
   t0=$(tb_now_ms)

@@ -19,6 +19,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/nodes-lib.sh"
 
 nodes=${VTPM_NODES:-2}
+NL_PIDNS=${VTPM_NODES_PIDNS:-${VTPM_KUBEVIRT:-0}}
 [[ $nodes =~ ^[1-9][0-9]?$ ]] || tb_die "VTPM_NODES=$nodes: want a count from 1 to 99"
 t0=$(tb_now_ms)
 
@@ -61,8 +62,8 @@ fi
 # TPM guest's kernel-boot and disk images (hack/build-tpm-guest.sh); hack/kubevirt-up.sh
 # installs it once the nodes are Ready.
 if [ "${VTPM_KUBEVIRT:-0}" = 1 ]; then
-  kv_bin=$("$top/hack/build-kubevirt.sh" | sed -n 's/^build-kubevirt: kubevirt [0-9a-f]* in \(.*\) ([0-9]* s in all)$/\1/p')
-  [ -d "$kv_bin" ] || tb_die "hack/build-kubevirt.sh gave no binaries"
+  "$top/hack/build-kubevirt.sh" >&2
+  kv_bin=$("$top/hack/build-kubevirt.sh" --dir)/bin
   built=$("$top/hack/build-kubevirt-images.sh"; "$top/hack/build-tpm-guest.sh")
   while read -r what ref tar; do extra_ref[$what]=$ref extra_tar[$what]=$tar; done <<<"$built"
   printf 'KUBEVIRT_BIN=%s\nKUBEVIRT_TAG=%s\nTPM_GUEST_IMAGE=%s\nTPM_GUEST_DISK_IMAGE=%s\n' "$kv_bin" \
@@ -187,6 +188,19 @@ EOF
 # org.opencontainers.image.ref.name; --base-name makes that REF. (With
 # --index-name, ctr also keeps a temporary "import-<date>:<tag>" name that
 # expires, and CRI then fails "image ... not found" creating containers.)
+# name_by_id N REF: give node N's image REF a second name, REPO@<image id>.
+# KubeVirt starts a migration target's container disks by the digest the
+# source pod's status reported (its imageID): for a pulled image that is a
+# registry digest; for an imported one, containerd reports the image id (the
+# config's digest), which names nothing until this gives it that name.
+name_by_id() {
+  local n=$1 ref=$2 target id
+  target=$(nl_ctr "$n" images ls 2>/dev/null | awk -v r="$ref" '$1 == r { print $3 }')
+  id=$(nl_ctr "$n" content get "$target" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])') ||
+    tb_die "$(nl_name "$n"): no image id for $ref"
+  nl_ctr "$n" images tag --force "$ref" "${ref%:*}@$id" >/dev/null
+}
+
 import_image() {
   local n=$1 ref=$2 tar=$3 out i
   for i in 1 2 3; do
@@ -211,9 +225,17 @@ start_ns() {
   for p in $NL_NODE_PATHS; do mkdir -p "$d/${p%%:*}"; done
   rm -f "$d/ns-ready"
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid unshare --mount --net --uts --propagation private -- bash -c '
+  # With VTPM_NODES_PIDNS=1 (the default with VTPM_KUBEVIRT=1) the node also
+  # gets a PID namespace, as a machine (or a kind node) has: KubeVirt's
+  # virt-handler works through /proc/1 (/proc/1/root/dev for its device plugins,
+  # /proc/1/ns/mnt for virt-chroot, pid 1's mountinfo for container disks),
+  # which must be the node's own init. The holder is that init (NL_INIT, which
+  # reaps), with the namespace's own /proc mounted in the node.
+  local pidns=() init=(sleep infinity)
+  if [ "$NL_PIDNS" = 1 ]; then pidns=(--pid --fork --mount-proc) init=("$NL_INIT"); fi
+  setsid unshare --mount --net --uts "${pidns[@]}" --propagation private -- bash -c '
     set -e
-    d=$1 name=$2; shift 2
+    d=$1 name=$2 init=$3; shift 3
     hostname "$name"
     for p in "$@"; do mount --bind "$d/${p%%:*}" "${p#*:}"; done
     # Volumes the kubelet mounts under its root reach containers that ask for
@@ -224,12 +246,15 @@ start_ns() {
     mkdir -p /run/kubevirt/sockets
     ip link set lo up
     : > "$d/ns-ready"
-    exec -a "vtpm-node-ns:$d" sleep infinity' vtpm-node-ns "$d" "$(nl_name "$n")" $NL_NODE_PATHS \
+    exec -a "vtpm-node-ns:$d" $init' vtpm-node-ns "$d" "$(nl_name "$n")" "${init[*]}" $NL_NODE_PATHS \
     >> "$TB_LOGS/node-$n-ns.log" 2>&1 < /dev/null 9>&- &
   h=$!
-  echo "$h" > "$TB_PIDS/node-$n-ns.pid"
   for _ in $(seq 100); do [ -e "$d/ns-ready" ] && break; kill -0 "$h" 2>/dev/null || break; sleep 0.05; done
   [ -e "$d/ns-ready" ] || tb_die "node-$n's namespaces did not come up; see $TB_LOGS/node-$n-ns.log"
+  # unshare --fork waits for its child, the holder (pid 1 of the node).
+  [ "$NL_PIDNS" != 1 ] || h=$(cat "/proc/$h/task/$h/children") h=${h%% *}
+  for _ in $(seq 100); do nl_is_ours "$h" && break; sleep 0.05; done
+  echo "$h" > "$TB_PIDS/node-$n-ns.pid"
   ip link del "$veth" 2>/dev/null || true   # from a holder that died
   ip link add "$veth" type veth peer name eth0 netns "$h"
   ip addr add "$gw/24" dev "$veth"
@@ -264,6 +289,9 @@ start_node() { # N
   for what in "${!extra_ref[@]}"; do
     grep -qxF "${extra_ref[$what]}" <<<"$have" || import_image "$n" "${extra_ref[$what]}" "${extra_tar[$what]}"
   done
+  for what in tpm-guest tpm-guest-disk; do
+    [ -z "${extra_ref[$what]:-}" ] || name_by_id "$n" "${extra_ref[$what]}"
+  done
   nl_ctr "$n" images tag --force "${img_ref[pause]}" "$ATTACH_IMAGE" >/dev/null
   if [ -n "${extra_ref[vtpm-agent]:-}" ]; then
     nl_ctr "$n" images tag --force "${extra_ref[vtpm-agent]}" "$TESTBED_AGENT" >/dev/null
@@ -279,6 +307,10 @@ start_node() { # N
     --hostname-override "$name" --node-ip "$(nl_ip "$n")"
 }
 
+if [ "$NL_PIDNS" = 1 ]; then
+  gcc -std=gnu17 -Wall -Wextra -Werror -Os -static -s "$top/hack/images/pause.c" -o "$NL_INIT.tmp"
+  mv "$NL_INIT.tmp" "$NL_INIT"
+fi
 for n in $(seq "$nodes"); do start_node "$n"; done
 
 t1=$(tb_now_ms)

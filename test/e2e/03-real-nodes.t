@@ -166,7 +166,7 @@ our_procs() {
   local p exe id
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
-    case $exe in "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|*/kubelet|*/kube-scheduler|*/sleep) ;; *) continue ;; esac
+    case $exe in "$CONTAINERD_BIN"/*|"$RUNC_BIN"/*|*/kubelet|*/kube-scheduler|*/sleep|"$NL_INIT"*) ;; *) continue ;; esac
     tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF "$VTPM_RUN/" && echo "${p#/proc/} $exe"
   done
   for id in $ids; do
