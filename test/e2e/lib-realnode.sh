@@ -145,12 +145,13 @@ rn_agent_pod() {
 _rn_node_of() { kubectl -n "$1" get pod "$2" -o jsonpath='{.spec.nodeName}' | sed 's/^node-//'; }
 
 rn_container_pid() {
-  local ns=$1 pod=$2 id n
+  local ns=$1 pod=$2 id n pid
   id=$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')
   id=${id#containerd://}
   n=$(_rn_node_of "$ns" "$pod")
   [ -n "$id" ] && [ -n "$n" ] || return 1
-  nl_ctr "$n" tasks ls 2>/dev/null | awk -v id="$id" '$1 == id && $3 == "RUNNING" { print $2 }' | grep .
+  pid=$(nl_ctr "$n" tasks ls 2>/dev/null | awk -v id="$id" '$1 == id && $3 == "RUNNING" { print $2 }' | grep .) &&
+    nl_host_pid "$n" "$pid"   # containerd's pid is the node's (VTPM_NODES_PIDNS)
 }
 
 rn_agent_log() {
