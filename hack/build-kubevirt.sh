@@ -17,7 +17,7 @@
 #   bin/   virt-operator virt-api virt-controller virt-handler virt-launcher
 #          virt-launcher-monitor virt-probe virt-freezer virt-tail virt-chroot
 #          virtctl container-disk manifest-templator virt-exportproxy
-#          libvirt-hook-client
+#          synchronization-controller libvirt-hook-client
 # and, shared between keys: $VTPM_CACHE/kubevirt-go-build (GOCACHE: a new
 # commit recompiles only what changed) and $VTPM_CACHE/buildroot-<suite>/ (a
 # Debian root for virt-launcher, below).
@@ -122,10 +122,13 @@ gobuild=(build -p 2 -trimpath -tags selinux -ldflags "$ld")
 # (the operator's Deployment, RBAC, the KubeVirt CR), as its hack/build-manifests.sh.
 comps=(cmd/virt-controller cmd/virt-api cmd/virt-operator cmd/virt-handler cmd/virt-launcher-monitor
        cmd/virt-probe cmd/virt-freezer cmd/virt-tail cmd/virt-chroot cmd/virtctl tools/manifest-templator)
-# virt-exportproxy: virt-operator always deploys it, and reports the KubeVirt CR
-# Available only once it is ready. libvirt-hook-client: the launcher image's
-# /etc/libvirt/hooks/qemu (a migration target's domain XML hooks).
-comps+=(cmd/virt-exportproxy cmd/virt-launcher/libvirt-hook-client)
+# virt-exportproxy and synchronization-controller (virt-synchronization-controller
+# in its image): virt-operator always deploys the first and, with the
+# DecentralizedLiveMigration feature gate (Beta: on by default), the second,
+# and reports the KubeVirt CR Available only once they are ready.
+# libvirt-hook-client: the launcher image's /etc/libvirt/hooks/qemu (a
+# migration target's domain XML hooks).
+comps+=(cmd/virt-exportproxy cmd/synchronization-controller cmd/virt-launcher/libvirt-hook-client)
 for p in "${comps[@]}"; do
   c=${p##*/}
   if [ -x "$bin/$c" ]; then say "$c cached $bin/$c"; continue; fi

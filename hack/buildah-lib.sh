@@ -3,8 +3,9 @@
 # Debian bases made by debootstrap (this machine reaches Debian's mirrors but
 # not Docker Hub). Needs hack/versions.sh sourced first ($VTPM_CACHE).
 MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-IMG_CACHE=$VTPM_CACHE/images
-BAH_ROOT=$VTPM_CACHE/buildah
+# Both can be moved (e.g. to measure a cold build without touching the cache).
+IMG_CACHE=${VTPM_IMAGE_CACHE:-$VTPM_CACHE/images}
+BAH_ROOT=${VTPM_BUILDAH_ROOT:-$VTPM_CACHE/buildah}
 mkdir -p "$IMG_CACHE" "$BAH_ROOT"
 
 bah() { buildah --root "$BAH_ROOT/storage" --runroot "$BAH_ROOT/run" --storage-driver vfs "$@"; }
