@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: install what is missing, build (release + ASan/UBSan), start the
 # real local control plane, run every suite through one `prove` (so CI reads a
-# single summary), and stop everything it started, pass or fail.
+# single summary), and stop everything it started, pass or fail. With
+# VTPM_KUBEVIRT=1 (make test-kubevirt) the nodes run real KubeVirt.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -23,7 +24,10 @@ hack/cluster-up.sh
 export KUBECONFIG=$VTPM_RUN/admin.kubeconfig
 
 mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*" ! -name "*.o" | sort)
-suites=("${units[@]}" test/fuzz/regress.t test/e2e/*.t)
+# VTPM_E2E_SUITES: the end-to-end suites to run (default all; make test-kubevirt names its own).
+# shellcheck disable=SC2206 # a list of paths
+e2e=(${VTPM_E2E_SUITES:-test/e2e/*.t})
+suites=("${units[@]}" test/fuzz/regress.t test/guest/*.t "${e2e[@]}")
 export E2E_SINCE=$(date -u +%FT%T)
 rc=0
 prove --timer -f "${suites[@]}" || rc=$?
