@@ -111,11 +111,6 @@ for old in $(bah images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -E "^vt
                grep -vxF -e "${ref%-next}" -e "${ref%-next}-next"); do
   bah rmi "$old" >/dev/null 2>&1 || true
 done
-cutoff=$(( $(date +%s) - 3600 ))
-bah images --filter dangling=true --format '{{.ID}} {{.CreatedAtRaw}}' 2>/dev/null |
-  while read -r id created; do
-    t=$(date -d "${created% [A-Z]*}" +%s 2>/dev/null) || continue
-    [ "$t" -ge "$cutoff" ] || bah rmi "$id" >/dev/null 2>&1 || true
-  done
+bah_prune_dangling
 ls -t "$IMG_CACHE/$name"-*.oci.tar 2>/dev/null | grep -E "/$name-[0-9a-f]{12}(-next)?\.oci\.tar$" | tail -n +7 | xargs -r rm -f
 echo "$what $ref $out"

@@ -17,7 +17,8 @@
 # feature gate, Beta, so on by default) and reports the CR Available only when
 # they are ready.
 #
-# The definitions: hack/images/kubevirt/NAME/{Containerfile,files}. `files`
+# The definitions: hack/images/kubevirt/NAME/{Containerfile,files}; the Go
+# components without a Containerfile of their own share go-component.Containerfile. `files`
 # lists what goes into the image from KubeVirt (its binaries from
 # hack/build-kubevirt.sh's bin/, files of its tree from src/, or files of the
 # definition's directory, def/) and where; the
@@ -71,8 +72,10 @@ if [ "${1:-}" = --tag ]; then print_tag=1; shift; fi
 names=("$@")
 [ $# -gt 0 ] || names=("${all[@]}")
 for n in "${names[@]}"; do
-  [ -f "$defs/$n/Containerfile" ] || { log "unknown image $n (${all[*]})"; exit 2; }
+  [ -f "$defs/$n/files" ] || { log "unknown image $n (${all[*]})"; exit 2; }
 done
+# containerfile NAME: the image's own, or the one the Go components share.
+containerfile() { if [ -f "$defs/$1/Containerfile" ]; then echo "$defs/$1/Containerfile"; else echo "$defs/go-component.Containerfile"; fi; }
 
 kv=$("$top/hack/build-kubevirt.sh" --dir)
 key=${kv##*/kubevirt-}
@@ -101,7 +104,7 @@ if [ ${#todo[@]} -gt 0 ]; then
   chmod 755 "$ctx"
   for n in "${todo[@]}"; do
     mkdir -p "$ctx/$n/rootfs"
-    cp "$defs/$n/Containerfile" "$ctx/$n/"
+    cp "$(containerfile "$n")" "$ctx/$n/Containerfile"
     while read -r dest from; do
       case $dest in ''|'#'*) continue ;; esac
       d=$ctx/$n/rootfs$dest
@@ -131,7 +134,7 @@ if [ ${#todo[@]} -gt 0 ]; then
   for n in "${todo[@]}"; do
     ref=$REGISTRY/$n:$tag out=$(archive "$n") t=$(date +%s)
     log "buildah bud $n (tag $tag)"
-    bah bud --pull-never --layers --isolation chroot -f "$ctx/$n/Containerfile" -t "$ref" "$ctx/$n" > "$ctx/$n.log" 2>&1 ||
+    bah bud --pull-never --layers --isolation chroot --build-arg "NAME=$n" -f "$ctx/$n/Containerfile" -t "$ref" "$ctx/$n" > "$ctx/$n.log" 2>&1 ||
       { tail -30 "$ctx/$n.log" >&2; exit 1; }
     case $n in
       virt-launcher) checks=(
@@ -179,12 +182,7 @@ if [ ${#todo[@]} -gt 0 ]; then
     ls -t "$IMG_CACHE/kubevirt-$n"-*.oci.tar 2>/dev/null | grep -E "/kubevirt-$n-[0-9a-f]{12}\.oci\.tar$" |
       tail -n +3 | xargs -r rm -f
   done
-  cutoff=$(( $(date +%s) - 3600 ))
-  bah images --filter dangling=true --format '{{.ID}} {{.CreatedAtRaw}}' 2>/dev/null |
-    while read -r id created; do
-      t=$(date -d "${created% [A-Z]*}" +%s 2>/dev/null) || continue
-      [ "$t" -ge "$cutoff" ] || bah rmi "$id" >/dev/null 2>&1 || true
-    done
+  bah_prune_dangling
   log "built ${todo[*]} in $(( $(date +%s) - t0 )) s"
 fi
 for n in "${names[@]}"; do echo "$n $REGISTRY/$n:$tag $(archive "$n")"; done

@@ -55,3 +55,15 @@ debian_base() {
   bah rm "$c" >/dev/null
   echo "$(basename "$0"): base $ref committed from debootstrap $suite" >&2
 }
+
+# bah_prune_dangling: remove build stages (dangling images) older than an hour;
+# newer ones may be a running build's. Call it with the lock held.
+bah_prune_dangling() {
+  local cutoff id created t
+  cutoff=$(( $(date +%s) - 3600 ))
+  bah images --filter dangling=true --format '{{.ID}} {{.CreatedAtRaw}}' 2>/dev/null |
+    while read -r id created; do
+      t=$(date -d "${created% [A-Z]*}" +%s 2>/dev/null) || continue
+      [ "$t" -ge "$cutoff" ] || bah rmi "$id" >/dev/null 2>&1 || true
+    done
+}
