@@ -118,6 +118,12 @@ ok "virtctl migrate of the TPM VM ends (Succeeded or Failed)" wait_until 400 mig
 tpm_mig=$(k get vmim -l kubevirt.io/vmi-name=tpm-guest -o jsonpath='{.items[-1:].status.phase}')
 diag "TPM VM migration: $tpm_mig; VMI on $tpm_from before, $(k get vmi tpm-guest -o jsonpath='{.status.nodeName}') after; failureReason: $(k get vmi tpm-guest -o jsonpath='{.status.migrationState.failureReason}' | head -c 600)"
 diag "migration phases: $(k get vmim -l kubevirt.io/vmi-name=tpm-guest -o jsonpath='{.items[-1:].status.phaseTransitionTimestamps[*].phase}')"
+# The target's side, while its launcher pod is still there.
+for p in $(k get pod -l kubevirt.io=virt-launcher,vm.kubevirt.io/name=tpm-guest -o name); do
+  [ "$p" = "$(launcher tpm-guest)" ] && continue
+  diag "target $p ($(k get "$p" -o jsonpath='{.spec.nodeName} {.status.phase}')): $(k logs "$p" -c compute 2>/dev/null |
+    grep -i -E '"level":"(error|warning)"|swtpm|tpm' | grep -v -i 'cgroups v1' | tail -6 | cut -c1-400)"
+done
 diag "events: $(k get events --field-selector involvedObject.name=tpm-guest -o jsonpath='{range .items[?(@.type=="Warning")]}{.reason}: {.message}{"\n"}{end}' | tail -3 | head -c 800)"
 ok "the TPM VM still runs after the migration attempt" sh -c "[ \"\$(kubectl -n $NS get vmi tpm-guest -o jsonpath='{.status.phase}')\" = Running ]"
 virtctl stop tpm-guest >/dev/null
