@@ -64,7 +64,8 @@ fi
 if [ "${VTPM_KUBEVIRT:-0}" = 1 ]; then
   "$top/hack/build-kubevirt.sh" >&2
   kv_bin=$("$top/hack/build-kubevirt.sh" --dir)/bin
-  built=$("$top/hack/build-kubevirt-images.sh"; "$top/hack/build-tpm-guest.sh")
+  built=$("$top/hack/build-kubevirt-images.sh")   # (a failure stops us here: set -e)
+  built+=$'\n'$("$top/hack/build-tpm-guest.sh")
   while read -r what ref tar; do extra_ref[$what]=$ref extra_tar[$what]=$tar; done <<<"$built"
   printf 'KUBEVIRT_BIN=%s\nKUBEVIRT_TAG=%s\nTPM_GUEST_IMAGE=%s\nTPM_GUEST_DISK_IMAGE=%s\n' "$kv_bin" \
     "${extra_ref[virt-operator]##*:}" "${extra_ref[tpm-guest]}" "${extra_ref[tpm-guest-disk]}" >> "$NL_DIR/images.env.new"
