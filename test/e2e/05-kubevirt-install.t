@@ -21,7 +21,10 @@ setup_namespace
 kv() { kubectl -n kubevirt "$@"; }
 src=$(dirname "$KUBEVIRT_BIN")/src
 
-is "$(kv get kv kubevirt -o jsonpath='{.status.phase}')" Deployed "the KubeVirt CR is Deployed"
+# (After suite 03 took the nodes down and up, KubeVirt's pods come back first.)
+kv_deployed() { [ "$(kv get kv kubevirt -o jsonpath='{.status.phase}')" = Deployed ] &&
+  kv wait kv kubevirt --for condition=Available --timeout 5s >/dev/null 2>&1; }
+ok "the KubeVirt CR is Deployed and Available" wait_until 600 kv_deployed
 is "$(kv get ds virt-handler -o jsonpath='{.spec.template.spec.containers[0].image}')" \
   "localhost/kubevirt/virt-handler:$KUBEVIRT_TAG" "virt-operator deployed the images built here (tag $KUBEVIRT_TAG)"
 for d in virt-api virt-controller; do
