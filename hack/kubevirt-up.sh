@@ -9,9 +9,9 @@
 # images (hack/build-kubevirt-images.sh) into every node. Idempotent.
 #
 # What the test bed adds, as a real cluster would have it:
-# - node-1 carries node-role.kubernetes.io/control-plane: virt-operator's
-#   Deployment requires a control-plane node (the test bed's control plane runs
-#   on the machine, outside any node).
+# - node-1 carries node-role.kubernetes.io/control-plane (nodes-up.sh):
+#   virt-operator's Deployment requires a control-plane node (the test bed's
+#   control plane runs on the machine, outside any node).
 # - the API server reaches virt-api (webhooks, the subresource API) at its pod's
 #   address: --enable-aggregator-routing and the pod network's routes
 #   (testbed-lib.sh, nodes-up.sh).
@@ -55,7 +55,6 @@ sed '/^        - name: KUBEVIRT_VERSION$/{n;a\
   tb_die "KubeVirt's operator manifest changed shape: no single KUBEVIRT_VERSION env to add VIRT_IN_CONTAINER after"
 rm -f "$out/operator.yaml.in" "$out/operator.yaml.tmpl"
 
-tb_kubectl label --overwrite node "$(nl_name 1)" node-role.kubernetes.io/control-plane= >&2
 tb_kubectl apply --server-side -f "$out/operator.yaml" >&2
 tb_kubectl -n kubevirt rollout status deployment/virt-operator --timeout 300s >&2 ||
   tb_die "virt-operator not ready; kubectl -n kubevirt describe pods -l kubevirt.io=virt-operator"

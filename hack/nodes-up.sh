@@ -319,4 +319,8 @@ for n in $(seq "$nodes"); do
   tb_kubectl wait --for condition=Ready --timeout "${VTPM_NODES_READY_TIMEOUT:-120}s" node "$(nl_name "$n")" >&2 ||
     tb_die "$(nl_name "$n") not Ready; see $TB_LOGS/$(nl_name "$n")-kubelet.log"
 done
+# virt-operator's Deployments require a control-plane node, and the test bed's
+# control plane runs on the machine, outside any node: node-1 carries the role
+# (a node that comes back, e.g. after nodes-down, is a new Node object).
+[ "${VTPM_KUBEVIRT:-0}" != 1 ] || tb_kubectl label --overwrite node "$(nl_name 1)" node-role.kubernetes.io/control-plane= >&2
 tb_log "$nodes node(s) Ready $(( $(tb_now_ms) - t1 )) ms after their kubelets answered; nodes up in $(( $(tb_now_ms) - t0 )) ms"

@@ -28,7 +28,7 @@ ok "the KubeVirt CR is Deployed and Available" wait_until 600 kv_deployed
 is "$(kv get ds virt-handler -o jsonpath='{.spec.template.spec.containers[0].image}')" \
   "localhost/kubevirt/virt-handler:$KUBEVIRT_TAG" "virt-operator deployed the images built here (tag $KUBEVIRT_TAG)"
 for d in virt-api virt-controller; do
-  ok "$d is Ready" wait_until 60 sh -c \
+  ok "$d is Ready" wait_until 300 sh -c \
     "r=\$(kubectl -n kubevirt get deploy $d -o jsonpath='{.status.readyReplicas}/{.spec.replicas}'); [ \"\${r%/*}\" = \"\${r#*/}\" ] && [ \"\${r%/*}\" -ge 1 ]"
 done
 ready_on() {
