@@ -79,8 +79,12 @@ static void test_peercred_names_listener(void) {
 static void test_peercred_is_the_listen_caller(void) {
         _cleanup_free_ char *path = xasprintf("%s/handoff.sock", tmpdir);
         for (int who_listens = 0; who_listens < 2; who_listens++) {
-                int p[2];
-                check(pipe(p) == 0);
+                /* Two pipes: b's "R" and a's report of b's pid must not share
+                 * one, or a pid whose low byte is 'R' (0x52, e.g. 9042) reads
+                 * as the ready byte, and the test kills a wrong pid and leaves
+                 * b (holding prove's pipe) alive. */
+                int ready[2], pidp[2];
+                check(pipe(ready) == 0 && pipe(pidp) == 0);
                 fflush(stdout);
                 pid_t a = fork();
                 if (a == 0) {
@@ -89,37 +93,23 @@ static void test_peercred_is_the_listen_caller(void) {
                         if (b == 0) {
                                 if (who_listens == 1 && listen(fd, 4) < 0)
                                         _exit(1);
-                                if (write(p[1], "R", 1) != 1)
+                                if (write(ready[1], "R", 1) != 1)
                                         _exit(1);
                                 for (;;)
                                         pause();
                         }
-                        if (write(p[1], &b, sizeof(b)) != sizeof(b))
+                        if (write(pidp[1], &b, sizeof(b)) != sizeof(b))
                                 _exit(1);
                         _exit(0);
                 }
-                close(p[1]);
+                close(ready[1]);
+                close(pidp[1]);
                 pid_t b = 0;
                 char c = 0;
-                /* a writes b's pid; b writes "R" once it listens; order varies */
-                char buf[1 + sizeof(pid_t)];
-                size_t got = 0;
-                while (got < sizeof(buf)) {
-                        ssize_t n = read(p[0], buf + got, sizeof(buf) - got);
-                        if (n <= 0)
-                                break;
-                        got += (size_t)n;
-                }
-                check_int_eq(got, sizeof(buf));
-                if (buf[0] == 'R') {
-                        c = buf[0];
-                        memcpy(&b, buf + 1, sizeof(b));
-                } else {
-                        memcpy(&b, buf, sizeof(b));
-                        c = buf[sizeof(b)];
-                }
-                check(c == 'R');
-                close(p[0]);
+                check(read(pidp[0], &b, sizeof(b)) == (ssize_t)sizeof(b));
+                check(read(ready[0], &c, 1) == 1 && c == 'R');
+                close(ready[0]);
+                close(pidp[0]);
                 waitpid(a, NULL, 0); /* a is gone */
                 pid_t pid = 0;
                 check_int_eq(peercred_of_socket(path, &pid, NULL, NULL), 0);
