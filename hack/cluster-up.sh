@@ -2,7 +2,8 @@
 # Start the local test bed: etcd (data on tmpfs), kube-apiserver (TLS, client
 # certs, RBAC, service-account signing) and kube-controller-manager (default
 # controllers: garbage collector, PV binder, namespaces, service accounts...),
-# all on loopback; install manifests/crds/ and wait until they are Established.
+# all on loopback; install the CRDs and wait until they are Established; with
+# VTPM_NODES, the nodes (hack/nodes-up.sh) and real KubeVirt (hack/kubevirt-up.sh).
 # Progress goes to stderr; the last (only) line on stdout is the admin
 # kubeconfig path, so `export KUBECONFIG=$(hack/cluster-up.sh)` works.
 # Idempotent: components already up and healthy are left alone.
@@ -29,12 +30,14 @@ for c in "${TB_COMPONENTS[@]}"; do
 done
 tb_write_env
 
-# CRDs: applied every time (cheap, and picks up edits), then wait for each.
-# With real KubeVirt (VTPM_KUBEVIRT=1), virt-operator installs KubeVirt's own:
-# the hand-written stand-ins of kubevirt.io and instancetype.kubevirt.io stay out.
+# CRDs: applied every time (cheap, and picks up edits), then wait for each:
+# the agent's own (manifests/crds/) and the test bed's stand-ins for other
+# projects' (hack/stand-ins/: CDI's StorageProfile, the HyperConverged CR).
+# With real KubeVirt (tb_kubevirt) virt-operator installs KubeVirt's own CRDs:
+# the stand-ins of kubevirt.io and instancetype.kubevirt.io stay out.
 crds=()
-for f in "$top"/manifests/crds/*.yaml; do
-  case ${VTPM_KUBEVIRT:-0}:${f##*/} in 1:kubevirt.io_* | 1:instancetype.kubevirt.io_*) continue ;; esac
+for f in "$top"/manifests/crds/*.yaml "$top"/hack/stand-ins/*.yaml; do
+  if tb_kubevirt; then case ${f##*/} in kubevirt.io_* | instancetype.kubevirt.io_*) continue ;; esac; fi
   crds+=(-f "$f")
 done
 tb_kubectl apply "${crds[@]}" >&2
@@ -57,7 +60,7 @@ tb_log "controllers running (default ServiceAccount exists) after $(( $(tb_now_m
 # Real nodes (kubelet + containerd each), only when asked for: hack/nodes-up.sh.
 if [[ ${VTPM_NODES:-0} =~ ^[1-9] ]]; then
   VTPM_LOCK_HELD=1 "$top/hack/nodes-up.sh" >&2
-  [ "${VTPM_KUBEVIRT:-0}" != 1 ] || "$top/hack/kubevirt-up.sh" >&2
+  ! tb_kubevirt || "$top/hack/kubevirt-up.sh" >&2
 fi
 
 tb_log "up in $(( $(tb_now_ms) - t0 )) ms: apiserver $TB_APISERVER_URL, etcd $TB_ETCD_URL (data $TB_ETCD_DATA)"

@@ -87,20 +87,37 @@ nl_in() {
   # shellcheck disable=SC2046 # options, one per word
   nsenter $(nl_enter_args "$h") -- "$@"
 }
-# nl_host_pid N PID: the machine's pid of node N's process PID (as node N's
-# containerd reports it); PID itself when the node has no PID namespace.
-nl_host_pid() {
-  local h p ns
-  h=$(nl_holder "$1") || return 1
-  nl_has_pidns "$h" || { echo "$2"; return 0; }
-  ns=$(readlink "/proc/$h/ns/pid")
-  for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$ns" ] || continue
-    awk -v want="$2" '/^NSpid:/ { if ($NF == want) found = 1 } END { exit !found }' "$p/status" 2>/dev/null &&
-      { echo "${p#/proc/}"; return 0; }
+# nl_nsenter_child PID: into a PID namespace nsenter (PID) forks and waits:
+# the process to keep (and to signal: nsenter forwards no signal) is its
+# child, as the machine sees it. Waits up to 5 s for the fork.
+nl_nsenter_child() {
+  local child=
+  for _ in $(seq 100); do
+    child=$(cat "/proc/$1/task/$1/children" 2>/dev/null) && [ -n "$child" ] && { echo "${child%% *}"; return 0; }
+    sleep 0.05
   done
   return 1
 }
+# nl_host_pid N PID: the machine's pid of node N's process PID (as node N's
+# containerd reports it); PID itself when the node has no PID namespace. A
+# pod's processes sit one namespace deeper (each pod has its own), so match
+# PID at the node's level of NSpid (its holder's last), and the start time
+# that node's own /proc gives for PID (another node may use the same pid).
+nl_host_pid() {
+  local h k t c
+  h=$(nl_holder "$1") || return 1
+  nl_has_pidns "$h" || { echo "$2"; return 0; }
+  k=$(awk '/^NSpid:/ { print NF }' "/proc/$h/status") || return 1
+  t=$(_nl_start_time "/proc/$h/root/proc/$2") || return 1
+  for c in $(awk -v k="$k" -v want="$2" '/^NSpid:/ && NF >= k && $k == want { f = FILENAME; sub("/status$", "", f); print f }' \
+               /proc/[0-9]*/status 2>/dev/null); do
+    [ "$(_nl_start_time "$c")" = "$t" ] && { echo "${c#/proc/}"; return 0; }
+  done
+  return 1
+}
+# _nl_start_time /proc/PID: the process's start time (stat's 22nd field; after
+# the command name, which may hold spaces, the 20th).
+_nl_start_time() { local st; st=$(cat "$1/stat" 2>/dev/null) && [ -n "$st" ] && { st=${st##*) }; cut -d' ' -f20 <<<"$st"; }; }
 
 # nl_nodes_present: node numbers with a directory (what nodes-down must clean),
 # whatever VTPM_NODES says now.
@@ -196,16 +213,8 @@ nl_start() {
     fi
     PATH=$CONTAINERD_BIN:$PATH setsid "${enter[@]}" "$bin" "$@" >> "$TB_LOGS/$name.log" 2>&1 < /dev/null 9>&- &
     pid=$!
-    # Into a PID namespace nsenter forks: the pid to keep is its child's (the
-    # machine's view of it; nsenter forwards no signal).
     if [ -n "$h" ] && nl_has_pidns "$h"; then
-      local child=
-      for _ in $(seq 100); do
-        child=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null) && [ -n "$child" ] && break
-        sleep 0.05
-      done
-      [ -n "$child" ] || tb_die "$name: nsenter made no process in node $NL_IN"
-      pid=${child%% *}
+      pid=$(nl_nsenter_child "$pid") || tb_die "$name: nsenter made no process in node $NL_IN"
     fi
     echo "$pid" > "$TB_PIDS/$name.pid"
   fi

@@ -19,7 +19,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/nodes-lib.sh"
 
 nodes=${VTPM_NODES:-2}
-NL_PIDNS=${VTPM_NODES_PIDNS:-${VTPM_KUBEVIRT:-0}}
+VTPM_NODES=$nodes   # (tb_kubevirt reads it)
+NL_PIDNS=${VTPM_NODES_PIDNS:-$(tb_kubevirt && echo 1 || echo 0)}
 [[ $nodes =~ ^[1-9][0-9]?$ ]] || tb_die "VTPM_NODES=$nodes: want a count from 1 to 99"
 t0=$(tb_now_ms)
 
@@ -57,11 +58,11 @@ if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
 elif [ -s "$NL_DIR/images.env" ]; then  # imported by an earlier run: still there
   grep -E '^(AGENT_IMAGE|AGENT_IMAGE_NEXT|LAUNCHER_IMAGE|LAUNCHER_LIBVIRT_IMAGE)=' "$NL_DIR/images.env" >> "$NL_DIR/images.env.new" || true
 fi
-# Real KubeVirt (VTPM_KUBEVIRT=1, issue 20): its components built from source
+# Real KubeVirt (the default; VTPM_KUBEVIRT=0 for the stand-ins; issue 20): its components built from source
 # (hack/build-kubevirt.sh), their images (hack/build-kubevirt-images.sh) and the
 # TPM guest's kernel-boot and disk images (hack/build-tpm-guest.sh); hack/kubevirt-up.sh
 # installs it once the nodes are Ready.
-if [ "${VTPM_KUBEVIRT:-0}" = 1 ]; then
+if tb_kubevirt; then
   "$top/hack/build-kubevirt.sh" >&2
   kv_bin=$("$top/hack/build-kubevirt.sh" --dir)/bin
   built=$("$top/hack/build-kubevirt-images.sh")   # (a failure stops us here: set -e)
@@ -226,7 +227,7 @@ start_ns() {
   for p in $NL_NODE_PATHS; do mkdir -p "$d/${p%%:*}"; done
   rm -f "$d/ns-ready"
   # shellcheck disable=SC2016 # expanded by the inner shell
-  # With VTPM_NODES_PIDNS=1 (the default with VTPM_KUBEVIRT=1) the node also
+  # With VTPM_NODES_PIDNS=1 (the default with real KubeVirt) the node also
   # gets a PID namespace, as a machine (or a kind node) has: KubeVirt's
   # virt-handler works through /proc/1 (/proc/1/root/dev for its device plugins,
   # /proc/1/ns/mnt for virt-chroot, pid 1's mountinfo for container disks),
@@ -322,5 +323,5 @@ done
 # virt-operator's Deployments require a control-plane node, and the test bed's
 # control plane runs on the machine, outside any node: node-1 carries the role
 # (a node that comes back, e.g. after nodes-down, is a new Node object).
-[ "${VTPM_KUBEVIRT:-0}" != 1 ] || tb_kubectl label --overwrite node "$(nl_name 1)" node-role.kubernetes.io/control-plane= >&2
+! tb_kubevirt || tb_kubectl label --overwrite node "$(nl_name 1)" node-role.kubernetes.io/control-plane= >&2
 tb_log "$nodes node(s) Ready $(( $(tb_now_ms) - t1 )) ms after their kubelets answered; nodes up in $(( $(tb_now_ms) - t0 )) ms"

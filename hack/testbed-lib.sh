@@ -34,6 +34,11 @@ here_tb=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here_tb/versions.sh"
 
 VTPM_RUN=${VTPM_RUN:-/tmp/vtpm-testbed}
+# tb_kubevirt: the test bed runs real KubeVirt (built from ../shared/kubevirt/,
+# installed by virt-operator): the default whenever it has nodes. VTPM_KUBEVIRT=0,
+# or a bed without nodes, uses the hand-written stand-ins of KubeVirt's CRDs
+# (hack/stand-ins/) instead: a quick control-plane-only run.
+tb_kubevirt() { [ "${VTPM_KUBEVIRT:-1}" != 0 ] && [[ ${VTPM_NODES:-0} =~ ^[1-9] ]]; }
 TB_PKI=$VTPM_RUN/pki
 TB_PIDS=$VTPM_RUN/pids
 TB_LOGS=$VTPM_RUN/logs

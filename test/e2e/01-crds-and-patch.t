@@ -39,7 +39,7 @@ is "$(k get vm win11 -o jsonpath='{.spec.template.spec.domain.devices.tpm.persis
 # so the agent never sees that bad input.
 out=$(kubectl -n "$NS" patch vm win11 --type merge \
   -p '{"spec":{"template":{"spec":{"domain":{"devices":{"tpm":{"persistent":"yes"}}}}}}}' 2>&1)
-like "$out" 'Invalid value.*persistent.*boolean' "a string for tpm.persistent is refused by the API server"
+like "$out" '(Invalid value.*persistent.*boolean|persistent in body must be of type boolean)' "a string for tpm.persistent is refused by the API server"
 is "$(k get vm win11 -o jsonpath='{.spec.template.spec.domain.devices.tpm.persistent}')" "true" \
   "the refused patch changed nothing"
 

@@ -141,8 +141,9 @@ node_agent_start() {
   log=$(agent_log "$id")
   holder=$(nl_holder "$(_node_real "$n")") || { diag "$(node_name "$n") has no namespace holder: are the nodes up?"; return 1; }
   echo "=== start $(date -u +%FT%TZ)" >> "$log"
-  # In the node's mount namespace (nsenter execs the agent: $! is its pid);
-  # the host's network, so the API server is where AGENT_KUBECONFIG says.
+  # In the node's mount namespace, and its PID namespace if it has one (that
+  # mount namespace's /proc is the node's: the agent reads its launchers' pids
+  # there); the host's network, so the API server is where AGENT_KUBECONFIG says.
   # Roles named in NODE_NETNS_ROLES (e.g. "a") run in the node's network
   # namespace too, reaching the API server as the DaemonSet's pod does (the
   # Service address, DNATed in the node): a partition of the node cuts them off.
@@ -150,10 +151,15 @@ node_agent_start() {
     ns=(-m -n)
     kc=$(_node_service_kubeconfig)
   fi
+  ! nl_has_pidns "$holder" || ns+=(-p)
   local wrap=(); [ -z "${_node_wrap[$n]:-}" ] || wrap=("${_node_wrap[$n]}")
   env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "${wrap[@]}" "$AGENT_BIN" --kubeconfig "$kc" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
+  # Into a PID namespace nsenter forks: the agent is its child (nsenter execs it otherwise).
+  if nl_has_pidns "$holder"; then
+    pid=$(nl_nsenter_child "$pid") || { diag "nsenter made no agent in $(node_name "$n")"; return 1; }
+  fi
   _track "$id" "$pid"
   # Count starts: a restarted agent appends to the same log.
   local want; want=$(grep -c '^=== start' "$log")
