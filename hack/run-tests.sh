@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: install what is missing, build (release + ASan/UBSan), start the
 # real local control plane, run every suite through one `prove` (so CI reads a
-# single summary), and stop everything it started, pass or fail. With
-# VTPM_KUBEVIRT=1 (make test-kubevirt) the nodes run real KubeVirt.
+# single summary), and stop everything it started, pass or fail. The nodes
+# run real KubeVirt (VTPM_KUBEVIRT=0: the hand-written stand-ins instead).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

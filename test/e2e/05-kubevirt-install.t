@@ -9,13 +9,13 @@
 # KubeVirt's own examples are accepted by the real API and webhooks (server-side
 # dry run: nothing is started), except those that need what the test bed does
 # not run (listed below, each with the refusal it must get).
-# Skipped unless the test bed runs KubeVirt (VTPM_KUBEVIRT=1 cluster-up).
+# Skipped unless the test bed runs KubeVirt (the default; not VTPM_KUBEVIRT=0).
 . "$(dirname "$0")/lib.sh"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
 [ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
-  skip_all "needs real KubeVirt on the test bed (VTPM_KUBEVIRT=1 hack/cluster-up.sh)"
+  skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
 plan 11
 setup_namespace
 kv() { kubectl -n kubevirt "$@"; }

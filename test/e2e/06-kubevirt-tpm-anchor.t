@@ -9,14 +9,14 @@
 # that its state files are plaintext (a bare swtpm without a key loads them).
 # Then `virtctl migrate` of that VM, and of a VM without a TPM (the migration
 # path itself): both results are recorded as they are.
-# Skipped unless the test bed runs KubeVirt (VTPM_KUBEVIRT=1 hack/cluster-up.sh).
+# Skipped unless the test bed runs KubeVirt (the default; not VTPM_KUBEVIRT=0).
 . "$(dirname "$0")/lib.sh"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
 [ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
-  skip_all "needs real KubeVirt on the test bed (VTPM_KUBEVIRT=1 hack/cluster-up.sh)"
+  skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
 command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
 plan 20
 setup_namespace
