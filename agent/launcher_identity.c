@@ -104,6 +104,13 @@ int launcher_identify(const agent_config *cfg, json_t *pod, pid_t *ret_pid, uint
         _cleanup_close_ int pidfd = -1;
         pid_t pid = 0;
         r = socket_peer_pidfd(sock, (int64_t)st.st_ctim.tv_sec, &pidfd, &pid, NULL);
+        if (r == -EREMOTE)
+                /* A launcher is a process on this node, visible to a hostPID
+                 * agent: this listener is neither (or the DaemonSet lost hostPID). */
+                return vt_error_set(err, EPERM,
+                                    "the process listening on the launcher's socket is outside the agent's PID "
+                                    "namespace: not pod %s's (is the agent's pod hostPID?)",
+                                    uid);
         if (r < 0)
                 return -EAGAIN; /* the listener went away: a restart, look again */
 

@@ -21,7 +21,8 @@
  * launcher_trim_status(), status.containerIDs).
  *   0        *ret_pid / *ret_start_time: the peer, checked to be in the pod
  *   -EAGAIN  not yet: no socket, nobody listening, containers not reported
- *   -EPERM   refused: a symlink, not a socket, or a peer outside the pod;
+ *   -EPERM   refused: a symlink, not a socket, a peer outside the pod, or
+ *            one outside the agent's PID namespace (unprovable);
  *            *err says which, naming no tenant-written content. */
 int launcher_identify(const agent_config *cfg, json_t *pod, pid_t *ret_pid, uint64_t *ret_start_time, vt_error **err);
 

@@ -85,8 +85,12 @@ static int pidfd_pid(int pidfd, pid_t *ret, vt_error **err) {
         long v = 0;
         if (!line || sscanf(line + 5, "%ld", &v) != 1)
                 return vt_error_set(err, EBADMSG, "%s has no Pid line", p);
-        if (v <= 0)
-                return vt_error_set(err, ESRCH, "the peer has exited or is not in this PID namespace");
+        /* 0: alive, but in no PID namespace this procfs shows (an ancestor's, or
+         * another branch's); -1: exited. */
+        if (v == 0)
+                return vt_error_set(err, EREMOTE, "the peer is outside this PID namespace");
+        if (v < 0)
+                return vt_error_set(err, ESRCH, "the peer has exited");
         *ret = (pid_t)v;
         return 0;
 }
@@ -126,7 +130,7 @@ int socket_peer_pidfd(int sockfd, int64_t sock_ctime, int *ret_pidfd, pid_t *ret
                 if (getsockopt(sockfd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
                         return vt_error_errno(err, errno, "cannot read SO_PEERCRED");
                 if (uc.pid <= 0)
-                        return vt_error_set(err, ESRCH, "the peer is not in this PID namespace (run with hostPID)");
+                        return vt_error_set(err, EREMOTE, "the peer is outside this PID namespace");
                 pidfd = pidfd_open(uc.pid, 0);
                 if (pidfd < 0)
                         return vt_error_errno(err, errno, "the peer (pid %d) is gone", (int)uc.pid);

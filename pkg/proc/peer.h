@@ -34,7 +34,8 @@ int unix_connect_at(int dirfd, const char *path, uint64_t resolve, int *ret_fd, 
  * started no later than the socket inode `sock_ctime` says it was made, so a
  * reused pid is not taken for the listener). For a listening server the peer
  * is the process that called listen(). *ret_pid is the pid in our PID
- * namespace. -ESRCH: the peer has exited or is not in our PID namespace. */
+ * namespace. -ESRCH: the peer has exited. -EREMOTE: it lives, outside our
+ * PID namespace (this procfs's): nothing about it can be proven. */
 int socket_peer_pidfd(int sockfd, int64_t sock_ctime, int *ret_pidfd, pid_t *ret_pid, vt_error **err);
 
 /* 1 while the process of `pidfd` lives, 0 once it has exited. */

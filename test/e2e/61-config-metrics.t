@@ -55,7 +55,7 @@ k apply -f - >/dev/null <<EOF
 apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata: {name: metered}
-spec: {template: {spec: {domain: {devices: {tpm: {persistent: true}}}}}}
+spec: {runStrategy: Halted, template: {spec: {domain: {devices: {tpm: {persistent: true}}}}}}
 EOF
 _moved() {
   local m; m=$(curl -sf "http://127.0.0.1:$port/metrics" | "$check" vtpm_agent_reconciles_total) || return 1

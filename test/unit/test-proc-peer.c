@@ -6,6 +6,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -78,6 +81,59 @@ static void test_connect_and_peer_pidfd(void) {
         _cleanup_close_ int fd2 = -1;
         check_int_eq(unix_connect_at(root, "pods/p/sockets/launcher-sock", RESOLVE_BENEATH, &fd2, NULL, NULL),
                      -ECONNREFUSED);
+}
+
+/* An agent in a PID namespace below the listener's (a pod without hostPID;
+ * a node of the test bed, where the listener is the machine's): the peer
+ * lives but has no pid here, which is -EREMOTE, not "exited" (-ESRCH).
+ * Needs CAP_SYS_ADMIN (a new PID namespace and its own /proc). */
+static void test_peer_outside_our_pid_namespace(void) {
+        if (geteuid() != 0) {
+                printf("# skipped: needs root for a PID namespace\n");
+                return;
+        }
+        _cleanup_free_ char *dir = xasprintf("%s/pods/outside/sockets", tmpdir);
+        _cleanup_free_ char *cmd = xasprintf("mkdir -p %s", dir);
+        check(system(cmd) == 0);
+        _cleanup_free_ char *path = xasprintf("%s/launcher-sock", dir);
+        pid_t server = listener(path);
+        int report[2];
+        if (pipe(report) < 0)
+                abort();
+        fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+                /* The child's children are in the new namespace; the first is its init. */
+                if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+                        _exit(2);
+                pid_t inner = fork();
+                if (inner == 0) {
+                        int r = 1;
+                        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+                            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0) {
+                                int root = open(tmpdir, O_PATH | O_DIRECTORY | O_CLOEXEC), fd = -1, pidfd = -1;
+                                pid_t pid = 0;
+                                struct stat st;
+                                if (root >= 0 &&
+                                    unix_connect_at(root, "pods/outside/sockets/launcher-sock", RESOLVE_BENEATH, &fd, &st, NULL) == 0)
+                                        r = socket_peer_pidfd(fd, (int64_t)st.st_ctim.tv_sec, &pidfd, &pid, NULL);
+                        }
+                        if (write(report[1], &r, sizeof(r)) != sizeof(r))
+                                _exit(1);
+                        _exit(0);
+                }
+                int status = 0;
+                waitpid(inner, &status, 0);
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        close(report[1]);
+        int r = 0, status = 0;
+        bool got = read(report[0], &r, sizeof(r)) == sizeof(r);
+        close(report[0]);
+        waitpid(child, &status, 0);
+        check(got && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        check_int_eq(r, -EREMOTE);
+        reap(server);
 }
 
 /* What a tenant can plant in its own socket directory. */
@@ -157,6 +213,7 @@ int main(void) {
                 return 1;
         int r = tap_run((tap_case[]){
                 TAP_CASE(test_connect_and_peer_pidfd),
+                TAP_CASE(test_peer_outside_our_pid_namespace),
                 TAP_CASE(test_refuses_symlinks_and_non_sockets),
                 TAP_CASE(test_cgroup_names_pod),
                 {0},
