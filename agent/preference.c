@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/macro.h"
 
 #define CLUSTER_KIND "VirtualMachineClusterPreference"
 #define NS_KIND "VirtualMachinePreference"
@@ -23,20 +24,27 @@ char *preference_key(const char *kind, const char *namespace, const char *name) 
         return xasprintf("%s/%s/%s", cluster ? CLUSTER_KIND : NS_KIND, cluster ? "" : (namespace ? namespace : ""), name);
 }
 
-static const char *frozen_revision(json_t *vm) {
-        /* status.preferenceRef.controllerRevisionRef.name (current KubeVirt), then
-         * spec.preference.revisionName (older releases). Trimmed VMs carry both. */
-        json_t *ref = json_object_get(vm, "preferenceRef");
+/* status.preferenceRef.controllerRevisionRef.name: current KubeVirt's. */
+static const char *status_revision(json_t *vm) {
+        json_t *ref = json_object_get(vm, "preferenceRef"); /* trimmed VMs */
         if (!ref)
                 ref = json_object_get(json_object_get(vm, "status"), "preferenceRef");
         const char *r = json_string_value(json_object_get(json_object_get(ref, "controllerRevisionRef"), "name"));
-        if (r && *r)
-                return r;
+        return r && *r ? r : NULL;
+}
+
+/* spec.preference.revisionName: older releases'. Trimmed VMs carry both. */
+static const char *spec_revision(json_t *vm) {
         json_t *pref = json_object_get(vm, "preference");
         if (!pref)
                 pref = json_object_get(json_object_get(vm, "spec"), "preference");
-        r = json_string_value(json_object_get(pref, "revisionName"));
+        const char *r = json_string_value(json_object_get(pref, "revisionName"));
         return r && *r ? r : NULL;
+}
+
+static const char *frozen_revision(json_t *vm) {
+        const char *r = status_revision(vm);
+        return r ? r : spec_revision(vm);
 }
 
 static json_t *vm_preference(json_t *vm) {
@@ -79,15 +87,21 @@ void vm_effective_tpm(json_t *vm, const preference_lookup *lookup, effective_tpm
         ret->preference_kind = xstrdup(cluster ? CLUSTER_KIND : NS_KIND);
         ret->preference_name = xstrdup(name);
 
+        /* The status's revision, else the spec's: virt-controller writes the
+         * status's name before it stores the revision, and may fail to store it
+         * (its FailedCreate event), while spec.preference.revisionName still
+         * names the one that froze the VM. */
         json_t *source = NULL;
-        const char *rev = frozen_revision(vm);
-        if (rev && lookup && lookup->revision) {
-                json_t *cr = lookup->revision(ns, rev, lookup->userdata);
+        const char *revs[] = {status_revision(vm), spec_revision(vm)};
+        for (size_t i = 0; i < ELEMENTSOF(revs) && !source; i++) {
+                if (!revs[i] || !lookup || !lookup->revision)
+                        continue;
+                json_t *cr = lookup->revision(ns, revs[i], lookup->userdata);
                 if (cr) {
                         /* Found: what it froze is final, even with no preferredTPM in it. */
                         json_t *data = json_object_get(cr, "data");
                         source = data ? json_incref(data) : json_object();
-                        ret->revision = xstrdup(rev);
+                        ret->revision = xstrdup(revs[i]);
                         json_decref(cr);
                 }
         }

@@ -240,11 +240,13 @@ vm_yaml() {
 }
 
 # "TYPE REASON COUNT" per event about VM $1 in $NS (events.k8s.io/v1; COUNT
-# is the series count, 1 for a single occurrence), optionally only REASON $2.
+# is the series count, 1 for a single occurrence), optionally only REASON $2;
+# only the agent's (KubeVirt's virt-controller reports on VMs too).
 events_for() {
   kubectl -n "$NS" get events.events.k8s.io -o json |
     jq -r --arg vm "$1" --arg reason "${2:-}" '.items[]
       | select(.regarding.kind == "VirtualMachine" and .regarding.name == $vm)
+      | select((.reportingController // "") | startswith("vtpm-agent.io/"))
       | select($reason == "" or .reason == $reason)
       | "\(.type) \(.reason) \(.series.count // 1)"'
 }

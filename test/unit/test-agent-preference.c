@@ -74,6 +74,11 @@ static void test_frozen_revision_wins_over_live_edit(void) {
                  true, true, TPM_SOURCE_PREFERENCE, false, "frozen (status)");
         check_vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.11\",\"revisionName\":\"win11-pref-rev-1\"}}}",
                  true, true, TPM_SOURCE_PREFERENCE, false, "frozen (older spec.preference.revisionName)");
+        /* virt-controller named a revision in the status that it failed to
+         * store: the spec's revision still froze the VM. */
+        check_vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.11\",\"revisionName\":\"win11-pref-rev-1\"}},"
+                 "\"status\":{\"preferenceRef\":{\"controllerRevisionRef\":{\"name\":\"w-windows.11-v1beta1--0\"}}}}",
+                 true, true, TPM_SOURCE_PREFERENCE, false, "frozen (spec's revision; the status's never stored)");
         check_vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.11\"}}}", true, false, TPM_SOURCE_PREFERENCE,
                  false, "unbound VM follows the edit");
         json_t *v = vm("{" MD ",\"spec\":{\"preference\":{\"name\":\"windows.11\"}}}");
