@@ -53,7 +53,7 @@ is "$(k get pvc -o name | sort | tr '\n' ' ')" \
   "persistentvolumeclaim/persistent-state-for-vm-good persistentvolumeclaim/persistent-state-for-vm-tis12 " \
   "no PVC for the invalid VMs; the valid ones (incl. 1.2 + tpm-tis) got theirs"
 ready() { [ "$(k get tpmstate "$1" -o jsonpath='{.status.phase}')" = Ready ]; }
-if wait_until 30 ready vm-good && ready vm-tis12; then pass "the agent moved on: vm-good and vm-tis12 Ready"; else fail "vm-good and vm-tis12 Ready"; fi
+if wait_until 60 ready vm-good && wait_until 30 ready vm-tis12; then pass "the agent moved on: vm-good and vm-tis12 Ready"; else fail "vm-good and vm-tis12 Ready"; fi
 
 # Fixing the annotation heals the VM.
 ok "fix vm-v3's annotation" k annotate vm vm-v3 --overwrite vtpm-agent.io/tpm-version=2.0

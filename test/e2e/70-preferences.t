@@ -213,6 +213,20 @@ wait_pvc vm-frozen "vm-frozen: state PVC created"
 wait_pvc vm-frozen-old "vm-frozen-old (spec.preference.revisionName): state PVC created"
 wait_pvc vm-live "vm-live (unbound): state PVC created"
 
+# Real KubeVirt's virt-controller freezes each VM itself, storing a revision
+# of its own (named in status.preferenceRef; spec.preference.revisionName it
+# replaces), sometimes only on a retry (a FailedCreate event first): let it
+# finish before the edit, or it would freeze the edited preference.
+all_stored() {
+  local vm r
+  for vm in vm-frozen vm-frozen-old vm-live; do
+    r=$(k get vm "$vm" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}') && [ -n "$r" ] &&
+      k get controllerrevision "$r" >/dev/null 2>&1 || return 1
+  done
+}
+if [ "${kv[2]}" = kubevirt ] && ! wait_until 60 all_stored; then
+  diag "virt-controller has not stored every VM's revision: $(k get vm -o json | jq -c '[.items[] | {(.metadata.name): .status.preferenceRef.controllerRevisionRef.name}]')"
+fi
 ok "the live $P drops persistent (preferredTPM: {})" kubectl patch virtualmachineclusterpreference $P \
   --type json -p '[{"op":"replace","path":"/spec/devices/preferredTPM","value":{}}]'
 # Real KubeVirt's virt-controller binds every VM to a ControllerRevision of
@@ -238,7 +252,17 @@ frozen_check() {
   fi
 }
 frozen_check vm-frozen
-frozen_check vm-frozen-old
+# KubeVirt v1.9 does not take over a revision named by the older
+# spec.preference.revisionName: its virt-controller fails to store one of its
+# own for that VM (FailedCreate, on every retry) and leaves its status without
+# a preferenceRef, while the named revision is not found; the agent then has
+# only the live preference. Checked where the VM is frozen by either field.
+if [ "${kv[2]}" = kubevirt ] && [ -z "$(k get vm vm-frozen-old -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ] &&
+   ! k get controllerrevision "vm-frozen-$P-1" >/dev/null 2>&1; then
+  skip "vm-frozen-old: KubeVirt did not keep it frozen (no status.preferenceRef, revision vm-frozen-$P-1 gone)"
+else
+  frozen_check vm-frozen-old
+fi
 
 # ---- CDI StorageProfile without RWX Filesystem ----
 ok "KubeVirt CR now names $c_rwo" kv_set "$c_rwo"
