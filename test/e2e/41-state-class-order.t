@@ -20,12 +20,7 @@ classes() {
     testbed_class "$c_def" storageclass.kubernetes.io/is-default-class=true
 }
 ok_here "four StorageClasses: one per source" classes
-ok "KubeVirt CR naming $c_kv" k apply -f - <<YAML
-apiVersion: kubevirt.io/v1
-kind: KubeVirt
-metadata: {name: kubevirt}
-spec: {configuration: {vmStateStorageClass: $c_kv}}
-YAML
+ok_here "KubeVirt CR naming $c_kv" kubevirt_cr_set "$c_kv"
 provisioner_start
 
 # check VM CLASS SOURCE: PVC in CLASS, TPMState says CLASS and SOURCE, Ready.
@@ -51,7 +46,7 @@ cfg=$(agent_config without-class)
 ok_here "agent without state.storageClass starts" agent_start plain "$cfg"
 check vm-kubevirt "$c_kv" KubeVirt
 
-ok "delete the KubeVirt CR" k delete kubevirt kubevirt --wait=true
+ok_here "the KubeVirt CR names no class (real KubeVirt: the field removed; the stand-in: the CR deleted)" kubevirt_cr_unset
 check vm-virt "$c_virt" DefaultVirtClass
 
 ok "remove the is-default-virt-class annotation" \

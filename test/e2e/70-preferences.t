@@ -138,21 +138,7 @@ wait_pvc vm-hco "vm-hco: state PVC created"
 is "$(pvc_class vm-hco)/$(ts_field vm-hco '{.status.storageClassSource}')" "$c_hco/HyperConverged" \
   "vm-hco: PVC in the HyperConverged class, storageClassSource HyperConverged"
 
-# The KubeVirt CR: real KubeVirt's own (kubevirt/kubevirt: a second one is
-# refused), its vmStateStorageClass put back at exit; on the stand-in test bed
-# (VTPM_KUBEVIRT=0) one of the suite's own, in its namespace.
-if kubectl -n kubevirt get kubevirt kubevirt >/dev/null 2>&1; then
-  kv=(kubectl -n kubevirt)
-  old=$(kubectl -n kubevirt get kubevirt kubevirt -o jsonpath='{.spec.configuration.vmStateStorageClass}')
-  if [ -n "$old" ]; then restore="[{\"op\":\"replace\",\"path\":\"/spec/configuration/vmStateStorageClass\",\"value\":\"$old\"}]"
-  else restore='[{"op":"remove","path":"/spec/configuration/vmStateStorageClass"}]'; fi
-  at_exit "kubectl -n kubevirt patch kubevirt kubevirt --type json -p '$restore' >/dev/null 2>&1"
-  kv_set() { "${kv[@]}" patch kubevirt kubevirt --type merge -p "{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$1\"}}}"; }
-else
-  kv=(kubectl -n "$NS")
-  kv_set() { "${kv[@]}" apply -f - <<<"{\"apiVersion\":\"kubevirt.io/v1\",\"kind\":\"KubeVirt\",\"metadata\":{\"name\":\"kubevirt\"},\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$1\"}}}"; }
-fi
-ok "KubeVirt CR naming $c_kv" kv_set "$c_kv"
+ok_here "KubeVirt CR naming $c_kv" kubevirt_cr_set "$c_kv"
 k apply -f - >/dev/null <<<"$(vm_yaml vm-kv "{persistent: true}")"
 wait_pvc vm-kv "vm-kv: state PVC created"
 is "$(pvc_class vm-kv)/$(ts_field vm-kv '{.status.storageClassSource}')" "$c_kv/KubeVirt" \
@@ -224,7 +210,7 @@ all_stored() {
       k get controllerrevision "$r" >/dev/null 2>&1 || return 1
   done
 }
-if [ "${kv[2]}" = kubevirt ] && ! wait_until 60 all_stored; then
+if kubevirt_cr_is_real && ! wait_until 60 all_stored; then
   diag "virt-controller has not stored every VM's revision: $(k get vm -o json | jq -c '[.items[] | {(.metadata.name): .status.preferenceRef.controllerRevisionRef.name}]')"
 fi
 ok "the live $P drops persistent (preferredTPM: {})" kubectl patch virtualmachineclusterpreference $P \
@@ -233,7 +219,7 @@ ok "the live $P drops persistent (preferredTPM: {})" kubectl patch virtualmachin
 # its preference as soon as it sees it (status.preferenceRef): vm-live is then
 # frozen too, and stays persistent. Unbound (the stand-ins), it follows the edit.
 bound() { [ -n "$(k get vm "$1" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ]; }
-if [ "${kv[2]}" = kubevirt ] && wait_until 30 bound vm-live; then
+if kubevirt_cr_is_real && wait_until 30 bound vm-live; then
   sleep 5 # proving that nothing happens
   like "$(ts_phase vm-live)/$(ts_field vm-live '{.status.persistent}')" '^(Pending|Ready)/true$' \
     "vm-live, bound by virt-controller to a revision, stays persistent after the edit"
@@ -257,7 +243,7 @@ frozen_check vm-frozen
 # own for that VM (FailedCreate, on every retry) and leaves its status without
 # a preferenceRef, while the named revision is not found; the agent then has
 # only the live preference. Checked where the VM is frozen by either field.
-if [ "${kv[2]}" = kubevirt ] && [ -z "$(k get vm vm-frozen-old -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ] &&
+if kubevirt_cr_is_real && [ -z "$(k get vm vm-frozen-old -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ] &&
    ! k get controllerrevision "vm-frozen-$P-1" >/dev/null 2>&1; then
   skip "vm-frozen-old: KubeVirt did not keep it frozen (no status.preferenceRef, revision vm-frozen-$P-1 gone)"
 else
@@ -265,12 +251,12 @@ else
 fi
 
 # ---- CDI StorageProfile without RWX Filesystem ----
-ok "KubeVirt CR now names $c_rwo" kv_set "$c_rwo"
+ok_here "KubeVirt CR now names $c_rwo" kubevirt_cr_set "$c_rwo"
 k apply -f - >/dev/null <<<"$(vm_yaml vm-rwo "{persistent: true}")"
 if wait_until 30 count_is vm-rwo StorageClassNotRWX 1; then pass "vm-rwo: Warning StorageClassNotRWX"; else
   fail "vm-rwo: Warning StorageClassNotRWX" "events: $(events_for vm-rwo)"; fi
 is "$(pvc_class vm-rwo)" "$c_rwo" "vm-rwo: PVC provisioned anyway, in $c_rwo (no other class picked)"
-ok "KubeVirt CR back to $c_kv" kv_set "$c_kv"
+ok_here "KubeVirt CR back to $c_kv" kubevirt_cr_set "$c_kv"
 
 # ---- 6. 1,000 VMs sharing one preference ----
 # vtpm-agent requests on cluster preferences since this agent started, by verb.

@@ -219,6 +219,40 @@ _testbed_cleanup() {
   for c in "${_testbed_classes[@]}"; do kubectl delete storageclass "$c" --ignore-not-found --wait=false >/dev/null 2>&1; done
 }
 
+# kubevirt_cr_set CLASS / kubevirt_cr_unset (run them with ok_here: they
+# register the restore at exit): the KubeVirt CR's
+# spec.configuration.vmStateStorageClass. On real KubeVirt its own CR
+# (kubevirt/kubevirt: a second one is refused, and deleting it uninstalls
+# KubeVirt), its value put back at exit; on the stand-in test bed
+# (VTPM_KUBEVIRT=0) a CR of the suite's own in $NS, deleted to unset.
+kubevirt_cr_is_real() { kubectl -n kubevirt get kubevirt kubevirt >/dev/null 2>&1; }
+_kubevirt_cr_saved=
+_kubevirt_cr_save() {
+  [ -z "$_kubevirt_cr_saved" ] || return 0
+  _kubevirt_cr_saved=1
+  local old restore
+  old=$(kubectl -n kubevirt get kubevirt kubevirt -o jsonpath='{.spec.configuration.vmStateStorageClass}')
+  if [ -n "$old" ]; then restore="[{\"op\":\"add\",\"path\":\"/spec/configuration/vmStateStorageClass\",\"value\":\"$old\"}]"
+  else restore='[{"op":"remove","path":"/spec/configuration/vmStateStorageClass"}]'; fi
+  at_exit "kubectl -n kubevirt patch kubevirt kubevirt --type json -p '$restore' >/dev/null 2>&1"
+}
+kubevirt_cr_set() {
+  if kubevirt_cr_is_real; then
+    _kubevirt_cr_save
+    kubectl -n kubevirt patch kubevirt kubevirt --type merge -p "{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$1\"}}}" >/dev/null
+  else
+    kubectl -n "$NS" apply -f - <<<"{\"apiVersion\":\"kubevirt.io/v1\",\"kind\":\"KubeVirt\",\"metadata\":{\"name\":\"kubevirt\"},\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$1\"}}}" >/dev/null
+  fi
+}
+kubevirt_cr_unset() {
+  if kubevirt_cr_is_real; then
+    _kubevirt_cr_save
+    kubectl -n kubevirt patch kubevirt kubevirt --type json -p '[{"op":"remove","path":"/spec/configuration/vmStateStorageClass"}]' >/dev/null
+  else
+    kubectl -n "$NS" delete kubevirt kubevirt --wait=true >/dev/null
+  fi
+}
+
 # vm_yaml NAME [TPM] [ANNOTATIONS]: TPM is a flow mapping such as
 # "{persistent: true}" (empty: no tpm), ANNOTATIONS a flow mapping.
 vm_yaml() {
