@@ -205,7 +205,7 @@ wait_pvc vm-live "vm-live (unbound): state PVC created"
 # finish before the edit, or it would freeze the edited preference.
 all_stored() {
   local vm r
-  for vm in vm-frozen vm-frozen-old vm-live; do
+  for vm in vm-frozen vm-live; do   # (vm-frozen-old: below)
     r=$(k get vm "$vm" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}') && [ -n "$r" ] &&
       k get controllerrevision "$r" >/dev/null 2>&1 || return 1
   done
