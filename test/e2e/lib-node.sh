@@ -151,13 +151,13 @@ node_agent_start() {
     ns=(-m -n)
     kc=$(_node_service_kubeconfig)
   fi
-  ! nl_has_pidns "$holder" || ns+=(-p)
+  local pidns=; ! nl_has_pidns "$holder" || { pidns=1; ns+=(-p); }
   local wrap=(); [ -z "${_node_wrap[$n]:-}" ] || wrap=("${_node_wrap[$n]}")
   env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "${wrap[@]}" "$AGENT_BIN" --kubeconfig "$kc" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
   # Into a PID namespace nsenter forks: the agent is its child (nsenter execs it otherwise).
-  if nl_has_pidns "$holder"; then
+  if [ -n "$pidns" ]; then
     pid=$(nl_nsenter_child "$pid") || { diag "nsenter made no agent in $(node_name "$n")"; return 1; }
   fi
   _track "$id" "$pid"
