@@ -203,11 +203,13 @@ wait_pvc vm-live "vm-live (unbound): state PVC created"
 # of its own (named in status.preferenceRef; spec.preference.revisionName it
 # replaces), sometimes only on a retry (a FailedCreate event first): let it
 # finish before the edit, or it would freeze the edited preference.
+# The revision virt-controller named in VM's status (empty: none yet).
+revision_of() { k get vm "$1" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}'; }
+bound() { [ -n "$(revision_of "$1")" ]; }
 all_stored() {
   local vm r
   for vm in vm-frozen vm-live; do   # (vm-frozen-old: below)
-    r=$(k get vm "$vm" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}') && [ -n "$r" ] &&
-      k get controllerrevision "$r" >/dev/null 2>&1 || return 1
+    r=$(revision_of "$vm") && [ -n "$r" ] && k get controllerrevision "$r" >/dev/null 2>&1 || return 1
   done
 }
 if kubevirt_cr_is_real && ! wait_until 60 all_stored; then
@@ -218,7 +220,6 @@ ok "the live $P drops persistent (preferredTPM: {})" kubectl patch virtualmachin
 # Real KubeVirt's virt-controller binds every VM to a ControllerRevision of
 # its preference as soon as it sees it (status.preferenceRef): vm-live is then
 # frozen too, and stays persistent. Unbound (the stand-ins), it follows the edit.
-bound() { [ -n "$(k get vm "$1" -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ]; }
 if kubevirt_cr_is_real && wait_until 30 bound vm-live; then
   sleep 5 # proving that nothing happens
   like "$(ts_phase vm-live)/$(ts_field vm-live '{.status.persistent}')" '^(Pending|Ready)/true$' \
@@ -243,7 +244,7 @@ frozen_check vm-frozen
 # own for that VM (FailedCreate, on every retry) and leaves its status without
 # a preferenceRef, while the named revision is not found; the agent then has
 # only the live preference. Checked where the VM is frozen by either field.
-if kubevirt_cr_is_real && [ -z "$(k get vm vm-frozen-old -o jsonpath='{.status.preferenceRef.controllerRevisionRef.name}')" ] &&
+if kubevirt_cr_is_real && ! bound vm-frozen-old &&
    ! k get controllerrevision "vm-frozen-$P-1" >/dev/null 2>&1; then
   skip "vm-frozen-old: KubeVirt did not keep it frozen (no status.preferenceRef, revision vm-frozen-$P-1 gone)"
 else
