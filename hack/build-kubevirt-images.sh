@@ -6,6 +6,14 @@
 #                                             line per image: NAME REF OCI-ARCHIVE
 #   hack/build-kubevirt-images.sh --tag       print the tag this tree and the
 #                                             KubeVirt source give, build nothing
+#   hack/build-kubevirt-images.sh --packages  needs no KubeVirt binaries: make the
+#                                             Debian bases and, for the images with
+#                                             a Containerfile of their own, the
+#                                             layers before its first COPY (the
+#                                             apt-get); print nothing. The full build
+#                                             later reuses them (--layers), so
+#                                             hack/build-all.sh runs this while the
+#                                             binaries compile.
 # NAME: virt-operator virt-api virt-controller virt-exportproxy
 # virt-synchronization-controller virt-handler virt-launcher (all by default). REF is $KUBEVIRT_REGISTRY/NAME:TAG, registry
 # localhost/kubevirt by default, one TAG for all: virt-operator derives the
@@ -67,8 +75,9 @@ all=(virt-operator virt-api virt-controller virt-exportproxy virt-synchronizatio
 log() { echo "build-kubevirt-images: $*" >&2; }
 t0=$(date +%s)
 
-print_tag=
+print_tag= packages=
 if [ "${1:-}" = --tag ]; then print_tag=1; shift; fi
+if [ "${1:-}" = --packages ]; then packages=1; shift; fi
 names=("$@")
 [ $# -gt 0 ] || names=("${all[@]}")
 for n in "${names[@]}"; do
@@ -84,6 +93,33 @@ tag=$( { echo "kubevirt $key"; (cd "$defs" && find . -type f -print0 | LC_ALL=C 
 [ -z "$print_tag" ] || { echo "$tag"; exit 0; }
 
 archive() { echo "$IMG_CACHE/kubevirt-$1-$tag.oci.tar"; }
+
+# --packages: the layers that need only Debian's packages, not KubeVirt's
+# binaries. Each Containerfile's lines before its first COPY, built alone
+# with --layers: the same instructions on the same base make the same cache
+# entries, which the full build below finds. Nothing is archived or tagged.
+if [ -n "$packages" ]; then
+  for t in buildah debootstrap; do
+    command -v "$t" >/dev/null || { log "$t missing (hack/install-deps.sh installs it)"; exit 1; }
+  done
+  debian_base_tar bookworm 12 >/dev/null
+  debian_base_tar trixie 13 >/dev/null
+  bah_lock 3600
+  debian_base bookworm docker.io/library/debian:12-slim
+  debian_base trixie docker.io/library/debian:13-slim
+  ctx=$(mktemp -d "$IMG_CACHE/.kubevirt-ctx.XXXXXX")
+  trap 'rm -rf "$ctx"' EXIT
+  for n in "${names[@]}"; do
+    [ -f "$defs/$n/Containerfile" ] || continue
+    mkdir -p "$ctx/$n"
+    sed '/^COPY /,$d' "$defs/$n/Containerfile" > "$ctx/$n/Containerfile"
+    t=$(date +%s)
+    bah bud --pull-never --layers --isolation chroot --build-arg "NAME=$n" -f "$ctx/$n/Containerfile" "$ctx/$n" > "$ctx/$n.log" 2>&1 ||
+      { tail -30 "$ctx/$n.log" >&2; exit 1; }
+    log "$n: the package layers ($(( $(date +%s) - t )) s)"
+  done
+  exit 0
+fi
 todo=()
 for n in "${names[@]}"; do [ -s "$(archive "$n")" ] || todo+=("$n"); done
 

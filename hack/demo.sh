@@ -51,7 +51,8 @@ cleanup() {
 trap cleanup EXIT
 
 step "1. The local control plane ($K8S_VERSION on loopback) and two real nodes"
-echo "    (a first run builds containerd, runc and the images: see README, test bed)"
+echo "    (a first run builds containerd, runc, KubeVirt and the images: see README, test bed)"
+hack/build-all.sh 2>"$D/build-all.log" || { tail -20 "$D/build-all.log"; die "the builds failed"; }
 KUBECONFIG=$(hack/cluster-up.sh 2>"$D/cluster-up.log") || { tail -20 "$D/cluster-up.log"; die "cluster-up failed"; }
 export KUBECONFIG
 . hack/testbed-lib.sh
