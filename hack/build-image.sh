@@ -76,8 +76,7 @@ if [ ! -s "$out" ]; then
   bah rm "$c" >/dev/null
   # The archive names the image by its tag only (as an OCI layout does), so
   # `ctr images import --base-name vtpm.local/NAME` makes $ref.
-  bah push -q "$ref" "oci-archive:$out.tmp:$tag" >/dev/null
-  mv "$out.tmp" "$out"
+  bah_archive "$ref" "$out" "$tag"
   log "built $ref -> $out"
 fi
 if [ "$what" = vtpm-agent-next ]; then
@@ -93,16 +92,15 @@ if [ "$what" = vtpm-agent-next ]; then
     bah config --label vtpm-agent.io/testbed-roll=next "$c"
     bah commit -q "$c" "$nref" >/dev/null
     bah rm "$c" >/dev/null
-    bah push -q "$nref" "oci-archive:$nout.tmp:$tag-next" >/dev/null
-    mv "$nout.tmp" "$nout"
+    bah_archive "$nref" "$nout" "$tag-next"
     log "built $nref -> $nout"
   fi
   ref=$nref out=$nout
 fi
 
-# 3. What older builds left: every source change makes new images (the vfs
-# driver stores each layer as a full copy, ~0.3-0.8 GB per build), and the
-# cache would grow without bound. Drop this name's other tags and the build
+# 3. What older builds left: every source change makes new images (each
+# with its own build stage, ~0.3 GB of compiled tree), and the cache would
+# grow without bound. Drop this name's other tags and the build
 # stages' leftovers older than an hour (what a build running beside this one
 # may still be using is younger), and keep the three newest builds' archives
 # (a test bed imports one right after its build). The apt-get layers stay:

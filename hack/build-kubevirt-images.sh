@@ -48,7 +48,7 @@
 # first build; --layers keeps them until the definitions change.)
 # Cache: $VTPM_CACHE/images/kubevirt-NAME-TAG.oci.tar; when all the asked-for
 # archives exist, nothing else runs (not even hack/build-kubevirt.sh).
-# Storage and lock as hack/build-image.sh ($VTPM_CACHE/buildah, vfs, --layers:
+# Storage and lock as hack/build-image.sh ($VTPM_CACHE/buildah, overlay, --layers:
 # a new tag with the same packages reuses the apt-get layers).
 # Every new image is checked by running what it is for inside it (buildah
 # run): the binaries start, ldd finds every library, the tools answer
@@ -64,7 +64,9 @@
 # debootstraps): 457 s; cold with the Debian base tars cached (fresh storage:
 # apt-get, copies): 307 s; a new tag with the apt-get layers cached: 139 s for
 # all seven (the launcher alone 30-96 s); all cached: 0.3 s. Archives 67-97 MB,
-# the launcher 181 MB (gzip layers); buildah storage (vfs) ~3 GB.
+# the launcher 181 MB (gzip layers); buildah storage (vfs) ~3 GB. (Those were
+# with the vfs driver and gzip layers; hack/build-all.sh's figures in the
+# README are the current ones.)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/versions.sh"
@@ -202,14 +204,13 @@ if [ ${#todo[@]} -gt 0 ]; then
       esac
     done
     bah rm "$c" >/dev/null
-    bah push -q "$ref" "oci-archive:$out.tmp:$tag" >/dev/null
-    mv "$out.tmp" "$out"
+    bah_archive "$ref" "$out" "$tag"
     log "built $ref -> $out ($(( $(date +%s) - t )) s, $(du -m "$out" | cut -f1) MB)"
   done
 
   # 5. What older builds left (as hack/build-image.sh): other tags of these
   # images, build stages older than an hour, and all but the two newest
-  # archives of each image (the vfs driver keeps a full copy per layer).
+  # archives of each image.
   for n in "${all[@]}"; do
     for old in $(bah images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -E "^${REGISTRY//./\\.}/$n:[0-9a-f]{12}$" |
                    grep -vxF "$REGISTRY/$n:$tag"); do

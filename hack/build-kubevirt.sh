@@ -41,7 +41,8 @@
 # tags its images with the key).
 # Output: one line per component (and for the extraction and the Debian root
 # when they are made) on stdout, `build-kubevirt: NAME built (N s) PATH` or
-# `build-kubevirt: NAME cached PATH`, then the total; progress on stderr.
+# `build-kubevirt: NAME cached PATH` (the Go components built together: one
+# line with their time), then the total; progress on stderr.
 # -p 2 (2 cores). Measured here (2 cores, idle): cold 530 and 577 s, cached 0.2 s.
 set -euo pipefail
 print_dir=; [ "${1:-}" != --dir ] || print_dir=1
@@ -129,16 +130,27 @@ comps=(cmd/virt-controller cmd/virt-api cmd/virt-operator cmd/virt-handler cmd/v
 # libvirt-hook-client: the launcher image's /etc/libvirt/hooks/qemu (a
 # migration target's domain XML hooks).
 comps+=(cmd/virt-exportproxy cmd/synchronization-controller cmd/virt-launcher/libvirt-hook-client)
+# One `go build` for all that are missing: it links one while it compiles for
+# the next, and loads the package graph once (14 separate builds cost about a
+# minute more). Into a scratch directory, then moved into place.
+todo=()
 for p in "${comps[@]}"; do
   c=${p##*/}
   if [ -x "$bin/$c" ]; then say "$c cached $bin/$c"; continue; fi
   [ -d "$src/$p" ] || { log "no $p in $src"; exit 1; }
-  t=$(date +%s)
-  log "go build ./$p"
-  (cd "$src" && "$GO" "${gobuild[@]}" -o "$bin/$c.tmp" "./$p")
-  mv "$bin/$c.tmp" "$bin/$c"
-  say "$c built ($(( $(date +%s) - t )) s) $bin/$c"
+  todo+=("./$p")
 done
+if [ ${#todo[@]} -gt 0 ]; then
+  t=$(date +%s); mktmp "$kv"
+  log "go build ${todo[*]}"
+  (cd "$src" && "$GO" "${gobuild[@]}" -o "$x/" "${todo[@]}")
+  for p in "${todo[@]}"; do
+    c=${p##*/}
+    mv "$x/$c" "$bin/$c"
+    say "$c built $bin/$c"
+  done
+  say "${#todo[@]} Go components built ($(( $(date +%s) - t )) s)"
+fi
 
 # container-disk: one C file; static, as upstream (it runs in a scratch container).
 if [ -x "$bin/container-disk" ]; then say "container-disk cached $bin/container-disk"
