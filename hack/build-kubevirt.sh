@@ -131,8 +131,8 @@ comps=(cmd/virt-controller cmd/virt-api cmd/virt-operator cmd/virt-handler cmd/v
 # migration target's domain XML hooks).
 comps+=(cmd/virt-exportproxy cmd/synchronization-controller cmd/virt-launcher/libvirt-hook-client)
 # One `go build` for all that are missing: it links one while it compiles for
-# the next, and loads the package graph once (14 separate builds cost about a
-# minute more). Into a scratch directory, then moved into place.
+# the next, and loads the package graph once. Into a scratch directory, then
+# moved into place.
 todo=()
 for p in "${comps[@]}"; do
   c=${p##*/}
