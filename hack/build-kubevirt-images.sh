@@ -95,12 +95,11 @@ tag=$( { echo "kubevirt $key"; (cd "$defs" && find . -type f -print0 | LC_ALL=C 
 [ -z "$print_tag" ] || { echo "$tag"; exit 0; }
 
 archive() { echo "$IMG_CACHE/kubevirt-$1-$tag.oci.tar"; }
-
-# --packages: the layers that need only Debian's packages, not KubeVirt's
-# binaries. Each Containerfile's lines before its first COPY, built alone
-# with --layers: the same instructions on the same base make the same cache
-# entries, which the full build below finds. Nothing is archived or tagged.
-if [ -n "$packages" ]; then
+# bases: the tools, then the Debian bases: the debootstrap tars before the
+# storage's lock (minutes, once), their commits into buildah's storage under
+# it (held from then on, until this script ends).
+bases() {
+  local t
   for t in buildah debootstrap; do
     command -v "$t" >/dev/null || { log "$t missing (hack/install-deps.sh installs it)"; exit 1; }
   done
@@ -109,6 +108,14 @@ if [ -n "$packages" ]; then
   bah_lock 3600
   debian_base bookworm docker.io/library/debian:12-slim
   debian_base trixie docker.io/library/debian:13-slim
+}
+
+# --packages: the layers that need only Debian's packages, not KubeVirt's
+# binaries. Each Containerfile's lines before its first COPY, built alone
+# with --layers: the same instructions on the same base make the same cache
+# entries, which the full build below finds. Nothing is archived or tagged.
+if [ -n "$packages" ]; then
+  bases
   ctx=$(mktemp -d "$IMG_CACHE/.kubevirt-ctx.XXXXXX")
   trap 'rm -rf "$ctx"' EXIT
   for n in "${names[@]}"; do
@@ -126,9 +133,6 @@ todo=()
 for n in "${names[@]}"; do [ -s "$(archive "$n")" ] || todo+=("$n"); done
 
 if [ ${#todo[@]} -gt 0 ]; then
-  for t in buildah debootstrap; do
-    command -v "$t" >/dev/null || { log "$t missing (hack/install-deps.sh installs it)"; exit 1; }
-  done
   # 1. The binaries (cached: a fraction of a second).
   built=$("$top/hack/build-kubevirt.sh")
   bin=$(sed -n 's/^build-kubevirt: kubevirt [0-9a-f]* in \(.*\) ([0-9]* s in all)$/\1/p' <<<"$built")
@@ -160,13 +164,8 @@ if [ ${#todo[@]} -gt 0 ]; then
     done < "$defs/$n/files"
   done
 
-  # 3. The bases: the debootstrap tars before the lock (minutes, once), the
-  # commits into buildah's storage under it.
-  debian_base_tar bookworm 12 >/dev/null
-  debian_base_tar trixie 13 >/dev/null
-  bah_lock 3600
-  debian_base bookworm docker.io/library/debian:12-slim
-  debian_base trixie docker.io/library/debian:13-slim
+  # 3. The bases.
+  bases
 
   # 4. Each image: build, check, archive.
   for n in "${todo[@]}"; do
