@@ -215,8 +215,9 @@ if [ ${#todo[@]} -gt 0 ]; then
                    grep -vxF "$REGISTRY/$n:$tag"); do
       bah rmi "$old" >/dev/null 2>&1 || true
     done
+    # (No archive of NAME at all when only some images were asked for: nothing to drop.)
     ls -t "$IMG_CACHE/kubevirt-$n"-*.oci.tar 2>/dev/null | grep -E "/kubevirt-$n-[0-9a-f]{12}\.oci\.tar$" |
-      tail -n +3 | xargs -r rm -f
+      tail -n +3 | xargs -r rm -f || true
   done
   bah_prune_dangling
   log "built ${todo[*]} in $(( $(date +%s) - t0 )) s"
