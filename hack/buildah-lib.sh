@@ -11,9 +11,14 @@ mkdir -p "$IMG_CACHE" "$BAH_ROOT"
 # The overlay driver: a layer is its own changes, mounted over its parent's.
 # (vfs, used before, copied the whole root for every layer: the agent's build
 # stage, a gigabyte, for each RUN and COPY. A first `make test` spent minutes
-# of its two cores on those copies.) Needs the kernel's overlayfs and a cache
-# on a filesystem that can be its upper layer (ext4, xfs...).
-bah() { buildah --root "$BAH_ROOT/overlay" --runroot "$BAH_ROOT/run-overlay" --storage-driver overlay "$@"; }
+# of its two cores on those copies.) It needs a cache on a filesystem that
+# can be an overlay's upper layer: where the cache is itself on overlayfs (a
+# container's root), vfs again. VTPM_BUILDAH_DRIVER=vfs|overlay decides instead.
+BAH_DRIVER=${VTPM_BUILDAH_DRIVER:-}
+if [ -z "$BAH_DRIVER" ]; then
+  case $(stat -f -c %T "$BAH_ROOT") in overlayfs) BAH_DRIVER=vfs ;; *) BAH_DRIVER=overlay ;; esac
+fi
+bah() { buildah --root "$BAH_ROOT/$BAH_DRIVER" --runroot "$BAH_ROOT/run-$BAH_DRIVER" --storage-driver "$BAH_DRIVER" "$@"; }
 
 # bah_lock SECONDS: take the storage's lock on fd 9 (held until the process ends).
 # Drops the storage an older tree kept with the vfs driver (gigabytes, unused).
