@@ -56,7 +56,7 @@ fetch() {
   [ $nodes = 1 ] || return 0
   step fetch pause+busybox "$top/hack/build-images.sh" pause busybox
   if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
-    for what in vtpm-agent vtpm-agent-next launcher ${VTPM_NODES_LIBVIRT_IMAGE:+launcher-libvirt}; do
+    for what in $(tb_agent_images); do
       step fetch "$what image" "$top/hack/build-image.sh" "$what"
     done
   fi

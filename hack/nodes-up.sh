@@ -49,7 +49,7 @@ printf 'PAUSE_IMAGE=%s\nBUSYBOX_IMAGE=%s\n' "${img_ref[pause]}" "${img_ref[busyb
 declare -A extra_ref=() extra_tar=()
 if [ -n "${VTPM_NODES_AGENT_IMAGE:-}" ]; then
   # The libvirt launcher (~480 MB) only for the suite that boots QEMU in it.
-  for what in vtpm-agent vtpm-agent-next launcher ${VTPM_NODES_LIBVIRT_IMAGE:+launcher-libvirt}; do
+  for what in $(tb_agent_images); do
     built=$("$top/hack/build-image.sh" "$what")
     read -r _ extra_ref[$what] extra_tar[$what] <<<"$built"
   done

@@ -39,6 +39,11 @@ VTPM_RUN=${VTPM_RUN:-/tmp/vtpm-testbed}
 # or a bed without nodes, uses the hand-written stand-ins of KubeVirt's CRDs
 # (hack/stand-ins/) instead: a quick control-plane-only run.
 tb_kubevirt() { [ "${VTPM_KUBEVIRT:-1}" != 0 ] && [[ ${VTPM_NODES:-0} =~ ^[1-9] ]]; }
+# tb_agent_images: the images hack/build-image.sh makes for the nodes when
+# VTPM_NODES_AGENT_IMAGE is set (hack/nodes-up.sh imports them, hack/build-all.sh
+# builds them ahead): the agent, a second one to roll to, the test launcher,
+# and the one with libvirt and QEMU only with VTPM_NODES_LIBVIRT_IMAGE (~480 MB).
+tb_agent_images() { echo vtpm-agent vtpm-agent-next launcher ${VTPM_NODES_LIBVIRT_IMAGE:+launcher-libvirt}; }
 TB_PKI=$VTPM_RUN/pki
 TB_PIDS=$VTPM_RUN/pids
 TB_LOGS=$VTPM_RUN/logs
