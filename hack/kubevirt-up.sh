@@ -61,4 +61,5 @@ tb_kubectl -n kubevirt rollout status deployment/virt-operator --timeout 300s >&
 tb_kubectl apply -f "$top/hack/kubevirt/kubevirt-cr.yaml" >&2
 tb_kubectl -n kubevirt wait kv kubevirt --for condition=Available --timeout "${VTPM_KUBEVIRT_TIMEOUT:-600}s" >&2 ||
   tb_die "KubeVirt not Available; kubectl -n kubevirt get kv,pods -o wide"
+tb_kubevirt_wait_serving || tb_die "KubeVirt does not admit VMs; kubectl -n kubevirt get pods -o wide"
 tb_log "KubeVirt $KUBEVIRT_TAG deployed in $(( $(tb_now_ms) - t0 )) ms"

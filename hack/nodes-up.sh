@@ -325,3 +325,10 @@ done
 # (a node that comes back, e.g. after nodes-down, is a new Node object).
 ! tb_kubevirt || tb_kubectl label --overwrite node "$(nl_name 1)" node-role.kubernetes.io/control-plane= >&2
 tb_log "$nodes node(s) Ready $(( $(tb_now_ms) - t1 )) ms after their kubelets answered; nodes up in $(( $(tb_now_ms) - t0 )) ms"
+# Nodes that come back to a KubeVirt installed before (suite 03 takes them down
+# and up): done when KubeVirt serves again, or the next VM is refused.
+if tb_kubevirt && tb_kubectl -n kubevirt get kubevirt kubevirt >/dev/null 2>&1; then
+  t1=$(tb_now_ms)
+  tb_kubevirt_wait_serving || tb_die "KubeVirt does not serve again; kubectl -n kubevirt get pods -o wide"
+  tb_log "KubeVirt serves again $(( $(tb_now_ms) - t1 )) ms after the nodes were Ready"
+fi

@@ -29,6 +29,7 @@
 #   tb_our_pids            pids of any process running one of our binaries for this $VTPM_RUN
 #   tb_bin_pids            pids of any process running one of our binaries (any test bed)
 #   tb_kubectl ARGS...     kubectl with the admin kubeconfig
+#   tb_kubevirt_wait_serving [SECS]  KubeVirt admits and runs VMs (after its nodes came back)
 
 here_tb=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here_tb/versions.sh"
@@ -44,6 +45,29 @@ tb_kubevirt() { [ "${VTPM_KUBEVIRT:-1}" != 0 ] && [[ ${VTPM_NODES:-0} =~ ^[1-9] 
 # builds them ahead): the agent, a second one to roll to, the test launcher,
 # and the one with libvirt and QEMU only with VTPM_NODES_LIBVIRT_IMAGE (~480 MB).
 tb_agent_images() { echo vtpm-agent vtpm-agent-next launcher ${VTPM_NODES_LIBVIRT_IMAGE:+launcher-libvirt}; }
+# tb_kubevirt_wait_serving [SECS]: wait until KubeVirt admits and runs VMs:
+# virt-api, virt-controller and virt-handler rolled out, and virt-api's webhooks
+# admit a VirtualMachine (a server-side dry run). After nodes-down and nodes-up the
+# API keeps KubeVirt's objects and the CR still says Available while virt-api's new
+# pod starts: for half a minute every VM is refused ("failed calling webhook").
+tb_kubevirt_wait_serving() {
+  local secs=${1:-300} deadline out
+  deadline=$(( $(date +%s) + secs ))
+  tb_kubectl -n kubevirt rollout status deployment/virt-api deployment/virt-controller \
+    daemonset/virt-handler --timeout "${secs}s" >&2 || { tb_log "KubeVirt's components not rolled out"; return 1; }
+  until out=$(tb_kubectl apply --dry-run=server -f - 2>&1 <<'EOF'
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: testbed-admission-probe, namespace: default}
+spec:
+  runStrategy: Halted
+  template: {spec: {domain: {devices: {}, resources: {requests: {memory: 64Mi}}}}}
+EOF
+  ); do
+    [ "$(date +%s)" -lt "$deadline" ] || { tb_log "virt-api's webhooks refuse a VM: $out"; return 1; }
+    sleep 2
+  done
+}
 TB_PKI=$VTPM_RUN/pki
 TB_PIDS=$VTPM_RUN/pids
 TB_LOGS=$VTPM_RUN/logs
