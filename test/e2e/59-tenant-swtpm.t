@@ -42,7 +42,7 @@ _listening() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -n1 <
 wait_until 10 _listening || bail_out "the node-only listener on 127.0.0.1:$port does not answer"
 
 # ---- the victim: another tenant's VM on the same node, its TPM running.
-vm_create victim "{persistent: true}" "" Ready >/dev/null
+vm_create victim "{persistent: true}" "" Ready >/dev/null || bail_out "the victim's TPMState is not Ready"
 launcher_start a virt-launcher-victim-a victim >/dev/null
 ok "victim VM: swtpm runs" wait_until 60 swtpm_running virt-launcher-victim-a
 vuid=$(vm_uid victim)
@@ -50,8 +50,10 @@ vpid=$(rn_swtpm_pid "$vuid" | head -1)
 [ -n "$vpid" ] || bail_out "no swtpm for the victim"
 
 # ---- hole 2: the tenant's launcher carries a hostile swtpm.
+# Its state is provisioned first: agent A is the only state controller, and
+# it is stopped while the tenant's launcher starts and the binary is planted.
+vm_create tenant "{persistent: true}" "" Ready >/dev/null || bail_out "the tenant's TPMState is not Ready"
 node_agent_stop a
-vm_create tenant "{persistent: true}" "" Ready >/dev/null
 launcher_start a virt-launcher-tenant-a tenant >/dev/null
 lp=$(launcher_pid virt-launcher-tenant-a)
 lroot=/proc/$lp/root

@@ -78,13 +78,19 @@ like() {
   if [[ $1 =~ $2 ]]; then pass "$3"; else fail "$3" "got:  '$1'" "want match: /$2/"; fi
 }
 
+# wait_until SECS CMD...: poll CMD until it succeeds or SECS pass. With
+# E2E_WAIT_LOG=FILE every wait that gives up is written there: a suite's
+# expected timeouts (a refusal that must last) and the ones it wastes.
 wait_until() {
   local secs=$1 deadline now delay=100 nap; shift
   deadline=$(( $(date +%s%N) / 1000000 + ${secs%.*} * 1000 ))
   while :; do
     "$@" >/dev/null 2>&1 && return 0
     now=$(( $(date +%s%N) / 1000000 ))
-    [ "$now" -lt "$deadline" ] || return 1
+    if [ "$now" -ge "$deadline" ]; then
+      [ -z "${E2E_WAIT_LOG:-}" ] || echo "${0##*/}: gave up after $secs s: $*" >> "$E2E_WAIT_LOG"
+      return 1
+    fi
     # Poll every 0.1 s at first, backing off to 1 s; never sleep past the deadline.
     nap=$(( deadline - now < delay ? deadline - now : delay ))
     sleep "$(printf '%d.%03d' $(( nap / 1000 )) $(( nap % 1000 )))"
