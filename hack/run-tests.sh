@@ -30,7 +30,16 @@ mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*
 e2e=(${VTPM_E2E_SUITES:-test/e2e/*.t})
 suites=("${units[@]}" test/fuzz/regress.t test/guest/*.t "${e2e[@]}")
 export E2E_SINCE=$(date -u +%FT%T)
+# Every wait_until that gives up (test/e2e/lib.sh), listed after the summary:
+# the refusals a suite expects to last, and the time a suite wastes.
+export E2E_WAIT_LOG; E2E_WAIT_LOG=$(mktemp /tmp/vtpm-e2e-waits.XXXXXX)
 rc=0
 prove --timer -f "${suites[@]}" || rc=$?
+if [ -s "$E2E_WAIT_LOG" ]; then
+  echo "waits that gave up: $(wc -l < "$E2E_WAIT_LOG"), $(sed -E 's/.* gave up after ([0-9.]+) s: .*/\1/' "$E2E_WAIT_LOG" |
+    awk '{ s += $1 } END { print s }') s in all:"
+  sed 's/^/  /' "$E2E_WAIT_LOG"
+fi
+rm -f "$E2E_WAIT_LOG"
 echo "make test: wall time $(( $(date +%s) - start ))s"
 exit $rc
