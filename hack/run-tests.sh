@@ -30,8 +30,9 @@ mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*
 e2e=(${VTPM_E2E_SUITES:-test/e2e/*.t})
 suites=("${units[@]}" test/fuzz/regress.t test/guest/*.t "${e2e[@]}")
 export E2E_SINCE=$(date -u +%FT%T)
-# Every wait_until that gives up (test/e2e/lib.sh), listed after the summary:
-# the refusals a suite expects to last, and the time a suite wastes.
+# Every wait_until that gives up (test/e2e/lib.sh), listed after the summary.
+# In a passing run there is none (suites check that a refusal lasts with a
+# fixed sleep): each is a failure's wait, or time a suite wastes.
 export E2E_WAIT_LOG; E2E_WAIT_LOG=$(mktemp /tmp/vtpm-e2e-waits.XXXXXX)
 rc=0
 prove --timer -f "${suites[@]}" || rc=$?

@@ -260,7 +260,6 @@ else
   fail "(e) c2's control socket is either swapped or protected" "swap: $swap" \
     "$(ls -l "/proc/$c2pid/root/run/vtpm/" 2>&1)"
 fi
-c2launcher=$(launcher_pid virt-launcher-c2)
 k delete pod virt-launcher-c2 --wait=false >/dev/null
 _gone() { [ ! -e "/proc/$1" ]; }
 ok "(e) c2's launcher goes: its swtpm is stopped" wait_until 30 _gone "$c2pid"
@@ -273,8 +272,9 @@ else
 fi
 launcher_stop virt-launcher-c1
 # The test is over: end c2's 30 s grace now, as its expiry would (SIGKILL to
-# the container's init, which takes its PID namespace with it).
-[ -z "$c2launcher" ] || kill -KILL "$c2launcher" 2>/dev/null
+# the container's init, which takes its PID namespace with it). Looked up
+# here, not before the delete: only a task containerd still lists as running.
+c2launcher=$(launcher_pid virt-launcher-c2) && kill -KILL "$c2launcher" 2>/dev/null
 k delete pod virt-launcher-c2 --wait=true --timeout=60s >/dev/null 2>&1
 
 # ---- (f) the release binary has no crash-injection hook ----

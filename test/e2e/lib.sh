@@ -79,8 +79,8 @@ like() {
 }
 
 # wait_until SECS CMD...: poll CMD until it succeeds or SECS pass. With
-# E2E_WAIT_LOG=FILE every wait that gives up is written there: a suite's
-# expected timeouts (a refusal that must last) and the ones it wastes.
+# E2E_WAIT_LOG=FILE every wait that gives up is written there (make test lists
+# them): a failure's wait, or time a suite wastes.
 wait_until() {
   local secs=$1 deadline now delay=100 nap; shift
   deadline=$(( $(date +%s%N) / 1000000 + ${secs%.*} * 1000 ))
