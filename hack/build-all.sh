@@ -8,8 +8,10 @@
 #   fetch     what mostly waits for Debian's mirror and the disk: the nodes'
 #             small images (hack/build-images.sh), the agent's and the test
 #             launchers' images (hack/build-image.sh), the TPM guest
-#             (hack/build-tpm-guest.sh) and the package layers of KubeVirt's
-#             images (hack/build-kubevirt-images.sh --packages)
+#             (hack/build-tpm-guest.sh), the package layers of KubeVirt's
+#             images (hack/build-kubevirt-images.sh --packages) and the
+#             Debian 13 root virt-launcher builds in (hack/build-kubevirt.sh
+#             --buildroot)
 # then, when both are done, KubeVirt's images themselves (their binaries are
 # only there now; the package layers are reused). Everything is what
 # cluster-up and nodes-up would build anyway, with the same scripts: they find
@@ -63,6 +65,9 @@ fetch() {
   if tb_kubevirt; then
     step fetch "kubevirt package layers" "$top/hack/build-kubevirt-images.sh" --packages
     step fetch "tpm guest" "$top/hack/build-tpm-guest.sh"
+    # The Debian 13 root virt-launcher compiles in: debootstrap and apt, off
+    # the compile lane (it reaches KubeVirt long after this lane is done).
+    step fetch "kubevirt build root" "$top/hack/build-kubevirt.sh" --buildroot
   fi
 }
 

@@ -46,7 +46,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # a half-built binary is never in the cache.
   tmp=$(mktemp -d "$K8S_BIN/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  "$GO" build -trimpath -ldflags "$ld" -o "$tmp/" "${need[@]/#/k8s.io/kubernetes/cmd/}"
+  "$GO" build -trimpath -gcflags "$GO_GCFLAGS" -ldflags "$ld" -o "$tmp/" "${need[@]/#/k8s.io/kubernetes/cmd/}"
   for c in "${need[@]}"; do
     mv "$tmp/$c" "$K8S_BIN/$c"
     echo "build-control-plane: built $c"
@@ -57,7 +57,7 @@ if [ ! -x "$ETCD_BIN/etcd" ]; then
   echo "build-control-plane: building etcd $ETCD_VERSION into $ETCD_BIN"
   mkdir -p "$ETCD_BIN"
   cd "$here/controlplane/etcd"
-  "$GO" build -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+  "$GO" build -trimpath -gcflags "$GO_GCFLAGS" -ldflags "-s -w" -o "$ETCD_BIN/etcd.tmp" go.etcd.io/etcd/server/v3
   mv "$ETCD_BIN/etcd.tmp" "$ETCD_BIN/etcd"
 fi
 echo "build-control-plane: kubernetes $K8S_VERSION in $K8S_BIN, etcd $ETCD_VERSION in $ETCD_BIN"

@@ -39,13 +39,23 @@
 # `hack/build-kubevirt.sh --dir` prints the cache directory
 # ($VTPM_CACHE/kubevirt-<key>) and builds nothing (hack/build-kubevirt-images.sh
 # tags its images with the key).
+# `hack/build-kubevirt.sh --buildroot` makes only the Debian 13 root (when
+# virt-launcher is not cached yet): hack/build-all.sh runs it in its fetch lane,
+# since it is mostly waiting for the mirror (134 s here), so that the compile
+# lane finds it made instead of leaving both cores idle meanwhile.
 # Output: one line per component (and for the extraction and the Debian root
 # when they are made) on stdout, `build-kubevirt: NAME built (N s) PATH` or
 # `build-kubevirt: NAME cached PATH` (the Go components built together: one
 # line with their time), then the total; progress on stderr.
 # -p 2 (2 cores). Measured here (2 cores, idle): cold 530 and 577 s, cached 0.2 s.
 set -euo pipefail
-print_dir=; [ "${1:-}" != --dir ] || print_dir=1
+print_dir=; root_only=
+case ${1:-} in
+  --dir) print_dir=1 ;;
+  --buildroot) root_only=1 ;;
+  "") ;;
+  *) echo "usage: hack/build-kubevirt.sh [--dir | --buildroot]" >&2; exit 2 ;;
+esac
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/versions.sh"
 MIRROR=${VTPM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -65,6 +75,33 @@ if [ -z "$print_dir" ]; then
   flock -w 3600 9 || { log "another build holds $VTPM_CACHE/.kubevirt.lock"; exit 1; }
 fi
 
+# The Debian 13 root virt-launcher builds in (only when virt-launcher is to be
+# built: a cache holding it needs no root).
+root=$VTPM_CACHE/buildroot-$SUITE
+make_buildroot() {
+  if [ ! -x "$bin/virt-launcher" ] && [ ! -f "$root/.ready" ]; then
+    command -v debootstrap >/dev/null || { log "debootstrap missing (hack/install-deps.sh installs it)"; exit 1; }
+    t=$(date +%s); mktmp "$VTPM_CACHE"
+    log "debootstrap --variant=minbase $SUITE from $MIRROR, then gcc libc6-dev pkg-config libvirt-dev libnbd-dev (about 2 min here)"
+    pkgs="gcc libc6-dev pkg-config libvirt-dev libnbd-dev"
+    unshare -m --propagation private bash -euo pipefail -c '
+      debootstrap --variant=minbase "$1" "$2/rootfs" "$3" > "$2/debootstrap.log" 2>&1 ||
+        { tail -20 "$2/debootstrap.log" >&2; exit 1; }
+      r=$2/rootfs
+      cp --remove-destination /etc/resolv.conf "$r/etc/resolv.conf"
+      mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"
+      chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+        sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $4 && apt-get clean" \
+        > "$2/apt.log" 2>&1 || { tail -20 "$2/apt.log" >&2; exit 1; }
+    ' _ "$SUITE" "$x" "$MIRROR" "$pkgs"
+    rm -rf "$x/rootfs/var/lib/apt/lists/"*
+    mkdir -p "$x/rootfs/usr/local/go" "$x/rootfs/src" "$x/rootfs/gocache" "$x/rootfs/out"
+    chroot "$x/rootfs" dpkg-query -W -f '${Package} ${Version}\n' gcc libvirt-dev libnbd-dev > "$x/rootfs/.ready"
+    rm -rf "$root"; mv "$x/rootfs" "$root"
+    say "buildroot-$SUITE built ($(( $(date +%s) - t )) s) $root: $(tr '\n' ' ' < "$root/.ready")"
+  fi
+}
+
 # 1. The source and its key.
 if [ -n "${KUBEVIRT_SRC:-}" ]; then
   src=$(cd "$KUBEVIRT_SRC" && pwd)
@@ -74,6 +111,7 @@ if [ -n "${KUBEVIRT_SRC:-}" ]; then
     log "warning: $src has changes; the cache is keyed by its commit $key and will not see them"
   kv=$VTPM_CACHE/kubevirt-$key
   [ -z "$print_dir" ] || { echo "$kv"; exit 0; }
+  [ -z "$root_only" ] || { bin=$kv/bin; make_buildroot; exit 0; }
 else
   tarball=${KUBEVIRT_TARBALL:-}
   if [ -z "$tarball" ]; then
@@ -87,6 +125,7 @@ else
   key=$(sha256sum "$tarball" | cut -c1-12)
   kv=$VTPM_CACHE/kubevirt-$key
   [ -z "$print_dir" ] || { echo "$kv"; exit 0; }
+  [ -z "$root_only" ] || { bin=$kv/bin; make_buildroot; exit 0; }
   src=$kv/src
   if [ ! -f "$src/go.mod" ]; then
     mkdir -p "$kv"
@@ -115,7 +154,7 @@ KUBEVIRT_VERSION=${KUBEVIRT_VERSION:-v1.9.0+${commit:0:14}}
 vp=kubevirt.io/client-go/version
 ld="-s -w -X $vp.gitCommit=$commit -X $vp.gitTreeState=clean -X $vp.gitVersion=$KUBEVIRT_VERSION"
 ld+=" -X $vp.buildDate=1970-01-01T00:00:00Z"
-gobuild=(build -p 2 -trimpath -tags selinux -ldflags "$ld")
+gobuild=(build -p 2 -trimpath -gcflags "$GO_GCFLAGS" -tags selinux -ldflags "$ld")
 
 # 2. The Go components with this machine's Go. virt-controller first: it compiles most of the
 # Kubernetes dependencies the others share.
@@ -162,29 +201,7 @@ else
 fi
 
 # 3. virt-launcher in a Debian 13 root.
-root=$VTPM_CACHE/buildroot-$SUITE
-# (Only when virt-launcher is to be built: a cache holding it needs no root.)
-if [ ! -x "$bin/virt-launcher" ] && [ ! -f "$root/.ready" ]; then
-  command -v debootstrap >/dev/null || { log "debootstrap missing (hack/install-deps.sh installs it)"; exit 1; }
-  t=$(date +%s); mktmp "$VTPM_CACHE"
-  log "debootstrap --variant=minbase $SUITE from $MIRROR, then gcc libc6-dev pkg-config libvirt-dev libnbd-dev (about 1 min here)"
-  pkgs="gcc libc6-dev pkg-config libvirt-dev libnbd-dev"
-  unshare -m --propagation private bash -euo pipefail -c '
-    debootstrap --variant=minbase "$1" "$2/rootfs" "$3" > "$2/debootstrap.log" 2>&1 ||
-      { tail -20 "$2/debootstrap.log" >&2; exit 1; }
-    r=$2/rootfs
-    cp --remove-destination /etc/resolv.conf "$r/etc/resolv.conf"
-    mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"
-    chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-      sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $4 && apt-get clean" \
-      > "$2/apt.log" 2>&1 || { tail -20 "$2/apt.log" >&2; exit 1; }
-  ' _ "$SUITE" "$x" "$MIRROR" "$pkgs"
-  rm -rf "$x/rootfs/var/lib/apt/lists/"*
-  mkdir -p "$x/rootfs/usr/local/go" "$x/rootfs/src" "$x/rootfs/gocache" "$x/rootfs/out"
-  chroot "$x/rootfs" dpkg-query -W -f '${Package} ${Version}\n' gcc libvirt-dev libnbd-dev > "$x/rootfs/.ready"
-  rm -rf "$root"; mv "$x/rootfs" "$root"
-  say "buildroot-$SUITE built ($(( $(date +%s) - t )) s) $root: $(tr '\n' ' ' < "$root/.ready")"
-fi
+make_buildroot
 if [ -x "$bin/virt-launcher" ]; then say "virt-launcher cached $bin/virt-launcher"
 else
   t=$(date +%s)
@@ -198,8 +215,8 @@ else
     mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"
     chroot "$r" env -i PATH=/usr/local/go/bin:/usr/bin:/bin HOME=/root GOCACHE=/gocache \
       GOTOOLCHAIN=local GOPROXY=off GOFLAGS="-mod=vendor -buildvcs=false" CGO_ENABLED=1 \
-      sh -c "cd /src && go build -p 2 -trimpath -tags selinux -ldflags \"$6\" -o /out/virt-launcher.tmp ./cmd/virt-launcher"
-  ' _ "$root" "$goroot" "$src" "$GOCACHE" "$bin" "$ld"
+      sh -c "cd /src && go build -p 2 -trimpath -gcflags \"$7\" -tags selinux -ldflags \"$6\" -o /out/virt-launcher.tmp ./cmd/virt-launcher"
+  ' _ "$root" "$goroot" "$src" "$GOCACHE" "$bin" "$ld" "$GO_GCFLAGS"
   mv "$bin/virt-launcher.tmp" "$bin/virt-launcher"
   say "virt-launcher built ($(( $(date +%s) - t )) s) $bin/virt-launcher"
 fi

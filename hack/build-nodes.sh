@@ -18,7 +18,7 @@ export PATH=$(dirname "$GO"):$PATH GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 gobuild() {
   local dest=$1 name=$2 pkg=$3 tmp; shift 3
   tmp=$(mktemp -d "$dest/.gobin.XXXXXX")
-  GOBIN=$tmp "$GO" install -trimpath "$@" "$pkg"
+  GOBIN=$tmp "$GO" install -trimpath -gcflags "$GO_GCFLAGS" "$@" "$pkg"
   mv "$tmp/$name" "$dest/$name"
   rmdir "$tmp"
   echo "build-nodes: built $name"
