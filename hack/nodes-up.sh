@@ -277,13 +277,19 @@ start_ns() {
     iptables -t nat -A PREROUTING -d $TB_SERVICE_IP -p tcp --dport 443 -j DNAT --to-destination $gw:$TB_APISERVER_PORT"
 }
 
-start_node() { # N
-  local n=$1 d name have
+# node_runtime N: node N's namespaces and containerd.
+node_runtime() {
+  local n=$1 d name
   d=$(nl_dir "$n") name=$(nl_name "$n")
   mkdir -p "$d/containerd" "$d/runc" "$d/kubelet-pki" "$d/cni/net.d" "$d/volume-plugins"
   start_ns "$n"
   write_containerd_config "$n"
   NL_IN=$n nl_start "$name-containerd" "nl_ctr $n version" "$CONTAINERD_BIN/containerd" --config "$d/containerd/config.toml"
+}
+
+# node_images N: the images node N's containerd lacks, imported and named.
+node_images() {
+  local n=$1 have i what
   have=$(nl_ctr "$n" images ls -q 2>/dev/null)
   for i in pause busybox; do
     grep -qxF "${img_ref[$i]}" <<<"$have" || import_image "$n" "${img_ref[$i]}" "${img_tar[$i]}"
@@ -299,6 +305,12 @@ start_node() { # N
     nl_ctr "$n" images tag --force "${extra_ref[vtpm-agent]}" "$TESTBED_AGENT" >/dev/null
     nl_ctr "$n" images tag --force "${extra_ref[vtpm-agent-next]}" "$TESTBED_AGENT-next" >/dev/null
   fi
+}
+
+# node_kubelet N: node N's kubelet, with its client certificate.
+node_kubelet() {
+  local n=$1 d name
+  d=$(nl_dir "$n") name=$(nl_name "$n")
   "$top/hack/gen-certs.sh" client "$name" "system:node:$name" system:nodes >/dev/null
   # The node reaches the API server as its pods do: the Service address.
   sed "s|server: https://.*|server: https://$TB_SERVICE_IP:443|" "$VTPM_RUN/$name.kubeconfig" > "$d/kubelet.kubeconfig"
@@ -313,7 +325,17 @@ if [ "$NL_PIDNS" = 1 ]; then
   gcc -std=gnu17 -Wall -Wextra -Werror -Os -static -s "$top/hack/images/pause.c" -o "$NL_INIT.tmp"
   mv "$NL_INIT.tmp" "$NL_INIT"
 fi
-for n in $(seq "$nodes"); do start_node "$n"; done
+for n in $(seq "$nodes"); do node_runtime "$n"; done
+# The images into every node at once: an import is mostly one core
+# decompressing layers (1.3 GB of image archives per node with KubeVirt), and the nodes'
+# containerds are independent. Each node in a subshell; its failure is its own
+# tb_die message, then ours.
+pids=()
+for n in $(seq "$nodes"); do node_images "$n" & pids+=($!); done
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || tb_die "$(nl_name $((i + 1))): its images were not imported (above)"
+done
+for n in $(seq "$nodes"); do node_kubelet "$n"; done
 
 t1=$(tb_now_ms)
 for n in $(seq "$nodes"); do
