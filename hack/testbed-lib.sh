@@ -179,9 +179,9 @@ tb_wait_healthy() {
 #                        counts them from the agent's /metrics instead)
 #   VTPM_TB_KCM_QPS=N    kube-controller-manager's client limit (burst twice
 #                        that). The test bed's default is 200, not upstream's 20
-#                        (burst 30): its PV binder writes about four times per
-#                        claim, so at 20 qps suite 49's 300 claims took 56 s
-#                        to bind, at 200 14 s. (The benchmark binds thousands.)
+#                        (burst 30), under which its PV binder, a few writes per
+#                        claim, took 56 s to bind suite 49's 300 claims (14 s at
+#                        200). The benchmark binds thousands: it sets 500.
 tb_audit_args() {
   [ "${VTPM_TB_AUDIT:-1}" = 0 ] && return 0
   echo --audit-policy-file "$VTPM_RUN/audit-policy.yaml" --audit-log-path "$TB_LOGS/audit.log" \
