@@ -329,12 +329,12 @@ for n in $(seq "$nodes"); do node_runtime "$n"; done
 # The images into every node at once: an import is mostly one core
 # decompressing layers (1.3 GB of image archives per node with KubeVirt), and the nodes'
 # containerds are independent. Each node in a subshell; its failure is its own
-# tb_die message, then ours.
-pids=()
+# tb_die message, then ours, once every import has ended (none is left running
+# against a containerd that cluster-down stops).
+pids=() failed=()
 for n in $(seq "$nodes"); do node_images "$n" & pids+=($!); done
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || tb_die "$(nl_name $((i + 1))): its images were not imported (above)"
-done
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("$(nl_name $((i + 1)))"); done
+[ ${#failed[@]} = 0 ] || tb_die "images not imported into ${failed[*]} (above)"
 for n in $(seq "$nodes"); do node_kubelet "$n"; done
 
 t1=$(tb_now_ms)
