@@ -204,16 +204,14 @@ name_by_id() {
 }
 
 import_image() {
-  local n=$1 ref=$2 tar=$3 out i
-  for i in 1 2 3; do
-    out=$(nl_ctr "$n" images import --base-name "${ref%:*}" "$tar" 2>&1) ||
-      tb_die "importing $tar into $(nl_name "$n") failed: $out"
-    nl_ctr "$n" images ls -q 2>/dev/null | grep -qxF "$ref" && return 0
-    # Seen once: an import that printed "saved" and left no name. Again.
-    tb_log "importing $tar into $(nl_name "$n") made no $ref (attempt $i): $(nl_ctr "$n" images ls -q 2>&1 | tr '\n' ' ')"
-    sleep 1
-  done
-  tb_die "importing $tar into $(nl_name "$n") made no $ref: $out"
+  local n=$1 ref=$2 tar=$3 out
+  out=$(nl_ctr "$n" images import --base-name "${ref%:*}" "$tar" 2>&1) ||
+    tb_die "importing $tar into $(nl_name "$n") failed: $out"
+  # grep reads the whole list: with `grep -q` it could stop at the match and
+  # ctr, still writing, die of SIGPIPE, which pipefail reported as a missing
+  # image (and a needless import again: a node came up 30 s later).
+  nl_ctr "$n" images ls -q 2>/dev/null | grep -xF "$ref" > /dev/null ||
+    tb_die "importing $tar into $(nl_name "$n") made no $ref: $out"
 }
 
 # start_ns N: node N's namespaces (see nodes-lib.sh): a holder process that

@@ -103,7 +103,8 @@ _agent_launch() {
 }
 
 # Running: its log says so since the last start, and it is alive.
-_agent_up() { tac "$(agent_log "$1")" | sed '/^=== start/q' | grep -q 'state controller running'; }
+# (awk reads it all: `tac | sed q` would kill tac with SIGPIPE, a failure under pipefail.)
+_agent_up() { awk '/^=== start/ { up = 0 } /state controller running/ { up = 1 } END { exit !up }' "$(agent_log "$1")"; }
 
 _agent_wait_up() {
   local id=$1 pid=${_agent_pid[$1]}
