@@ -15,7 +15,10 @@ STATE_KEY_BIN=${STATE_KEY_BIN:-$E2E_TOP/build/tools/state-key}
 command -v jq >/dev/null || bail_out "jq missing"
 
 node_testbed_up
-ok "node A up" node_up a
+# The smallest state Lease the configuration allows: after the agent is killed
+# half-way through a rotation, its restart waits out the Lease it held (15 s,
+# not the default 40).
+ok "node A up" node_up a "stateLeaseSeconds: 15"
 
 hdr() { jq -r "$2" "$(vm_store_dir "$1")/vtpm-key.json" 2>/dev/null; }
 keys_field() { tpmstate_field "$1" ".status.keys$2"; }
