@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: install what is missing, build (release + ASan/UBSan), start the
-# real local control plane, run every suite through one `prove` (so CI reads a
-# single summary), and stop everything it started, pass or fail. The nodes
+# real local control plane (beside the C build and the first suites), run
+# every suite through one `prove` (so CI reads a single summary), and stop
+# everything it started, pass or fail. The nodes
 # run real KubeVirt (VTPM_KUBEVIRT=0: the hand-written stand-ins instead).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,17 +19,27 @@ export VTPM_NODES=${VTPM_NODES-2}
 # Every cache the bed needs, the Go builds beside the image builds (on a fresh
 # machine that saves a quarter of an hour; warm, a few seconds).
 hack/build-all.sh
-make --no-print-directory -j"$(nproc)" all asan unit-bins tools fuzz-bins
-cleanup() { hack/cluster-down.sh >/dev/null 2>&1 || true; }
+# The test bed comes up in the background (3 min, most of it waiting for
+# KubeVirt's pods) while the C builds and the suites that need no cluster
+# (unit, fuzz, guest: 2 to 3 min) run; test/e2e/00-test-bed.t, the first
+# end-to-end suite, waits for it and stops the run with its log if it failed.
+export VTPM_BED_UP; VTPM_BED_UP=$(mktemp -d /tmp/vtpm-bed-up.XXXXXX)
+( rc=0; hack/cluster-up.sh > "$VTPM_BED_UP/log" 2>&1 || rc=$?; echo "$rc" > "$VTPM_BED_UP/rc" ) &
+bed_pid=$!
+# Pass or fail, the bring-up ends before cluster-down stops what it started.
+cleanup() { wait "$bed_pid" 2>/dev/null; hack/cluster-down.sh >/dev/null 2>&1 || true; rm -rf "$VTPM_BED_UP"; }
 trap cleanup EXIT
-hack/cluster-up.sh
+make --no-print-directory -j"$(nproc)" all asan unit-bins tools fuzz-bins
 export KUBECONFIG=$VTPM_RUN/admin.kubeconfig
 
 mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*" ! -name "*.o" | sort)
 # VTPM_E2E_SUITES: the end-to-end suites to run (default all; make test-kubevirt names its own).
 # shellcheck disable=SC2206 # a list of paths
 e2e=(${VTPM_E2E_SUITES:-test/e2e/*.t})
-suites=("${units[@]}" test/fuzz/regress.t test/guest/*.t "${e2e[@]}")
+# Whatever it names, the wait for the test bed comes first.
+bed=test/e2e/00-test-bed.t
+suites=("${units[@]}" test/fuzz/regress.t test/guest/*.t "$bed")
+for s in "${e2e[@]}"; do [ "$s" = "$bed" ] || suites+=("$s"); done
 export E2E_SINCE=$(date -u +%FT%T)
 # Every wait_until that gives up (test/e2e/lib.sh), listed after the summary.
 # In a passing run there is none (suites check that a refusal lasts with a
