@@ -2,16 +2,17 @@
 # Fill every cache the test bed needs, in two lanes at once, so that a first
 # `make test` (or `make demo`) on a fresh machine does not wait for them one
 # after the other (issue 20, acceptance 5):
-#   compile   the Go builds, which keep both cores busy: the control plane
+#   compile   the Go builds that keep both cores busy: the control plane
 #             (hack/build-control-plane.sh), containerd and runc
-#             (hack/build-nodes.sh), KubeVirt's components (hack/build-kubevirt.sh)
+#             (hack/build-nodes.sh)
 #   fetch     what mostly waits for Debian's mirror and the disk: the nodes'
 #             small images (hack/build-images.sh), the agent's and the test
 #             launchers' images (hack/build-image.sh), the TPM guest
 #             (hack/build-tpm-guest.sh), the package layers of KubeVirt's
 #             images (hack/build-kubevirt-images.sh --packages) and the
 #             Debian 13 root virt-launcher builds in (hack/build-kubevirt.sh
-#             --buildroot)
+#             --buildroot); then KubeVirt's components (hack/build-kubevirt.sh),
+#             beside the control plane's build
 # then, when both are done, KubeVirt's images themselves (their binaries are
 # only there now; the package layers are reused). Everything is what
 # cluster-up and nodes-up would build anyway, with the same scripts: they find
@@ -50,7 +51,6 @@ compile() {
   : > "$logs/compile.log"
   step compile control-plane "$top/hack/build-control-plane.sh"
   [ $nodes = 0 ] || step compile containerd+runc "$top/hack/build-nodes.sh"
-  [ $nodes = 0 ] || ! tb_kubevirt || step compile kubevirt "$top/hack/build-kubevirt.sh"
 }
 
 fetch() {
@@ -68,6 +68,11 @@ fetch() {
     # The Debian 13 root virt-launcher compiles in: debootstrap and apt, off
     # the compile lane (it reaches KubeVirt long after this lane is done).
     step fetch "kubevirt build root" "$top/hack/build-kubevirt.sh" --buildroot
+    # KubeVirt's own Go build, here rather than after the control plane's:
+    # this lane is done with the mirror half-way through the control plane's
+    # build, and two Go builds at once fill the stretches where one leaves a
+    # core idle (its links, the packages everything else waits for).
+    step fetch kubevirt "$top/hack/build-kubevirt.sh"
   fi
 }
 
