@@ -13,9 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
-[ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
-[ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
-  skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
+require_kubevirt
 plan 11
 setup_namespace
 kv() { kubectl -n kubevirt "$@"; }

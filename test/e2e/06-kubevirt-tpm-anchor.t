@@ -14,9 +14,7 @@
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
-[ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
-[ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
-  skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
+require_kubevirt
 command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
 plan 20
 setup_namespace

@@ -16,9 +16,7 @@
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
-[ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
-[ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
-  skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
+require_kubevirt
 plan 12
 setup_namespace
 cd "$E2E_TOP"

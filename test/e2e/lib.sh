@@ -15,6 +15,9 @@
 #   wait_until SECS CMD...   poll CMD (quietly) until it exits 0; 1 if SECS pass first.
 #                            The only way to wait: never a fixed sleep as synchronisation.
 #   require_cluster          bail out unless the API server answers /readyz
+#   require_kubevirt         skip the suite unless the test bed runs real KubeVirt (the
+#                            default with nodes); sources the nodes' images.env
+#                            (KUBEVIRT_TAG, TPM_GUEST_IMAGE, ...). Needs hack/nodes-lib.sh.
 #   setup_namespace [PREFIX] create a fresh namespace, export NS, delete it at exit
 #                            (set VTPM_KEEP_NS=1 to keep it for debugging)
 #   k ARGS...                kubectl -n "$NS" ARGS...
@@ -121,6 +124,12 @@ require_cluster() {
   [ -s "$KUBECONFIG" ] || bail_out "no kubeconfig at $KUBECONFIG: start the test bed with 'make cluster-up'"
   local r
   r=$(kubectl get --raw /readyz 2>&1) || bail_out "API server not ready ($KUBECONFIG): $r"
+}
+
+require_kubevirt() {
+  [ -s "$NL_DIR/images.env" ] && . "$NL_DIR/images.env"
+  [ -n "${KUBEVIRT_TAG:-}" ] && kubectl get kv -n kubevirt kubevirt >/dev/null 2>&1 ||
+    skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
 }
 
 setup_namespace() {
