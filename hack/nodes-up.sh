@@ -209,7 +209,7 @@ import_image() {
     tb_die "importing $tar into $(nl_name "$n") failed: $out"
   # grep reads the whole list: with `grep -q` it could stop at the match and
   # ctr, still writing, die of SIGPIPE, which pipefail reported as a missing
-  # image (and a needless import again: a node came up 30 s later).
+  # image (and the import was done again, after a second's sleep).
   nl_ctr "$n" images ls -q 2>/dev/null | grep -xF "$ref" > /dev/null ||
     tb_die "importing $tar into $(nl_name "$n") made no $ref: $out"
 }
