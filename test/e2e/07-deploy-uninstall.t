@@ -72,6 +72,12 @@ snapshot() {
     jq -r '.items[] | "secret \(.metadata.name) \(.metadata.uid) \(.data | tostring | @base64)"' |
     while read -r a b c d; do echo "$a $b $c $(printf '%s' "$d" | sha256sum | cut -c1-16)"; done
 }
+# Every VM and state PVC in the cluster is compared, so the suites before this
+# one must be done deleting theirs (a suite deletes its namespace at exit
+# without waiting): nothing else changes them while this one runs.
+terminating() { kubectl get ns -o jsonpath='{range .items[?(@.status.phase=="Terminating")]}{.metadata.name} {end}'; }
+_calm() { [ -z "$(terminating)" ]; }
+wait_until 300 _calm || diag "namespaces still being deleted after 300 s: $(terminating)"
 snapshot | sort > "$T/before"
 diag "before: $(cut -d' ' -f1 "$T/before" | sort | uniq -c | tr -s ' \n' ' ')"
 like "$(grep -c '^crd ' "$T/before")" '^[1-9][0-9]*$' "KubeVirt's CRDs are there to compare"
