@@ -29,5 +29,5 @@ else
   skip "no background bring-up to wait for (VTPM_BED_UP unset)"
 fi
 
-r=$(kubectl get --raw /readyz 2>&1) || bail_out "the API server is not ready ($KUBECONFIG): $r"
+require_cluster   # (lib.sh: bails out unless the API server answers /readyz)
 pass "the API server answers /readyz"
