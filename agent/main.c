@@ -131,6 +131,9 @@ static void collect(vt_metrics *m, void *ud) {
                              (double)s.leader);
                 vt_counter_set(m, "vtpm_agent_state_pvcs_created_total", "State PVCs created.", NULL,
                                (double)s.pvcs_created);
+                vt_counter_set(m, "vtpm_agent_state_pvcs_deleted_total",
+                               "Own state PVCs deleted unused: KubeVirt made the VM's state volume first.", NULL,
+                               (double)s.pvcs_deleted);
                 vt_counter_set(m, "vtpm_agent_tpmstates_created_total", "TPMState objects created.", NULL,
                                (double)s.tpmstates_created);
                 vt_counter_set(m, "vtpm_agent_status_updates_total", "TPMState status writes.", NULL,

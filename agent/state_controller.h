@@ -18,6 +18,7 @@ typedef struct state_controller_stats {
         uint64_t reconciles;
         uint64_t reconcile_errors;
         uint64_t pvcs_created;
+        uint64_t pvcs_deleted; /* our own state PVCs that lost the race with KubeVirt's, deleted unused */
         uint64_t tpmstates_created;
         uint64_t status_updates;
         uint64_t events;

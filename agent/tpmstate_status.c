@@ -14,7 +14,7 @@
 DEFINE_JSON_CLEANUP
 
 static const char *const state_fields[] = {
-        "phase",      "message",      "observedGeneration", "persistent",       "pvcName",    "storageClass",
+        "phase",      "message",      "observedGeneration", "persistent",       "pvcName",    "pvcCreatedBy", "storageClass",
         "storageClassSource", "node", "launcher",           "warnedGeneration", "conditions",
 };
 static const char *const node_fields[] = {"nodeState", "keys", "encrypted"};

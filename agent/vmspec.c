@@ -163,6 +163,8 @@ json_t *pvc_trim(json_t *pvc) {
         json_t *md = json_object_get(out, "metadata");
         json_object_del(md, "annotations");
         json_object_del(md, "generation");
+        /* Which of two state volumes came first (state/decide.c, duplicates). */
+        copy_path(md, json_object_get(pvc, "metadata"), "creationTimestamp");
         json_t *spec = json_object_get(pvc, "spec");
         json_t *s = json_object();
         copy_path(s, spec, "accessModes");

@@ -9,6 +9,13 @@
 #include "base/error.h"
 
 #define STATE_PVC_PREFIX "persistent-state-for-"
+/* KubeVirt's backend-storage PVC (pkg/storage/backend-storage): it makes one
+ * named generateName "persistent-state-for-<vm>-" with this label set to the
+ * VM's name, finds it by the label, and adopts (labels) a PVC named exactly
+ * persistent-state-for-<vm> when no labelled one exists. */
+#define LABEL_KUBEVIRT_STATE "persistent-state-for"
+/* The launcher pod's volume KubeVirt mounts that PVC as. */
+#define KUBEVIRT_STATE_VOLUME "vm-state"
 #define LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define LABEL_MANAGER_VALUE "vtpm-agent"
 #define LABEL_VM "vtpm-agent.io/vm"

@@ -122,7 +122,35 @@ static state_act_result provision(const state_ctx *ctx, const state_observed *o,
         return classify(tc.r, tc.err, err);
 }
 
+/* Our PVC lost the race with KubeVirt's: delete exactly the version that
+ * was judged unused. A changed one (KubeVirt labelled it, a pod...) fails
+ * the precondition with a conflict: look again. */
+static state_act_result delete_lost_pvc(const state_ctx *ctx, json_t *del, vt_error **err) {
+        const char *ns = json_string_value(json_object_get(del, "namespace"));
+        const char *name = json_string_value(json_object_get(del, "name"));
+        _cleanup_free_ char *path = kube_path(&res_pvc, ns, name, NULL);
+        _cleanup_error_ vt_error *e = NULL;
+        int r = kube_delete(ctx->client, path, json_string_value(json_object_get(del, "uid")),
+                            json_string_value(json_object_get(del, "resourceVersion")), NULL, &e);
+        if (r == -ENOENT || r == -ESTALE) /* gone already; changed since (409) */
+                return STATE_ACT_RACED;
+        if (r < 0) {
+                if (err)
+                        *err = TAKE_PTR(e);
+                return STATE_ACT_FAILED;
+        }
+        atomic_fetch_add(&ctx->counters->pvcs_deleted, 1);
+        log_kv(LOG_LEVEL_INFO, "own state volume deleted unused: KubeVirt made the VM's first", "namespace", ns, "pvc",
+               name, NULL);
+        return STATE_ACT_DONE;
+}
+
 state_act_result state_act(const state_ctx *ctx, const state_observed *o, const state_decision *d, vt_error **err) {
+        if (d->pvc_delete) {
+                state_act_result r = delete_lost_pvc(ctx, d->pvc_delete, err);
+                if (r != STATE_ACT_DONE || !d->create_tpmstate)
+                        return r;
+        }
         if (d->pvc) {
                 /* A re-create, with the VM perhaps already deleted: the garbage
                  * collector removed its PVC before our watch told us the VM

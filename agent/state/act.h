@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Act: create what a decision wants that does not exist yet, the state PVC
- * and the TPMState (both at once on a VM's first reconcile). Never changes,
- * adopts or deletes a PVC. */
+ * and the TPMState (both at once on a VM's first reconcile). Never changes
+ * or adopts a PVC; deletes only the one decide.c found unused after a race
+ * with KubeVirt, and only the version it looked at (preconditions). */
 #pragma once
 
 #include "base/error.h"

@@ -12,6 +12,7 @@
 
 typedef struct state_counters {
         atomic_uint_least64_t pvcs_created;
+        atomic_uint_least64_t pvcs_deleted; /* our own, lost to KubeVirt's in a race */
         atomic_uint_least64_t tpmstates_created;
         atomic_uint_least64_t status_updates;
         atomic_uint_least64_t events;

@@ -205,6 +205,7 @@ void state_controller_get_stats(state_controller *sc, state_controller_stats *re
                 .reconciles = cs.reconciles - sweeps,
                 .reconcile_errors = cs.failures + cs.backoffs,
                 .pvcs_created = atomic_load(&sc->counters.pvcs_created),
+                .pvcs_deleted = atomic_load(&sc->counters.pvcs_deleted),
                 .tpmstates_created = atomic_load(&sc->counters.tpmstates_created),
                 .status_updates = atomic_load(&sc->counters.status_updates),
                 .events = atomic_load(&sc->counters.events),

@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/quantity.h"
+#include "base/timeutil.h"
 #include "vmspec.h"
 
 /* How the VM's state stands: the Ready condition, the phase, and the one
@@ -19,14 +20,25 @@ typedef struct verdict {
         char *event_note;
         const char *storage_class; /* borrowed */
         const char *class_source;  /* borrowed */
+        const char *volume;        /* the state volume's name (borrowed); NULL: o->pvc_name */
+        const char *created_by;    /* who made it: "vtpm-agent" or "KubeVirt"; NULL: unknown */
         json_t *pvc;               /* to create */
+        json_t *pvc_delete;        /* to delete */
 } verdict;
 
 static void verdict_done(verdict *v) {
         free(v->message);
         free(v->event_note);
         json_decref(v->pvc);
+        json_decref(v->pvc_delete);
 }
+
+#define CREATED_BY_AGENT "vtpm-agent"
+#define CREATED_BY_KUBEVIRT "KubeVirt"
+/* How much earlier than KubeVirt's an agent-made PVC may have been created
+ * and still count as the loser of a race (KubeVirt's cache had not seen it
+ * yet). An older one was there long before: something else is going on. */
+#define RACE_WINDOW_USEC (60 * USEC_PER_SEC)
 
 static const char *md_str(json_t *obj, const char *k) {
         return json_string_value(json_object_get(json_object_get(obj, "metadata"), k));
@@ -56,12 +68,25 @@ static char *describe_owner(json_t *obj) {
                          json_string_value(json_object_get(ref, "uid")) ?: "?");
 }
 
+static const char *label(json_t *obj, const char *k) {
+        return json_string_value(json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), k));
+}
+
+static const char *made_by(json_t *pvc) {
+        if (streq(label(pvc, LABEL_MANAGED_BY), LABEL_MANAGER_VALUE))
+                return CREATED_BY_AGENT;
+        return label(pvc, LABEL_KUBEVIRT_STATE) ? CREATED_BY_KUBEVIRT : NULL;
+}
+
 static json_t *owner_ref_to(json_t *vm) {
         return json_pack("[{s:s, s:s, s:s, s:s, s:b, s:b}]", "apiVersion", "kubevirt.io/v1", "kind", "VirtualMachine",
                          "name", md_str(vm, "name"), "uid", md_str(vm, "uid"), "controller", 1, "blockOwnerDeletion", 1);
 }
 
-/* The state PVC as the README's first rule has it. */
+/* The state PVC as the README's first rule has it. Not labelled
+ * persistent-state-for: KubeVirt adopts a PVC of this exact name only when
+ * it finds none with the label, so if both made one in a race, KubeVirt
+ * uses its own (deterministically) and ours is the one to go. */
 static json_t *wanted_pvc(const state_observed *o, const char *cls) {
         const char *name = md_str(o->vm, "name");
         _cleanup_free_ char *label = vm_label_value(name);
@@ -96,6 +121,11 @@ static void judge_not_persistent(const state_observed *o, bool pvc_ours, json_in
                                         o->pvc_name));
         else if (!has_tpm)
                 set(v, "NoTPM", "NoTPM", false, xstrdup("the VM has no TPM"));
+        else if (o->kv_pvc)
+                set(v, "Ephemeral", "NotPersistent", false,
+                    xasprintf("the TPM is not persistent: KubeVirt deletes its state volume %s at the VM's next start, "
+                              "and the state then lives in the launcher pod and is lost when the VM stops",
+                              md_str(o->kv_pvc, "name")));
         else
                 set(v, "Ephemeral", "NotPersistent", false,
                     xstrdup("the TPM is not persistent: its state lives in the launcher pod and is lost when the VM "
@@ -123,6 +153,7 @@ static void judge_existing_pvc(const state_observed *o, bool pvc_ours, verdict *
                 v->event_note = xstrdup(v->message);
                 return;
         }
+        v->created_by = made_by(o->pvc);
         json_t *spec = json_object_get(o->pvc, "spec");
         json_t *modes = json_object_get(spec, "accessModes");
         const char *vmode = json_string_value(json_object_get(spec, "volumeMode"));
@@ -146,6 +177,85 @@ static void judge_existing_pvc(const state_observed *o, bool pvc_ours, verdict *
                               phase ? phase : "not yet bound"));
 }
 
+/* KubeVirt's state volume, the only one: used as KubeVirt made it. Its
+ * access mode is KubeVirt's choice (RWO unless vmStateStorageClass or the
+ * StorageProfile say RWX; KubeVirt copies RWO state on migration). */
+static void judge_kubevirt_pvc(const state_observed *o, verdict *v) {
+        json_t *k = o->kv_pvc, *spec = json_object_get(k, "spec");
+        const char *phase = json_string_value(json_object_get(k, "phase"));
+        _cleanup_free_ char *modes = json_dumps(json_object_get(spec, "accessModes"), JSON_COMPACT);
+        v->volume = md_str(k, "name");
+        v->created_by = CREATED_BY_KUBEVIRT;
+        v->storage_class = json_string_value(json_object_get(spec, "storageClassName"));
+        v->class_source = CREATED_BY_KUBEVIRT;
+        if (streq(phase, "Bound"))
+                set(v, "Ready", "StateVolumeBound", true,
+                    xasprintf("state volume %s (made by KubeVirt, accessModes %s) is bound", v->volume,
+                              modes ? modes : "[]"));
+        else
+                set(v, "Pending", "WaitingForBinding", false,
+                    xasprintf("state volume %s (made by KubeVirt) is %s, waiting for it to bind", v->volume,
+                              phase ? phase : "not yet bound"));
+}
+
+/* Our PVC lost a race with KubeVirt's: made by us, never adopted by
+ * KubeVirt (no label: KubeVirt mounts a labelled PVC first, so it used its
+ * own), not the launcher's, never used by a node (no node field in the
+ * status), and made at most RACE_WINDOW before KubeVirt's. Only such a
+ * PVC can hold no state; anything else is left to a person. */
+static bool lost_race(const state_observed *o) {
+        json_t *st = json_object_get(o->tpmstate, "status");
+        const char *claim = json_string_value(json_object_get(o->launcher, "stateClaim"));
+        usec_t ours = 0, theirs = 0;
+        return streq(made_by(o->pvc), CREATED_BY_AGENT) && !label(o->pvc, LABEL_KUBEVIRT_STATE) &&
+               !streq(claim, o->pvc_name) && !json_object_get(st, "nodeState") && !json_object_get(st, "keys") &&
+               !json_object_get(st, "encrypted") && md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
+               parse_rfc3339(md_str(o->pvc, "creationTimestamp"), &ours) == 0 &&
+               parse_rfc3339(md_str(o->kv_pvc, "creationTimestamp"), &theirs) == 0 && ours + RACE_WINDOW_USEC >= theirs;
+}
+
+/* More than one state volume for the VM, none of which may be deleted:
+ * reported, nothing touched. KubeVirt mounts a labelled PVC before ours
+ * and, of several labelled ones, whichever its cache lists first. */
+static void judge_duplicate(const state_observed *o, verdict *v) {
+        const char *claim = json_string_value(json_object_get(o->launcher, "stateClaim"));
+        const char *kv = md_str(o->kv_pvc, "name");
+        bool claim_ours = o->pvc && streq(claim, o->pvc_name);
+        v->volume = claim_ours || streq(claim, kv) ? claim : kv;
+        v->created_by = claim_ours ? made_by(o->pvc) : CREATED_BY_KUBEVIRT;
+        _cleanup_free_ char *theirs = xasprintf("%zu PVC%s labelled %s=%s by KubeVirt (%s%s)", o->n_kv_pvcs,
+                                                o->n_kv_pvcs == 1 ? "" : "s", LABEL_KUBEVIRT_STATE,
+                                                md_str(o->vm, "name"), kv, o->n_kv_pvcs == 1 ? "" : ", ...");
+        _cleanup_free_ char *found =
+                o->pvc ? xasprintf("PVC %s (made by %s) and %s", o->pvc_name, made_by(o->pvc) ?: "neither vtpm-agent nor KubeVirt", theirs)
+                       : xstrdup(theirs);
+        _cleanup_free_ char *which = claim ? xasprintf("The running launcher mounts %s.", claim)
+                                           : xstrdup("Which one KubeVirt mounts at the next start is not defined.");
+        set(v, "Conflict", "StateVolumeDuplicate", false,
+            xasprintf("the VM has more than one state volume: %s. %s Nothing is deleted: keep the one that holds the "
+                      "VM's TPM state and delete the other",
+                      found, which));
+        v->event_reason = "StateVolumeDuplicate";
+        v->event_note = xstrdup(v->message);
+}
+
+/* The persistent TPM's volumes, as found: ours (o->pvc), KubeVirt's (kv_pvc). */
+static void judge_volumes(const state_observed *o, bool pvc_ours, verdict *v) {
+        if (!o->kv_pvc)
+                judge_existing_pvc(o, pvc_ours, v);
+        else if (o->n_kv_pvcs > 1 || (o->pvc && label(o->pvc, LABEL_KUBEVIRT_STATE)))
+                judge_duplicate(o, v);
+        else if (!o->pvc || !pvc_ours)
+                judge_kubevirt_pvc(o, v); /* a foreign PVC of our name: KubeVirt uses its labelled one */
+        else if (lost_race(o)) {
+                judge_kubevirt_pvc(o, v);
+                v->pvc_delete = json_pack("{s:s, s:s, s:s, s:s}", "name", o->pvc_name, "namespace",
+                                          md_str(o->pvc, "namespace"), "uid", md_str(o->pvc, "uid"),
+                                          "resourceVersion", md_str(o->pvc, "resourceVersion"));
+        } else
+                judge_duplicate(o, v);
+}
+
 static bool class_lacks_rwx_profile(const state_observed *o, const char *cls) {
         for (size_t i = 0; i < o->n_classes; i++)
                 if (streq(o->classes[i].name, cls))
@@ -163,6 +273,7 @@ static void judge_new_pvc(const state_observed *o, const sc_choice *choice, verd
                 return;
         }
         v->storage_class = choice->name;
+        v->created_by = CREATED_BY_AGENT;
         v->pvc = wanted_pvc(o, choice->name);
         /* The same words the next reconcile will find for a Pending PVC: no
          * second status write just to change the message. */
@@ -203,8 +314,8 @@ static bool judge(const state_observed *o, json_int_t gen, sc_choice *choice, ve
                 return false; /* nothing to report for a VM without a TPM */
         else if (!t->intent.has_tpm || !t->intent.persistent)
                 judge_not_persistent(o, pvc_ours, gen, v);
-        else if (o->pvc)
-                judge_existing_pvc(o, pvc_ours, v);
+        else if (o->pvc || o->kv_pvc)
+                judge_volumes(o, pvc_ours, v);
         else {
                 resolve_storage_class(o->cfg->state.storage_class, o->kubevirt_class, o->hco_class, o->classes,
                                       o->n_classes, choice);
@@ -283,8 +394,10 @@ static json_t *build_status(const state_observed *o, const verdict *v, restart *
         json_object_set_new(st, "message", json_string(v->message ? v->message : ""));
         json_object_set_new(st, "observedGeneration", json_integer(gen));
         json_object_set_new(st, "persistent", json_boolean(o->tpm.intent.has_tpm && o->tpm.intent.persistent));
-        if (o->pvc || v->storage_class)
-                json_object_set_new(st, "pvcName", json_string(o->pvc_name));
+        if (o->pvc || v->storage_class || v->volume)
+                json_object_set_new(st, "pvcName", json_string(v->volume ? v->volume : o->pvc_name));
+        if (v->created_by)
+                json_object_set_new(st, "pvcCreatedBy", json_string(v->created_by));
         if (v->storage_class)
                 json_object_set_new(st, "storageClass", json_string(v->storage_class));
         if (v->class_source)
@@ -347,6 +460,7 @@ void state_decide(const state_observed *o, state_decision *ret) {
                 restart rs = judge_restart(o);
                 ret->report = true;
                 ret->pvc = TAKE_PTR(v.pvc);
+                ret->pvc_delete = TAKE_PTR(v.pvc_delete);
                 ret->pvc_recreate = ret->pvc && o->tpmstate;
                 ret->create_tpmstate = !o->tpmstate;
                 ret->status = build_status(o, &v, &rs, gen);
@@ -359,6 +473,7 @@ void state_decide(const state_observed *o, state_decision *ret) {
 
 void state_decision_done(state_decision *d) {
         json_decref(d->pvc);
+        json_decref(d->pvc_delete);
         json_decref(d->status);
         for (size_t i = 0; i < d->n_events; i++)
                 free(d->events[i].note);

@@ -7,8 +7,14 @@
  * rule is a row of test/unit/test-agent-state-decide.c.
  *
  * The rules (README "Rules the state controller keeps"):
- *  - the PVC is persistent-state-for-<vm>, RWX, Filesystem, state.size raised
- *    to the class's minimum, labelled, controlled by the VM;
+ *  - one state volume per VM, whoever makes it first: KubeVirt's (labelled
+ *    persistent-state-for=<vm>) is used as it is; else the agent makes
+ *    persistent-state-for-<vm>, RWX, Filesystem, state.size raised to the
+ *    class's minimum, labelled, controlled by the VM, which KubeVirt adopts
+ *    at the VM's next start. The agent's own PVC that lost a race with
+ *    KubeVirt's (never mounted, no node ever used it, made within a minute
+ *    of KubeVirt's) is deleted; any other second volume is reported
+ *    (StateVolumeDuplicate) and left alone;
  *  - a PVC of that name the VM does not control is never adopted, changed or
  *    deleted (StateVolumeConflict); one of the wrong shape is reported
  *    (StateVolumeWrongShape);
@@ -34,6 +40,8 @@ typedef struct state_event {
 typedef struct state_decision {
         bool report;          /* false: nothing to create, write or say (VM gone or being deleted, no TPM) */
         json_t *pvc;          /* the state PVC to create, or NULL */
+        json_t *pvc_delete;   /* our own unused PVC that lost the race with KubeVirt's: deleted with
+                               * preconditions (its uid and resourceVersion), or NULL */
         bool pvc_recreate;    /* it existed before (the TPMState does): is the VM still there? */
         bool create_tpmstate; /* the VM has no TPMState yet */
         json_t *status;       /* the state controller's fields of status (tpmstate_status.h) */

@@ -49,7 +49,8 @@ static void on_global_update(const char *key, json_t *o, json_t *n, void *ud) {
 }
 
 /* PVC and TPMState keys map to their VM: by controlling owner when it is a
- * VM, else by the PVC naming rule (a foreign PVC in the way). */
+ * VM, else by the PVC naming rule (a foreign PVC in the way); a PVC with
+ * KubeVirt's state label also to the VM it names. */
 static void enqueue_owner_vm(state_informers *si, json_t *obj, bool is_pvc) {
         const char *name = md_str(obj, "name");
         json_t *ref = controller_ref(obj);
@@ -62,6 +63,13 @@ static void enqueue_owner_vm(state_informers *si, json_t *obj, bool is_pvc) {
         else if (!is_pvc)
                 vm = name;
         enqueue_ns_name(si, md_str(obj, "namespace"), vm);
+        /* KubeVirt's state PVC of a VM, whoever owns it: that VM too. */
+        const char *kv_vm = is_pvc ? json_string_value(json_object_get(
+                                             json_object_get(json_object_get(obj, "metadata"), "labels"),
+                                             LABEL_KUBEVIRT_STATE))
+                                   : NULL;
+        if (kv_vm && (!vm || strcmp(kv_vm, vm) != 0))
+                enqueue_ns_name(si, md_str(obj, "namespace"), kv_vm);
 }
 static void on_pvc(const char *key, json_t *obj, void *ud) {
         enqueue_owner_vm(ud, obj, true);
@@ -175,6 +183,15 @@ static json_t *trim_pod(json_t *o, void *ud) {
                 json_object_set(out, "phase", phase);
         if (node)
                 json_object_set(out, "nodeName", node);
+        /* The state PVC a real launcher mounts (KubeVirt's pod volume vm-state). */
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(json_object_get(o, "spec"), "volumes"), i, v) {
+                const char *vname = json_string_value(json_object_get(v, "name"));
+                json_t *claim = json_object_get(json_object_get(v, "persistentVolumeClaim"), "claimName");
+                if (vname && strcmp(vname, KUBEVIRT_STATE_VOLUME) == 0 && json_is_string(claim))
+                        json_object_set(out, "stateClaim", claim);
+        }
         return out;
 }
 static json_t *trim_tpmstate(json_t *o, void *ud) {
@@ -195,7 +212,7 @@ int state_informers_init(state_informers *si, kube_client *c, const agent_config
                 kube_informer_handlers h;
         } defs[_STATE_INF_MAX] = {
                 [STATE_INF_VM] = {&res_vm, {0}, {on_vm, on_vm_update, on_vm, trim_vm}},
-                [STATE_INF_PVC] = {&res_pvc, {0}, {on_pvc, on_pvc_update, on_pvc, trim_pvc}},
+                [STATE_INF_PVC] = {&res_pvc, {.index_label = LABEL_KUBEVIRT_STATE}, {on_pvc, on_pvc_update, on_pvc, trim_pvc}},
                 [STATE_INF_SC] = {&res_sc, {0}, {on_global, on_global_update, on_global, trim_sc}},
                 [STATE_INF_KUBEVIRT] = {&res_kubevirt, {.optional = true}, {on_global, on_global_update, on_global, trim_spec}},
                 [STATE_INF_HCO] = {&res_hco, {.optional = true}, {on_global, on_global_update, on_global, trim_spec}},

@@ -122,6 +122,39 @@ static json_t *find_launcher(kube_informer *pods, const char *ns, const char *vm
         return found;
 }
 
+/* ---- KubeVirt's state PVC ---- */
+
+static bool older(json_t *a, json_t *b) {
+        const char *ta = md_str(a, "creationTimestamp") ?: "", *tb = md_str(b, "creationTimestamp") ?: "";
+        int c = strcmp(ta, tb); /* one format (the API server's), so the strings order as the times do */
+        return c < 0 || (c == 0 && strcmp(md_str(a, "name") ?: "", md_str(b, "name") ?: "") < 0);
+}
+
+static void find_kubevirt_pvc(kube_informer *pvcs, const char *ns, const char *vm, const char *skip_name,
+                              json_t *launcher, state_observed *o) {
+        const char *claim = json_string_value(json_object_get(launcher, "stateClaim"));
+        char **keys = NULL;
+        size_t n = kube_informer_keys_by_label(pvcs, vm, &keys);
+        for (size_t i = 0; i < n; i++) {
+                json_t *p = kube_informer_get(pvcs, keys[i]);
+                const char *name = md_str(p, "name"), *pns = md_str(p, "namespace");
+                bool deleting = json_object_get(json_object_get(p, "metadata"), "deletionTimestamp") != NULL;
+                if (p && name && pns && strcmp(pns, ns) == 0 && strcmp(name, skip_name) != 0 && !deleting) {
+                        o->n_kv_pvcs++;
+                        bool mounted = claim && strcmp(claim, name) == 0;
+                        const char *cur = o->kv_pvc ? md_str(o->kv_pvc, "name") : NULL;
+                        bool cur_mounted = cur && claim && strcmp(claim, cur) == 0;
+                        if (!o->kv_pvc || (mounted && !cur_mounted) || (!cur_mounted && older(p, o->kv_pvc))) {
+                                json_decref(o->kv_pvc);
+                                o->kv_pvc = json_incref(p);
+                        }
+                }
+                json_decref(p);
+                free(keys[i]);
+        }
+        free(keys);
+}
+
 void state_observe_tpm(json_t *vm, const preference_lookup *lookup, effective_tpm *ret) {
         vm_effective_tpm(vm, lookup, ret);
         tpm_intent *intent = &ret->intent;
@@ -146,8 +179,9 @@ void state_observe(state_informers *si, state_written *written, const agent_conf
         ret->tpmstate = state_written_current(written, key, kube_informer_get(si->inf[STATE_INF_TPMSTATE], key),
                                               md_str(ret->vm, "uid"));
         ret->launcher = find_launcher(si->inf[STATE_INF_POD], ns, name);
+        find_kubevirt_pvc(si->inf[STATE_INF_PVC], ns, name, ret->pvc_name, ret->launcher, ret);
         /* The class matters only to a PVC still to be made for a persistent TPM. */
-        if (!ret->pvc && ret->tpm.intent.has_tpm && ret->tpm.intent.persistent)
+        if (!ret->pvc && !ret->kv_pvc && ret->tpm.intent.has_tpm && ret->tpm.intent.persistent)
                 observe_classes(si, ret);
 }
 
@@ -156,6 +190,7 @@ void state_observed_done(state_observed *o) {
         effective_tpm_done(&o->tpm);
         free(o->pvc_name);
         json_decref(o->pvc);
+        json_decref(o->kv_pvc);
         json_decref(o->tpmstate);
         json_decref(o->launcher);
         free(o->kubevirt_class);

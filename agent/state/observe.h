@@ -22,6 +22,11 @@ typedef struct state_observed {
         effective_tpm tpm;       /* its effective TPM; tpm.intent.invalid also covers the annotations */
         char *pvc_name;          /* persistent-state-for-<vm> (or its shortened form) */
         json_t *pvc;             /* the cached PVC of that name, whoever owns it; NULL: none */
+        /* KubeVirt's state PVC of this VM: labelled persistent-state-for=<vm>,
+         * not named pvc_name, not being deleted. Of several, the one the
+         * launcher mounts, else the oldest. NULL: none. */
+        json_t *kv_pvc;
+        size_t n_kv_pvcs;        /* how many there are */
         json_t *tpmstate;        /* the VM's TPMState as we know it best; NULL: none yet */
         json_t *launcher;        /* the VM's current launcher pod (not finished, not being deleted) */
         /* What decides the StorageClass of a new PVC (read only when a persistent TPM has no PVC). */

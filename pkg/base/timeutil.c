@@ -42,6 +42,37 @@ void format_rfc3339(usec_t t, char buf[static 40]) {
         strftime(buf, 40, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+int parse_rfc3339(const char *s, usec_t *ret) {
+        /* The shape first: digits where digits go (sscanf alone takes signs and spaces). */
+        static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+        for (size_t i = 0; i < sizeof(shape) - 1; i++)
+                if (!s || !s[i] || (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != shape[i]))
+                        return -EINVAL;
+        struct tm tm = {0};
+        int n = 0;
+        if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                         &tm.tm_sec, &n) != 6 || n != 19)
+                return -EINVAL;
+        const char *p = s + n;
+        usec_t frac = 0, scale = USEC_PER_SEC;
+        if (*p == '.')
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                        if (scale > 1) {
+                                scale /= 10;
+                                frac += (usec_t)(*p - '0') * scale;
+                        }
+        if (p[0] != 'Z' || p[1] || tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+            tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+                return -EINVAL;
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        time_t t = timegm(&tm);
+        if (t < 0)
+                return -EINVAL;
+        *ret = (usec_t)t * USEC_PER_SEC + frac;
+        return 0;
+}
+
 void sleep_usec(usec_t usec) {
         struct timespec ts = {.tv_sec = (time_t)(usec / USEC_PER_SEC), .tv_nsec = (long)(usec % USEC_PER_SEC) * 1000};
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)

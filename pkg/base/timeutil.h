@@ -17,6 +17,9 @@ usec_t now_boottime(void);
 void format_rfc3339_micro(usec_t realtime, char buf[static 40]);
 /* RFC 3339 to the second, as Kubernetes Time wants. */
 void format_rfc3339(usec_t realtime, char buf[static 40]);
+/* "YYYY-MM-DDTHH:MM:SS[.frac]Z", as the API server writes metav1.Time;
+ * -EINVAL for anything else. */
+int parse_rfc3339(const char *s, usec_t *ret);
 /* The absolute CLOCK_MONOTONIC time `usec` from now, as pthread_cond_timedwait
  * wants it for condition variables created with pthread_condattr_setclock. */
 struct timespec;

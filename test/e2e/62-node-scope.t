@@ -31,7 +31,7 @@ cd "$E2E_TOP"
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 33
+plan 37
 
 n1=$(nl_name 1) n2=$(nl_name 2)
 ANS=vtpm-system
@@ -184,6 +184,27 @@ expect Forbidden "patching $n1's vtpm-agent.io label with a token that names no 
   U patch node "$n1" --type merge -p '{"metadata":{"labels":{"vtpm-agent.io/e2e-node-scope":"x"}}}'
 expect allowed "patching $n1's vtpm-agent.io/* label" \
   A patch node "$n1" --type merge -p '{"metadata":{"labels":{"vtpm-agent.io/e2e-node-scope":"x"}}}'
+
+# ---- state PVCs ---------------------------------------------------------------
+# RBAC lets the account delete PVCs (its own state PVC that lost the race with
+# KubeVirt's); vtpm-agent-state-pvcs (state-scope.yaml) narrows that to its own
+# unadopted persistent-state-for-* PVCs. Made as admin, Pending (no class).
+pvc_json() {  # NAME LABELS-JSON
+  jq -n --arg name "$1" --argjson labels "$2" '{apiVersion: "v1", kind: "PersistentVolumeClaim",
+    metadata: {name: $name, labels: $labels}, spec: {accessModes: ["ReadWriteMany"], storageClassName: "",
+    resources: {requests: {storage: "10Mi"}}}}'
+}
+mine='{"app.kubernetes.io/managed-by":"vtpm-agent"}'
+pvc_json persistent-state-for-e2e-foreign '{}' | kubectl -n "$NS" create -f - >/dev/null
+pvc_json persistent-state-for-e2e-adopted '{"app.kubernetes.io/managed-by":"vtpm-agent","persistent-state-for":"e2e-adopted"}' |
+  kubectl -n "$NS" create -f - >/dev/null
+pvc_json e2e-data "$mine" | kubectl -n "$NS" create -f - >/dev/null
+pvc_json persistent-state-for-e2e-lost "$mine" | kubectl -n "$NS" create -f - >/dev/null
+expect Forbidden "deleting a state PVC the agent did not make" A -n "$NS" delete pvc persistent-state-for-e2e-foreign --wait=false
+expect Forbidden "deleting its own state PVC that KubeVirt adopted (labelled persistent-state-for)" \
+  A -n "$NS" delete pvc persistent-state-for-e2e-adopted --wait=false
+expect Forbidden "deleting a PVC with its label but not a state PVC's name" A -n "$NS" delete pvc e2e-data --wait=false
+expect allowed "deleting its own state PVC KubeVirt never adopted" A -n "$NS" delete pvc persistent-state-for-e2e-lost --wait=false
 
 # ---- KEKs ---------------------------------------------------------------------
 # The node agents hold no KEK (README "Keys off the nodes"): the key broker's

@@ -17,8 +17,14 @@
 #define GEN 3
 #define NOW ((usec_t)1767225600 * USEC_PER_SEC) /* 2026-01-01T00:00:00Z */
 
-/* PVC fixtures (persistent-state-for-vm1 in ns1). */
-enum pvc_kind { PVC_NONE, PVC_BOUND, PVC_PENDING, PVC_RWO, PVC_BLOCK, PVC_FOREIGN };
+/* PVC fixtures (persistent-state-for-vm1 in ns1). AGENT_*: labelled
+ * managed-by vtpm-agent, as the agent makes it; ADOPTED: and labelled
+ * persistent-state-for=vm1 by KubeVirt. */
+enum pvc_kind { PVC_NONE, PVC_BOUND, PVC_PENDING, PVC_RWO, PVC_BLOCK, PVC_FOREIGN, PVC_AGENT_NEW, PVC_AGENT_OLD, PVC_ADOPTED };
+/* KubeVirt's own state PVCs (labelled persistent-state-for=vm1): none, one, two. */
+enum kv_kind { KV_NONE, KV_ONE, KV_TWO };
+#define KV_NAME "persistent-state-for-vm1-x7k2p"
+#define KV_CREATED "2026-01-01T00:00:30Z" /* ours (AGENT_NEW) was made 30 s before */
 
 typedef struct row {
         const char *name;
@@ -38,7 +44,16 @@ typedef struct row {
         bool creates_pvc;
         const char *message;  /* the status message contains this */
         const char *restart;  /* RestartRequired condition status; NULL: not checked */
+        /* KubeVirt's side (designated initializers; zero: none) */
+        enum kv_kind kv;
+        const char *claim;    /* the launcher's vm-state claimName */
+        bool deletes_pvc;     /* ours is deleted (it lost the race) */
+        const char *volume;   /* status.pvcName; NULL: not checked */
+        const char *made_by;  /* status.pvcCreatedBy; NULL: not checked */
 } row;
+
+#define PERSISTENT "{\"persistent\":true}"
+#define NODE_USED "{\"nodeState\":{\"node\":\"node-1\",\"phase\":\"Running\"}}"
 
 #define OURS_READY "{\"phase\":\"Ready\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"StateVolumeBound\",\"observedGeneration\":3}]}"
 
@@ -126,6 +141,49 @@ static const row rows[] = {
         {"our PVC went while the TPMState stays: re-created (after asking whether the VM is there)",
          "{\"persistent\":true}", NULL, PVC_NONE, OURS_READY, NULL, NULL, "std=p*", true, "Pending", "WaitingForBinding",
          "", true, NULL, NULL},
+        /* One state volume per VM, whoever makes it first (KubeVirt's is labelled persistent-state-for=<vm>). */
+        {.name = "KubeVirt made the VM's state volume: used as it is, none created", .tpm = PERSISTENT,
+         .pvc = PVC_NONE, .classes = "std=p*", .report = true, .phase = "Ready", .reason = "StateVolumeBound",
+         .events = "", .message = "(made by KubeVirt, accessModes [\"ReadWriteOnce\"]) is bound", .kv = KV_ONE,
+         .volume = KV_NAME, .made_by = "KubeVirt"},
+        {.name = "ours made first, not yet adopted: ours, made by vtpm-agent", .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW,
+         .status = "{}", .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "",
+         .volume = "persistent-state-for-vm1", .made_by = "vtpm-agent"},
+        {.name = "ours adopted by KubeVirt at the VM's start: ours, made by vtpm-agent", .tpm = PERSISTENT,
+         .pvc = PVC_ADOPTED, .status = "{}", .launcher = "pod-1", .claim = "persistent-state-for-vm1", .report = true,
+         .phase = "Ready", .reason = "StateVolumeBound", .events = "", .volume = "persistent-state-for-vm1",
+         .made_by = "vtpm-agent"},
+        {.name = "a race: ours (30 s older, never used) and KubeVirt's: ours deleted, KubeVirt's used",
+         .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = "{}", .launcher = "pod-1", .claim = KV_NAME,
+         .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "", .kv = KV_ONE,
+         .deletes_pvc = true, .volume = KV_NAME, .made_by = "KubeVirt"},
+        {.name = "a race lost, no launcher yet: ours deleted", .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW,
+         .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "", .kv = KV_ONE,
+         .deletes_pvc = true, .volume = KV_NAME, .made_by = "KubeVirt"},
+        {.name = "ours and KubeVirt's, but the launcher mounts ours: Duplicate, nothing deleted", .tpm = PERSISTENT,
+         .pvc = PVC_AGENT_NEW, .status = "{}", .launcher = "pod-1", .claim = "persistent-state-for-vm1", .report = true,
+         .phase = "Conflict", .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_ONE,
+         .message = "The running launcher mounts persistent-state-for-vm1", .volume = "persistent-state-for-vm1",
+         .made_by = "vtpm-agent"},
+        {.name = "ours and KubeVirt's, but a node used ours (status.nodeState): Duplicate, nothing deleted",
+         .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = NODE_USED, .report = true, .phase = "Conflict",
+         .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_ONE,
+         .message = "Nothing is deleted", .volume = KV_NAME},
+        {.name = "ours made 10 minutes before KubeVirt's (not a race): Duplicate, nothing deleted", .tpm = PERSISTENT,
+         .pvc = PVC_AGENT_OLD, .status = "{}", .report = true, .phase = "Conflict", .reason = "StateVolumeDuplicate",
+         .events = "StateVolumeDuplicate", .kv = KV_ONE, .message = "not defined", .volume = KV_NAME},
+        {.name = "ours adopted and KubeVirt's too (two labelled): Duplicate, nothing deleted", .tpm = PERSISTENT,
+         .pvc = PVC_ADOPTED, .status = "{}", .report = true, .phase = "Conflict", .reason = "StateVolumeDuplicate",
+         .events = "StateVolumeDuplicate", .kv = KV_ONE, .volume = KV_NAME},
+        {.name = "two of KubeVirt's: Duplicate", .tpm = PERSISTENT, .report = true, .phase = "Conflict",
+         .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_TWO,
+         .message = "2 PVCs labelled persistent-state-for=vm1"},
+        {.name = "a foreign PVC of our name and KubeVirt's: KubeVirt's used, the foreign one untouched",
+         .tpm = PERSISTENT, .pvc = PVC_FOREIGN, .report = true, .phase = "Ready", .reason = "StateVolumeBound",
+         .events = "", .kv = KV_ONE, .volume = KV_NAME, .made_by = "KubeVirt"},
+        {.name = "not persistent, KubeVirt's PVC: Ephemeral, says KubeVirt deletes it at the next start", .tpm = "{}",
+         .report = true, .phase = "Ephemeral", .reason = "NotPersistent", .events = "NonPersistentTPM", .kv = KV_ONE,
+         .message = "KubeVirt deletes its state volume " KV_NAME " at the VM's next start"},
 };
 
 /* ---- building an observation ---- */
@@ -169,9 +227,31 @@ static json_t *make_vm(const char *name, const row *r) {
         return vm;
 }
 
+static json_t *make_kv_pvc(const char *name, const char *created) {
+        return json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:[{s:s, s:s, s:s, s:b}]}, s:{s:[s], s:s, s:s}, s:s}",
+                         "metadata", "name", name, "namespace", "ns1", "uid", "kv-uid", "resourceVersion", "7",
+                         "creationTimestamp", created, "labels", "persistent-state-for", "vm1",
+                         "cdi.kubevirt.io/applyStorageProfile", "true", "ownerReferences", "kind", "VirtualMachine",
+                         "name", "vm1", "uid", VM_UID, "controller", 1, "spec", "accessModes", "ReadWriteOnce",
+                         "volumeMode", "Filesystem", "storageClassName", "std", "phase", "Bound");
+}
+
 static json_t *make_pvc(enum pvc_kind k) {
         if (k == PVC_NONE)
                 return NULL;
+        if (k == PVC_AGENT_NEW || k == PVC_AGENT_OLD || k == PVC_ADOPTED) {
+                json_t *p = make_pvc(PVC_BOUND);
+                json_t *md = json_object_get(p, "metadata");
+                json_object_set_new(md, "uid", json_string("our-uid"));
+                json_object_set_new(md, "resourceVersion", json_string("5"));
+                json_object_set_new(md, "creationTimestamp",
+                                    json_string(k == PVC_AGENT_OLD ? "2025-12-31T23:50:00Z" : "2026-01-01T00:00:00Z"));
+                json_object_set_new(md, "labels", json_pack("{s:s, s:s}", "app.kubernetes.io/managed-by", "vtpm-agent",
+                                                            "vtpm-agent.io/vm", "vm1"));
+                if (k == PVC_ADOPTED)
+                        json_object_set_new(json_object_get(md, "labels"), "persistent-state-for", json_string("vm1"));
+                return p;
+        }
         const char *owner_uid = k == PVC_FOREIGN ? "11111111-2222-3333-4444-555555555555" : VM_UID;
         const char *owner_name = k == PVC_FOREIGN ? "other" : "vm1";
         return json_pack("{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:b}]}, s:{s:[s], s:s, s:s}, s:s}", "metadata", "name",
@@ -223,9 +303,14 @@ static void observe_row(const row *r, const agent_config *cfg, const char *vm_na
                 o->tpmstate = json_pack("{s:{s:s, s:s}, s:{s:s}, s:o}", "metadata", "name", vm_name, "namespace", "ns1",
                                         "spec", "vmUID", VM_UID, "status", parse(r->status));
         if (r->launcher)
-                o->launcher = json_pack("{s:{s:s, s:s, s:s}, s:s}", "metadata", "name", "virt-launcher-vm1-x",
-                                        "namespace", "ns1", "uid", r->launcher, "nodeName", "node-1");
-        if (!o->pvc)
+                o->launcher = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s?}", "metadata", "name", "virt-launcher-vm1-x",
+                                        "namespace", "ns1", "uid", r->launcher, "nodeName", "node-1", "stateClaim",
+                                        r->claim);
+        if (r->kv != KV_NONE) {
+                o->kv_pvc = make_kv_pvc(KV_NAME, KV_CREATED);
+                o->n_kv_pvcs = r->kv == KV_TWO ? 2 : 1;
+        }
+        if (!o->pvc && !o->kv_pvc)
                 add_classes(o, r->classes);
 }
 
@@ -295,6 +380,16 @@ static void check_row(const row *r) {
         free(ev);
         check_int_eq(d.pvc != NULL, r->creates_pvc);
         check_int_eq(d.pvc_recreate, r->creates_pvc && r->status != NULL);
+        check_int_eq(d.pvc_delete != NULL, r->deletes_pvc);
+        if (d.pvc_delete) { /* exactly the version looked at */
+                check_str_eq(json_string_value(json_object_get(d.pvc_delete, "name")), "persistent-state-for-vm1");
+                check_str_eq(json_string_value(json_object_get(d.pvc_delete, "uid")), "our-uid");
+                check_str_eq(json_string_value(json_object_get(d.pvc_delete, "resourceVersion")), "5");
+        }
+        if (r->volume)
+                check_str_eq(json_string_value(json_object_get(d.status, "pvcName")), r->volume);
+        if (r->made_by)
+                check_str_eq(json_string_value(json_object_get(d.status, "pvcCreatedBy")), r->made_by);
         /* Every event says something. */
         for (size_t i = 0; i < d.n_events; i++)
                 check(d.events[i].note && *d.events[i].note);
@@ -346,6 +441,9 @@ static void test_pvc_shape(void) {
                      "20Mi");
         check_str_eq(pvc_str(pvc, "metadata", "labels", "app.kubernetes.io/managed-by"), "vtpm-agent");
         check_str_eq(pvc_str(pvc, "metadata", "labels", "vtpm-agent.io/vm"), "vm1");
+        /* Not KubeVirt's label: after a race KubeVirt must mount its own (it prefers a labelled one). */
+        check(!json_object_get(json_object_get(json_object_get(pvc, "metadata"), "labels"), "persistent-state-for"));
+        check_str_eq(json_string_value(json_object_get(d.status, "pvcCreatedBy")), "vtpm-agent");
         json_t *ref = json_array_get(json_object_get(json_object_get(pvc, "metadata"), "ownerReferences"), 0);
         check_str_eq(json_string_value(json_object_get(ref, "kind")), "VirtualMachine");
         check_str_eq(json_string_value(json_object_get(ref, "uid")), VM_UID);
@@ -395,10 +493,19 @@ static void test_steady_state(void) {
                 observe_row(r, cfg, "vm1", &o);
                 state_decision first;
                 state_decide(&o, &first);
-                /* What the API server holds after the write: the TPMState, with this status. */
+                /* What the API server holds after the write: the TPMState, with this status
+                 * over the node agents' fields (the state controller writes only its own). */
+                json_t *st = json_deep_copy(json_object_get(o.tpmstate, "status"));
+                if (!st)
+                        st = json_object();
+                json_object_update(st, first.status);
                 json_decref(o.tpmstate);
-                o.tpmstate = json_pack("{s:{s:s, s:s}, s:{s:s}, s:O}", "metadata", "name", "vm1", "namespace", "ns1",
-                                       "spec", "vmUID", VM_UID, "status", first.status);
+                o.tpmstate = json_pack("{s:{s:s, s:s}, s:{s:s}, s:o}", "metadata", "name", "vm1", "namespace", "ns1",
+                                       "spec", "vmUID", VM_UID, "status", st);
+                if (first.pvc_delete) { /* gone */
+                        json_decref(o.pvc);
+                        o.pvc = NULL;
+                }
                 if (first.pvc) { /* as the informer caches it (pvc_trim), not bound yet */
                         json_decref(o.pvc);
                         o.pvc = pvc_trim(first.pvc);
@@ -410,7 +517,7 @@ static void test_steady_state(void) {
                 printf("# steady: %s\n", r->name);
                 check(!tpmstate_state_fields_differ(first.status, again.status));
                 check_int_eq(again.n_events, 0);
-                check(again.pvc == NULL && !again.create_tpmstate);
+                check(again.pvc == NULL && again.pvc_delete == NULL && !again.create_tpmstate);
                 state_decision_done(&again);
                 state_decision_done(&first);
                 state_observed_done(&o);
