@@ -145,7 +145,35 @@ static state_act_result delete_lost_pvc(const state_ctx *ctx, json_t *del, vt_er
         return STATE_ACT_DONE;
 }
 
+/* KubeVirt's label on our PVC its launcher mounts, at the version judged
+ * (a merge patch carrying the resourceVersion: a changed PVC is a 409). */
+static state_act_result label_pvc(const state_ctx *ctx, json_t *lbl, vt_error **err) {
+        const char *ns = json_string_value(json_object_get(lbl, "namespace"));
+        const char *name = json_string_value(json_object_get(lbl, "name"));
+        _cleanup_free_ char *path = kube_path(&res_pvc, ns, name, NULL);
+        _cleanup_(json_decrefp) json_t *patch =
+                json_pack("{s:{s:O, s:{s:O}}}", "metadata", "resourceVersion", json_object_get(lbl, "resourceVersion"),
+                          "labels", LABEL_KUBEVIRT_STATE, json_object_get(lbl, "vm"));
+        _cleanup_error_ vt_error *e = NULL;
+        int r = kube_patch(ctx->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &e);
+        if (r == -ENOENT || r == -ESTALE)
+                return STATE_ACT_RACED;
+        if (r < 0) {
+                if (err)
+                        *err = TAKE_PTR(e);
+                return STATE_ACT_FAILED;
+        }
+        log_kv(LOG_LEVEL_INFO, "own state volume labelled for KubeVirt (its launcher mounts it)", "namespace", ns, "pvc",
+               name, NULL);
+        return STATE_ACT_DONE;
+}
+
 state_act_result state_act(const state_ctx *ctx, const state_observed *o, const state_decision *d, vt_error **err) {
+        if (d->pvc_label) {
+                state_act_result r = label_pvc(ctx, d->pvc_label, err);
+                if (r != STATE_ACT_DONE)
+                        return r;
+        }
         if (d->pvc_delete) {
                 state_act_result r = delete_lost_pvc(ctx, d->pvc_delete, err);
                 if (r != STATE_ACT_DONE || !d->create_tpmstate)

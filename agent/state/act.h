@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Act: create what a decision wants that does not exist yet, the state PVC
  * and the TPMState (both at once on a VM's first reconcile). Never changes
- * or adopts a PVC; deletes only the one decide.c found unused after a race
- * with KubeVirt, and only the version it looked at (preconditions). */
+ * or adopts a PVC but for KubeVirt's label on our own once a launcher
+ * mounts it; deletes only the one decide.c found unused after a race with
+ * KubeVirt. Both at the version decide.c looked at. */
 #pragma once
 
 #include "base/error.h"

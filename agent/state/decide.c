@@ -24,6 +24,7 @@ typedef struct verdict {
         const char *created_by;    /* who made it: "vtpm-agent" or "KubeVirt"; NULL: unknown */
         json_t *pvc;               /* to create */
         json_t *pvc_delete;        /* to delete */
+        json_t *pvc_label;         /* to label */
 } verdict;
 
 static void verdict_done(verdict *v) {
@@ -31,6 +32,7 @@ static void verdict_done(verdict *v) {
         free(v->event_note);
         json_decref(v->pvc);
         json_decref(v->pvc_delete);
+        json_decref(v->pvc_label);
 }
 
 #define CREATED_BY_AGENT "vtpm-agent"
@@ -209,7 +211,7 @@ static bool lost_race(const state_observed *o) {
         usec_t ours = 0, theirs = 0;
         return streq(made_by(o->pvc), CREATED_BY_AGENT) && !label(o->pvc, LABEL_KUBEVIRT_STATE) &&
                !streq(claim, o->pvc_name) && !json_object_get(st, "nodeState") && !json_object_get(st, "keys") &&
-               !json_object_get(st, "encrypted") && md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
+               !json_is_true(json_object_get(st, "encrypted")) /* the CRD defaults it to false */ && md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
                parse_rfc3339(md_str(o->pvc, "creationTimestamp"), &ours) == 0 &&
                parse_rfc3339(md_str(o->kv_pvc, "creationTimestamp"), &theirs) == 0 && ours + RACE_WINDOW_USEC >= theirs;
 }
@@ -239,11 +241,30 @@ static void judge_duplicate(const state_observed *o, verdict *v) {
         v->event_note = xstrdup(v->message);
 }
 
+/* Our PVC, the VM's only state volume, mounted by its launcher: KubeVirt
+ * found it by name (its legacy path) and did not label it. The label is
+ * how KubeVirt's other paths find a VM's state volume (snapshot, export,
+ * migration); KubeVirt makes no second one while ours exists by name, so
+ * the label can no longer make two labelled volumes. A VM name longer than
+ * a label value (63) cannot be KubeVirt's label: KubeVirt cannot make one
+ * either. */
+static json_t *label_to_add(const state_observed *o, bool pvc_ours) {
+        const char *claim = json_string_value(json_object_get(o->launcher, "stateClaim"));
+        const char *vm = md_str(o->vm, "name");
+        if (!pvc_ours || !streq(made_by(o->pvc), CREATED_BY_AGENT) || label(o->pvc, LABEL_KUBEVIRT_STATE) ||
+            !streq(claim, o->pvc_name) || !vm || strlen(vm) > 63 || !md_str(o->pvc, "resourceVersion"))
+                return NULL;
+        return json_pack("{s:s, s:s, s:s, s:s}", "name", o->pvc_name, "namespace", md_str(o->pvc, "namespace"),
+                         "resourceVersion", md_str(o->pvc, "resourceVersion"), "vm", vm);
+}
+
 /* The persistent TPM's volumes, as found: ours (o->pvc), KubeVirt's (kv_pvc). */
 static void judge_volumes(const state_observed *o, bool pvc_ours, verdict *v) {
-        if (!o->kv_pvc)
+        if (!o->kv_pvc) {
                 judge_existing_pvc(o, pvc_ours, v);
-        else if (o->n_kv_pvcs > 1 || (o->pvc && label(o->pvc, LABEL_KUBEVIRT_STATE)))
+                if (streq(v->ready_reason, "StateVolumeBound"))
+                        v->pvc_label = label_to_add(o, pvc_ours);
+        } else if (o->n_kv_pvcs > 1 || (o->pvc && label(o->pvc, LABEL_KUBEVIRT_STATE)))
                 judge_duplicate(o, v);
         else if (!o->pvc || !pvc_ours)
                 judge_kubevirt_pvc(o, v); /* a foreign PVC of our name: KubeVirt uses its labelled one */
@@ -461,6 +482,7 @@ void state_decide(const state_observed *o, state_decision *ret) {
                 ret->report = true;
                 ret->pvc = TAKE_PTR(v.pvc);
                 ret->pvc_delete = TAKE_PTR(v.pvc_delete);
+                ret->pvc_label = TAKE_PTR(v.pvc_label);
                 ret->pvc_recreate = ret->pvc && o->tpmstate;
                 ret->create_tpmstate = !o->tpmstate;
                 ret->status = build_status(o, &v, &rs, gen);
@@ -474,6 +496,7 @@ void state_decide(const state_observed *o, state_decision *ret) {
 void state_decision_done(state_decision *d) {
         json_decref(d->pvc);
         json_decref(d->pvc_delete);
+        json_decref(d->pvc_label);
         json_decref(d->status);
         for (size_t i = 0; i < d->n_events; i++)
                 free(d->events[i].note);

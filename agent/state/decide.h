@@ -11,7 +11,10 @@
  *    persistent-state-for=<vm>) is used as it is; else the agent makes
  *    persistent-state-for-<vm>, RWX, Filesystem, state.size raised to the
  *    class's minimum, labelled, controlled by the VM, which KubeVirt adopts
- *    at the VM's next start. The agent's own PVC that lost a race with
+ *    at the VM's next start (by its name; KubeVirt v1.9 does not label it,
+ *    so the agent adds KubeVirt's label once a launcher mounts it, for
+ *    KubeVirt's label-based paths: snapshots, exports, migration). The
+ *    agent's own PVC that lost a race with
  *    KubeVirt's (never mounted, no node ever used it, made within a minute
  *    of KubeVirt's) is deleted; any other second volume is reported
  *    (StateVolumeDuplicate) and left alone;
@@ -42,6 +45,8 @@ typedef struct state_decision {
         json_t *pvc;          /* the state PVC to create, or NULL */
         json_t *pvc_delete;   /* our own unused PVC that lost the race with KubeVirt's: deleted with
                                * preconditions (its uid and resourceVersion), or NULL */
+        json_t *pvc_label;    /* our own PVC a launcher mounts, to label persistent-state-for=<vm>
+                               * at its resourceVersion ({name, namespace, resourceVersion, vm}), or NULL */
         bool pvc_recreate;    /* it existed before (the TPMState does): is the VM still there? */
         bool create_tpmstate; /* the VM has no TPMState yet */
         json_t *status;       /* the state controller's fields of status (tpmstate_status.h) */

@@ -31,7 +31,7 @@ cd "$E2E_TOP"
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || skip_all "the nodes have no launcher image (VTPM_NODES_AGENT_IMAGE=1)"
-plan 37
+plan 41
 
 n1=$(nl_name 1) n2=$(nl_name 2)
 ANS=vtpm-system
@@ -186,13 +186,14 @@ expect allowed "patching $n1's vtpm-agent.io/* label" \
   A patch node "$n1" --type merge -p '{"metadata":{"labels":{"vtpm-agent.io/e2e-node-scope":"x"}}}'
 
 # ---- state PVCs ---------------------------------------------------------------
-# RBAC lets the account delete PVCs (its own state PVC that lost the race with
-# KubeVirt's); vtpm-agent-state-pvcs (state-scope.yaml) narrows that to its own
-# unadopted persistent-state-for-* PVCs. Made as admin, Pending (no class).
+# RBAC lets the account delete and patch PVCs (its own state PVC that lost the
+# race with KubeVirt's; KubeVirt's label on its own that a launcher mounts);
+# vtpm-agent-state-pvcs (state-scope.yaml) narrows that to exactly those.
+# Made as admin, Pending (no class).
 pvc_json() {  # NAME LABELS-JSON
   jq -n --arg name "$1" --argjson labels "$2" '{apiVersion: "v1", kind: "PersistentVolumeClaim",
-    metadata: {name: $name, labels: $labels}, spec: {accessModes: ["ReadWriteMany"], storageClassName: "",
-    resources: {requests: {storage: "10Mi"}}}}'
+    metadata: {name: $name, labels: $labels, annotations: {"vtpm-agent.io/vm-name": ($name | ltrimstr("persistent-state-for-"))}},
+    spec: {accessModes: ["ReadWriteMany"], storageClassName: "", resources: {requests: {storage: "10Mi"}}}}'
 }
 mine='{"app.kubernetes.io/managed-by":"vtpm-agent"}'
 pvc_json persistent-state-for-e2e-foreign '{}' | kubectl -n "$NS" create -f - >/dev/null
@@ -205,6 +206,16 @@ expect Forbidden "deleting its own state PVC that KubeVirt adopted (labelled per
   A -n "$NS" delete pvc persistent-state-for-e2e-adopted --wait=false
 expect Forbidden "deleting a PVC with its label but not a state PVC's name" A -n "$NS" delete pvc e2e-data --wait=false
 expect allowed "deleting its own state PVC KubeVirt never adopted" A -n "$NS" delete pvc persistent-state-for-e2e-lost --wait=false
+pvc_json persistent-state-for-e2e-mounted "$mine" | kubectl -n "$NS" create -f - >/dev/null
+label() { A -n "$NS" patch pvc "$1" --type merge -p "{\"metadata\":{\"labels\":$2}}"; }
+expect Forbidden "labelling its own state PVC persistent-state-for=<another VM>" \
+  label persistent-state-for-e2e-mounted '{"persistent-state-for":"victim"}'
+expect Forbidden "labelling its own state PVC and changing another label" \
+  label persistent-state-for-e2e-mounted '{"persistent-state-for":"e2e-mounted","vtpm-agent.io/vm":"victim"}'
+expect Forbidden "labelling a state PVC the agent did not make" \
+  label persistent-state-for-e2e-foreign '{"persistent-state-for":"e2e-foreign"}'
+expect allowed "labelling its own state PVC persistent-state-for=<its VM>" \
+  label persistent-state-for-e2e-mounted '{"persistent-state-for":"e2e-mounted"}'
 
 # ---- KEKs ---------------------------------------------------------------------
 # The node agents hold no KEK (README "Keys off the nodes"): the key broker's

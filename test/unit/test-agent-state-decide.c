@@ -22,7 +22,7 @@
  * persistent-state-for=vm1 by KubeVirt. */
 enum pvc_kind { PVC_NONE, PVC_BOUND, PVC_PENDING, PVC_RWO, PVC_BLOCK, PVC_FOREIGN, PVC_AGENT_NEW, PVC_AGENT_OLD, PVC_ADOPTED };
 /* KubeVirt's own state PVCs (labelled persistent-state-for=vm1): none, one, two. */
-enum kv_kind { KV_NONE, KV_ONE, KV_TWO };
+enum kv_kind { KV_NONE, KV_ONE, KV_TWO, KV_OLDER /* one, made a second before ours */ };
 #define KV_NAME "persistent-state-for-vm1-x7k2p"
 #define KV_CREATED "2026-01-01T00:00:30Z" /* ours (AGENT_NEW) was made 30 s before */
 
@@ -48,6 +48,7 @@ typedef struct row {
         enum kv_kind kv;
         const char *claim;    /* the launcher's vm-state claimName */
         bool deletes_pvc;     /* ours is deleted (it lost the race) */
+        bool labels_pvc;      /* ours gets KubeVirt's label persistent-state-for=vm1 */
         const char *volume;   /* status.pvcName; NULL: not checked */
         const char *made_by;  /* status.pvcCreatedBy; NULL: not checked */
 } row;
@@ -149,13 +150,24 @@ static const row rows[] = {
         {.name = "ours made first, not yet adopted: ours, made by vtpm-agent", .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW,
          .status = "{}", .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "",
          .volume = "persistent-state-for-vm1", .made_by = "vtpm-agent"},
-        {.name = "ours adopted by KubeVirt at the VM's start: ours, made by vtpm-agent", .tpm = PERSISTENT,
+        {.name = "ours mounted by the launcher (KubeVirt found it by name): labelled persistent-state-for",
+         .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = "{}", .launcher = "pod-1",
+         .claim = "persistent-state-for-vm1", .report = true, .phase = "Ready", .reason = "StateVolumeBound",
+         .events = "", .labels_pvc = true, .volume = "persistent-state-for-vm1", .made_by = "vtpm-agent"},
+        {.name = "a PVC of our name the VM controls but we did not make, mounted: not labelled", .tpm = PERSISTENT,
+         .pvc = PVC_BOUND, .status = "{}", .launcher = "pod-1", .claim = "persistent-state-for-vm1", .report = true,
+         .phase = "Ready", .reason = "StateVolumeBound", .events = ""},
+        {.name = "ours labelled already: ours, made by vtpm-agent", .tpm = PERSISTENT,
          .pvc = PVC_ADOPTED, .status = "{}", .launcher = "pod-1", .claim = "persistent-state-for-vm1", .report = true,
          .phase = "Ready", .reason = "StateVolumeBound", .events = "", .volume = "persistent-state-for-vm1",
          .made_by = "vtpm-agent"},
         {.name = "a race: ours (30 s older, never used) and KubeVirt's: ours deleted, KubeVirt's used",
          .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = "{}", .launcher = "pod-1", .claim = KV_NAME,
          .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "", .kv = KV_ONE,
+         .deletes_pvc = true, .volume = KV_NAME, .made_by = "KubeVirt"},
+        {.name = "a race lost, ours made after KubeVirt's (our cache was behind), launcher pending: ours deleted",
+         .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = "{\"encrypted\":false}", .launcher = "pod-1",
+         .claim = KV_NAME, .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "", .kv = KV_OLDER,
          .deletes_pvc = true, .volume = KV_NAME, .made_by = "KubeVirt"},
         {.name = "a race lost, no launcher yet: ours deleted", .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW,
          .report = true, .phase = "Ready", .reason = "StateVolumeBound", .events = "", .kv = KV_ONE,
@@ -169,6 +181,9 @@ static const row rows[] = {
          .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = NODE_USED, .report = true, .phase = "Conflict",
          .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_ONE,
          .message = "Nothing is deleted", .volume = KV_NAME},
+        {.name = "ours and KubeVirt's, but a node encrypted ours (status.encrypted): Duplicate, nothing deleted",
+         .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = "{\"encrypted\":true}", .report = true,
+         .phase = "Conflict", .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_ONE},
         {.name = "ours made 10 minutes before KubeVirt's (not a race): Duplicate, nothing deleted", .tpm = PERSISTENT,
          .pvc = PVC_AGENT_OLD, .status = "{}", .report = true, .phase = "Conflict", .reason = "StateVolumeDuplicate",
          .events = "StateVolumeDuplicate", .kv = KV_ONE, .message = "not defined", .volume = KV_NAME},
@@ -307,7 +322,7 @@ static void observe_row(const row *r, const agent_config *cfg, const char *vm_na
                                         "namespace", "ns1", "uid", r->launcher, "nodeName", "node-1", "stateClaim",
                                         r->claim);
         if (r->kv != KV_NONE) {
-                o->kv_pvc = make_kv_pvc(KV_NAME, KV_CREATED);
+                o->kv_pvc = make_kv_pvc(KV_NAME, r->kv == KV_OLDER ? "2025-12-31T23:59:59Z" : KV_CREATED);
                 o->n_kv_pvcs = r->kv == KV_TWO ? 2 : 1;
         }
         if (!o->pvc && !o->kv_pvc)
@@ -381,6 +396,11 @@ static void check_row(const row *r) {
         check_int_eq(d.pvc != NULL, r->creates_pvc);
         check_int_eq(d.pvc_recreate, r->creates_pvc && r->status != NULL);
         check_int_eq(d.pvc_delete != NULL, r->deletes_pvc);
+        check_int_eq(d.pvc_label != NULL, r->labels_pvc);
+        if (d.pvc_label) {
+                check_str_eq(json_string_value(json_object_get(d.pvc_label, "vm")), "vm1");
+                check_str_eq(json_string_value(json_object_get(d.pvc_label, "resourceVersion")), "5");
+        }
         if (d.pvc_delete) { /* exactly the version looked at */
                 check_str_eq(json_string_value(json_object_get(d.pvc_delete, "name")), "persistent-state-for-vm1");
                 check_str_eq(json_string_value(json_object_get(d.pvc_delete, "uid")), "our-uid");
@@ -502,6 +522,9 @@ static void test_steady_state(void) {
                 json_decref(o.tpmstate);
                 o.tpmstate = json_pack("{s:{s:s, s:s}, s:{s:s}, s:o}", "metadata", "name", "vm1", "namespace", "ns1",
                                        "spec", "vmUID", VM_UID, "status", st);
+                if (first.pvc_label) /* labelled */
+                        json_object_set_new(json_object_get(json_object_get(o.pvc, "metadata"), "labels"),
+                                            "persistent-state-for", json_string("vm1"));
                 if (first.pvc_delete) { /* gone */
                         json_decref(o.pvc);
                         o.pvc = NULL;
@@ -517,7 +540,7 @@ static void test_steady_state(void) {
                 printf("# steady: %s\n", r->name);
                 check(!tpmstate_state_fields_differ(first.status, again.status));
                 check_int_eq(again.n_events, 0);
-                check(again.pvc == NULL && again.pvc_delete == NULL && !again.create_tpmstate);
+                check(again.pvc == NULL && again.pvc_delete == NULL && again.pvc_label == NULL && !again.create_tpmstate);
                 state_decision_done(&again);
                 state_decision_done(&first);
                 state_observed_done(&o);
