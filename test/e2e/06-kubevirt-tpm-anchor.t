@@ -26,17 +26,7 @@ at_exit "rm -rf '$T'"
 # Storage: the test bed's RWX provisioner; KubeVirt's state class is the CR's
 # vmStateStorageClass (put back as it was at the end).
 class=$NS-rwx
-rn_storage_up "$T/store" "$class"
-at_exit rn_storage_down
-at_exit "kubectl delete storageclass $class --ignore-not-found >/dev/null 2>&1"
-old=$(kubectl -n kubevirt get kv kubevirt -o jsonpath='{.spec.configuration.vmStateStorageClass}')
-kubectl -n kubevirt patch kv kubevirt --type merge \
-  -p "{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$class\"}}}" >/dev/null
-if [ -n "$old" ]; then
-  at_exit "kubectl -n kubevirt patch kv kubevirt --type merge -p '{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$old\"}}}' >/dev/null"
-else
-  at_exit "kubectl -n kubevirt patch kv kubevirt --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/configuration/vmStateStorageClass\"}]' >/dev/null"
-fi
+rn_kubevirt_state_storage "$T/store" "$class"
 
 # vm NAME NODE KERNELARGS [TPM]: the guest's VM (hack/images/tpm-guest/vm.yaml),
 # started by hand (runStrategy Manual), pinned to NODE.

@@ -29,17 +29,7 @@ plan 13
 # Storage: the test bed's RWX provisioner; the same class for KubeVirt (the
 # CR's vmStateStorageClass, put back at the end) and for the agent.
 class=$NS-rwx
-rn_storage_up "$AGENT_DIR/store" "$class"
-at_exit rn_storage_down
-at_exit "kubectl delete storageclass $class --ignore-not-found >/dev/null 2>&1"
-old=$(kubectl -n kubevirt get kv kubevirt -o jsonpath='{.spec.configuration.vmStateStorageClass}')
-kubectl -n kubevirt patch kv kubevirt --type merge \
-  -p "{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$class\"}}}" >/dev/null
-if [ -n "$old" ]; then
-  at_exit "kubectl -n kubevirt patch kv kubevirt --type merge -p '{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$old\"}}}' >/dev/null"
-else
-  at_exit "kubectl -n kubevirt patch kv kubevirt --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/configuration/vmStateStorageClass\"}]' >/dev/null"
-fi
+rn_kubevirt_state_storage "$AGENT_DIR/store" "$class"
 
 cfg=$(agent_config agent "$class")
 

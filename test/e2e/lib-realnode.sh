@@ -10,6 +10,9 @@
 #   rn_storage_up DIR CLASS  test-bed provisioner of `local` RWX volumes over DIR,
 #                            StorageClass CLASS as KubeVirt's default virt class
 #   rn_storage_down          stop that provisioner
+#   rn_kubevirt_state_storage DIR CLASS  rn_storage_up and CLASS as the KubeVirt CR's
+#                            vmStateStorageClass, all undone at exit (TAP suites only:
+#                            it registers lib.sh's at_exit)
 #   rn_agent_deploy          (re)deploy: kubectl apply -k deploy/overlays/testbed; wait until an
 #                            agent pod is Ready on every node
 #   rn_agent_undeploy        remove the DaemonSet and its namespace's agent objects
@@ -53,6 +56,24 @@ provisioner: vtpm-agent.io/testbed
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
 EOF
+}
+
+# rn_kubevirt_state_storage DIR CLASS: rn_storage_up, and CLASS as KubeVirt's
+# state class (the CR's vmStateStorageClass); at exit the provisioner stops,
+# the class goes and the CR's setting is put back as it was.
+rn_kubevirt_state_storage() {
+  local dir=$1 class=$2 old
+  rn_storage_up "$dir" "$class"
+  at_exit rn_storage_down
+  at_exit "kubectl delete storageclass $class --ignore-not-found >/dev/null 2>&1"
+  old=$(kubectl -n kubevirt get kv kubevirt -o jsonpath='{.spec.configuration.vmStateStorageClass}')
+  kubectl -n kubevirt patch kv kubevirt --type merge \
+    -p "{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$class\"}}}" >/dev/null
+  if [ -n "$old" ]; then
+    at_exit "kubectl -n kubevirt patch kv kubevirt --type merge -p '{\"spec\":{\"configuration\":{\"vmStateStorageClass\":\"$old\"}}}' >/dev/null"
+  else
+    at_exit "kubectl -n kubevirt patch kv kubevirt --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/configuration/vmStateStorageClass\"}]' >/dev/null"
+  fi
 }
 
 rn_storage_down() {
