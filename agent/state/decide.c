@@ -211,7 +211,8 @@ static bool lost_race(const state_observed *o) {
         usec_t ours = 0, theirs = 0;
         return streq(made_by(o->pvc), CREATED_BY_AGENT) && !label(o->pvc, LABEL_KUBEVIRT_STATE) &&
                !streq(claim, o->pvc_name) && !json_object_get(st, "nodeState") && !json_object_get(st, "keys") &&
-               !json_is_true(json_object_get(st, "encrypted")) /* the CRD defaults it to false */ && md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
+               !json_is_true(json_object_get(st, "encrypted")) /* the CRD defaults it to false */ &&
+               md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
                parse_rfc3339(md_str(o->pvc, "creationTimestamp"), &ours) == 0 &&
                parse_rfc3339(md_str(o->kv_pvc, "creationTimestamp"), &theirs) == 0 && ours + RACE_WINDOW_USEC >= theirs;
 }
@@ -229,9 +230,10 @@ static void judge_duplicate(const state_observed *o, verdict *v) {
                                                 o->n_kv_pvcs == 1 ? "" : "s", LABEL_KUBEVIRT_STATE,
                                                 md_str(o->vm, "name"), kv, o->n_kv_pvcs == 1 ? "" : ", ...");
         _cleanup_free_ char *found =
-                o->pvc ? xasprintf("PVC %s (made by %s) and %s", o->pvc_name, made_by(o->pvc) ?: "neither vtpm-agent nor KubeVirt", theirs)
+                o->pvc ? xasprintf("PVC %s (made by %s) and %s", o->pvc_name,
+                                   made_by(o->pvc) ?: "neither vtpm-agent nor KubeVirt", theirs)
                        : xstrdup(theirs);
-        _cleanup_free_ char *which = claim ? xasprintf("The running launcher mounts %s.", claim)
+        _cleanup_free_ char *which = claim ? xasprintf("The launcher pod mounts %s.", claim)
                                            : xstrdup("Which one KubeVirt mounts at the next start is not defined.");
         set(v, "Conflict", "StateVolumeDuplicate", false,
             xasprintf("the VM has more than one state volume: %s. %s Nothing is deleted: keep the one that holds the "

@@ -175,7 +175,7 @@ static const row rows[] = {
         {.name = "ours and KubeVirt's, but the launcher mounts ours: Duplicate, nothing deleted", .tpm = PERSISTENT,
          .pvc = PVC_AGENT_NEW, .status = "{}", .launcher = "pod-1", .claim = "persistent-state-for-vm1", .report = true,
          .phase = "Conflict", .reason = "StateVolumeDuplicate", .events = "StateVolumeDuplicate", .kv = KV_ONE,
-         .message = "The running launcher mounts persistent-state-for-vm1", .volume = "persistent-state-for-vm1",
+         .message = "The launcher pod mounts persistent-state-for-vm1", .volume = "persistent-state-for-vm1",
          .made_by = "vtpm-agent"},
         {.name = "ours and KubeVirt's, but a node used ours (status.nodeState): Duplicate, nothing deleted",
          .tpm = PERSISTENT, .pvc = PVC_AGENT_NEW, .status = NODE_USED, .report = true, .phase = "Conflict",
