@@ -122,50 +122,49 @@ static state_act_result provision(const state_ctx *ctx, const state_observed *o,
         return classify(tc.r, tc.err, err);
 }
 
+/* A write to an existing PVC at the version decide.c judged: gone already
+ * (404) or changed since (409) is a race (look again), not an error. */
+static state_act_result classify_pvc_write(int r, vt_error *e, vt_error **err) {
+        if (r == -ENOENT || r == -ESTALE)
+                r = -EEXIST;
+        return classify(r, e, err);
+}
+
+static char *pvc_path(json_t *ref) {
+        return kube_path(&res_pvc, json_string_value(json_object_get(ref, "namespace")),
+                         json_string_value(json_object_get(ref, "name")), NULL);
+}
+
 /* Our PVC lost the race with KubeVirt's: delete exactly the version that
- * was judged unused. A changed one (KubeVirt labelled it, a pod...) fails
- * the precondition with a conflict: look again. */
+ * was judged unused (uid and resourceVersion preconditions). */
 static state_act_result delete_lost_pvc(const state_ctx *ctx, json_t *del, vt_error **err) {
-        const char *ns = json_string_value(json_object_get(del, "namespace"));
-        const char *name = json_string_value(json_object_get(del, "name"));
-        _cleanup_free_ char *path = kube_path(&res_pvc, ns, name, NULL);
-        _cleanup_error_ vt_error *e = NULL;
+        _cleanup_free_ char *path = pvc_path(del);
+        vt_error *e = NULL;
         int r = kube_delete(ctx->client, path, json_string_value(json_object_get(del, "uid")),
                             json_string_value(json_object_get(del, "resourceVersion")), NULL, &e);
-        if (r == -ENOENT || r == -ESTALE) /* gone already; changed since (409) */
-                return STATE_ACT_RACED;
-        if (r < 0) {
-                if (err)
-                        *err = TAKE_PTR(e);
-                return STATE_ACT_FAILED;
+        state_act_result res = classify_pvc_write(r, e, err);
+        if (res == STATE_ACT_DONE) {
+                atomic_fetch_add(&ctx->counters->pvcs_deleted, 1);
+                log_kv(LOG_LEVEL_INFO, "own state volume deleted unused: KubeVirt made the VM's first", "path", path,
+                       NULL);
         }
-        atomic_fetch_add(&ctx->counters->pvcs_deleted, 1);
-        log_kv(LOG_LEVEL_INFO, "own state volume deleted unused: KubeVirt made the VM's first", "namespace", ns, "pvc",
-               name, NULL);
-        return STATE_ACT_DONE;
+        return res;
 }
 
 /* KubeVirt's label on our PVC its launcher mounts, at the version judged
- * (a merge patch carrying the resourceVersion: a changed PVC is a 409). */
+ * (a merge patch carrying the resourceVersion). */
 static state_act_result label_pvc(const state_ctx *ctx, json_t *lbl, vt_error **err) {
-        const char *ns = json_string_value(json_object_get(lbl, "namespace"));
-        const char *name = json_string_value(json_object_get(lbl, "name"));
-        _cleanup_free_ char *path = kube_path(&res_pvc, ns, name, NULL);
+        _cleanup_free_ char *path = pvc_path(lbl);
         _cleanup_(json_decrefp) json_t *patch =
                 json_pack("{s:{s:O, s:{s:O}}}", "metadata", "resourceVersion", json_object_get(lbl, "resourceVersion"),
                           "labels", LABEL_KUBEVIRT_STATE, json_object_get(lbl, "vm"));
-        _cleanup_error_ vt_error *e = NULL;
+        vt_error *e = NULL;
         int r = kube_patch(ctx->client, path, KUBE_PATCH_MERGE, patch, NULL, false, NULL, &e);
-        if (r == -ENOENT || r == -ESTALE)
-                return STATE_ACT_RACED;
-        if (r < 0) {
-                if (err)
-                        *err = TAKE_PTR(e);
-                return STATE_ACT_FAILED;
-        }
-        log_kv(LOG_LEVEL_INFO, "own state volume labelled for KubeVirt (its launcher mounts it)", "namespace", ns, "pvc",
-               name, NULL);
-        return STATE_ACT_DONE;
+        state_act_result res = classify_pvc_write(r, e, err);
+        if (res == STATE_ACT_DONE)
+                log_kv(LOG_LEVEL_INFO, "own state volume labelled for KubeVirt (its launcher mounts it)", "path", path,
+                       NULL);
+        return res;
 }
 
 state_act_result state_act(const state_ctx *ctx, const state_observed *o, const state_decision *d, vt_error **err) {

@@ -7,6 +7,7 @@
 #include "base/alloc.h"
 #include "base/quantity.h"
 #include "base/timeutil.h"
+#include "kube/informer.h"
 #include "vmspec.h"
 
 /* How the VM's state stands: the Ready condition, the phase, and the one
@@ -70,14 +71,10 @@ static char *describe_owner(json_t *obj) {
                          json_string_value(json_object_get(ref, "uid")) ?: "?");
 }
 
-static const char *label(json_t *obj, const char *k) {
-        return json_string_value(json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), k));
-}
-
 static const char *made_by(json_t *pvc) {
-        if (streq(label(pvc, LABEL_MANAGED_BY), LABEL_MANAGER_VALUE))
+        if (streq(kube_object_label(pvc, LABEL_MANAGED_BY), LABEL_MANAGER_VALUE))
                 return CREATED_BY_AGENT;
-        return label(pvc, LABEL_KUBEVIRT_STATE) ? CREATED_BY_KUBEVIRT : NULL;
+        return kube_object_label(pvc, LABEL_KUBEVIRT_STATE) ? CREATED_BY_KUBEVIRT : NULL;
 }
 
 static json_t *owner_ref_to(json_t *vm) {
@@ -209,7 +206,7 @@ static bool lost_race(const state_observed *o) {
         json_t *st = json_object_get(o->tpmstate, "status");
         const char *claim = json_string_value(json_object_get(o->launcher, "stateClaim"));
         usec_t ours = 0, theirs = 0;
-        return streq(made_by(o->pvc), CREATED_BY_AGENT) && !label(o->pvc, LABEL_KUBEVIRT_STATE) &&
+        return streq(made_by(o->pvc), CREATED_BY_AGENT) && !kube_object_label(o->pvc, LABEL_KUBEVIRT_STATE) &&
                !streq(claim, o->pvc_name) && !json_object_get(st, "nodeState") && !json_object_get(st, "keys") &&
                !json_is_true(json_object_get(st, "encrypted")) /* the CRD defaults it to false */ &&
                md_str(o->pvc, "uid") && md_str(o->pvc, "resourceVersion") &&
@@ -253,7 +250,7 @@ static void judge_duplicate(const state_observed *o, verdict *v) {
 static json_t *label_to_add(const state_observed *o, bool pvc_ours) {
         const char *claim = json_string_value(json_object_get(o->launcher, "stateClaim"));
         const char *vm = md_str(o->vm, "name");
-        if (!pvc_ours || !streq(made_by(o->pvc), CREATED_BY_AGENT) || label(o->pvc, LABEL_KUBEVIRT_STATE) ||
+        if (!pvc_ours || !streq(made_by(o->pvc), CREATED_BY_AGENT) || kube_object_label(o->pvc, LABEL_KUBEVIRT_STATE) ||
             !streq(claim, o->pvc_name) || !vm || strlen(vm) > 63 || !md_str(o->pvc, "resourceVersion"))
                 return NULL;
         return json_pack("{s:s, s:s, s:s, s:s}", "name", o->pvc_name, "namespace", md_str(o->pvc, "namespace"),
@@ -266,7 +263,7 @@ static void judge_volumes(const state_observed *o, bool pvc_ours, verdict *v) {
                 judge_existing_pvc(o, pvc_ours, v);
                 if (streq(v->ready_reason, "StateVolumeBound"))
                         v->pvc_label = label_to_add(o, pvc_ours);
-        } else if (o->n_kv_pvcs > 1 || (o->pvc && label(o->pvc, LABEL_KUBEVIRT_STATE)))
+        } else if (o->n_kv_pvcs > 1 || (o->pvc && kube_object_label(o->pvc, LABEL_KUBEVIRT_STATE)))
                 judge_duplicate(o, v);
         else if (!o->pvc || !pvc_ours)
                 judge_kubevirt_pvc(o, v); /* a foreign PVC of our name: KubeVirt uses its labelled one */

@@ -64,10 +64,7 @@ static void enqueue_owner_vm(state_informers *si, json_t *obj, bool is_pvc) {
                 vm = name;
         enqueue_ns_name(si, md_str(obj, "namespace"), vm);
         /* KubeVirt's state PVC of a VM, whoever owns it: that VM too. */
-        const char *kv_vm = is_pvc ? json_string_value(json_object_get(
-                                             json_object_get(json_object_get(obj, "metadata"), "labels"),
-                                             LABEL_KUBEVIRT_STATE))
-                                   : NULL;
+        const char *kv_vm = is_pvc ? kube_object_label(obj, LABEL_KUBEVIRT_STATE) : NULL;
         if (kv_vm && (!vm || strcmp(kv_vm, vm) != 0))
                 enqueue_ns_name(si, md_str(obj, "namespace"), kv_vm);
 }
@@ -84,8 +81,7 @@ static void on_tpmstate_update(const char *key, json_t *o, json_t *n, void *ud) 
         enqueue_owner_vm(ud, n, false);
 }
 static void on_pod(const char *key, json_t *obj, void *ud) {
-        json_t *labels = json_object_get(json_object_get(obj, "metadata"), "labels");
-        enqueue_ns_name(ud, md_str(obj, "namespace"), json_string_value(json_object_get(labels, "vm.kubevirt.io/name")));
+        enqueue_ns_name(ud, md_str(obj, "namespace"), kube_object_label(obj, "vm.kubevirt.io/name"));
 }
 static void on_pod_update(const char *key, json_t *o, json_t *n, void *ud) {
         on_pod(key, n, ud);

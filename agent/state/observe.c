@@ -124,10 +124,16 @@ static json_t *find_launcher(kube_informer *pods, const char *ns, const char *vm
 
 /* ---- KubeVirt's state PVC ---- */
 
-static bool older(json_t *a, json_t *b) {
+/* Which of two of KubeVirt's PVCs stands for the VM: the one the launcher
+ * mounts, else the older (then the name: deterministic). */
+static bool preferred(json_t *a, json_t *b, const char *claim) {
+        const char *na = md_str(a, "name") ?: "", *nb = md_str(b, "name") ?: "";
+        bool ma = claim && strcmp(na, claim) == 0, mb = claim && strcmp(nb, claim) == 0;
+        if (ma != mb)
+                return ma;
         const char *ta = md_str(a, "creationTimestamp") ?: "", *tb = md_str(b, "creationTimestamp") ?: "";
         int c = strcmp(ta, tb); /* one format (the API server's), so the strings order as the times do */
-        return c < 0 || (c == 0 && strcmp(md_str(a, "name") ?: "", md_str(b, "name") ?: "") < 0);
+        return c < 0 || (c == 0 && strcmp(na, nb) < 0);
 }
 
 static void find_kubevirt_pvc(kube_informer *pvcs, const char *ns, const char *vm, const char *skip_name,
@@ -141,10 +147,7 @@ static void find_kubevirt_pvc(kube_informer *pvcs, const char *ns, const char *v
                 bool deleting = json_object_get(json_object_get(p, "metadata"), "deletionTimestamp") != NULL;
                 if (p && name && pns && strcmp(pns, ns) == 0 && strcmp(name, skip_name) != 0 && !deleting) {
                         o->n_kv_pvcs++;
-                        bool mounted = claim && strcmp(claim, name) == 0;
-                        const char *cur = o->kv_pvc ? md_str(o->kv_pvc, "name") : NULL;
-                        bool cur_mounted = cur && claim && strcmp(claim, cur) == 0;
-                        if (!o->kv_pvc || (mounted && !cur_mounted) || (!cur_mounted && older(p, o->kv_pvc))) {
+                        if (!o->kv_pvc || preferred(p, o->kv_pvc, claim)) {
                                 json_decref(o->kv_pvc);
                                 o->kv_pvc = json_incref(p);
                         }

@@ -107,7 +107,7 @@ static const char *object_rv(json_t *obj) {
         return json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
 }
 
-static const char *object_label(json_t *obj, const char *label) {
+const char *kube_object_label(json_t *obj, const char *label) {
         return json_string_value(
                 json_object_get(json_object_get(json_object_get(obj, "metadata"), "labels"), label));
 }
@@ -179,7 +179,7 @@ void kube_informer_free(kube_informer *inf) {
 /* ---- cache, under cache_lock held for writing ---- */
 
 static void index_add(kube_informer *inf, const char *key, json_t *obj) {
-        const char *v = inf->index_label ? object_label(obj, inf->index_label) : NULL;
+        const char *v = inf->index_label ? kube_object_label(obj, inf->index_label) : NULL;
         if (!v)
                 return;
         vt_hashmap *set = vt_hashmap_get(inf->index, v);
@@ -191,7 +191,7 @@ static void index_add(kube_informer *inf, const char *key, json_t *obj) {
 }
 
 static void index_remove(kube_informer *inf, const char *key, json_t *obj) {
-        const char *v = inf->index_label ? object_label(obj, inf->index_label) : NULL;
+        const char *v = inf->index_label ? kube_object_label(obj, inf->index_label) : NULL;
         if (!v)
                 return;
         vt_hashmap *set = vt_hashmap_get(inf->index, v);

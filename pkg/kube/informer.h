@@ -96,6 +96,8 @@ size_t kube_informer_size(kube_informer *inf);
 void kube_informer_foreach(kube_informer *inf, void (*fn)(const char *key, json_t *obj, void *ud), void *ud);
 /* Keys (caller frees each and the array) of objects whose index_label equals value. */
 size_t kube_informer_keys_by_label(kube_informer *inf, const char *value, char ***ret_keys);
+/* An object's metadata.labels[label], or NULL. */
+const char *kube_object_label(json_t *obj, const char *label);
 /* Re-deliver every cached object as an update (old == new) from the cache:
  * no API request. */
 void kube_informer_resync(kube_informer *inf);
