@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev llvm
-  libcurl4-openssl-dev libyaml-dev libjansson-dev libvirt-dev libssl-dev libcap-dev libmicrohttpd-dev
+  libcurl4-openssl-dev libyaml-dev libjansson-dev libvirt-dev libssl-dev libcap-dev libmicrohttpd-dev libnghttp2-dev
   swtpm swtpm-tools swtpm-dev libtpms0 tpm2-tools clevis clevis-tpm2 socat
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 ovmf
   python3-pykmip openssl valgrind jq util-linux iproute2 procps psmisc
