@@ -55,6 +55,7 @@ static const field node_fields[] = {
         {"swtpmStateDir", F_ABSPATH, OFF(node.swtpm_state_dir)},
         {"swtpmUser", F_STRING, OFF(node.swtpm_user), .nonempty = true},
         {"swtpmSocketDir", F_ABSPATH, OFF(node.swtpm_socket_dir)},
+        {"kubevirtHookSocket", F_ABSPATH, OFF(node.kubevirt_hook_socket)},
         {"runDir", F_ABSPATH, OFF(node.run_dir)},
         {"attachmentImage", F_STRING, OFF(node.attachment_image), .nonempty = true},
         {"maxConcurrentStarts", F_INT, OFF(node.max_concurrent_starts), .min = 1, .max = 1024},
@@ -156,6 +157,7 @@ void agent_config_free(agent_config *c) {
         free(c->node.swtpm_state_dir);
         free(c->node.swtpm_user);
         free(c->node.swtpm_socket_dir);
+        free(c->node.kubevirt_hook_socket);
         free(c->node.run_dir);
         free(c->node.attachment_image);
         free(c->keys.provider);

@@ -33,6 +33,7 @@ typedef struct agent_config {
                 char *swtpm_state_dir;
                 char *swtpm_user;
                 char *swtpm_socket_dir; /* inside the launcher: control sockets */
+                char *kubevirt_hook_socket; /* KubeVirt's PreVMStart node hook (kubevirt_hook.h); NULL: none */
                 char *run_dir;          /* on the node: records of running swtpm, for adoption */
                 int state_lease_seconds; /* the per-VM state Lease's duration */
                 int state_lease_renew_deadline_seconds; /* stop swtpm if not renewed this long; 0: derived */

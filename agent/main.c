@@ -15,6 +15,7 @@
 #include "kube/client.h"
 #include "kube/config.h"
 #include "broker/broker_service.h"
+#include "kubevirt_hook.h"
 #include "config.h"
 #include "http_server.h"
 #include "metrics/metrics.h"
@@ -270,6 +271,21 @@ static int start_node_controller(agent *a, const agent_config *cfg, bool broker_
         return 0;
 }
 
+/* KubeVirt's PreVMStart node hook, where node.kubevirtHookSocket is set and
+ * a node controller runs (*ret NULL otherwise). */
+static int start_kubevirt_hook(const agent_config *cfg, node_controller *nc, kubevirt_hook **ret) {
+        *ret = NULL;
+        if (!nc || !cfg->node.enabled || !cfg->node.kubevirt_hook_socket || !*cfg->node.kubevirt_hook_socket)
+                return 0;
+        _cleanup_error_ vt_error *err = NULL;
+        int r = kubevirt_hook_start(cfg, nc, ret, &err);
+        if (start_failed(r, "cannot serve KubeVirt's node hook", &err))
+                return r;
+        log_kv(LOG_LEVEL_INFO, "serving KubeVirt's PreVMStart node hook", "socket", cfg->node.kubevirt_hook_socket,
+               NULL);
+        return 0;
+}
+
 /* Run the controllers until SIGTERM or SIGINT. Signals are blocked in every
  * thread and taken here with sigwait(), so no handler races the workers.
  * Stopping never stops a VM's swtpm: those processes are not our children. */
@@ -292,8 +308,9 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
                 return 1;
         int rc = 0;
         broker_service *broker = NULL;
+        kubevirt_hook *hook = NULL;
         if (start_broker(client, cfg, &broker) < 0 || start_state_controller(&a, cfg, identity, &sc) < 0 ||
-            start_node_controller(&a, cfg, broker != NULL, &nc) < 0)
+            start_node_controller(&a, cfg, broker != NULL, &nc) < 0 || start_kubevirt_hook(cfg, nc, &hook) < 0)
                 rc = 1;
         else {
                 int sig = 0;
@@ -302,7 +319,8 @@ static int run(kube_client *client, const agent_config *cfg, const char *identit
         }
         http_server_stop(http);
         broker_service_stop(broker); /* requests under way finish first */
-        node_controller_stop(nc); /* never stops a VM's swtpm */
+        node_controller_stop(nc); /* never stops a VM's swtpm; hook calls waiting on it give up */
+        kubevirt_hook_stop(hook);
         state_controller_stop(sc);
         if (rc == 0)
                 log_kv(LOG_LEVEL_INFO, "stopped cleanly", NULL);

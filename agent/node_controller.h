@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "base/timeutil.h"
 #include "config.h"
 #include "kube/client.h"
 #include "metrics/metrics.h"
@@ -34,5 +35,11 @@ bool node_controller_synced(node_controller *nc);
 /* Stops watching; never stops a VM's swtpm. */
 void node_controller_stop(node_controller *nc);
 void node_controller_free(node_controller *nc);
+/* KubeVirt's PreVMStart node hook (agent/kubevirt_hook.h): wake the
+ * launcher pod `pod_uid` of namespace `ns` and wait up to `timeout` for its
+ * vTPM to run. 0: it runs; -EAGAIN with *err saying why not (its nodeState's
+ * message) when the time is up. */
+int node_controller_wait_vtpm(node_controller *nc, const char *ns, const char *pod_uid, usec_t timeout,
+                              vt_error **err);
 void node_controller_get_stats(node_controller *nc, node_controller_stats *ret);
 DEFINE_TRIVIAL_CLEANUP_FUNC(node_controller *, node_controller_free)

@@ -10,6 +10,7 @@
 #include "mount/localmount.h"
 #include "mount/nsmount.h"
 #include "node/act.h"
+#include "proc/proc.h"
 
 DEFINE_JSON_CLEANUP
 
@@ -83,20 +84,27 @@ bool step_scratch_volume(bring_up *b, kube_outcome *ret) {
 /* The VM's control-socket directory: a small tmpfs of the node's, the VM's
  * uid's; bound into swtpm's sandbox (writable) and into the launcher
  * (read-only: QEMU connects, nothing can be planted) at node.swtpmSocketDir.
- * The bind refuses symlinks on the launcher's side. */
+ * The bind refuses symlinks on the launcher's side. Its group is the
+ * launcher's (KubeVirt's non-root launcher and its QEMU run as 107:107), set
+ * group id: the socket swtpm makes in it (0660) is then QEMU's group's,
+ * without swtpm being a member of that group or anyone chown'ing it. */
 static int ctrl_dir(bring_up *b, vt_error **err) {
         node_controller *nc = b->nc;
         uid_t uid = b->l->sandbox_uid;
+        gid_t qemu_gid = 0;
+        int r = proc_effective_gid(b->pid, &qemu_gid, err);
+        if (r < 0)
+                return vt_error_prefix(err, r, "the launcher's group: ");
         _cleanup_free_ char *parent = NULL;
-        int r = node_run_subdir(nc, "ctrl", &parent, err);
+        r = node_run_subdir(nc, "ctrl", &parent, err);
         if (r < 0)
                 return r;
         b->host_ctrl = xasprintf("%s/%s", parent, b->l->pod_uid);
         r = mkdir_checked(b->host_ctrl, 0700, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *opts = xasprintf("size=64k,nr_inodes=16,mode=0711,uid=%u,gid=%u", (unsigned)uid,
-                                              (unsigned)uid);
+        _cleanup_free_ char *opts = xasprintf("size=64k,nr_inodes=16,mode=02710,uid=%u,gid=%u", (unsigned)uid,
+                                              (unsigned)qemu_gid);
         r = mount_tmpfs_verified(b->host_ctrl, "vtpm-ctrl", opts, err);
         if (r < 0)
                 return vt_error_prefix(err, r, "the control-socket directory for %s: ", b->l->key);

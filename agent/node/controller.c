@@ -82,6 +82,7 @@ static kube_outcome reconcile(const char *key, void *ud) {
         launcher *known = launcher_known(nc, key);
         if (known && (gone || (node_md(pod, "uid") && strcmp(known->pod_uid, node_md(pod, "uid")) != 0))) {
                 teardown(nc, known);
+                verdict_forget(nc, known->pod_uid);
                 launcher_forget(nc, key);
         }
         if (gone)
@@ -91,7 +92,9 @@ static kube_outcome reconcile(const char *key, void *ud) {
         _cleanup_(node_decision_done) node_decision d = {0};
         node_observe(nc, l, &o);
         node_decide(l, &o, &d);
-        return carry_out(nc, l, pod, &o, &d);
+        kube_outcome out = carry_out(nc, l, pod, &o, &d);
+        verdict_publish(nc, l);
+        return out;
 }
 
 static void on_failure(const char *key, const vt_error *err, usec_t retry_in, void *ud) {
@@ -175,6 +178,7 @@ int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *met
         nc->swtpm_gid = pw->pw_gid;
         pthread_mutex_init(&nc->lock, NULL);
         nc->launchers = vt_hashmap_new(launcher_free);
+        verdicts_init(nc);
         _cleanup_free_ char *instance = xasprintf("vtpm-agent-%s", nc->node);
         nc->recorder = kube_recorder_new(c, "vtpm-agent.io/node-controller", instance);
         int r = keymgr_new(c, cfg, &nc->keys, err);
@@ -241,6 +245,9 @@ void node_controller_stop(node_controller *nc) {
         if (!nc)
                 return;
         atomic_store(&nc->stopping, true);
+        pthread_mutex_lock(&nc->lock);
+        pthread_cond_broadcast(&nc->verdict_changed); /* hook calls waiting give up */
+        pthread_mutex_unlock(&nc->lock);
         if (nc->ticker_started) {
                 pthread_join(nc->ticker, NULL);
                 nc->ticker_started = false;
@@ -260,6 +267,7 @@ void node_controller_free(node_controller *nc) {
         kube_recorder_free(nc->recorder);
         keymgr_free(nc->keys);
         vt_hashmap_free(nc->launchers);
+        verdicts_done(nc);
         pthread_mutex_destroy(&nc->lock);
         free(nc->node);
         free(nc);

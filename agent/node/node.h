@@ -92,8 +92,10 @@ struct node_controller {
         pthread_t ticker;
         atomic_bool stopping;
         bool ticker_started;
-        pthread_mutex_t lock; /* launchers, stats */
+        pthread_mutex_t lock; /* launchers, stats, verdicts */
         vt_hashmap *launchers;
+        vt_hashmap *verdicts;            /* pod uid -> does its vTPM run (verdicts.c) */
+        pthread_cond_t verdict_changed; /* with lock */
         node_controller_stats stats;
         uid_t swtpm_uid;
         gid_t swtpm_gid;
@@ -116,6 +118,12 @@ void records_load(node_controller *nc);
 uid_t choose_sandbox_uid(node_controller *nc, launcher *l);
 /* mkdir node.runDir/<sub> (and node.runDir), checked. */
 int node_run_subdir(node_controller *nc, const char *sub, char **ret, vt_error **err);
+
+/* verdicts.c: what KubeVirt's PreVMStart hook waits for. */
+void verdicts_init(node_controller *nc);
+void verdicts_done(node_controller *nc);
+void verdict_publish(node_controller *nc, const launcher *l);
+void verdict_forget(node_controller *nc, const char *pod_uid);
 
 /* report.c: nodeState (one of reasons.h), keys, events. */
 void node_report(node_controller *nc, launcher *l, node_reason r, const char *detail);

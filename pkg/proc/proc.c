@@ -141,6 +141,22 @@ int proc_start_time(pid_t pid, uint64_t *ret, vt_error **err) {
         return 0;
 }
 
+int proc_effective_gid(pid_t pid, gid_t *ret, vt_error **err) {
+        assert_return(pid > 0 && ret, -EINVAL);
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        _cleanup_free_ char *data = NULL;
+        int r = read_full_file(path, 64 * 1024, &data, NULL, err);
+        if (r < 0)
+                return r;
+        const char *line = strstr(data, "\nGid:");
+        unsigned long real = 0, effective = 0;
+        if (!line || sscanf(line + 5, "%lu %lu", &real, &effective) != 2 || effective > UINT32_MAX - 1)
+                return vt_error_set(err, EBADMSG, "%s has no usable Gid: line", path);
+        *ret = (gid_t)effective;
+        return 0;
+}
+
 int proc_open_mntns(pid_t pid, vt_error **err) {
         assert_return(pid > 0, -EINVAL);
         char path[64];

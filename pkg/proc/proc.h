@@ -33,6 +33,10 @@ void proc_argv_free(char **argv);
  * pair (pid, start time) names one process for the whole uptime. */
 int proc_start_time(pid_t pid, uint64_t *ret, vt_error **err);
 
+/* The process's effective gid (the second field of /proc/<pid>/status's Gid:
+ * line). */
+int proc_effective_gid(pid_t pid, gid_t *ret, vt_error **err);
+
 /* An O_RDONLY|O_CLOEXEC fd on /proc/<pid>/ns/mnt, for setns(CLONE_NEWNS). */
 int proc_open_mntns(pid_t pid, vt_error **err);
 

@@ -15,7 +15,8 @@
 #                            it registers lib.sh's at_exit)
 #   rn_agent_deploy          (re)deploy: kubectl apply -k deploy/overlays/testbed; wait until an
 #                            agent pod is Ready on every node
-#   rn_agent_undeploy        remove the DaemonSet and its namespace's agent objects
+#   rn_agent_undeploy        remove the DaemonSet and its namespace's agent objects, and
+#                            KubeVirt's Plugin vtpm-agent (deploy/kubevirt-plugin) if there
 #   rn_agent_pod NODE        the agent's pod on NODE
 #   rn_container_pid NS POD  host pid of POD's first container (through its node's containerd)
 #   rn_agent_log NODE        the agent container's current log file on NODE (the kubelet's)
@@ -143,6 +144,9 @@ rn_agent_deploy() {
 }
 
 rn_agent_undeploy() {
+  # KubeVirt's Plugin first (suite 09 applies it): left behind, it would stop
+  # every later VM with a persistent TPM at its node hook.
+  kubectl delete plugins.plugin.kubevirt.io vtpm-agent --ignore-not-found >/dev/null 2>&1
   kubectl -n $RN_NS delete ds vtpm-agent --ignore-not-found --wait=false >/dev/null 2>&1
   kubectl -n $RN_NS delete deploy vtpm-controller --ignore-not-found --wait=false >/dev/null 2>&1
   rn_wait 60 sh -c "[ -z \"\$(kubectl -n $RN_NS get pods -l 'app.kubernetes.io/name in (vtpm-agent,vtpm-controller)' -o name 2>/dev/null)\" ]"
