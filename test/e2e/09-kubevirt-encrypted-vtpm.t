@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Issue 21, acceptance 3: the BitLocker story on real KubeVirt VMIs with
+# vtpm-agent installed as shipped (deploy/overlays/testbed, the DaemonSet and
+# key broker) and its KubeVirt Plugin (deploy/kubevirt-plugin). The TPM guest
+# (hack/build-tpm-guest.sh) in a VM with `tpm: {persistent: true}` seals a
+# secret with clevis on node-1; `virtctl stop`; pinned to node-2, `virtctl
+# start`: it unseals the secret. On the way:
+#   - the real domain's TPM is external: QEMU's chardev is the agent's control
+#     socket in the launcher, /run/vtpm/<vm uid>.sock, not libvirt's swtpm;
+#   - virt-handler asked the agent (PreVMStart) before it started the domain;
+#   - TPMState says Running on the node, encrypted;
+#   - the state on the volume is ciphertext: a bare swtpm without the key
+#     cannot load a copy of tpm2-00.permall, and KubeVirt's own swtpm
+#     directory on the volume holds no state.
+# Suite 06 is the same story without the agent: KubeVirt's plaintext.
+. "$(dirname "$0")/lib.sh"
+. "$E2E_TOP/hack/testbed-lib.sh"
+. "$E2E_TOP/hack/nodes-lib.sh"
+. "$E2E_TOP/test/e2e/lib-realnode.sh"
+require_kubevirt
+rn_images_ready || skip_all "the nodes have no agent image (VTPM_NODES_AGENT_IMAGE=1)"
+command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
+kubectl get crd plugins.plugin.kubevirt.io >/dev/null 2>&1 || skip_all "this KubeVirt has no Plugin CRD (v1.9 has)"
+plan 18
+setup_namespace
+virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
+n1=$(nl_name 1) n2=$(nl_name 2)
+T=$(mktemp -d "$VTPM_RUN/e2e-09.XXXXXX")
+at_exit "rm -rf '$T'"
+class=$NS-rwx
+rn_kubevirt_state_storage "$T/store" "$class"
+at_exit "k delete vm --all --wait=true --timeout=120s >/dev/null 2>&1; rn_agent_undeploy"
+
+gates=$(kubectl -n kubevirt get kv kubevirt -o jsonpath='{.spec.configuration.developerConfiguration.featureGates}')
+like "$gates" '"Plugins"' "the test bed's KubeVirt has the Plugins feature gate on (hack/kubevirt/kubevirt-cr.yaml)"
+ok "kubectl apply -k deploy/overlays/testbed: an agent pod Ready on every node" rn_agent_deploy
+ok "kubectl apply -k deploy/kubevirt-plugin: KubeVirt's Plugin vtpm-agent" \
+  sh -c "kubectl apply -k '$E2E_TOP/deploy/kubevirt-plugin' >/dev/null"
+at_exit "kubectl delete -k '$E2E_TOP/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
+
+vm_apply() {
+  local name=$1 node=$2 args=$3
+  sed -e "s|localhost/vtpm/tpm-guest:TAG|$TPM_GUEST_IMAGE|" -e "s|^  name: tpm-guest$|  name: $name|" \
+    "$E2E_TOP/hack/images/tpm-guest/vm.yaml" | k apply -f - >/dev/null &&
+  k patch vm "$name" --type merge -p "{\"spec\":{\"template\":{\"spec\":{
+    \"nodeSelector\":{\"kubernetes.io/hostname\":\"$node\"},
+    \"domain\":{\"firmware\":{\"kernelBoot\":{\"kernelArgs\":\"$args\"}}}}}}}" >/dev/null
+}
+vmi_on() { [ "$(k get vmi "$1" -o jsonpath='{.status.phase}/{.status.nodeName}' 2>/dev/null)" = "Running/$2" ]; }
+launcher() { k get pod -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$1" --field-selector status.phase=Running -o name | head -1; }
+console() { k logs "$(launcher "$1")" -c guest-console-log 2>/dev/null | grep -o 'TPM-GUEST: .*' | tr -d '\r'; }
+said() { console "$1" | grep -q "^TPM-GUEST: $2"; }
+vmi_gone() { ! k get vmi "$1" >/dev/null 2>&1; }
+why_not() {
+  diag "VMI: $(k get vmi "$1" -o jsonpath='{.status.phase} {.status.conditions[?(@.type=="Synchronized")].message}' 2>&1 | head -c 600)"
+  diag "TPMState nodeState: $(k get tpmstate "$1" -o jsonpath='{.status.nodeState}' 2>&1)"
+  diag "events: $(k get events --field-selector involvedObject.name="$1" -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' | tail -4 | cut -c1-300)"
+}
+# qemu_cmdline NS_NAME: QEMU's command line (the node shares the machine's PID namespace).
+qemu_cmdline() {
+  local p
+  for p in $(pgrep -f 'qemu-system' 2>/dev/null); do
+    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -F "guest=$1," && return 0
+  done
+  return 1
+}
+
+# ---- boot 1 on node-1: seal ----
+secret=s3cret-$RANDOM$RANDOM
+vm_apply tpm-guest "$n1" "console=ttyS0 quiet tpmguest.seal=$secret tpmguest.stay=1"
+vm_uid=$(k get vm tpm-guest -o jsonpath='{.metadata.uid}')
+t0=$(date +%s)
+virtctl start tpm-guest >/dev/null
+if wait_until 300 vmi_on tpm-guest "$n1"; then pass "the VM with a persistent TPM runs on $n1 (VMI Running)"
+else fail "the VM with a persistent TPM runs on $n1 (VMI Running)"; why_not tpm-guest; fi
+ok "the guest sealed a secret with clevis" wait_until 120 said tpm-guest 'sealed '
+diag "boot 1: start to sealed in $(( $(date +%s) - t0 )) s"
+like "$(console tpm-guest | grep '^TPM-GUEST: tpm2 ')" 'tpm2 present family=2\.0 .*driver=tpm_crb' \
+  "the guest sees a TPM 2.0 (tpm_crb)"
+jwe=$(console tpm-guest | sed -n 's/^TPM-GUEST: sealed //p' | head -1)
+
+cmd=$(qemu_cmdline "${NS}_tpm-guest")
+like "$cmd" "-chardev socket,id=chrtpm,path=/run/vtpm/$vm_uid\\.sock" \
+  "the real domain's TPM is the agent's swtpm: QEMU's TPM chardev is /run/vtpm/<vm uid>.sock in the launcher"
+like "$(k get tpmstate tpm-guest -o jsonpath='{.status.nodeState.node} {.status.nodeState.phase} {.status.nodeState.encrypted} {.status.encrypted}')" \
+  "^$n1 Running true true$" "TPMState: Running on $n1, encrypted"
+ok "virt-handler asked the agent first: its PreVMStart hook answered once the vTPM ran" \
+  grep -q '"msg":"PreVMStart: the vTPM runs, the VM may start","vm":"tpm-guest"' "$(rn_agent_log "$n1")"
+diag "$(grep -o '"msg":"PreVMStart[^}]*' "$(rn_agent_log "$n1")" | tail -1)"
+
+# ---- what is on the volume ----
+pvc=$(k get tpmstate tpm-guest -o jsonpath='{.status.pvcName}')
+pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}')
+vol=$T/store/$pv
+ok "the state file is on the VM's state volume ($pvc)" test -s "$vol/tpm2-00.permall"
+diag "state files: $(cd "$vol" && find . -type f | sort | tr '\n' ' ')"
+is "$(find "$vol/swtpm" -name 'tpm2-00.permall' 2>/dev/null | wc -l)" 0 \
+  "KubeVirt's own swtpm directory on the volume holds no TPM state"
+copy=$T/copy && mkdir -p "$copy"
+if ! cp "$vol/tpm2-00.permall" "$copy/"; then
+  fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" "no state file to copy"
+elif swtpm socket --tpm2 --tpmstate "dir=$copy" --ctrl "type=unixio,path=$copy/c.sock" --log "file=$copy/log" --daemon &&
+   wait_until 5 test -S "$copy/c.sock"; then
+  if swtpm_ioctl --unix "$copy/c.sock" -i >/dev/null 2>&1; then
+    fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" "swtpm_ioctl -i succeeded"
+  else pass "the state is ciphertext: a bare swtpm without the key cannot load a copy"; fi
+  swtpm_ioctl --unix "$copy/c.sock" -s >/dev/null 2>&1
+else
+  pass "the state is ciphertext: a bare swtpm without the key cannot load a copy (swtpm refused it at start)"
+fi
+diag "swtpm on the copy said: $(grep -v '^ *$' "$copy/log" 2>/dev/null | tail -2 | tr '\n' ' ' | cut -c1-300)"
+
+# ---- stop; boot 2 on node-2: unseal ----
+virtctl stop tpm-guest >/dev/null
+ok "virtctl stop: the VMI is gone" wait_until 120 vmi_gone tpm-guest
+_no_swtpm() { [ -z "$(rn_swtpm_pid "$vm_uid")" ]; }
+ok "the agent's swtpm stopped with the launcher" wait_until 60 _no_swtpm
+vm_apply tpm-guest "$n2" "console=ttyS0 quiet tpmguest.unseal=$jwe tpmguest.stay=1"
+virtctl start tpm-guest >/dev/null
+if wait_until 300 vmi_on tpm-guest "$n2"; then pass "started again, pinned to $n2 (VMI Running there)"
+else fail "started again, pinned to $n2 (VMI Running there)"; why_not tpm-guest; fi
+ok "the guest printed an unseal result" wait_until 120 said tpm-guest 'unseal'
+is "$(console tpm-guest | sed -n 's/^TPM-GUEST: unsealed //p')" "$secret" \
+  "on $n2 the guest unseals the secret sealed on $n1: the encrypted state carried the TPM"
+is "$(k get pvc -l persistent-state-for=tpm-guest -o jsonpath='{.items[*].metadata.name}')" "$pvc" \
+  "one state volume, the same one"
+virtctl stop tpm-guest >/dev/null
