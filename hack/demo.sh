@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: a VM's vTPM state surviving a restart, on the real control plane
-# and two real nodes.
+# `make demo`: a VM's vTPM state surviving a restart, on the real control plane,
+# two real nodes and real KubeVirt, side by side with KubeVirt on its own.
 #
 # The control plane and two nodes (each its own containerd and kubelet, in its
-# own namespaces: hack/nodes-up.sh); vtpm-agent deployed as the DaemonSet from
-# manifests/ (deploy/overlays/testbed: the image built here from
-# deploy/Containerfile), under its own ServiceAccount. A VM with a persistent
-# TPM starts on node-1 (a launcher pod from the test bed's launcher image); a
-# "guest" seals a secret with clevis through its vTPM; the VM stops and starts
-# again on node-2; the secret unseals. Then the same with a non-persistent
-# TPM, which cannot unseal: the problem the product fixes.
+# own namespaces: hack/nodes-up.sh) run KubeVirt built from ../shared/kubevirt.
+# First KubeVirt alone: a VM with `tpm: {persistent: true}` (the TPM guest,
+# hack/build-tpm-guest.sh, a Linux that seals with clevis as BitLocker would)
+# seals a secret; KubeVirt keeps its TPM state in plaintext. Then vtpm-agent
+# as shipped: the DaemonSet and key broker (deploy/overlays/testbed: the image
+# built here from deploy/Containerfile) and its KubeVirt Plugin
+# (deploy/kubevirt-plugin). The same story: seal on node-1, stop, start on
+# node-2, unseal; the state is ciphertext. The two state files side by side.
+# Last, the caveat: a TPM that is not persistent loses the secret.
 #
 # Everything it starts is stopped at the end (DEMO_KEEP=1 keeps it running).
 set -euo pipefail
@@ -43,7 +45,7 @@ cleanup() {
     echo "demo: DEMO_KEEP=1: leaving the test bed, its nodes and the agents running (state in $D)"
     exit $rc
   fi
-  declare -F rn_guest_stop >/dev/null && { rn_guest_stop; rn_storage_down; }
+  declare -F rn_storage_down >/dev/null && rn_storage_down
   hack/cluster-down.sh >/dev/null 2>&1 || true
   rm -rf "$D" 2>/dev/null || true
   exit $rc
@@ -59,95 +61,88 @@ export KUBECONFIG
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || die "the nodes have no agent or launcher image; see $D/cluster-up.log"
-[ -x "$B/tools/tpm-guest-bridge" ] || die "build/tools missing: run make all tools"
+[ -n "${KUBEVIRT_TAG:-}" ] || die "the test bed runs no KubeVirt (VTPM_KUBEVIRT=0?); see $D/cluster-up.log"
 show kubectl get nodes -o wide
+virtctl() { "$KUBEVIRT_BIN/virtctl" -n demo "$@"; }
 
-step "2. Deploy vtpm-agent: the DaemonSet from manifests/, one pod per node, and the key broker"
+step "2. RWX storage shared by both nodes, as KubeVirt's class for VM state"
+rn_storage_up "$D/storage" demo-rwx
+kubectl -n kubevirt patch kv kubevirt --type merge -p '{"spec":{"configuration":{"vmStateStorageClass":"demo-rwx"}}}' >/dev/null
+show kubectl get storageclass demo-rwx
+# Idempotent: a namespace left by an earlier DEMO_KEEP=1 run goes first.
+kubectl delete ns demo --ignore-not-found --wait=true --timeout 180s >/dev/null
+kubectl create ns demo >/dev/null
+
+# boot VM NODE ARGS [TPM]: the TPM guest's VM pinned to NODE, started; waits until it ran.
+boot() {
+  local vm=$1 node=$2 args=$3 tpm=${4:-persistent}
+  rn_guest_vm demo "$vm" "$node" "console=ttyS0 quiet $args tpmguest.stay=1" "$tpm" || die "cannot make VM $vm"
+  virtctl start "$vm" >/dev/null
+  wait_for 300 "VM $vm running on $node" rn_vmi_on demo "$vm" "$node"
+  wait_for 120 "the guest of $vm" sh -c "kubectl -n demo logs \$(kubectl -n demo get pod -l kubevirt.io=virt-launcher,vm.kubevirt.io/name=$vm --field-selector status.phase=Running -o name | head -1) -c guest-console-log 2>/dev/null | grep -q 'TPM-GUEST: \(sealed\|unseal\)'"
+  rn_vm_console demo "$vm" | grep -E '^TPM-GUEST: (tpm2|sealed|unsealed|unseal failed)' | cut -c1-110 | sed 's/^/    guest: /'
+}
+halt() {
+  virtctl stop "$1" >/dev/null
+  wait_for 180 "VM $1 to stop" rn_vmi_gone demo "$1"
+}
+sealed() { rn_vm_console demo "$1" | sed -n 's/^TPM-GUEST: sealed //p' | head -1; }
+state_file() { # VM: its state file on the volume (the agent's at the volume's root, KubeVirt's under swtpm/)
+  local pv; pv=$(kubectl -n demo get pvc -l "persistent-state-for=$1" -o jsonpath='{.items[0].spec.volumeName}')
+  find "$D/storage/$pv" -name tpm2-00.permall 2>/dev/null | head -1
+}
+
+step "3. KubeVirt alone: a VM with a persistent TPM seals a secret on node-1"
+boot kubevirt-only node-1 "tpmguest.seal=BitLocker-recovery-key-111111"
+halt kubevirt-only
+plain=$(state_file kubevirt-only)
+echo "    its TPM state, written by the swtpm KubeVirt's libvirt runs: ${plain#$D/storage/}"
+
+step "4. Deploy vtpm-agent: the DaemonSet, the key broker and its KubeVirt Plugin"
 printf '    $ kubectl apply -k deploy/overlays/testbed\n'
 rn_agent_deploy || die "the agent's DaemonSet did not become Ready"
+show kubectl apply -k deploy/kubevirt-plugin
 show kubectl -n vtpm-system get pods -o wide
-who=$(grep -m1 'connected to the API server' "$(rn_agent_log node-1)" | sed 's/.*"user":"\([^"]*\)".*/\1/')
-echo "    node-1's agent authenticated as $who, with its pod's own token"
-echo "    It holds no key: the KEKs are the key broker's (vtpm-controller), which unwraps a VM's key only"
-echo "    for the node its launcher runs on."
+echo "    The agents hold no key: the KEKs are the key broker's (vtpm-controller), which unwraps a VM's"
+echo "    key only for the node its launcher runs on."
 show sh -c "kubectl auth can-i get secrets -n vtpm-system --as system:serviceaccount:vtpm-system:vtpm-agent || true"
-wait_for 30 "node labels" sh -c "kubectl get node node-1 -o jsonpath='{.metadata.labels}' | grep -q tpm-2.0"
-show kubectl get nodes -L vtpm-agent.io/tpm-2.0 -L vtpm-agent.io/tpm-1.2
 
-step "3. RWX storage shared by both nodes (the test bed's provisioner of local volumes)"
-rn_storage_up "$D/storage" demo-rwx
-show kubectl get storageclass demo-rwx
+step "5. The same VM with vtpm-agent: seal a secret on node-1"
+boot win11 node-1 "tpmguest.seal=BitLocker-recovery-key-314159"
+uid=$(kubectl -n demo get vm win11 -o jsonpath='{.metadata.uid}')
+for p in $(pgrep -f qemu-system); do
+  tr '\0' ' ' < "/proc/$p/cmdline" | grep -q "guest=demo_win11," &&
+    echo "    QEMU's TPM: $(tr '\0' ' ' < "/proc/$p/cmdline" | grep -o -- '-chardev socket,id=chrtpm[^ ]*') (the agent's swtpm, in the launcher)"
+done
+grep -o '"msg":"PreVMStart[^}]*' "$(rn_agent_log node-1)" | tail -1 | sed 's/^/    node-1 agent log: /'
+show kubectl -n demo get tpmstate win11 -o wide
+jwe=$(sealed win11)
+[ -n "$jwe" ] || die "the guest did not seal"
 
-step "4. A Windows 11 style VM with a persistent TPM"
-# Idempotent: a namespace left by an earlier DEMO_KEEP=1 run goes first.
-kubectl delete ns demo --ignore-not-found --wait=true --timeout 120s >/dev/null
-kubectl create ns demo >/dev/null
-# Halted: KubeVirt itself runs on the test bed, and would start its own launcher
-# for a running VM. The demo starts the test bed's launcher pods instead (the
-# agent's launcher protocol; on KubeVirt's own launchers with issue 21).
-echo "    (as manifests/examples/win11.yaml, with runStrategy Halted: the demo starts the VM's launcher pods itself)"
-show sh -c "yq -y '.spec.runStrategy = \"Halted\"' manifests/examples/win11.yaml | kubectl -n demo apply -f -"
-show kubectl -n demo patch vm win11 --type json -p '[{"op": "add", "path": "/spec/template/spec/domain/devices/tpm", "value": {"persistent": true}}]'
-wait_for 60 "TPMState Ready" sh -c "kubectl -n demo get tpmstate win11 -o jsonpath='{.status.phase}' | grep -qx Ready"
-show kubectl -n demo get pvc
-show kubectl get tpmstate -A
+step "6. Stop it; start it again on node-2 and unseal"
+halt win11
+boot win11 node-2 "tpmguest.unseal=$jwe"
+secret=$(rn_vm_console demo win11 | sed -n 's/^TPM-GUEST: unsealed //p')
+[ "$secret" = BitLocker-recovery-key-314159 ] || die "the secret did not unseal on node-2"
+echo "    -> ${bold}$secret${off}, sealed on node-1, unsealed on node-2"
+halt win11
+[ -z "$(rn_swtpm_pid "$uid")" ] || die "swtpm outlived the VM"
 
-# start_vm NODE POD VM: VM's launcher pod on NODE; then the guest (QEMU's side of
-# the TPM) on swtpm's control socket in that pod, for tpm2-tools and clevis.
-start_vm() {
-  local node=$1 pod=$2 vm=$3
-  rn_launcher_start demo "$pod" "$vm" "$node" || die "launcher $pod did not start"
-  wait_for 90 "the vTPM on $node" sh -c "kubectl -n demo get tpmstate $vm -o jsonpath='{.status.nodeState.node} {.status.nodeState.phase}' | grep -qx '$node Running'"
-  rn_guest_start "$(rn_swtpm_ctrl demo "$pod" "$vm")" "$D/$pod.data" "$D/$pod.bridge.log" || die "no guest TPM in $pod"
-  export TPM2TOOLS_TCTI=$RN_TCTI
-  tpm2_startup -c >/dev/null
-}
-_no_swtpm_for() { [ -z "$(rn_swtpm_pid "$(kubectl -n demo get vm "$1" -o jsonpath='{.metadata.uid}')")" ]; }
-stop_vm() { # POD VM
-  rn_guest_stop
-  rn_launcher_stop demo "$1"
-  wait_for 30 "swtpm to stop" _no_swtpm_for "$2"
-}
+step "7. Side by side: the two VMs' state files, loaded by a bare swtpm that has no key"
+enc=$(state_file win11)
+for f in "$plain" "$enc"; do
+  if rn_state_loads "$f"; then verdict="loads: plaintext, anyone with the volume has the TPM"
+  else verdict="does not load: ciphertext ($RN_STATE_LOG)"; fi
+  printf '    %-72s %s\n' "${f#$D/storage/}" "$verdict"
+done
 
-step "5. Start the VM on node-1: the agent there mounts the state volume into the launcher pod, then starts swtpm"
-start_vm node-1 virt-launcher-win11-a win11
-show kubectl -n demo get pods -o wide
-show kubectl -n demo get tpmstate win11 -o jsonpath='{.status.nodeState.message}{"\n"}'
-echo "    guest: echo -n 'BitLocker recovery key 314159-265358' | clevis encrypt tpm2 '{}' > sealed.jwe"
-echo -n 'BitLocker recovery key 314159-265358' | clevis encrypt tpm2 '{}' > "$D/sealed.jwe"
-echo "    sealed to the vTPM: $(wc -c < "$D/sealed.jwe") bytes of JWE"
+step "8. The caveat: a TPM that is not persistent (tpm: {}), sealed on node-1, unsealed on node-2"
+boot legacy node-1 "tpmguest.seal=BitLocker-recovery-key-271828" ephemeral
+jwe=$(sealed legacy)
+halt legacy
+boot legacy node-2 "tpmguest.unseal=$jwe" ephemeral
+rn_vm_said demo legacy 'unsealed' && die "a non-persistent TPM kept its secret?"
+echo "    -> the unseal fails: the TPM's keys went with the launcher (a BitLocker recovery prompt)"
+halt legacy
 
-step "6. Stop the VM (its launcher pod is deleted); the agent shuts swtpm down through its control channel"
-stop_vm virt-launcher-win11-a win11
-echo "    the state stays on the volume:"
-ls -l "$D"/storage/*/ | sed 's/^/      /'
-
-step "7. Start the VM again, this time on node-2, and unseal"
-start_vm node-2 virt-launcher-win11-b win11
-echo "    guest: clevis decrypt < sealed.jwe"
-secret=$(clevis decrypt < "$D/sealed.jwe") || die "the secret did not unseal on node-2"
-echo "    -> ${bold}$secret${off}"
-show kubectl get tpmstate -A
-stop_vm virt-launcher-win11-b win11
-
-step "8. The caveat: the same story with a TPM that is not persistent"
-kubectl -n demo apply -f - >/dev/null <<EOF
-apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata: {name: legacy}
-spec:
-  runStrategy: Halted
-  template: {spec: {domain: {devices: {tpm: {}}}}}
-EOF
-wait_for 60 "TPMState" sh -c "kubectl -n demo get tpmstate legacy -o jsonpath='{.status.phase}' | grep -q ."
-start_vm node-1 virt-launcher-legacy-a legacy
-echo -n 'BitLocker recovery key 271828-182845' | clevis encrypt tpm2 '{}' > "$D/legacy.jwe"
-echo "    sealed on node-1; stopping and starting on node-2..."
-stop_vm virt-launcher-legacy-a legacy
-start_vm node-2 virt-launcher-legacy-b legacy
-if clevis decrypt < "$D/legacy.jwe" >/dev/null 2>&1; then die "a non-persistent TPM kept its secret?"; fi
-echo "    -> clevis decrypt fails: the TPM's keys were lost with the launcher (a BitLocker recovery prompt)"
-show kubectl -n demo get events --field-selector reason=NonPersistentTPM -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
-stop_vm virt-launcher-legacy-b legacy
-
-step "Done in $(( $(date +%s) - t_start ))s: the persistent vTPM kept its secret across a stop and a move between real nodes."
+step "Done in $(( $(date +%s) - t_start ))s: the vTPM kept its secret across a stop and a move between real nodes, encrypted at rest."

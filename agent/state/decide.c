@@ -363,6 +363,28 @@ static json_t *condition(const char *type, bool status, const char *reason, cons
                          message ? message : "", "lastTransitionTime", ltt, "observedGeneration", generation);
 }
 
+/* The node's side, from what the node agent serving the VM's current
+ * launcher reported (status.nodeState, its field manager's): Ready says the
+ * volume is there, TPMRunning whether the vTPM on the node runs, and if not
+ * why (KeyUnwrapFailed, StateInUse, StateVolumeNotMounted, ...). A report on
+ * an earlier launcher says nothing of this one. */
+static json_t *tpm_running_condition(const state_observed *o, json_t *old_conds, json_int_t gen) {
+        if (!o->launcher)
+                return condition("TPMRunning", false, "VMNotRunning", "the VM has no launcher pod", old_conds, gen,
+                                 o->now);
+        json_t *node_state = json_object_get(json_object_get(o->tpmstate, "status"), "nodeState");
+        _cleanup_free_ char *launcher = xasprintf("%s/%s", md_str(o->launcher, "namespace") ? md_str(o->launcher, "namespace") : "",
+                                                  md_str(o->launcher, "name") ? md_str(o->launcher, "name") : "");
+        const char *reason = json_string_value(json_object_get(node_state, "reason"));
+        if (!streq(json_string_value(json_object_get(node_state, "launcher")), launcher) || !reason || !*reason) {
+                _cleanup_free_ char *m = xasprintf("no node agent has reported on launcher pod %s yet", launcher);
+                return condition("TPMRunning", false, "NotReported", m, old_conds, gen, o->now);
+        }
+        bool running = streq(json_string_value(json_object_get(node_state, "phase")), "Running");
+        return condition("TPMRunning", running, reason, json_string_value(json_object_get(node_state, "message")),
+                         old_conds, gen, o->now);
+}
+
 static bool condition_true(json_t *conditions, const char *type) {
         size_t i;
         json_t *c;
@@ -440,6 +462,7 @@ static json_t *build_status(const state_observed *o, const verdict *v, restart *
                                                 "VM's next start"
                                               : "",
                                  old_conds, gen, o->now));
+        json_array_append_new(conds, tpm_running_condition(o, old_conds, gen));
         json_object_set_new(st, "conditions", conds);
         return st;
 }

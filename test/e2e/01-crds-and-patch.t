@@ -51,7 +51,7 @@ metadata: {name: win11}
 spec: {vmName: win11}
 YAML
 ok "its status is written through the status subresource" \
-  kubectl -n "$NS" patch tpmstate win11 --subresource status --type merge -p '{"status":{"phase":"Ready","pvcName":"persistent-state-for-win11","storageClass":"nfs","encrypted":true,"node":"node-1","conditions":[{"type":"Ready","status":"True","lastTransitionTime":"2026-11-23T10:00:00Z","reason":"StateReady","message":""}]}}'
+  kubectl -n "$NS" patch tpmstate win11 --subresource status --type merge -p '{"status":{"phase":"Ready","pvcName":"persistent-state-for-win11","storageClass":"nfs","encrypted":true,"node":"node-1","conditions":[{"type":"Ready","status":"True","lastTransitionTime":"2026-11-23T10:00:00Z","reason":"StateReady","message":""},{"type":"TPMRunning","status":"False","lastTransitionTime":"2026-11-23T10:00:00Z","reason":"KeyUnwrapFailed","message":"the state key does not unwrap"}]}}'
 like "$(k get tpmstate win11 --no-headers)" \
-  '^win11 +win11 +Ready +persistent-state-for-win11 +nfs +true +node-1 ' \
-  "kubectl get tpmstate shows VM, Phase, PVC, StorageClass, Encrypted, Node"
+  '^win11 +win11 +Ready +KeyUnwrapFailed +persistent-state-for-win11 +nfs +true +node-1 ' \
+  "kubectl get tpmstate shows VM, Phase, TPM (the node's verdict), PVC, StorageClass, Encrypted, Node"

@@ -28,22 +28,12 @@ at_exit "rm -rf '$T'"
 class=$NS-rwx
 rn_kubevirt_state_storage "$T/store" "$class"
 
-# vm NAME NODE KERNELARGS [TPM]: the guest's VM (hack/images/tpm-guest/vm.yaml),
-# started by hand (runStrategy Manual), pinned to NODE.
-vm_apply() {
-  local name=$1 node=$2 args=$3 tpm=${4:-true}
-  sed -e "s|localhost/vtpm/tpm-guest:TAG|$TPM_GUEST_IMAGE|" -e "s|^  name: tpm-guest$|  name: $name|" \
-    "$E2E_TOP/hack/images/tpm-guest/vm.yaml" | k apply -f - >/dev/null &&
-  k patch vm "$name" --type merge -p "{\"spec\":{\"template\":{\"spec\":{
-    \"nodeSelector\":{\"kubernetes.io/hostname\":\"$node\"},
-    \"domain\":{\"firmware\":{\"kernelBoot\":{\"kernelArgs\":\"$args\"}}}}}}}" >/dev/null || return 1
-  [ "$tpm" = true ] || k patch vm "$name" --type json -p '[{"op":"remove","path":"/spec/template/spec/domain/devices/tpm"}]' >/dev/null
-}
-vmi_on() { [ "$(k get vmi "$1" -o jsonpath='{.status.phase}/{.status.nodeName}' 2>/dev/null)" = "Running/$2" ]; }
-launcher() { k get pod -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$1" --field-selector status.phase=Running -o name | head -1; }
-console() { k logs "$(launcher "$1")" -c guest-console-log 2>/dev/null | grep -o 'TPM-GUEST: .*' | tr -d '\r'; }
-said() { console "$1" | grep -q "^TPM-GUEST: $2"; }
-vmi_gone() { ! k get vmi "$1" >/dev/null 2>&1; }
+vm_apply() { rn_guest_vm "$NS" "$1" "$2" "$3" "$([ "${4:-true}" = true ] && echo persistent || echo none)"; }
+vmi_on() { rn_vmi_on "$NS" "$@"; }
+launcher() { rn_vm_launcher "$NS" "$1"; }
+console() { rn_vm_console "$NS" "$1"; }
+said() { rn_vm_said "$NS" "$@"; }
+vmi_gone() { rn_vmi_gone "$NS" "$1"; }
 
 # ---- boot 1 on node-1: seal ----
 secret=s3cret-$RANDOM$RANDOM
@@ -72,11 +62,7 @@ permall=$(find "$T/store" -path '*/swtpm/*/tpm2/tpm2-00.permall' | head -1)
 ok "the state file is on the volume (swtpm/<vm uid>/tpm2/tpm2-00.permall)" test -s "$permall"
 diag "state files: $(cd "$T/store" && find . -type f | sort | tr '\n' ' ')"
 # A bare swtpm loads a copy of it without any key: the state is plaintext at rest.
-copy=$T/copy && mkdir -p "$copy" && cp "$permall" "$copy/"
-swtpm socket --tpm2 --tpmstate "dir=$copy" --ctrl "type=unixio,path=$copy/c.sock" --log "file=$copy/log" --daemon
-wait_until 5 test -S "$copy/c.sock"
-ok "the state is plaintext: a bare swtpm with no key loads it (swtpm_ioctl -i)" swtpm_ioctl --unix "$copy/c.sock" -i
-swtpm_ioctl --unix "$copy/c.sock" -s >/dev/null 2>&1
+ok "the state is plaintext: a bare swtpm with no key loads it (swtpm_ioctl -i)" rn_state_loads "$permall"
 
 # ---- stop; boot 2 on node-2: unseal ----
 virtctl stop tpm-guest >/dev/null

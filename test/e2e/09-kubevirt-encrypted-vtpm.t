@@ -21,7 +21,7 @@ require_kubevirt
 rn_images_ready || skip_all "the nodes have no agent image (VTPM_NODES_AGENT_IMAGE=1)"
 command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
 kubectl get crd plugins.plugin.kubevirt.io >/dev/null 2>&1 || skip_all "this KubeVirt has no Plugin CRD (v1.9 has)"
-plan 18
+plan 19
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -38,19 +38,11 @@ ok "kubectl apply -k deploy/kubevirt-plugin: KubeVirt's Plugin vtpm-agent" \
   sh -c "kubectl apply -k '$E2E_TOP/deploy/kubevirt-plugin' >/dev/null"
 at_exit "kubectl delete -k '$E2E_TOP/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
 
-vm_apply() {
-  local name=$1 node=$2 args=$3
-  sed -e "s|localhost/vtpm/tpm-guest:TAG|$TPM_GUEST_IMAGE|" -e "s|^  name: tpm-guest$|  name: $name|" \
-    "$E2E_TOP/hack/images/tpm-guest/vm.yaml" | k apply -f - >/dev/null &&
-  k patch vm "$name" --type merge -p "{\"spec\":{\"template\":{\"spec\":{
-    \"nodeSelector\":{\"kubernetes.io/hostname\":\"$node\"},
-    \"domain\":{\"firmware\":{\"kernelBoot\":{\"kernelArgs\":\"$args\"}}}}}}}" >/dev/null
-}
-vmi_on() { [ "$(k get vmi "$1" -o jsonpath='{.status.phase}/{.status.nodeName}' 2>/dev/null)" = "Running/$2" ]; }
-launcher() { k get pod -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$1" --field-selector status.phase=Running -o name | head -1; }
-console() { k logs "$(launcher "$1")" -c guest-console-log 2>/dev/null | grep -o 'TPM-GUEST: .*' | tr -d '\r'; }
-said() { console "$1" | grep -q "^TPM-GUEST: $2"; }
-vmi_gone() { ! k get vmi "$1" >/dev/null 2>&1; }
+vm_apply() { rn_guest_vm "$NS" "$@"; }
+vmi_on() { rn_vmi_on "$NS" "$@"; }
+console() { rn_vm_console "$NS" "$1"; }
+said() { rn_vm_said "$NS" "$@"; }
+vmi_gone() { rn_vmi_gone "$NS" "$1"; }
 why_not() {
   diag "VMI: $(k get vmi "$1" -o jsonpath='{.status.phase} {.status.conditions[?(@.type=="Synchronized")].message}' 2>&1 | head -c 600)"
   diag "TPMState nodeState: $(k get tpmstate "$1" -o jsonpath='{.status.nodeState}' 2>&1)"
@@ -84,6 +76,10 @@ like "$cmd" "-chardev socket,id=chrtpm,path=/run/vtpm/$vm_uid\\.sock" \
   "the real domain's TPM is the agent's swtpm: QEMU's TPM chardev is /run/vtpm/<vm uid>.sock in the launcher"
 like "$(k get tpmstate tpm-guest -o jsonpath='{.status.nodeState.node} {.status.nodeState.phase} {.status.nodeState.encrypted} {.status.encrypted}')" \
   "^$n1 Running true true$" "TPMState: Running on $n1, encrypted"
+_tpm_column() { kubectl get tpmstate -n "$NS" tpm-guest --no-headers | grep -Eq '^tpm-guest +tpm-guest +Ready +VTPMStarted '; }
+if wait_until 30 _tpm_column; then pass "kubectl get tpmstate: Ready, and the TPM column says VTPMStarted (condition TPMRunning True)"
+else fail "kubectl get tpmstate: Ready, and the TPM column says VTPMStarted (condition TPMRunning True)" \
+  "$(kubectl get tpmstate -n "$NS" tpm-guest 2>&1)" "$(k get tpmstate tpm-guest -o jsonpath='{.status.conditions}')"; fi
 ok "virt-handler asked the agent first: its PreVMStart hook answered once the vTPM ran" \
   grep -q '"msg":"PreVMStart: the vTPM runs, the VM may start","vm":"tpm-guest"' "$(rn_agent_log "$n1")"
 diag "$(grep -o '"msg":"PreVMStart[^}]*' "$(rn_agent_log "$n1")" | tail -1)"
@@ -96,19 +92,11 @@ ok "the state file is on the VM's state volume ($pvc)" test -s "$vol/tpm2-00.per
 diag "state files: $(cd "$vol" && find . -type f | sort | tr '\n' ' ')"
 is "$(find "$vol/swtpm" -name 'tpm2-00.permall' 2>/dev/null | wc -l)" 0 \
   "KubeVirt's own swtpm directory on the volume holds no TPM state"
-copy=$T/copy && mkdir -p "$copy"
-if ! cp "$vol/tpm2-00.permall" "$copy/"; then
-  fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" "no state file to copy"
-elif swtpm socket --tpm2 --tpmstate "dir=$copy" --ctrl "type=unixio,path=$copy/c.sock" --log "file=$copy/log" --daemon &&
-   wait_until 5 test -S "$copy/c.sock"; then
-  if swtpm_ioctl --unix "$copy/c.sock" -i >/dev/null 2>&1; then
-    fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" "swtpm_ioctl -i succeeded"
-  else pass "the state is ciphertext: a bare swtpm without the key cannot load a copy"; fi
-  swtpm_ioctl --unix "$copy/c.sock" -s >/dev/null 2>&1
-else
-  pass "the state is ciphertext: a bare swtpm without the key cannot load a copy (swtpm refused it at start)"
-fi
-diag "swtpm on the copy said: $(grep -v '^ *$' "$copy/log" 2>/dev/null | tail -2 | tr '\n' ' ' | cut -c1-300)"
+rn_state_loads "$vol/tpm2-00.permall"; rc=$?
+if [ $rc = 1 ]; then pass "the state is ciphertext: a bare swtpm without the key cannot load a copy"
+else fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" \
+  "$([ $rc = 2 ] && echo "no state file to copy" || echo "swtpm_ioctl -i succeeded")"; fi
+diag "swtpm on the copy said: $RN_STATE_LOG"
 
 # ---- stop; boot 2 on node-2: unseal ----
 virtctl stop tpm-guest >/dev/null

@@ -48,8 +48,8 @@ ready_all() { field_is vm-r '{.status.phase}' Ready && field_is vm-e '{.status.p
 wait_until 30 ready_all
 table=$(kubectl get tpmstate -A 2>&1)
 diag "$table"
-like "$(head -1 <<<"$table")" '^NAMESPACE +NAME +VM +PHASE +PVC +STORAGECLASS +ENCRYPTED +NODE +AGE$' \
-  "kubectl get tpmstate -A: columns NAMESPACE NAME VM PHASE PVC STORAGECLASS ENCRYPTED NODE AGE"
+like "$(head -1 <<<"$table")" '^NAMESPACE +NAME +VM +PHASE +TPM +PVC +STORAGECLASS +ENCRYPTED +NODE +AGE$' \
+  "kubectl get tpmstate -A: columns NAMESPACE NAME VM PHASE TPM PVC STORAGECLASS ENCRYPTED NODE AGE"
 # cells ROW: the row's cells by the header's column positions (empty cells stay), "|"-joined.
 cells() {
   awk -v row="$1" -v ns="$NS" 'NR == 1 { h = $0; n = 0; p = 1
@@ -60,11 +60,11 @@ cells() {
         gsub(/^ +| +$/, "", c); out = out (i > 1 ? "|" : "") c }
       print out }' <<<"$table"
 }
-like "$(cells vm-r)" "^$NS\|vm-r\|vm-r\|Ready\|persistent-state-for-vm-r\|$cls\|false\|e2e-fake-node\|[0-9]+[smh]$" \
-  "row vm-r: VM, Ready, its PVC, class, not (yet) encrypted, the launcher's node, age"
-like "$(cells vm-e)" "^$NS\|vm-e\|vm-e\|Ephemeral\|\|\|false\|\|[0-9]+[smh]$" \
+like "$(cells vm-r)" "^$NS\|vm-r\|vm-r\|Ready\|NotReported\|persistent-state-for-vm-r\|$cls\|false\|e2e-fake-node\|[0-9]+[smh]$" \
+  "row vm-r: VM, Ready, no node agent's report on its launcher yet, its PVC, class, not (yet) encrypted, the launcher's node, age"
+like "$(cells vm-e)" "^$NS\|vm-e\|vm-e\|Ephemeral\|(VMNotRunning|NotReported)\|\|\|false\|\|[0-9]+[smh]$" \
   "row vm-e: Ephemeral, no PVC, no class, no node"
-like "$(cells vm-x)" "^$NS\|vm-x\|vm-x\|Error\|\|\|false\|\|[0-9]+[smh]$" \
+like "$(cells vm-x)" "^$NS\|vm-x\|vm-x\|Error\|(VMNotRunning|NotReported)\|\|\|false\|\|[0-9]+[smh]$" \
   "row vm-x: Error, no PVC (the reason is in .status.message and events)"
 
 ok_here "agent stops cleanly" agent_stop agent

@@ -26,6 +26,16 @@
 #   rn_swtpm_ctrl NS POD VM  swtpm's control socket in that launcher, as the host reaches it
 #   rn_swtpm_pid VM_UID [NAMES]   the swtpm serving VM (pid), if one runs
 #   rn_guest_start CTRL SOCK LOG / rn_guest_stop   the bridge; then $RN_TCTI is the guest's TCTI
+# The TPM guest on real KubeVirt (hack/build-tpm-guest.sh; needs nodes-lib's images.env sourced):
+#   rn_guest_vm NS VM NODE ARGS [TPM]  its VirtualMachine (hack/images/tpm-guest/vm.yaml, runStrategy
+#                            Manual) pinned to NODE with kernel arguments ARGS; TPM persistent
+#                            (default), ephemeral (`tpm: {}`) or none
+#   rn_vmi_on NS VM NODE     0 when the VMI is Running on NODE
+#   rn_vmi_gone NS VM        0 when there is no VMI
+#   rn_vm_launcher NS VM     its Running launcher pod (pod/NAME)
+#   rn_vm_console NS VM      the guest's "TPM-GUEST: ..." lines (its serial console)
+#   rn_vm_said NS VM TEXT    0 when a console line starts with "TPM-GUEST: TEXT"
+#   rn_state_loads FILE      0 when a bare swtpm with no key loads a copy of the state file FILE
 
 RN_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RN_NS=vtpm-system
@@ -266,3 +276,43 @@ rn_guest_stop() {
 }
 
 rn_guest() { TPM2TOOLS_TCTI=$RN_TCTI "$@"; }
+
+rn_guest_vm() {
+  local ns=$1 name=$2 node=$3 args=$4 tpm=${5:-persistent}
+  sed -e "s|localhost/vtpm/tpm-guest:TAG|$TPM_GUEST_IMAGE|" -e "s|^  name: tpm-guest$|  name: $name|" \
+    "$RN_TOP/hack/images/tpm-guest/vm.yaml" | kubectl -n "$ns" apply -f - >/dev/null &&
+  kubectl -n "$ns" patch vm "$name" --type merge -p "{\"spec\":{\"template\":{\"spec\":{
+    \"nodeSelector\":{\"kubernetes.io/hostname\":\"$node\"},
+    \"domain\":{\"firmware\":{\"kernelBoot\":{\"kernelArgs\":\"$args\"}}}}}}}" >/dev/null || return 1
+  case $tpm in
+    persistent) ;;
+    ephemeral) kubectl -n "$ns" patch vm "$name" --type json \
+                 -p '[{"op":"replace","path":"/spec/template/spec/domain/devices/tpm","value":{}}]' >/dev/null ;;
+    none) kubectl -n "$ns" patch vm "$name" --type json \
+            -p '[{"op":"remove","path":"/spec/template/spec/domain/devices/tpm"}]' >/dev/null ;;
+  esac
+}
+rn_vmi_on() { [ "$(kubectl -n "$1" get vmi "$2" -o jsonpath='{.status.phase}/{.status.nodeName}' 2>/dev/null)" = "Running/$3" ]; }
+rn_vmi_gone() { ! kubectl -n "$1" get vmi "$2" >/dev/null 2>&1; }
+rn_vm_launcher() {
+  kubectl -n "$1" get pod -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$2" --field-selector status.phase=Running \
+    -o name | head -1
+}
+rn_vm_console() {
+  kubectl -n "$1" logs "$(rn_vm_launcher "$1" "$2")" -c guest-console-log 2>/dev/null | grep -o 'TPM-GUEST: .*' | tr -d '\r'
+}
+rn_vm_said() { rn_vm_console "$1" "$2" | grep -q "^TPM-GUEST: $3"; }
+
+rn_state_loads() {
+  local copy rc=1
+  copy=$(mktemp -d /tmp/vtpm-state-copy.XXXXXX)
+  cp "$1" "$copy/tpm2-00.permall" || { rm -rf "$copy"; return 2; }
+  if swtpm socket --tpm2 --tpmstate "dir=$copy" --ctrl "type=unixio,path=$copy/c.sock" --log "file=$copy/log" \
+       --daemon 2>/dev/null && rn_wait 5 test -S "$copy/c.sock"; then
+    swtpm_ioctl --unix "$copy/c.sock" -i >/dev/null 2>&1 && rc=0
+    swtpm_ioctl --unix "$copy/c.sock" -s >/dev/null 2>&1
+  fi
+  RN_STATE_LOG=$(grep -v '^ *$' "$copy/log" 2>/dev/null | tail -2 | tr '\n' ' ')
+  rm -rf "$copy"
+  return $rc
+}

@@ -570,6 +570,63 @@ static void test_launcher_record(void) {
         agent_config_free(cfg);
 }
 
+static json_t *condition_of(json_t *status, const char *type) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(status, "conditions"), i, c) {
+                if (strcmp(json_string_value(json_object_get(c, "type")) ?: "", type) == 0)
+                        return c;
+        }
+        return NULL;
+}
+
+/* The node's verdict as the condition TPMRunning (and the printer column
+ * TPM): from the nodeState the node agent wrote for the current launcher
+ * only, so Ready (the volume) never stands alone for a TPM that refuses. */
+static void test_tpm_running(void) {
+        static const struct {
+                const char *name, *status, *launcher, *want_status, *want_reason, *want_message;
+        } cases[] = {
+                {"no launcher: the VM is not running", "{}", NULL, "False", "VMNotRunning", NULL},
+                {"a launcher no node has reported on", "{}", "pod-1", "False", "NotReported",
+                 "no node agent has reported on launcher pod ns1/virt-launcher-vm1-x yet"},
+                {"a report on an earlier launcher says nothing of this one",
+                 "{\"nodeState\":{\"node\":\"node-2\",\"launcher\":\"ns1/virt-launcher-vm1-old\",\"phase\":\"Running\","
+                 "\"reason\":\"VTPMStarted\",\"message\":\"vTPM started\"}}",
+                 "pod-1", "False", "NotReported", NULL},
+                {"refused on the node: its reason and message",
+                 "{\"nodeState\":{\"node\":\"node-1\",\"launcher\":\"ns1/virt-launcher-vm1-x\",\"phase\":\"Refused\","
+                 "\"reason\":\"KeyUnwrapFailed\",\"message\":\"the state key does not unwrap\"}}",
+                 "pod-1", "False", "KeyUnwrapFailed", "the state key does not unwrap"},
+                {"waiting on the node", "{\"nodeState\":{\"node\":\"node-1\",\"launcher\":\"ns1/virt-launcher-vm1-x\","
+                 "\"phase\":\"Waiting\",\"reason\":\"KeyProviderUnavailable\",\"message\":\"m\"}}",
+                 "pod-1", "False", "KeyProviderUnavailable", "m"},
+                {"running", "{\"nodeState\":{\"node\":\"node-1\",\"launcher\":\"ns1/virt-launcher-vm1-x\","
+                 "\"phase\":\"Running\",\"reason\":\"VTPMStarted\",\"message\":\"vTPM 2.0 started\"}}",
+                 "pod-1", "True", "VTPMStarted", "vTPM 2.0 started"},
+        };
+        agent_config *cfg = config_with(NULL);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                row r = {.tpm = "{\"persistent\":true}", .pvc = PVC_BOUND, .status = cases[i].status,
+                         .launcher = cases[i].launcher};
+                state_observed o;
+                observe_row(&r, cfg, "vm1", &o);
+                state_decision d;
+                state_decide(&o, &d);
+                json_t *c = condition_of(d.status, "TPMRunning");
+                fprintf(stderr, "# %s\n", cases[i].name);
+                check(c != NULL);
+                check_str_eq(json_string_value(json_object_get(c, "status")), cases[i].want_status);
+                check_str_eq(json_string_value(json_object_get(c, "reason")), cases[i].want_reason);
+                if (cases[i].want_message)
+                        check_str_eq(json_string_value(json_object_get(c, "message")), cases[i].want_message);
+                check_str_eq(condition_status(d.status, "Ready"), "True"); /* the volume's verdict stands apart */
+                state_decision_done(&d);
+                state_observed_done(&o);
+        }
+        agent_config_free(cfg);
+}
+
 /* Gone from the cache: nothing (the garbage collector removes PVC and TPMState). */
 static void test_vm_gone(void) {
         agent_config *cfg = config_with(NULL);
@@ -583,5 +640,6 @@ static void test_vm_gone(void) {
 
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_rows), TAP_CASE(test_pvc_shape), TAP_CASE(test_steady_state),
-                                    TAP_CASE(test_launcher_record), TAP_CASE(test_vm_gone), {0}});
+                                    TAP_CASE(test_launcher_record), TAP_CASE(test_tpm_running),
+                                    TAP_CASE(test_vm_gone), {0}});
 }
