@@ -235,7 +235,8 @@ kube_outcome act(node_controller *nc, launcher *l, json_t *pod, const node_obser
                 return out;
         if (d->persistent ? !step_lock(&b, &out) || !step_state_volume(&b, &out) : !step_scratch_volume(&b, &out))
                 return out;
-        if (!step_vm_uid(&b, &out) || !step_sandbox_dirs(&b, &out) || !step_cgroup(&b, &out) || !step_keys(&b, &out) ||
+        if (!step_take_over_kubevirt_state(&b, &out) || !step_vm_uid(&b, &out) || !step_sandbox_dirs(&b, &out) ||
+            !step_cgroup(&b, &out) || !step_keys(&b, &out) || !step_retire_kubevirt_plaintext(&b, &out) ||
             !step_provision(&b, &out) || !step_recheck(&b, &out))
                 return out;
         step_start(&b, &out);
