@@ -12,10 +12,7 @@
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
-require_kubevirt
-rn_images_ready || skip_all "the nodes have no agent image (VTPM_NODES_AGENT_IMAGE=1)"
-command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
-kubectl get crd plugins.plugin.kubevirt.io >/dev/null 2>&1 || skip_all "this KubeVirt has no Plugin CRD (v1.9 has)"
+require_agent_on_kubevirt
 plan 12
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }

@@ -132,6 +132,16 @@ require_kubevirt() {
     skip_all "needs real KubeVirt on the test bed (the default with nodes; this one has VTPM_KUBEVIRT=0 or none)"
 }
 
+# The agent as shipped on real KubeVirt (suites 09, 10): its image on the
+# nodes, swtpm here to judge state files, KubeVirt's Plugin CRD. Needs
+# lib-realnode.sh sourced.
+require_agent_on_kubevirt() {
+  require_kubevirt
+  rn_images_ready || skip_all "the nodes have no agent image (VTPM_NODES_AGENT_IMAGE=1)"
+  command -v swtpm >/dev/null || skip_all "needs swtpm on the machine (hack/install-deps.sh)"
+  kubectl get crd plugins.plugin.kubevirt.io >/dev/null 2>&1 || skip_all "this KubeVirt has no Plugin CRD (v1.9 has)"
+}
+
 setup_namespace() {
   local prefix=${1:-e2e-$(basename "$0" .t)} name
   require_cluster
