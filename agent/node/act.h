@@ -33,6 +33,7 @@ void bring_up_done(bring_up *b);
 /* act_kubevirt.c: the state KubeVirt's own swtpm left, taken over once. */
 bool step_take_over_kubevirt_state(bring_up *b, kube_outcome *ret);
 bool step_retire_kubevirt_plaintext(bring_up *b, kube_outcome *ret);
+bool step_guard_kubevirt_place(bring_up *b, kube_outcome *ret);
 
 /* act_volume.c */
 bool step_state_volume(bring_up *b, kube_outcome *ret);

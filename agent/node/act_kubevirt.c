@@ -5,7 +5,10 @@
  * root, where the key step encrypts it in place as any unencrypted state;
  * then the ciphertext replaces the plaintext in KubeVirt's directory. A
  * marker on the volume (the firmware uuid and the plaintext's digest, no
- * TPM content) carries the second half over a crash in between. */
+ * TPM content) carries the second half over a crash in between. A VM whose
+ * TPM the agent made gets a note in KubeVirt's place instead, for the same
+ * reason: a KubeVirt swtpm started without the agent fails on it rather
+ * than making a new, empty TPM. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -120,5 +123,27 @@ bool step_retire_kubevirt_plaintext(bring_up *b, kube_outcome *ret) {
         node_keys_event(b->nc, b->l, r != 1, r == 1 ? "KubeVirtStateEncrypted" : "KubeVirtStateChanged", m);
         if (unlinkat(dfd, TAKEOVER_MARKER, 0) < 0)
                 log_kv(LOG_LEVEL_WARN, "cannot remove the take-over marker", "vm", b->l->vm_name, NULL);
+        return true;
+}
+
+#define GUARD_NOTE                                                                                                    \
+        "vtpm-agent: this VM's TPM state is encrypted at the root of this volume and is served by vtpm-agent.\n"      \
+        "A swtpm without vtpm-agent's key must not start here: it would make a new, empty TPM.\n"                  \
+        "Start the VM with vtpm-agent's KubeVirt Plugin (deploy/kubevirt-plugin) installed.\n"
+
+bool step_guard_kubevirt_place(bring_up *b, kube_outcome *ret) {
+        const char *uuid = json_string_value(json_object_get(b->o->vm, "firmwareUUID"));
+        if (!b->d->persistent || !b->dek || !uuid || !kubevirt_state_uuid_valid(uuid))
+                return true;
+        _cleanup_error_ vt_error *err = NULL;
+        _cleanup_close_ int dfd = dir_open_nofollow(b->host_state, &err);
+        int r = dfd < 0 ? dfd : kubevirt_state_guard(dfd, uuid, GUARD_NOTE, strlen(GUARD_NOTE), &err);
+        if (r < 0)
+                /* The VM's own state is whole: only the guard is missing; said, tried again next start. */
+                log_kv(LOG_LEVEL_WARN, "cannot guard KubeVirt's swtpm directory on the state volume", "vm",
+                       b->l->vm_name, "error", err ? err->msg : strerror(-r), NULL);
+        else if (r == 1)
+                log_kv(LOG_LEVEL_INFO, "KubeVirt's swtpm directory on the state volume guarded", "vm", b->l->vm_name,
+                       "firmwareUUID", uuid, NULL);
         return true;
 }

@@ -237,7 +237,7 @@ kube_outcome act(node_controller *nc, launcher *l, json_t *pod, const node_obser
                 return out;
         if (!step_take_over_kubevirt_state(&b, &out) || !step_vm_uid(&b, &out) || !step_sandbox_dirs(&b, &out) ||
             !step_cgroup(&b, &out) || !step_keys(&b, &out) || !step_retire_kubevirt_plaintext(&b, &out) ||
-            !step_provision(&b, &out) || !step_recheck(&b, &out))
+            !step_provision(&b, &out) || !step_guard_kubevirt_place(&b, &out) || !step_recheck(&b, &out))
                 return out;
         step_start(&b, &out);
         return out;

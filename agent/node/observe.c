@@ -131,6 +131,13 @@ static json_t *trim_vm(json_t *o, void *ud) {
                 tpm = json_object_get(tpm, path[i]);
         if (tpm)
                 json_object_set(out, "tpm", tpm); /* vm_tpm_intent() reads the trimmed form */
+        /* The name of KubeVirt's own swtpm directory for this VM (act_kubevirt.c). */
+        json_t *fw = json_object_get(o, "spec");
+        static const char *const fw_path[] = {"template", "spec", "domain", "firmware", "uuid"};
+        for (size_t i = 0; fw && i < ELEMENTSOF(fw_path); i++)
+                fw = json_object_get(fw, fw_path[i]);
+        if (json_is_string(fw))
+                json_object_set(out, "firmwareUUID", fw);
         return out;
 }
 

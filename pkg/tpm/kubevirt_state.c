@@ -24,7 +24,7 @@ void kubevirt_state_done(kubevirt_state *s) {
 
 /* libvirt names the directory by the domain's uuid: 36 characters of hex
  * digits and dashes. Anything else is not KubeVirt's (or is a tenant's). */
-static bool uuid_shaped(const char *s) {
+bool kubevirt_state_uuid_valid(const char *s) {
         if (strlen(s) != 36)
                 return false;
         for (size_t i = 0; i < 36; i++) {
@@ -65,7 +65,7 @@ int kubevirt_state_find(int dfd, kubevirt_state *ret, vt_error **err) {
         int n = 0, r = 0;
         _cleanup_free_ char *names = xstrdup("");
         for (struct dirent *de; (de = readdir(d));) {
-                if (!uuid_shaped(de->d_name))
+                if (!kubevirt_state_uuid_valid(de->d_name))
                         continue;
                 _cleanup_free_ char *rel = permall_path(de->d_name);
                 char *data = NULL;
@@ -113,7 +113,7 @@ int kubevirt_state_find(int dfd, kubevirt_state *ret, vt_error **err) {
 
 int kubevirt_state_replace(int dfd, const char *uuid, const uint8_t was_sha256[32], const void *data, size_t size,
                            vt_error **err) {
-        assert_return(dfd >= 0 && uuid && uuid_shaped(uuid) && was_sha256 && data, -EINVAL);
+        assert_return(dfd >= 0 && uuid && kubevirt_state_uuid_valid(uuid) && was_sha256 && data, -EINVAL);
         _cleanup_free_ char *dir = xasprintf("%s/%s/tpm2", KUBEVIRT_STATE_DIR, uuid);
         _cleanup_close_ int tfd = openat_beneath(dfd, dir, O_RDONLY | O_DIRECTORY, 0);
         if (tfd == -ENOENT)
@@ -141,5 +141,47 @@ int kubevirt_state_replace(int dfd, const char *uuid, const uint8_t was_sha256[3
                 return r;
         if (fchownat(tfd, PERMALL, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
                 return vt_error_errno(err, errno, "KubeVirt's TPM state %s/%s: chown", dir, PERMALL);
+        return 1;
+}
+
+/* mkdir name beneath dfd (an existing directory is fine), owned as `like`. */
+static int mkdir_like(int dfd, const char *name, const struct stat *like, vt_error **err) {
+        if (mkdirat(dfd, name, 02770) < 0 && errno != EEXIST)
+                return vt_error_errno(err, errno, "KubeVirt's TPM state directory %s", name);
+        _cleanup_close_ int fd = openat_beneath(dfd, name, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+                return vt_error_errno(err, -fd, "KubeVirt's TPM state directory %s", name);
+        if (fchown(fd, like->st_uid, like->st_gid) < 0 || fchmod(fd, 02770) < 0)
+                return vt_error_errno(err, errno, "KubeVirt's TPM state directory %s", name);
+        return 0;
+}
+
+int kubevirt_state_guard(int dfd, const char *uuid, const void *data, size_t size, vt_error **err) {
+        assert_return(dfd >= 0 && uuid && kubevirt_state_uuid_valid(uuid) && data, -EINVAL);
+        _cleanup_close_ int sfd = openat_beneath(dfd, KUBEVIRT_STATE_DIR, O_RDONLY | O_DIRECTORY, 0);
+        if (sfd == -ENOENT)
+                return 0;
+        if (sfd < 0)
+                return vt_error_errno(err, -sfd, "the volume's %s/ directory", KUBEVIRT_STATE_DIR);
+        struct stat like;
+        if (fstat(sfd, &like) < 0)
+                return vt_error_errno(err, errno, "the volume's %s/ directory", KUBEVIRT_STATE_DIR);
+        _cleanup_free_ char *rel = permall_path(uuid), *tpm2 = xasprintf("%s/tpm2", uuid);
+        _cleanup_close_ int existing = openat_beneath(sfd, rel, O_PATH, 0);
+        if (existing >= 0 || existing != -ENOENT)
+                return existing >= 0 ? 0 : vt_error_errno(err, -existing, "KubeVirt's TPM state %s", rel);
+        int r = mkdir_like(sfd, uuid, &like, err);
+        if (r >= 0)
+                r = mkdir_like(sfd, tpm2, &like, err);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int tfd = openat_beneath(sfd, tpm2, O_RDONLY | O_DIRECTORY, 0);
+        if (tfd < 0)
+                return vt_error_errno(err, -tfd, "KubeVirt's TPM state directory %s", tpm2);
+        r = write_file_beneath(tfd, PERMALL, data, size, 0660, NULL, NULL, err);
+        if (r < 0)
+                return r;
+        if (fchownat(tfd, PERMALL, like.st_uid, like.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+                return vt_error_errno(err, errno, "KubeVirt's TPM state %s: chown", rel);
         return 1;
 }

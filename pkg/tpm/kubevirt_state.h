@@ -13,6 +13,7 @@
  * only, sizes capped. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,18 @@ void kubevirt_state_done(kubevirt_state *s);
  * message names them; which one the VM uses is not the agent's guess);
  * other -errno: a file there that is not a plain file, too big, unreadable. */
 int kubevirt_state_find(int dfd, kubevirt_state *ret, vt_error **err);
+
+/* A firmware uuid as libvirt names its directory (36 hex digits and dashes). */
+bool kubevirt_state_uuid_valid(const char *s);
+
+/* For a VM whose TPM state the agent made: put `data` (a note, not a TPM
+ * state) where KubeVirt's swtpm would look for the state of firmware uuid
+ * `uuid`, so that a KubeVirt swtpm started on the volume without the agent
+ * fails to load it instead of making a new, empty TPM. Only where KubeVirt
+ * has its `swtpm` directory and no state of that uuid yet; the directories
+ * made get that directory's owner and group (group-writable, as KubeVirt's
+ * non-root launcher needs). 1: written; 0: nothing to do. */
+int kubevirt_state_guard(int dfd, const char *uuid, const void *data, size_t size, vt_error **err);
 
 /* Replace swtpm/<uuid>/tpm2/tpm2-00.permall beneath dfd with data, only if
  * it still has the digest `was_sha256` (it is what was taken over, not a

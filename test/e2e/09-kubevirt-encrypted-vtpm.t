@@ -11,14 +11,19 @@
 #   - TPMState says Running on the node, encrypted;
 #   - the state on the volume is ciphertext: a bare swtpm without the key
 #     cannot load a copy of tpm2-00.permall, and KubeVirt's own swtpm
-#     directory on the volume holds no state.
+#     directory on the volume holds no state;
+#   - with the Plugin removed, KubeVirt's own swtpm does not start the VM on
+#     a new, empty TPM: the agent left a note where that swtpm looks
+#     (swtpm/<firmware uuid>/tpm2/tpm2-00.permall), libvirt's swtpm set-up
+#     fails there (on the test bed at the directory, which is not libvirt's
+#     own), the start fails loudly, and the VM's state is untouched.
 # Suite 06 is the same story without the agent: KubeVirt's plaintext.
 . "$(dirname "$0")/lib.sh"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 require_agent_on_kubevirt
-plan 19
+plan 23
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -87,8 +92,9 @@ pv=$(k get pvc "$pvc" -o jsonpath='{.spec.volumeName}')
 vol=$T/store/$pv
 ok "the state file is on the VM's state volume ($pvc)" test -s "$vol/tpm2-00.permall"
 diag "state files: $(cd "$vol" && find . -type f | sort | tr '\n' ' ')"
-is "$(find "$vol/swtpm" -name 'tpm2-00.permall' 2>/dev/null | wc -l)" 0 \
-  "KubeVirt's own swtpm directory on the volume holds no TPM state"
+fw=$(k get vm tpm-guest -o jsonpath='{.spec.template.spec.domain.firmware.uuid}')
+like "$(head -1 "$vol/swtpm/$fw/tpm2/tpm2-00.permall" 2>&1)" '^vtpm-agent: this VM.s TPM state is encrypted' \
+  "KubeVirt's own swtpm directory on the volume holds no TPM state, only the agent's note (firmware uuid $fw)"
 rn_state_loads "$vol/tpm2-00.permall"; rc=$?
 if [ $rc = 1 ]; then pass "the state is ciphertext: a bare swtpm without the key cannot load a copy"
 else fail "the state is ciphertext: a bare swtpm without the key cannot load a copy" \
@@ -110,3 +116,20 @@ is "$(console tpm-guest | sed -n 's/^TPM-GUEST: unsealed //p')" "$secret" \
 is "$(k get pvc -l persistent-state-for=tpm-guest -o jsonpath='{.items[*].metadata.name}')" "$pvc" \
   "one state volume, the same one"
 virtctl stop tpm-guest >/dev/null
+ok "virtctl stop: the VMI is gone again" wait_until 180 vmi_gone tpm-guest
+
+# ---- the Plugin removed: no silent new TPM ----
+sum_before=$(sha256sum < "$vol/tpm2-00.permall")
+ok "kubectl delete -k deploy/kubevirt-plugin" sh -c "kubectl delete -k '$E2E_TOP/deploy/kubevirt-plugin' >/dev/null"
+virtctl start tpm-guest >/dev/null
+swtpm_refused() { k get events --field-selector involvedObject.name=tpm-guest,reason=SyncFailed \
+  -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -qi 'swtpm'; }
+if wait_until 180 swtpm_refused; then
+  pass "without the Plugin, KubeVirt's own swtpm set-up fails where the agent left its note: the start fails, loudly"
+else fail "without the Plugin, KubeVirt's own swtpm set-up fails where the agent left its note: the start fails, loudly"; why_not tpm-guest; fi
+diag "$(k get events --field-selector involvedObject.name=tpm-guest,reason=SyncFailed -o jsonpath='{.items[-1:].message}' | cut -c1-400)"
+if ! rn_vm_said "$NS" tpm-guest 'tpm2 present' && [ "$(sha256sum < "$vol/tpm2-00.permall")" = "$sum_before" ]; then
+  pass "no guest ran on a new TPM, and the VM's encrypted state is untouched"
+else fail "no guest ran on a new TPM, and the VM's encrypted state is untouched" "$(rn_vm_console "$NS" tpm-guest)"; fi
+virtctl stop tpm-guest >/dev/null
+

@@ -115,6 +115,31 @@ static void test_replace(void) {
         rm_rf(root, NULL);
 }
 
+/* The agent's own VMs: a note where KubeVirt's swtpm would look, never over
+ * a state KubeVirt has, owned like KubeVirt's swtpm/ directory. */
+static void test_guard(void) {
+        _cleanup_free_ char *root = volume();
+        int dfd = dir_open_nofollow(root, NULL);
+        check_int_eq(kubevirt_state_guard(dfd, U1, "note", 4, NULL), 0); /* KubeVirt made no swtpm/ here */
+        _cleanup_free_ char *sw = xasprintf("%s/swtpm", root);
+        check(mkdir(sw, 02775) == 0 && chown(sw, 0, 107) == 0);
+        check_int_eq(kubevirt_state_guard(dfd, U1, "note", 4, NULL), 1);
+        _cleanup_free_ char *s1 = slurp(root, U1);
+        check_str_eq(s1, "note");
+        _cleanup_free_ char *d = xasprintf("%s/swtpm/%s/tpm2", root, U1);
+        struct stat st;
+        check(stat(d, &st) == 0 && st.st_gid == 107 && (st.st_mode & 0070) == 0070);
+        check_int_eq(kubevirt_state_guard(dfd, U1, "again", 5, NULL), 0); /* there already */
+        put(root, U2, "kubevirt's");
+        check_int_eq(kubevirt_state_guard(dfd, U2, "note", 4, NULL), 0); /* never over KubeVirt's state */
+        _cleanup_free_ char *s2 = slurp(root, U2);
+        check_str_eq(s2, "kubevirt's");
+        check_int_eq(kubevirt_state_guard(dfd, "../../etc", "note", 4, NULL), -EINVAL);
+        close(dfd);
+        rm_rf(root, NULL);
+}
+
 int main(void) {
-        return tap_run((tap_case[]){TAP_CASE(test_find), TAP_CASE(test_symlink_refused), TAP_CASE(test_replace), {0}});
+        return tap_run((tap_case[]){TAP_CASE(test_find), TAP_CASE(test_symlink_refused), TAP_CASE(test_replace),
+                                    TAP_CASE(test_guard), {0}});
 }
