@@ -13,12 +13,14 @@
 
 typedef struct verdict {
         bool running;
-        char *why; /* the last nodeState message, or NULL */
+        char *reason; /* the last nodeState's reason, or NULL */
+        char *why;    /* and its message, or NULL */
 } verdict;
 
 static void verdict_free(void *p) {
         verdict *v = p;
         if (v) {
+                free(v->reason);
                 free(v->why);
                 free(v);
         }
@@ -43,7 +45,9 @@ void verdicts_done(node_controller *nc) {
 void verdict_publish(node_controller *nc, const launcher *l) {
         verdict *v = xnew(verdict, 1);
         v->running = l->swtpm_pid > 0 && !l->fenced;
+        const char *reason = json_string_value(json_object_get(l->reported, "reason"));
         const char *msg = json_string_value(json_object_get(l->reported, "message"));
+        v->reason = reason ? xstrdup(reason) : NULL;
         v->why = msg ? xstrdup(msg) : NULL;
         pthread_mutex_lock(&nc->lock);
         vt_hashmap_put(nc->verdicts, l->pod_uid, v);
@@ -96,8 +100,9 @@ int node_controller_wait_vtpm(node_controller *nc, const char *ns, const char *p
                                 r = vt_error_set(err, EAGAIN, "the agent on node %s has not brought up the vTPM "
                                                               "of launcher pod %s yet",
                                                  nc->node, pod_uid);
-                        else
-                                r = vt_error_set(err, EAGAIN, "the vTPM is not running on node %s: %s", nc->node,
+                        else /* the reason as TPMState's nodeState gives it, for whoever reads KubeVirt's event */
+                                r = vt_error_set(err, EAGAIN, "the vTPM is not running on node %s: %s%s%s", nc->node,
+                                                 v->reason ? v->reason : "", v->reason ? ": " : "",
                                                  v->why ? v->why : "being brought up");
                         break;
                 }

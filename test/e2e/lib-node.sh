@@ -153,6 +153,7 @@ node_agent_start() {
   fi
   local pidns=; ! nl_has_pidns "$holder" || { pidns=1; ns+=(-p); }
   local wrap=(); [ -z "${_node_wrap[$n]:-}" ] || wrap=("${_node_wrap[$n]}")
+  _node_agent_leftovers "$n" "before its start"
   env -u NODE_NAME nsenter -t "$holder" "${ns[@]}" -- "${wrap[@]}" "$AGENT_BIN" --kubeconfig "$kc" \
     --config "$(node_dir "$n")/config.yaml" --identity "$id" >> "$log" 2>&1 &
   pid=$!
@@ -175,7 +176,20 @@ node_agent_kill() {
   _stop "agent-$1" KILL 10
   echo "=== killed (SIGKILL)" >> "$(node_agent_log "$1")"
 }
-node_agent_stop() { _stop "agent-$1" TERM 30; }
+# _node_agent_leftovers N WHEN: agent processes running with role N's configuration: an
+# agent that outlived its stop (or a fork of one) would go on acting on the
+# node's launchers beside the next one (suite 57 (d) once saw a second
+# agent's swtpm); said with what they are, then killed.
+_node_agent_leftovers() {
+  local n=$1 what=$2 pids p
+  pids=$(ps -C vtpm-agent -o pid=,args= | grep -F -- "--config $(node_dir "$n")/config.yaml" | awk '{ print $1 }')
+  [ -n "$pids" ] || return 0
+  diag "agent-$n: $what, still running with its configuration (killed now):" \
+    "$(ps -o pid,ppid,stat,lstart,args -p "$(echo $pids | tr ' ' ,)" 2>&1 | cut -c1-300)"
+  kill -KILL $pids 2>/dev/null
+  for p in $pids; do wait_until 5 _proc_gone "$p"; done
+}
+node_agent_stop() { _stop "agent-$1" TERM 30; _node_agent_leftovers "$1" "after its stop"; }
 
 # node_up N [YAML]
 node_up() {
@@ -280,7 +294,8 @@ swtpm_count_is() {
   local vm=$1 n=$2 desc=$3 pids
   pids=$(swtpm_pids "$vm")
   if [ "$(printf '%s' "$pids" | grep -c .)" -eq "$n" ]; then pass "$desc"
-  else fail "$desc" "want $n, got:" "$(for p in $pids; do ps -o pid,ppid,lstart,args -p "$p" | tail -n +2; done)"; fi
+  else fail "$desc" "want $n, got (and their parents):" "$(for p in $pids; do ps -o pid,ppid,lstart,args -p "$p" | tail -n +2
+    ps -o pid,ppid,lstart,args -p "$(ps -o ppid= -p "$p" | tr -d ' ')" | tail -n +2 | cut -c1-300; done)"; fi
 }
 
 _guest_ready() { grep -q '^ready' "$1"; }
