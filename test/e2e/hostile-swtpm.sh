@@ -17,6 +17,8 @@ yesno() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 
 record() {
   echo "ran: $0"
+  echo "args: $*"
+  echo "parent: $(tr '\0' ' ' < /proc/$PPID/cmdline 2>/dev/null | cut -c1-200)"
   echo "id: $(id -u 2>/dev/null || echo ?):$(id -g 2>/dev/null || echo ?)"
   echo "netns: $(readlink /proc/self/ns/net)"
   echo "pidns: $(readlink /proc/self/ns/pid)"
@@ -48,7 +50,7 @@ record() {
   fi
 }
 # "-": stdout as it is (a sandbox may have no /dev/stdout).
-if [ "$out" = - ]; then record 2>/dev/null; else record > "$out" 2>/dev/null; fi
+if [ "$out" = - ]; then record "$@" 2>/dev/null; else record "$@" >> "$out" 2>/dev/null; fi
 
 [ -x /usr/lib/hostile/swtpm ] && exec /usr/lib/hostile/swtpm "$@"
 exit 0
