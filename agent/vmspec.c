@@ -53,10 +53,61 @@ void vm_tpm_intent(json_t *vm, tpm_intent *ret) {
         ret->invalid = vm_tpm_annotations_invalid(vm);
 }
 
-char *vm_tpm_annotations_invalid(json_t *vm) {
+/* spec.template.metadata.annotations: KubeVirt copies them to the VMI, where
+ * the Plugin's domain hook reads the TPM model (vm_trim keeps this path). */
+static json_t *template_annotations(json_t *vm) {
+        json_t *n = json_object_get(vm, "spec");
+        static const char *const path[] = {"template", "metadata", "annotations"};
+        for (size_t i = 0; n && i < ELEMENTSOF(path); i++)
+                n = json_object_get(n, path[i]);
+        return n;
+}
+
+static const char *const tpm_annotations[] = {ANNOTATION_TPM_VERSION, ANNOTATION_TPM_MODEL};
+
+const char *vm_tpm_annotation(json_t *vm, const char *name) {
+        const char *t = json_string_value(json_object_get(template_annotations(vm), name));
+        if (t)
+                return t;
         json_t *ann = json_object_get(json_object_get(vm, "metadata"), "annotations");
-        json_t *jv = json_object_get(ann, ANNOTATION_TPM_VERSION), *jm = json_object_get(ann, ANNOTATION_TPM_MODEL);
-        const char *version = json_string_value(jv), *model = json_string_value(jm);
+        return json_string_value(json_object_get(ann, name));
+}
+
+char *vm_tpm_annotations_conflict(json_t *vm) {
+        json_t *ann = json_object_get(json_object_get(vm, "metadata"), "annotations");
+        for (size_t i = 0; i < ELEMENTSOF(tpm_annotations); i++) {
+                const char *v = json_string_value(json_object_get(ann, tpm_annotations[i]));
+                const char *t = json_string_value(json_object_get(template_annotations(vm), tpm_annotations[i]));
+                if (v && t && strcmp(v, t) != 0)
+                        return xasprintf("annotation %s is \"%.64s\" on the VM but \"%.64s\" in "
+                                         "spec.template.metadata.annotations; set it once, in the template (only "
+                                         "the template's reaches KubeVirt's domain)",
+                                         tpm_annotations[i], v, t);
+        }
+        return NULL;
+}
+
+void vm_copy_tpm_annotations(json_t *out, json_t *vm) {
+        json_t *from = template_annotations(vm), *keep = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(tpm_annotations); i++) {
+                json_t *v = json_object_get(from, tpm_annotations[i]);
+                if (!v)
+                        continue;
+                if (!keep)
+                        keep = json_object();
+                json_object_set(keep, tpm_annotations[i], v);
+        }
+        if (keep)
+                json_object_set_new(out, "spec",
+                                    json_pack("{s:{s:{s:o}}}", "template", "metadata", "annotations", keep));
+}
+
+char *vm_tpm_annotations_invalid(json_t *vm) {
+        char *conflict = vm_tpm_annotations_conflict(vm);
+        if (conflict)
+                return conflict;
+        const char *version = vm_tpm_annotation(vm, ANNOTATION_TPM_VERSION);
+        const char *model = vm_tpm_annotation(vm, ANNOTATION_TPM_MODEL);
         /* Annotation values are strings; anything else cannot come from the API server. */
         if (version && strcmp(version, "2.0") != 0 && strcmp(version, "1.2") != 0)
                 return xasprintf("annotation " ANNOTATION_TPM_VERSION " is \"%.64s\"; the supported TPM versions are "
@@ -145,6 +196,7 @@ json_t *vm_trim(json_t *vm) {
         if (keep_ann)
                 json_object_set_new(m, "annotations", keep_ann);
         json_object_set_new(out, "metadata", m);
+        vm_copy_tpm_annotations(out, vm);
         json_t *tpm = devices_tpm(vm);
         if (tpm)
                 json_object_set(out, "tpm", tpm);

@@ -39,6 +39,16 @@ typedef struct tpm_intent {
  * invalid input. Preferences are applied by the caller (preferences.c). */
 void vm_tpm_intent(json_t *vm, tpm_intent *ret);
 void tpm_intent_done(tpm_intent *t);
+/* The TPM version and model annotations may be on the VM's template
+ * (spec.template.metadata.annotations: KubeVirt copies them to the VMI, where
+ * the Plugin's domain hook sets the real domain's model from them) or on the
+ * VM itself (the older place, which the domain never sees). */
+/* The value of annotation `name`: the template's, else the VM's; NULL if neither. */
+const char *vm_tpm_annotation(json_t *vm, const char *name);
+/* NULL, or why the VM and its template ask for different values (caller frees). */
+char *vm_tpm_annotations_conflict(json_t *vm);
+/* Copy the template's TPM annotations into `out` at the same path (the informers' trims). */
+void vm_copy_tpm_annotations(json_t *out, json_t *vm);
 /* NULL when the VM's vtpm-agent.io/tpm-version and tpm-model annotations
  * (both optional) are usable, else why not (caller frees). Version 1.2 needs
  * model tpm-tis, as in OpenStack Nova. vm_tpm_intent() applies it to VMs

@@ -50,11 +50,16 @@ static void decide_recorded_swtpm(const launcher *l, const node_observed *o, nod
 }
 
 /* The TPM version and model the VM's annotations ask for (defaults 2.0,
- * tpm-crb); false with the refusal in *d when unsupported. */
+ * tpm-crb; its template's first); false with the refusal in *d when
+ * unsupported or when the VM and its template disagree. */
 static bool decide_version(const node_observed *o, node_decision *d) {
-        json_t *ann = json_object_get(json_object_get(o->vm, "metadata"), "annotations");
-        const char *version = json_string_value(json_object_get(ann, ANNOTATION_TPM_VERSION));
-        const char *model = json_string_value(json_object_get(ann, ANNOTATION_TPM_MODEL));
+        char *conflict = vm_tpm_annotations_conflict(o->vm);
+        if (conflict) {
+                halt(d, NR_TPM_ANNOTATIONS_CONFLICT, conflict);
+                return false;
+        }
+        const char *version = vm_tpm_annotation(o->vm, ANNOTATION_TPM_VERSION);
+        const char *model = vm_tpm_annotation(o->vm, ANNOTATION_TPM_MODEL);
         version = version ? version : "2.0";
         model = model ? model : "tpm-crb";
         bool v_ok = strcmp(version, "2.0") == 0 || strcmp(version, "1.2") == 0;

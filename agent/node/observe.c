@@ -125,6 +125,7 @@ static void on_attachment_update(const char *key, json_t *o, json_t *n, void *ud
 static json_t *trim_vm(json_t *o, void *ud) {
         static const char *const anns[] = {ANNOTATION_TPM_VERSION, ANNOTATION_TPM_MODEL};
         json_t *out = trim_metadata(o, anns, ELEMENTSOF(anns));
+        vm_copy_tpm_annotations(out, o);
         json_t *tpm = json_object_get(o, "spec");
         static const char *const path[] = {"template", "spec", "domain", "devices", "tpm"};
         for (size_t i = 0; tpm && i < ELEMENTSOF(path); i++)
@@ -148,7 +149,8 @@ static void on_vm_update(const char *key, json_t *o, json_t *n, void *ud) {
         bool same = str_eq(node_md(o, "uid"), node_md(n, "uid")) &&
                     json_equal(json_object_get(o, "tpm"), json_object_get(n, "tpm")) &&
                     json_equal(json_object_get(json_object_get(o, "metadata"), "annotations"),
-                               json_object_get(json_object_get(n, "metadata"), "annotations"));
+                               json_object_get(json_object_get(n, "metadata"), "annotations")) &&
+                    json_equal(json_object_get(o, "spec"), json_object_get(n, "spec")); /* template annotations */
         if (!same)
                 wake_vm(ud, n);
 }
@@ -159,6 +161,7 @@ static json_t *trim_tpmstate(json_t *o, void *ud) {
         static const char *const anns[] = {ANN_ROTATE_KEK, ANN_ROTATE_DEK};
         static const char *const status_keep[] = {"phase", "persistent", "pvcName", "keys", "nodeState"};
         json_t *out = trim_metadata(o, anns, ELEMENTSOF(anns));
+        vm_copy_tpm_annotations(out, o);
         json_t *st = json_object_get(o, "status");
         if (st) {
                 json_t *s = json_object();

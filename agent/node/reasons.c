@@ -17,6 +17,7 @@ static const node_reason_info table[_NR_MAX] = {
         [NR_TPM_FENCED] = SAY("TPMFenced", "Stopped", true, false, NODE_THEN_DONE, "swtpm was stopped because this node could not renew the VM's state lock in time; the VM has no TPM until it restarts", NULL),
         [NR_TPM_VERSION_UNSUPPORTED] = SAY("TPMVersionUnsupported", "Refused", true, true, NODE_THEN_DONE, "{} is not supported (versions 2.0, 1.2; models tpm-crb, tpm-tis)", "this TPM version / model"),
         [NR_TPM_MODEL_UNSUPPORTED] = SAY("TPMModelUnsupported", "Refused", true, true, NODE_THEN_DONE, "the tpm-crb model needs TPM 2.0; use tpm-tis for TPM 1.2", NULL),
+        [NR_TPM_ANNOTATIONS_CONFLICT] = SAY("TPMAnnotationsConflict", "Refused", true, true, NODE_THEN_DONE, "{}", "the VM and its template ask for different TPMs"),
         [NR_WAITING_FOR_STATE_VOLUME] = SAY("WaitingForStateVolume", "Waiting", false, false, NODE_THEN_RETRY, "waiting for the state volume to be bound before starting the TPM", NULL),
         [NR_LAUNCHER_IDENTITY_REFUSED] = SAY("LauncherIdentityRefused", "Refused", true, true, NODE_THEN_FAIL, "{}", "refused"),
         [NR_WAITING_FOR_STATE_LOCK] = SAY("WaitingForStateLock", "Waiting", false, false, NODE_THEN_LOCK_WAIT, "waiting for the state lock of a launcher that is gone to expire", NULL),

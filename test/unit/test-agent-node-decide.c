@@ -10,6 +10,10 @@
 #include "tap.h"
 
 #define VM(tpm, ann) "{\"metadata\":{\"name\":\"v\",\"namespace\":\"ns\",\"uid\":\"vm-uid\",\"annotations\":{" ann "}}" tpm "}"
+/* With annotations in spec.template.metadata (KubeVirt's VMI gets those). */
+#define VMT(tpm, ann, tann) \
+        "{\"metadata\":{\"name\":\"v\",\"namespace\":\"ns\",\"uid\":\"vm-uid\",\"annotations\":{" ann "}}" \
+        ",\"spec\":{\"template\":{\"metadata\":{\"annotations\":{" tann "}}}}" tpm "}"
 #define TPM_PERSISTENT ",\"tpm\":{\"persistent\":true}"
 #define TPM_EPHEMERAL ",\"tpm\":{}"
 #define TPM_DISABLED ",\"tpm\":{\"enabled\":false}"
@@ -70,6 +74,18 @@ static const row rows[] = {
         {"TPM 1.2 with tpm-tis: started", "v", 0, false, false,
          VM(TPM_EPHEMERAL, "\"vtpm-agent.io/tpm-version\":\"1.2\",\"vtpm-agent.io/tpm-model\":\"tpm-tis\""),
          TS_EPHEMERAL, NULL, false, false, false, NODE_START, NULL, NULL, true, false},
+        {"TPM 1.2 in the template (where KubeVirt's domain reads it) with tpm-crb", "v", 0, false, false,
+         VMT(TPM_EPHEMERAL, "", "\"vtpm-agent.io/tpm-version\":\"1.2\""), TS_EPHEMERAL, NULL, false, false, false,
+         NODE_HALT, "TPMModelUnsupported", "Refused", false, false},
+        {"TPM 1.2 and tpm-tis in the template: started", "v", 0, false, false,
+         VMT(TPM_EPHEMERAL, "", "\"vtpm-agent.io/tpm-version\":\"1.2\",\"vtpm-agent.io/tpm-model\":\"tpm-tis\""),
+         TS_EPHEMERAL, NULL, false, false, false, NODE_START, NULL, NULL, true, false},
+        {"the template's annotation wins over the VM's older place", "v", 0, false, false,
+         VMT(TPM_EPHEMERAL, "\"vtpm-agent.io/tpm-version\":\"3.0\"", ""), TS_EPHEMERAL, NULL, false, false, false,
+         NODE_HALT, "TPMVersionUnsupported", "Refused", false, false},
+        {"the VM and its template ask for different models", "v", 0, false, false,
+         VMT(TPM_EPHEMERAL, "\"vtpm-agent.io/tpm-model\":\"tpm-tis\"", "\"vtpm-agent.io/tpm-model\":\"tpm-crb\""),
+         TS_EPHEMERAL, NULL, false, false, false, NODE_HALT, "TPMAnnotationsConflict", "Refused", false, false},
         {"version refused before the volume is waited for", "v", 0, false, false,
          VM(TPM_PERSISTENT, "\"vtpm-agent.io/tpm-version\":\"1.2\""), TS_PENDING, NULL, false, false, false,
          NODE_HALT, "TPMModelUnsupported", "Refused", false, false},
@@ -149,6 +165,7 @@ static const struct {
         {NR_TPM_FENCED, "TPMFenced", "Stopped", NODE_THEN_DONE, true},
         {NR_TPM_VERSION_UNSUPPORTED, "TPMVersionUnsupported", "Refused", NODE_THEN_DONE, true},
         {NR_TPM_MODEL_UNSUPPORTED, "TPMModelUnsupported", "Refused", NODE_THEN_DONE, true},
+        {NR_TPM_ANNOTATIONS_CONFLICT, "TPMAnnotationsConflict", "Refused", NODE_THEN_DONE, true},
         {NR_WAITING_FOR_STATE_VOLUME, "WaitingForStateVolume", "Waiting", NODE_THEN_RETRY, false},
         {NR_LAUNCHER_IDENTITY_REFUSED, "LauncherIdentityRefused", "Refused", NODE_THEN_FAIL, true},
         {NR_WAITING_FOR_STATE_LOCK, "WaitingForStateLock", "Waiting", NODE_THEN_LOCK_WAIT, false},

@@ -74,6 +74,37 @@ static void test_intent_bad_input(void) {
         tpm_intent_done(&t);
 }
 
+/* The template's annotations (KubeVirt copies them to the VMI) come first. */
+static void test_template_annotations(void) {
+        json_t *vm = parse("{\"metadata\":{\"annotations\":{\"vtpm-agent.io/tpm-version\":\"2.0\"}},"
+                           "\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"vtpm-agent.io/tpm-model\":"
+                           "\"tpm-tis\",\"other\":\"x\"}}}}}");
+        check_str_eq(vm_tpm_annotation(vm, ANNOTATION_TPM_MODEL), "tpm-tis");
+        check_str_eq(vm_tpm_annotation(vm, ANNOTATION_TPM_VERSION), "2.0");
+        check(!vm_tpm_annotations_conflict(vm));
+        /* the trim keeps the template's TPM annotations, at the same path, and nothing else of the template */
+        json_t *t = vm_trim(vm);
+        check_str_eq(vm_tpm_annotation(t, ANNOTATION_TPM_MODEL), "tpm-tis");
+        check(!json_object_get(json_object_get(json_object_get(json_object_get(t, "spec"), "template"), "metadata"),
+                               "spec"));
+        check(!json_object_get(
+                json_object_get(json_object_get(json_object_get(json_object_get(t, "spec"), "template"), "metadata"),
+                                "annotations"),
+                "other"));
+        json_decref(t);
+        json_decref(vm);
+        vm = parse("{\"metadata\":{\"annotations\":{\"vtpm-agent.io/tpm-version\":\"2.0\"}},"
+                   "\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"vtpm-agent.io/tpm-version\":\"1.2\"}},"
+                   "\"spec\":{\"domain\":{\"devices\":{\"tpm\":{}}}}}}}");
+        _cleanup_free_ char *c = vm_tpm_annotations_conflict(vm);
+        check_contains(c, "vtpm-agent.io/tpm-version is \"2.0\" on the VM but \"1.2\" in spec.template");
+        tpm_intent it;
+        vm_tpm_intent(vm, &it);
+        check_contains(it.invalid, "set it once, in the template");
+        tpm_intent_done(&it);
+        json_decref(vm);
+}
+
 static void test_intent_annotations(void) {
         tpm_intent t;
         intent_of("{\"persistent\":true}", "{\"vtpm-agent.io/tpm-version\":\"2.0\",\"vtpm-agent.io/tpm-model\":\"tpm-tis\"}",
@@ -253,7 +284,8 @@ static void test_pvc_trim(void) {
 
 int main(void) {
         return tap_run((tap_case[]){TAP_CASE(test_intent_basic), TAP_CASE(test_intent_bad_input),
-                                    TAP_CASE(test_intent_annotations), TAP_CASE(test_intent_trimmed_vm),
+                                    TAP_CASE(test_intent_annotations), TAP_CASE(test_template_annotations),
+                                    TAP_CASE(test_intent_trimmed_vm),
                                     TAP_CASE(test_names_short), TAP_CASE(test_names_long),
                                     TAP_CASE(test_controller_ref), TAP_CASE(test_pvc_trim), {0}});
 }
