@@ -14,12 +14,18 @@
 
 DEFINE_JSON_CLEANUP
 
-/* The state PVC, published by the kubelet for the attachment pod, bound into
- * the launcher's mount namespace and verified there: a persistent TPM never
- * runs on scratch state. */
-bool step_state_volume(bring_up *b, kube_outcome *ret) {
+/* The pod whose volume the kubelet publishes the state PVC for: KubeVirt's
+ * launcher itself when it mounts the VM's state PVC (its volume vm-state
+ * names the claim the state controller resolved for the VM), so no second
+ * pod and no wait for one; else an attachment pod of the agent's. True with
+ * *ret_uid (caller frees); false with *ret set when not (yet). */
+static bool publishing_pod(bring_up *b, char **ret_uid, kube_outcome *ret) {
         node_controller *nc = b->nc;
         launcher *l = b->l;
+        if (str_eq(json_string_value(json_object_get(b->pod, "stateClaim")), b->d->pvc_name)) {
+                *ret_uid = xstrdup(l->pod_uid);
+                return true;
+        }
         _cleanup_json_ json_t *attach = NULL;
         _cleanup_free_ char *foreign = NULL;
         _cleanup_error_ vt_error *err = NULL;
@@ -38,12 +44,26 @@ bool step_state_volume(bring_up *b, kube_outcome *ret) {
                 *ret = node_halt(nc, l, NR_WAITING_FOR_ATTACHMENT, NULL, NULL);
                 return false;
         }
-        b->published = b->d->pv ? published_path(nc, node_md(attach, "uid"), b->d->pv) : NULL;
+        *ret_uid = xstrdup(node_md(attach, "uid"));
+        return true;
+}
+
+/* The state PVC, published by the kubelet (for KubeVirt's launcher or our
+ * attachment pod), bound into the launcher's mount namespace and verified
+ * there: a persistent TPM never runs on scratch state. */
+bool step_state_volume(bring_up *b, kube_outcome *ret) {
+        node_controller *nc = b->nc;
+        launcher *l = b->l;
+        _cleanup_error_ vt_error *err = NULL;
+        _cleanup_free_ char *publisher = NULL;
+        if (!publishing_pod(b, &publisher, ret))
+                return false;
+        b->published = b->d->pv && publisher ? published_path(nc, publisher, b->d->pv) : NULL;
         if (!b->published) {
                 *ret = node_halt(nc, l, NR_STATE_VOLUME_NOT_PUBLISHED, NULL, NULL);
                 return false;
         }
-        r = bind_mount_in_namespace(b->pid, b->published, b->state_in_ns, &err);
+        int r = bind_mount_in_namespace(b->pid, b->published, b->state_in_ns, &err);
         if (r >= 0)
                 r = check_mount_in_namespace(b->pid, b->published, b->state_in_ns, &err);
         if (r <= 0) {

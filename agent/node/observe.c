@@ -87,6 +87,18 @@ static json_t *trim_pod(json_t *o, void *ud) {
         if (phase)
                 json_object_set(status, "phase", phase);
         json_object_set_new(out, "status", status);
+        /* KubeVirt's launcher mounts the VM's state PVC itself (pod volume
+         * vm-state): which claim, for act_volume.c. */
+        size_t i;
+        json_t *vol;
+        json_array_foreach(json_object_get(json_object_get(o, "spec"), "volumes"), i, vol) {
+                json_t *claim = json_object_get(json_object_get(vol, "persistentVolumeClaim"), "claimName");
+                if (str_eq(json_string_value(json_object_get(vol, "name")), KUBEVIRT_STATE_VOLUME) &&
+                    json_is_string(claim)) {
+                        json_object_set(out, "stateClaim", claim);
+                        break;
+                }
+        }
         return out;
 }
 

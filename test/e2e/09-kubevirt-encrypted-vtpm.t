@@ -23,7 +23,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 require_agent_on_kubevirt
-plan 23
+plan 24
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -82,6 +82,8 @@ _tpm_column() { kubectl get tpmstate -n "$NS" tpm-guest --no-headers | grep -Eq 
 if wait_until 30 _tpm_column; then pass "kubectl get tpmstate: Ready, and the TPM column says VTPMStarted (condition TPMRunning True)"
 else fail "kubectl get tpmstate: Ready, and the TPM column says VTPMStarted (condition TPMRunning True)" \
   "$(kubectl get tpmstate -n "$NS" tpm-guest 2>&1)" "$(k get tpmstate tpm-guest -o jsonpath='{.status.conditions}')"; fi
+is "$(k get pods -l vtpm-agent.io/attachment-for -o name)" "" \
+  "no attachment pod: the agent uses the state volume KubeVirt's launcher mounts itself (pod volume vm-state)"
 ok "virt-handler asked the agent first: its PreVMStart hook answered once the vTPM ran" \
   grep -q '"msg":"PreVMStart: the vTPM runs, the VM may start","vm":"tpm-guest"' "$(rn_agent_log "$n1")"
 diag "$(grep -o '"msg":"PreVMStart[^}]*' "$(rn_agent_log "$n1")" | tail -1)"
