@@ -39,7 +39,8 @@
 # the steady phase must wait for it anyway, so a shorter wait saves no time), BENCH_KCM_QPS (500: its client limit, on a test bed
 # the bench brings up itself), BENCH_SKIP ("" or phase names),
 # BENCH_PHASES (all, or a comma/space separated list, e.g. "burst,baseline":
-# only those run; steady and restart need burst's agent), BENCH_STORM (20).
+# only those run; steady and restart need burst's agent), BENCH_STORM (20),
+# BENCH_KUBEVIRT_RUNS (3: warm starts per mode in phase kubevirt).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -368,6 +369,19 @@ if ! skip node; then
     echo '{"error":"bare swtpm failed"}' > "$parts/swtpm-bare.json"
   say "bare swtpm: $(cat "$parts/swtpm-bare.json")"
   phase_done node
+fi
+
+# ---- phase: kubevirt (a real VM's start with and without the agent) ----
+if ! skip kubevirt; then
+  rc=0
+  "$top/test/bench/kubevirt-start.sh" "$work/kubevirt" "${BENCH_KUBEVIRT_RUNS:-3}" > "$parts/kubevirt.json" || rc=$?
+  if [ "$rc" = 0 ]; then say "kubevirt: $(jq -c 'del(.kubevirt.starts, .agent.starts, .cold)' "$parts/kubevirt.json")"
+  elif [ "$rc" = 77 ]; then say "kubevirt phase SKIPPED: $(jq -r .skipped "$parts/kubevirt.json")"
+  else
+    say "kubevirt phase failed; see $work/kubevirt"
+    echo '{"error":"kubevirt phase failed"}' > "$parts/kubevirt.json"
+  fi
+  phase_done kubevirt
 fi
 
 # ---- phase: baseline (bare PVC creates, 16 in flight) ----

@@ -173,7 +173,6 @@ static json_t *trim_tpmstate(json_t *o, void *ud) {
         static const char *const anns[] = {ANN_ROTATE_KEK, ANN_ROTATE_DEK};
         static const char *const status_keep[] = {"phase", "persistent", "pvcName", "keys", "nodeState"};
         json_t *out = trim_metadata(o, anns, ELEMENTSOF(anns));
-        vm_copy_tpm_annotations(out, o);
         json_t *st = json_object_get(o, "status");
         if (st) {
                 json_t *s = json_object();

@@ -15,10 +15,11 @@ jq -n --arg stamp "$stamp" --arg load "$load" --argjson wall "$wall" --arg host 
   --argjson cores "$(nproc)" --argjson footprint "$footprint" --argjson bursts "$bursts" \
   --argjson baselines "$baselines" --argjson steady "$(slurp steady.json)" --argjson restart "$(slurp restart.json)" \
   --argjson callgrind "$(slurp callgrind.json)" --argjson node "$(slurp node.json)" \
+  --argjson kubevirt "$(slurp kubevirt.json)" \
   --argjson bare "$(slurp swtpm-bare.json)" --argjson phases "$phases" --argjson vmcreate "$vmcreate" '
   {stamp: $stamp, host: $host, cores: $cores, loadavg_at_end: $load, wall_s: $wall,
    footprint: $footprint, burst: $bursts, baseline: $baselines, steady: $steady, restart: $restart,
-   callgrind: $callgrind, node: $node, swtpm_bare: $bare, phases: $phases, vm_create_no_agent: $vmcreate}
+   callgrind: $callgrind, node: $node, kubevirt: $kubevirt, swtpm_bare: $bare, phases: $phases, vm_create_no_agent: $vmcreate}
   | .ratios = [ .burst[]? as $b | (.baseline[]? | select(.creates == $b.vms)) as $p
       | {vms: $b.vms, baseline_wall_s: $p.wall_s,
          pvcs_ratio: (if $b.all_pvcs_s then ($b.all_pvcs_s / $p.wall_s) else null end),
@@ -89,6 +90,13 @@ jq -r '
     (.launcher_listen_s | select(. != null) |
       row("node: launcher pod created -> listening (kubelet)"; "\(f(.median)) s"; "storm: last after \(f(.storm_last)) s";
           "included in the starts above; agent share of cold \(f($n.cold_s.median - .median)) s"))),
+  (.kubevirt | select(. != null and .error == null and .skipped == null) as $k |
+    row("kubevirt: launcher pod -> guest TPM answers, with agent"; "p50 \(f($k.agent.tpm_p50_s)) s";
+        "KubeVirt alone p50 \(f($k.kubevirt.tpm_p50_s)) s"; "added \($k.added_tpm_p50_ms) ms (goal < 100), \($k.runs) warm starts each"),
+    row("kubevirt: launcher pod -> QEMU starts, with agent"; "p50 \(f($k.agent.qemu_p50_s)) s";
+        "KubeVirt alone p50 \(f($k.kubevirt.qemu_p50_s)) s"; "added \($k.added_qemu_p50_ms) ms")),
+  (.kubevirt | select(. != null and .error != null) | row("kubevirt phase"; .error; ""; "")),
+  (.kubevirt | select(. != null and .skipped != null) | row("kubevirt phase SKIPPED"; .skipped; ""; "")),
   (.node | select(. != null and .error != null) | row("node path"; .error; ""; "")),
   (.node | select(. != null and .skipped != null) | row("node path SKIPPED"; .skipped; ""; "")),
   (select(.node == null or .node.error != null or .node.skipped != null) | .swtpm_bare | select(. != null and .error == null) |

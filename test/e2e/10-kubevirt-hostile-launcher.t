@@ -22,20 +22,12 @@ plan 19
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1)
-T=$(mktemp -d "$VTPM_RUN/e2e-10h.XXXXXX")
-at_exit "rm -rf '$T'"
-class=$NS-rwx
-rn_kubevirt_state_storage "$T/store" "$class"
-at_exit "k delete vm --all --wait=true --timeout=120s >/dev/null 2>&1; rn_agent_undeploy"
 HOSTILE=$E2E_TOP/test/e2e/hostile-swtpm.sh
 PEEK=$(mktemp -d /tmp/vtpm-e2e-peek.XXXXXX)/peek # where swtpm's uid can enter ($VTPM_RUN is 0700)
 at_exit "rm -rf '${PEEK%/peek}'"
 chmod 0755 "${PEEK%/peek}"
 cc -static -O2 -o "$PEEK" "$E2E_TOP/test/e2e/hostile-peek.c" || bail_out "cannot build the hostile helper"
-ok "kubectl apply -k deploy/overlays/testbed: an agent pod Ready on every node" rn_agent_deploy
-ok "kubectl apply -k deploy/kubevirt-plugin: KubeVirt's Plugin vtpm-agent" \
-  sh -c "kubectl apply -k '$E2E_TOP/deploy/kubevirt-plugin' >/dev/null"
-at_exit "kubectl delete -k '$E2E_TOP/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
+rn_agent_on_kubevirt_up 10h
 
 # A listener only the node itself should reach: 127.0.0.1 in node-1's
 # network namespace (the agent's: the DaemonSet runs with hostNetwork).

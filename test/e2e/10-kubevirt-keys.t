@@ -23,15 +23,7 @@ plan 25
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
-T=$(mktemp -d "$VTPM_RUN/e2e-10k.XXXXXX")
-at_exit "rm -rf '$T'"
-class=$NS-rwx
-rn_kubevirt_state_storage "$T/store" "$class"
-at_exit "k delete vm --all --wait=true --timeout=120s >/dev/null 2>&1; rn_agent_undeploy"
-ok "kubectl apply -k deploy/overlays/testbed: an agent pod Ready on every node" rn_agent_deploy
-ok "kubectl apply -k deploy/kubevirt-plugin: KubeVirt's Plugin vtpm-agent" \
-  sh -c "kubectl apply -k '$E2E_TOP/deploy/kubevirt-plugin' >/dev/null"
-at_exit "kubectl delete -k '$E2E_TOP/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
+rn_agent_on_kubevirt_up 10k
 broker() { kubectl -n "$RN_NS" scale deploy vtpm-controller --replicas="$1" >/dev/null; }
 at_exit "broker 1"
 

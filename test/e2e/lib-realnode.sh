@@ -87,6 +87,22 @@ rn_kubevirt_state_storage() {
   fi
 }
 
+# rn_agent_on_kubevirt_up TAG: what the suites of the agent on real KubeVirt
+# (09, 10-kubevirt-*) share, in a suite (lib.sh's ok/at_exit; $NS set): a
+# scratch directory $T, KubeVirt's state class $NS-rwx on it, then the agent
+# as shipped and its Plugin (two TAP tests). At exit the VMs, the Plugin and
+# the agent go, then the class and the directory.
+rn_agent_on_kubevirt_up() {
+  T=$(mktemp -d "$VTPM_RUN/e2e-$1.XXXXXX")
+  at_exit "rm -rf '$T'"
+  rn_kubevirt_state_storage "$T/store" "$NS-rwx"
+  at_exit "kubectl -n $NS delete vm --all --wait=true --timeout=120s >/dev/null 2>&1; rn_agent_undeploy"
+  ok "kubectl apply -k deploy/overlays/testbed: an agent pod Ready on every node" rn_agent_deploy
+  ok "kubectl apply -k deploy/kubevirt-plugin: KubeVirt's Plugin vtpm-agent" \
+    sh -c "kubectl apply -k '$RN_TOP/deploy/kubevirt-plugin' >/dev/null"
+  at_exit "kubectl delete -k '$RN_TOP/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
+}
+
 rn_storage_down() {
   if [ -n "${RN_PROVISIONER:-}" ]; then kill "$RN_PROVISIONER" 2>/dev/null; wait "$RN_PROVISIONER" 2>/dev/null || true; fi
   # And by its command line: a provisioner left running would race the next
