@@ -56,18 +56,20 @@ start_once() {
     while read -r name; do echo "$(date +%s.%N) $name"; done > "$ev" &
   local watcher=$!
   sleep 1
-  virtctl start "$vm" >/dev/null
+  virtctl start "$vm" >/dev/null || { say "$mode $n: virtctl start failed"; kill $watcher 2>/dev/null; return 1; }
   rn_wait 60 test -s "$ev" || { say "$mode $n: no launcher pod"; kill $watcher 2>/dev/null; return 1; }
   t0=$(awk '{ print $1; exit }' "$ev")
   pod=$(awk '{ sub("^pod/", "", $2); print $2; exit }' "$ev")
   kill $watcher 2>/dev/null || true
-  _guest_tpm() { k logs "$pod" -c guest-console-log --timestamps 2>/dev/null | grep -m1 'TPM-GUEST: tpm2 present'; }
+  # Into a file: a `kubectl logs` that fails once must not end the run.
+  local seen=$W/tpm-line.$mode.$n
+  _guest_tpm() { k logs "$pod" -c guest-console-log --timestamps 2>/dev/null | grep -m1 'TPM-GUEST: tpm2 present' > "$seen"; }
   rn_wait 300 _guest_tpm || { say "$mode $n: the guest never saw its TPM"; return 1; }
-  line=$(_guest_tpm)
-  ttpm=$(epoch_of_rfc3339 "${line%% *}")
+  line=$(cat "$seen")
+  ttpm=$(epoch_of_rfc3339 "${line%% *}") || { say "$mode $n: no timestamp in: $line"; return 1; }
   qpid=
-  for p in $(pgrep -f qemu-system); do
-    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "guest=${NS}_$vm," && qpid=$p && break
+  for p in $(pgrep -f qemu-system || true); do
+    if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "guest=${NS}_$vm,"; then qpid=$p; break; fi
   done
   [ -n "$qpid" ] || { say "$mode $n: no QEMU"; return 1; }
   qstart=$(awk -v btime="$(awk '$1 == "btime" { print $2 }' /proc/stat)" -v hz="$(getconf CLK_TCK)" \
@@ -76,21 +78,21 @@ start_once() {
   jq -n -c --arg mode "$mode" --argjson n "$n" --argjson q "$(echo "$qstart - $t0" | bc)" \
     --argjson t "$(echo "$ttpm - $t0" | bc)" --arg chardev "$chardev" \
     '{mode: $mode, n: $n, qemu_s: $q, tpm_s: $t, tpm_chardev: $chardev}' | tee -a "$W/starts.jsonl" >&2
-  virtctl stop "$vm" >/dev/null
-  rn_wait 180 rn_vmi_gone "$NS" "$vm"
+  virtctl stop "$vm" >/dev/null || { say "$mode $n: virtctl stop failed"; return 1; }
+  rn_wait 180 rn_vmi_gone "$NS" "$vm" || { say "$mode $n: the VMI did not go"; return 1; }
   _no_launcher() { [ -z "$(k get pods -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$vm" -o name 2>/dev/null)" ]; }
-  rn_wait 120 _no_launcher
+  rn_wait 120 _no_launcher || { say "$mode $n: the launcher pod did not go"; return 1; }
 }
 
 : > "$W/starts.jsonl"
 say "KubeVirt alone: $((RUNS + 1)) starts of $NS/$vm on $n1"
-for i in $(seq 0 "$RUNS"); do start_once kubevirt "$i"; done
+for i in $(seq 0 "$RUNS"); do start_once kubevirt "$i" || exit 1; done
 say "installing the agent (deploy/overlays/testbed) and its Plugin"
 rn_agent_deploy || { say "the agent did not deploy"; exit 1; }
 kubectl apply -k "$top/deploy/kubevirt-plugin" >/dev/null
 at_exit "kubectl delete -k '$top/deploy/kubevirt-plugin' --ignore-not-found >/dev/null 2>&1"
 say "with the agent: $((RUNS + 1)) starts (the first takes KubeVirt's state over)"
-for i in $(seq 0 "$RUNS"); do start_once agent "$i"; done
+for i in $(seq 0 "$RUNS"); do start_once agent "$i" || exit 1; done
 
 jq -s -c --argjson runs "$RUNS" '
   def p50: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
