@@ -38,12 +38,16 @@ static size_t pods_here(json_t *vmi, const char *node, const char **ret, size_t 
         return n;
 }
 
-static int pre_vm_start(kubevirt_hook *h, json_t *vmi, vt_error **err) {
+/* PreVMStart, and PreMigrationTarget on a migration's target node: both
+ * return once the vTPM of the VMI's launcher on this node runs (for a
+ * target, on its own state generation: act_migration.c). */
+static int wait_vtpm_here(kubevirt_hook *h, const char *hook_point, json_t *vmi, vt_error **err) {
         json_t *md = json_object_get(vmi, "metadata");
         const char *ns = json_string_value(json_object_get(md, "namespace"));
         const char *name = json_string_value(json_object_get(md, "name"));
         if (!ns || !name)
-                return vt_error_set(err, EINVAL, "vtpm-agent: the VMI in the PreVMStart call has no namespace or name");
+                return vt_error_set(err, EINVAL, "vtpm-agent: the VMI in the %s call has no namespace or name",
+                                    hook_point);
         const char *uids[4];
         size_t n = pods_here(vmi, h->cfg->node_name, uids, ELEMENTSOF(uids));
         if (n == 0)
@@ -56,8 +60,8 @@ static int pre_vm_start(kubevirt_hook *h, json_t *vmi, vt_error **err) {
                         return vt_error_prefix(err, r, "vtpm-agent: VM %s/%s: ", ns, name);
         }
         _cleanup_free_ char *ms = xasprintf("%llu", (unsigned long long)((now_monotonic() - t0) / USEC_PER_MSEC));
-        log_kv(LOG_LEVEL_INFO, "PreVMStart: the vTPM runs, the VM may start", "vm", name, "namespace", ns,
-               "waitedMs", ms, NULL);
+        log_kv(LOG_LEVEL_INFO, "the vTPM runs, the VM may start (or be migrated here)", "hook", hook_point, "vm",
+               name, "namespace", ns, "waitedMs", ms, NULL);
         return 0;
 }
 
@@ -66,14 +70,14 @@ static int on_call(const nodehook_request *req, void *userdata, vt_error **err) 
         if (*req->node_name && strcmp(req->node_name, h->cfg->node_name) != 0)
                 return vt_error_set(err, EINVAL, "vtpm-agent on node %s was called for node %s", h->cfg->node_name,
                                     req->node_name);
-        if (strcmp(req->hook_point, "PreVMStart") != 0)
-                return 0; /* the Plugin permits only PreVMStart; nothing to do at any other point */
+        if (strcmp(req->hook_point, "PreVMStart") != 0 && strcmp(req->hook_point, "PreMigrationTarget") != 0)
+                return 0; /* the Plugin permits only these two; nothing to do at any other point */
         json_error_t jerr;
         _cleanup_json_ json_t *vmi = json_loadb(req->vmi, req->vmi_len, 0, &jerr);
         if (!json_is_object(vmi))
                 return vt_error_set(err, EINVAL, "vtpm-agent: the VMI in the %s call is not a JSON object: %s",
                                     req->hook_point, jerr.text);
-        return pre_vm_start(h, vmi, err);
+        return wait_vtpm_here(h, req->hook_point, vmi, err);
 }
 
 static void on_error(const vt_error *e, void *userdata) {

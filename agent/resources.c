@@ -15,3 +15,4 @@ const kube_resource res_secret = {"", "v1", "secrets", true};
 const kube_resource res_sprofile = {"cdi.kubevirt.io", "v1beta1", "storageprofiles", false};
 const kube_resource res_tpmstate = {"vtpm-agent.io", "v1alpha1", "tpmstates", true};
 const kube_resource res_vm = {"kubevirt.io", "v1", "virtualmachines", true};
+const kube_resource res_vmi = {"kubevirt.io", "v1", "virtualmachineinstances", true};

@@ -19,3 +19,4 @@ extern const kube_resource res_secret;
 extern const kube_resource res_sprofile;
 extern const kube_resource res_tpmstate;
 extern const kube_resource res_vm;
+extern const kube_resource res_vmi;

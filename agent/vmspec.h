@@ -16,6 +16,11 @@
 #define LABEL_KUBEVIRT_STATE "persistent-state-for"
 /* The launcher pod's volume KubeVirt mounts that PVC as. */
 #define KUBEVIRT_STATE_VOLUME "vm-state"
+/* KubeVirt's labels for live migration: a target launcher pod's migration,
+ * and a VMI's node and migration target node (virt-handler's selectors). */
+#define LABEL_MIGRATION_JOB "kubevirt.io/migrationJobUID"
+#define LABEL_VMI_NODE "kubevirt.io/nodeName"
+#define LABEL_VMI_MIGRATION_TARGET_NODE "kubevirt.io/migrationTargetNodeName"
 #define LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define LABEL_MANAGER_VALUE "vtpm-agent"
 #define LABEL_VM "vtpm-agent.io/vm"

@@ -20,7 +20,7 @@ typedef struct bring_up {
         pid_t pid;            /* the launcher's process, proven (launcher_identity.h) */
         char *state_in_ns;    /* node.swtpmStateDir/<vm-uid>, in the launcher */
         char *published;      /* persistent: the volume as the kubelet published it */
-        char *host_state;     /* the state as the agent sees it (published, or the scratch tmpfs) */
+        char *host_state;     /* the state as the agent sees it (published[/generation], or the scratch tmpfs) */
         char *host_ctrl;      /* the VM's control-socket directory on the node */
         char *run_dir, *stage, *work;
         proc_cgroups cg;
@@ -39,3 +39,6 @@ bool step_guard_kubevirt_place(bring_up *b, kube_outcome *ret);
 bool step_state_volume(bring_up *b, kube_outcome *ret);
 bool step_scratch_volume(bring_up *b, kube_outcome *ret);
 bool step_sandbox_dirs(bring_up *b, kube_outcome *ret);
+
+/* act_migration.c: which generation of the state swtpm writes. */
+bool step_state_generation(bring_up *b, kube_outcome *ret);

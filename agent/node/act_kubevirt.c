@@ -49,7 +49,9 @@ static bool unhex(const char *s, uint8_t *b, size_t n) {
 }
 
 bool step_take_over_kubevirt_state(bring_up *b, kube_outcome *ret) {
-        if (!b->d->persistent)
+        /* Only ever at the volume's root: a generation exists only after a
+         * migration of the agent's own state. */
+        if (!b->d->persistent || b->l->generation)
                 return true;
         _cleanup_error_ vt_error *err = NULL;
         _cleanup_close_ int dfd = dir_open_nofollow(b->host_state, &err);
@@ -88,7 +90,7 @@ bool step_take_over_kubevirt_state(bring_up *b, kube_outcome *ret) {
 }
 
 bool step_retire_kubevirt_plaintext(bring_up *b, kube_outcome *ret) {
-        if (!b->d->persistent || !b->dek)
+        if (!b->d->persistent || !b->dek || b->l->generation)
                 return true; /* not encrypted: KubeVirt's copy is no worse than ours */
         _cleanup_error_ vt_error *err = NULL;
         _cleanup_close_ int dfd = dir_open_nofollow(b->host_state, &err);
@@ -136,7 +138,7 @@ bool step_guard_kubevirt_place(bring_up *b, kube_outcome *ret) {
         if (!b->d->persistent || !b->dek || !uuid || !kubevirt_state_uuid_valid(uuid))
                 return true;
         _cleanup_error_ vt_error *err = NULL;
-        _cleanup_close_ int dfd = dir_open_nofollow(b->host_state, &err);
+        _cleanup_close_ int dfd = dir_open_nofollow(b->published, &err); /* KubeVirt's place is at the root */
         int r = dfd < 0 ? dfd : kubevirt_state_guard(dfd, uuid, GUARD_NOTE, strlen(GUARD_NOTE), &err);
         if (r < 0)
                 /* The VM's own state is whole: only the guard is missing; said, tried again next start. */

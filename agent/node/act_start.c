@@ -133,7 +133,9 @@ static bool step_keys(bring_up *b, kube_outcome *ret) {
         tpm_sandbox work_sb;
         swtpm_work_sandbox(&b->spec, b->work, &work_sb);
         bool ok = false;
-        *ret = keys_at_start(nc, l, b->o->ts, b->work, b->d->tpm2, &work_sb, &b->dek, &ok);
+        /* A migration's target only unwraps the key: rotations are for a
+         * start, never for a copy the source may still outlive. */
+        *ret = keys_at_start(nc, l, b->o->ts, b->work, b->d->tpm2, &work_sb, !b->d->migration_uid, &b->dek, &ok);
         if (!ok)
                 return false;
         l->encrypted = b->dek != NULL;
@@ -185,8 +187,9 @@ static bool step_recheck(bring_up *b, kube_outcome *ret) {
                 return false;
         }
         _cleanup_free_ char *me = lock_identity(b->nc, b->l);
-        /* Starting takes a while: only with the lock renewed recently enough. */
-        if (b->d->persistent && !state_lock_fresh(b->nc->locks, b->l->vm_uid, me, b->nc->lock_start_margin)) {
+        /* Starting takes a while: only with the lock renewed recently enough
+         * (a migration's target holds none: it writes its own generation). */
+        if (b->d->persistent && !b->d->migration_uid && !state_lock_fresh(b->nc->locks, b->l->vm_uid, me, b->nc->lock_start_margin)) {
                 *ret = kube_requeue_after(NODE_RETRY_USEC);
                 return false;
         }
@@ -204,7 +207,7 @@ static bool step_start(bring_up *b, kube_outcome *ret) {
                 return false;
         }
         _cleanup_free_ char *me = lock_identity(nc, l);
-        if (b->d->persistent &&
+        if (b->d->persistent && !b->d->migration_uid &&
             state_lock_attach_swtpm(nc->locks, l->vm_uid, me, l->swtpm_pid, l->swtpm_start, l->ctrl_path) < 0) {
                 /* Lost while it started: it must not run on. */
                 if (swtpm_stop(l->swtpm_pid, l->swtpm_start, l->ctrl_path, &err) < 0)
@@ -222,6 +225,15 @@ static bool step_start(bring_up *b, kube_outcome *ret) {
         _cleanup_free_ char *m = xasprintf("vTPM %s (%s) started on node %s with %s%s state", b->d->version,
                                            b->d->model, nc->node, !l->encrypted ? "unencrypted " : "",
                                            b->d->persistent ? "persistent" : "ephemeral");
+        if (b->d->migration_uid) {
+                free(m);
+                m = xasprintf("vTPM %s (%s) ready on node %s as the target of migration %s, on its own TPM state "
+                              "generation %s%s; the source keeps the VM's state until the migration completes",
+                              b->d->version, b->d->model, nc->node, b->d->migration_uid,
+                              l->generation ? l->generation : "(scratch)", !l->encrypted ? " (unencrypted)" : "");
+                *ret = node_halt(nc, l, NR_MIGRATION_TARGET_READY, m, NULL);
+                return true;
+        }
         *ret = node_halt(nc, l, NR_VTPM_STARTED, m, NULL);
         return true;
 }
@@ -233,7 +245,10 @@ kube_outcome act(node_controller *nc, launcher *l, json_t *pod, const node_obser
         kube_outcome out = kube_done();
         if (!step_identity(&b, &out))
                 return out;
-        if (d->persistent ? !step_lock(&b, &out) || !step_state_volume(&b, &out) : !step_scratch_volume(&b, &out))
+        /* A migration's target takes no state lock: it writes a generation of its own. */
+        if (d->persistent ? (!d->migration_uid && !step_lock(&b, &out)) || !step_state_volume(&b, &out) ||
+                                    !step_state_generation(&b, &out)
+                          : !step_scratch_volume(&b, &out))
                 return out;
         if (!step_take_over_kubevirt_state(&b, &out) || !step_vm_uid(&b, &out) || !step_sandbox_dirs(&b, &out) ||
             !step_cgroup(&b, &out) || !step_keys(&b, &out) || !step_retire_kubevirt_plaintext(&b, &out) ||

@@ -45,6 +45,8 @@ static kube_outcome carry_out(node_controller *nc, launcher *l, json_t *pod, con
                 break;
         case NODE_KEEP_RUNNING:
                 return keys_running(nc, l);
+        case NODE_HANDOVER:
+                return migration_handover(nc, l);
         case NODE_FENCED_NOW:
                 l->fenced = true;
                 l->swtpm_pid = 0;
@@ -204,7 +206,7 @@ static void adopt(node_controller *nc) {
                 if (l->swtpm_pid > 0 && swtpm_alive(l->swtpm_pid, l->swtpm_start)) {
                         nc->stats.adoptions++;
                         nc->stats.swtpm_running++;
-                        if (l->persistent && l->vm_uid && *l->vm_uid && !l->fenced) {
+                        if (l->lease_held && l->vm_uid && *l->vm_uid && !l->fenced) {
                                 _cleanup_free_ char *me = lock_identity(nc, l);
                                 state_lock_adopt(nc->locks, l->vm_uid, me, l->swtpm_pid, l->swtpm_start, l->ctrl_path);
                         }

@@ -12,6 +12,7 @@ void node_observed_done(node_observed *o) {
         json_decref(o->vm);
         json_decref(o->ts);
         json_decref(o->pvc);
+        json_decref(o->vmi);
         *o = (node_observed){0};
 }
 
@@ -22,7 +23,8 @@ void node_decision_done(node_decision *d) {
 
 const char *node_step_name(node_step s) {
         static const char *const names[] = {"nothing", "keep-running", "fenced", "fenced-now",
-                                            "swtpm-exited", "halt", "wait-cache", "start"};
+                                            "swtpm-exited", "halt", "wait-cache", "start",
+                                            "handover"};
         return (unsigned)s < ELEMENTSOF(names) ? names[s] : "?";
 }
 
@@ -32,10 +34,28 @@ static void halt(node_decision *d, node_reason r, char *detail) {
         d->detail = detail;
 }
 
+static const char *ms_str(const node_observed *o, const char *field) {
+        return json_string_value(json_object_get(json_object_get(json_object_get(o->vmi, "status"), "migrationState"), field));
+}
+static bool ms_true(const node_observed *o, const char *field) {
+        return json_is_true(json_object_get(json_object_get(json_object_get(o->vmi, "status"), "migrationState"), field));
+}
+
+/* Does the VMI's migrationState (KubeVirt's) name this launcher as the
+ * target of the migration its pod is labelled with? */
+static bool migration_names_launcher(const launcher *l, const node_observed *o) {
+        return str_eq(ms_str(o, "migrationUid"), l->migration_uid) && str_eq(ms_str(o, "targetPod"), launcher_pod_name(l));
+}
+
 /* A launcher that has (had) a swtpm: never a second one for it. */
 static void decide_recorded_swtpm(const launcher *l, const node_observed *o, node_decision *d) {
         if (o->swtpm_alive) {
                 d->step = NODE_KEEP_RUNNING;
+                /* A migration's target takes the state over once KubeVirt
+                 * says its migration completed (the source is then done). */
+                if (l->persistent && l->migration_uid && !l->handed_over && migration_names_launcher(l, o) &&
+                    ms_true(o, "completed") && !ms_true(o, "failed"))
+                        d->step = NODE_HANDOVER;
                 return;
         }
         if (l->persistent && l->vm_uid && o->lock_fenced) {
@@ -93,6 +113,29 @@ void node_decide(const launcher *l, const node_observed *o, node_decision *ret) 
         }
         if (!l->vm_name || !*l->vm_name)
                 goto out; /* not a KubeVirt launcher we can place */
+        /* A live migration's target launcher: only the one KubeVirt's
+         * migrationState names, for a migration under way. */
+        if (l->migration_uid) {
+                if (!o->vmi) {
+                        d.step = NODE_WAIT_CACHE;
+                        goto out;
+                }
+                if (!migration_names_launcher(l, o)) {
+                        halt(&d, NR_MIGRATION_TARGET_UNPROVEN,
+                             xasprintf("its pod is labelled the target of migration %s, but the VMI's migrationState "
+                                       "names migration %s with target pod %s",
+                                       l->migration_uid, ms_str(o, "migrationUid") ?: "(none)",
+                                       ms_str(o, "targetPod") ?: "(none)"));
+                        goto out;
+                }
+                if (ms_true(o, "failed") || ms_true(o, "completed")) {
+                        /* Over before its vTPM ran: nothing to start (a
+                         * completed one cannot have got this far without it). */
+                        halt(&d, NR_MIGRATION_OVER, xstrdup(ms_true(o, "failed") ? "failed" : "completed"));
+                        goto out;
+                }
+                d.migration_uid = l->migration_uid;
+        }
         /* What the cluster decided: the VM (uid, TPM asks) and its TPMState
          * (the state controller has not looked at this VM yet without one). */
         if (!o->vm || !o->ts) {

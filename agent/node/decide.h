@@ -17,6 +17,7 @@ typedef struct node_observed {
         json_t *vm;  /* the VirtualMachine (trimmed), NULL: not in the cache (yet) */
         json_t *ts;  /* its TPMState (trimmed), NULL: not in the cache (yet) */
         json_t *pvc; /* its state PVC (trimmed), NULL: none named, or not in the cache (yet) */
+        json_t *vmi; /* a migration target's VMI (trimmed: migrationState), NULL: not one, or not cached */
         bool swtpm_alive;    /* the launcher's recorded swtpm still runs */
         bool launcher_alive; /* the launcher's recorded process still runs */
         bool lock_fenced;    /* the state lock stopped the recorded swtpm (persistent only) */
@@ -32,6 +33,7 @@ typedef enum node_step {
         NODE_HALT,         /* report `reason`, then what the reason says */
         NODE_WAIT_CACHE,   /* the VM, TPMState or PVC is not in the caches yet: look again soon */
         NODE_START,        /* bring the vTPM up */
+        NODE_HANDOVER,     /* a migration target whose migration completed: take the state over */
 } node_step;
 
 typedef struct node_decision {
@@ -45,6 +47,7 @@ typedef struct node_decision {
         const char *version, *model; /* "2.0"/"1.2", "tpm-crb"/"tpm-tis" */
         const char *vm_uid;
         const char *pvc_name, *pv; /* persistent only; pv may be NULL (not bound yet) */
+        const char *migration_uid; /* a live migration's target, proven by the VMI */
 } node_decision;
 void node_decision_done(node_decision *d);
 

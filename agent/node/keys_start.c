@@ -146,11 +146,15 @@ static bool reencrypt(key_start *k, bool tpm2, const tpm_sandbox *sb, kube_outco
 }
 
 kube_outcome keys_at_start(node_controller *nc, launcher *l, json_t *ts, const char *dir, bool tpm2,
-                           const tpm_sandbox *sb, secmem **ret_dek, bool *ret_ok) {
+                           const tpm_sandbox *sb, bool rotations, secmem **ret_dek, bool *ret_ok) {
         _cleanup_(key_start_done) key_start k = {.nc = nc, .l = l, .ts = ts, .dir = dir, .keys = json_object()};
         kube_outcome out = kube_done();
         *ret_ok = false;
-        if (!recover(&k, &out) || !rotate_kek(&k, &out) || !unwrap(&k, false, &out) || !reencrypt(&k, tpm2, sb, &out))
+        if (!rotations) {
+                if (!unwrap(&k, false, &out))
+                        return out;
+        } else if (!recover(&k, &out) || !rotate_kek(&k, &out) || !unwrap(&k, false, &out) ||
+                   !reencrypt(&k, tpm2, sb, &out))
                 return out;
         {
                 _cleanup_close_ int dfd = dir_open_nofollow(dir, NULL);

@@ -60,6 +60,11 @@ typedef struct launcher {
         bool encrypted;
         bool lease_held;
         bool fenced;          /* swtpm stopped: its state lock could not be renewed */
+        /* Live migration (act_migration.c). */
+        char *migration_uid;  /* the pod's kubevirt.io/migrationJobUID: a migration's target, if proven */
+        char *generation;     /* the state generation its swtpm writes (state_generation.h); NULL: the root */
+        char *volume;         /* the state volume's root as the kubelet published it (persistent) */
+        bool handed_over;     /* a migration target that has taken the state over (marker and lock) */
         json_t *reported;     /* the nodeState last said (events and writes only on change) */
         json_t *keys;         /* the whole status.keys: merged updates, from the cached one on */
         json_t *applied;      /* {nodeState, keys} last applied successfully */
@@ -85,6 +90,8 @@ struct node_controller {
         kube_informer *attachments; /* our attachment pods: their phase wakes their launcher */
         kube_informer *vms;         /* uid, TPM intent, version/model annotations */
         kube_informer *pvcs;        /* state PVCs: name, volumeName */
+        kube_informer *vmis;        /* VMIs on this node (kubevirt.io/nodeName): migrationState */
+        kube_informer *vmis_incoming; /* VMIs migrating to this node (kubevirt.io/migrationTargetNodeName) */
         kube_recorder *recorder;
         keymgr *keys;
         state_lock *locks;          /* the per-VM state Leases this node holds */
@@ -149,8 +156,9 @@ void delete_attachment(node_controller *nc, launcher *l);
 char *published_path(node_controller *nc, const char *attach_uid, const char *pv);
 
 /* keys_start.c / keys_running.c */
+/* rotations false (a migration's target): only the DEK is unwrapped. */
 kube_outcome keys_at_start(node_controller *nc, launcher *l, json_t *ts, const char *dir, bool tpm2,
-                           const tpm_sandbox *sb, secmem **ret_dek, bool *ret_ok);
+                           const tpm_sandbox *sb, bool rotations, secmem **ret_dek, bool *ret_ok);
 kube_outcome keys_running(node_controller *nc, launcher *l);
 const char *ts_annotation(json_t *ts, const char *name);
 const char *ts_keys_field(json_t *ts, const char *which, const char *field);
@@ -160,6 +168,13 @@ void keys_from_header(json_t *keys, int state_dfd);
 /* act_start.c / act_volume.c: the bring-up. */
 kube_outcome act(node_controller *nc, launcher *l, json_t *pod, const node_observed *o, const node_decision *d);
 char *lock_identity(node_controller *nc, const launcher *l);
+
+/* act_migration.c: a migration target's hand-over, and what a launcher's
+ * generation leaves behind. */
+kube_outcome migration_handover(node_controller *nc, launcher *l);
+void migration_target_gone(node_controller *nc, launcher *l);
+/* The launcher pod's name (its key is ns/pod). */
+const char *launcher_pod_name(const launcher *l);
 
 /* stop.c */
 void teardown(node_controller *nc, launcher *l);

@@ -167,6 +167,30 @@ static void on_vm_update(const char *key, json_t *o, json_t *n, void *ud) {
                 wake_vm(ud, n);
 }
 
+/* ---- VMIs on or migrating to this node: a migration's proof and progress ---- */
+
+/* KubeVirt writes status.migrationState; tenants cannot (virt-api refuses
+ * status changes from users): what proves a target launcher is the one
+ * KubeVirt started, and says when the migration completed or failed. */
+static json_t *trim_vmi(json_t *o, void *ud) {
+        json_t *out = trim_metadata(o, NULL, 0);
+        json_t *ms = json_object_get(json_object_get(o, "status"), "migrationState");
+        if (json_is_object(ms)) {
+                static const char *const keep[] = {"migrationUid", "targetPod", "targetNode", "sourcePod", "sourceNode",
+                                                   "completed", "failed", "abortStatus", "startTimestamp",
+                                                   "endTimestamp"};
+                json_t *m = json_object();
+                copy_fields(m, ms, keep, ELEMENTSOF(keep));
+                json_object_set_new(out, "status", json_pack("{s:o}", "migrationState", m));
+        }
+        return out;
+}
+
+static void on_vmi_update(const char *key, json_t *o, json_t *n, void *ud) {
+        if (!json_equal(json_object_get(o, "status"), json_object_get(n, "status")))
+                wake_vm(ud, n);
+}
+
 /* ---- TPMStates: the cluster's verdict, rotation requests, status.keys ---- */
 
 static json_t *trim_tpmstate(json_t *o, void *ud) {
@@ -213,6 +237,8 @@ static void on_informer_error(const vt_error *err, void *ud) {
 
 int node_informers_new(node_controller *nc, vt_error **err) {
         _cleanup_free_ char *fs = xasprintf("spec.nodeName=%s", nc->node);
+        _cleanup_free_ char *vmi_here = xasprintf(LABEL_VMI_NODE "=%s", nc->node);
+        _cleanup_free_ char *vmi_incoming = xasprintf(LABEL_VMI_MIGRATION_TARGET_NODE "=%s", nc->node);
         struct {
                 kube_informer **inf;
                 const kube_resource *res;
@@ -226,6 +252,9 @@ int node_informers_new(node_controller *nc, vt_error **err) {
                 {&nc->vms, &res_vm, {0}, {on_vm, on_vm_update, NULL, trim_vm}},
                 {&nc->tpmstates, &res_tpmstate, {0}, {on_vm, on_tpmstate_update, NULL, trim_tpmstate}},
                 {&nc->pvcs, &res_pvc, {0}, {NULL, NULL, NULL, trim_pvc}},
+                {&nc->vmis, &res_vmi, {.label_selector = vmi_here}, {on_vm, on_vmi_update, on_vm, trim_vmi}},
+                {&nc->vmis_incoming, &res_vmi, {.label_selector = vmi_incoming},
+                 {on_vm, on_vmi_update, on_vm, trim_vmi}},
         };
         for (size_t i = 0; i < ELEMENTSOF(defs); i++) {
                 defs[i].h.userdata = nc;
@@ -247,8 +276,18 @@ static json_t *cached(kube_informer *inf, const char *ns, const char *name) {
         return kube_informer_get(inf, key);
 }
 
+/* The launcher's VMI, where it says most about this node's migration: the
+ * incoming cache first (a target before completion), then the node's. */
+static json_t *cached_vmi(node_controller *nc, const launcher *l) {
+        json_t *v = cached(nc->vmis_incoming, l->ns, l->vm_name);
+        return v ? v : cached(nc->vmis, l->ns, l->vm_name);
+}
+
 void node_observe(node_controller *nc, const launcher *l, node_observed *ret) {
         node_observed o = {0};
+        /* A migration's target: its proof, and whether it completed. */
+        if (l->migration_uid && !l->handed_over)
+                o.vmi = cached_vmi(nc, l);
         if (l->swtpm_pid > 0) {
                 o.swtpm_alive = swtpm_alive(l->swtpm_pid, l->swtpm_start);
                 uint64_t st = 0;

@@ -39,6 +39,13 @@ static const node_reason_info table[_NR_MAX] = {
         [NR_PROVISION_FAILED] = SAY("ProvisionFailed", "Failed", true, false, NODE_THEN_FAIL, "{}", "swtpm_setup failed"),
         [NR_STATE_UNREADABLE] = SAY("StateUnreadable", "Refused", true, true, NODE_THEN_FAIL, "the TPM state cannot be loaded ({}); it is left untouched and swtpm is not started", "unreadable"),
         [NR_SWTPM_START_FAILED] = SAY("SwtpmStartFailed", "Failed", true, false, NODE_THEN_FAIL, "{}", "swtpm did not start"),
+        [NR_MIGRATION_TARGET_READY] = SAY("MigrationTargetReady", "Migrating", false, false, NODE_THEN_DONE, "{}", "the migration target's vTPM runs"),
+        [NR_MIGRATION_TARGET_UNPROVEN] = SAY("MigrationTargetUnproven", "Refused", true, true, NODE_THEN_DONE, "not started as a migration target: {}", "KubeVirt does not name this launcher"),
+        [NR_MIGRATION_OVER] = SAY("MigrationOver", "Stopped", false, false, NODE_THEN_DONE, "the migration this launcher was the target of {} before its vTPM started; nothing is started", "ended"),
+        [NR_MIGRATION_HANDOVER_WAITING] = SAY("StateHandoverWaiting", "Running", false, false, NODE_THEN_LOCK_WAIT, "{}", "the migration completed; waiting for the source to release the state lock"),
+        [NR_STATE_HANDED_OVER] = SAY("StateHandedOver", "Running", false, false, NODE_THEN_DONE, "{}", "the TPM state was handed over"),
+        [NR_MIGRATION_STATE_NOT_SHARED] = SAY("MigrationStateNotShared", "Refused", true, true, NODE_THEN_DONE, "{}", "the migration target does not mount the VM's state volume"),
+        [NR_STATE_GENERATION_FAILED] = SAY("StateGenerationFailed", "Refused", true, true, NODE_THEN_FAIL, "{}; the VM's state is left as it is and swtpm is not started", "the state volume's generation"),
 };
 
 const node_reason_info *node_reason_get(node_reason r) {

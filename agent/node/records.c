@@ -12,6 +12,7 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "node/node.h"
+#include "vmspec.h"
 
 void launcher_free(void *p) {
         launcher *l = p;
@@ -24,6 +25,9 @@ void launcher_free(void *p) {
         free(l->ns);
         free(l->ctrl_path);
         free(l->attach_pod);
+        free(l->migration_uid);
+        free(l->generation);
+        free(l->volume);
         json_decref(l->reported);
         json_decref(l->keys);
         json_decref(l->applied);
@@ -54,6 +58,10 @@ void record_save(node_controller *nc, const launcher *l) {
                               (json_int_t)l->swtpm_pid, "swtpmStart", (json_int_t)l->swtpm_start, "ctrlPath",
                               l->ctrl_path, "attachPod", l->attach_pod, "persistent", l->persistent, "fenced",
                               l->fenced, "sandboxUid", (json_int_t)l->sandbox_uid);
+        json_object_set_new(j, "migrationUID", l->migration_uid ? json_string(l->migration_uid) : json_null());
+        json_object_set_new(j, "generation", l->generation ? json_string(l->generation) : json_null());
+        json_object_set_new(j, "volume", l->volume ? json_string(l->volume) : json_null());
+        json_object_set_new(j, "handedOver", json_boolean(l->handed_over));
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         _cleanup_free_ char *p = record_path(nc, l->pod_uid);
@@ -93,7 +101,12 @@ static launcher *record_parse(json_t *j) {
         l->attach_pod = jstr(j, "attachPod");
         l->persistent = json_is_true(json_object_get(j, "persistent"));
         l->sandbox_uid = (uid_t)json_integer_value(json_object_get(j, "sandboxUid"));
-        l->lease_held = l->persistent;
+        l->migration_uid = jstr(j, "migrationUID");
+        l->generation = jstr(j, "generation");
+        l->volume = jstr(j, "volume");
+        l->handed_over = json_is_true(json_object_get(j, "handedOver"));
+        /* A migration's target holds no state lock until it has taken the state over. */
+        l->lease_held = l->persistent && (!l->migration_uid || l->handed_over);
         l->fenced = json_is_true(json_object_get(j, "fenced"));
         return l;
 }
@@ -119,6 +132,11 @@ void records_load(node_controller *nc) {
         closedir(d);
 }
 
+const char *launcher_pod_name(const launcher *l) {
+        const char *slash = l->key ? strchr(l->key, '/') : NULL;
+        return slash ? slash + 1 : "";
+}
+
 launcher *launcher_known(node_controller *nc, const char *key) {
         pthread_mutex_lock(&nc->lock);
         launcher *l = vt_hashmap_get(nc->launchers, key);
@@ -140,6 +158,9 @@ launcher *launcher_get_or_new(node_controller *nc, const char *key, json_t *pod)
                 const char *vm = json_string_value(
                         json_object_get(json_object_get(json_object_get(pod, "metadata"), "labels"), "vm.kubevirt.io/name"));
                 l->vm_name = xstrdup(vm ? vm : "");
+                const char *mig = json_string_value(json_object_get(
+                        json_object_get(json_object_get(pod, "metadata"), "labels"), LABEL_MIGRATION_JOB));
+                l->migration_uid = mig && *mig ? xstrdup(mig) : NULL;
                 vt_hashmap_put(nc->launchers, key, l);
                 nc->stats.launchers = vt_hashmap_size(nc->launchers);
         }

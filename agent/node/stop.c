@@ -50,6 +50,7 @@ static void stop_swtpm(node_controller *nc, launcher *l) {
 
 void teardown(node_controller *nc, launcher *l) {
         stop_swtpm(nc, l);
+        migration_target_gone(nc, l);
         if (l->pod_uid && *l->pod_uid) {
                 const char *run = nc->cfg->node.run_dir;
                 if (!l->persistent) {

@@ -76,6 +76,29 @@ static int empty_dir(int dfd, unsigned depth, const char *top, vt_error **err) {
         return r;
 }
 
+int rm_rf_beneath(int dfd, const char *name, vt_error **err) {
+        assert_return(dfd >= 0 && name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 &&
+                              strcmp(name, "..") != 0,
+                      -EINVAL);
+        struct stat st;
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : vt_error_errno(err, errno, "cannot stat %s", name);
+        if (!S_ISDIR(st.st_mode)) {
+                if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+                        return vt_error_errno(err, errno, "cannot remove %s", name);
+                return 0;
+        }
+        int sub = open_subdir(dfd, name);
+        if (sub < 0)
+                return sub == -ENOENT ? 0 : vt_error_errno(err, -sub, "cannot open %s", name);
+        int r = empty_dir(sub, 0, name, err);
+        if (r < 0)
+                return r;
+        if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return vt_error_errno(err, errno, "cannot remove %s", name);
+        return 0;
+}
+
 int rm_rf(const char *path, vt_error **err) {
         assert_return(path && *path, -EINVAL);
         struct stat st;

@@ -12,3 +12,8 @@
  * -ELOOP: deeper than 64 levels. Best effort past the first error: what
  * can go goes, the first error is returned. */
 int rm_rf(const char *path, vt_error **err);
+
+/* The same for the entry `name` (one path component) of the directory dfd:
+ * a symlink or file there is unlinked, a directory emptied and removed; a
+ * mount point below is -EXDEV, the entry itself on another mount too. */
+int rm_rf_beneath(int dfd, const char *name, vt_error **err);

@@ -141,6 +141,76 @@ static void test_decide_rows(void) {
         }
 }
 
+/* Live migration: a target launcher (its pod labelled with the migration's
+ * uid) starts only when KubeVirt's migrationState names it, for a migration
+ * under way; its running swtpm takes the state over once it completed. */
+#define VMI(ms) "{\"metadata\":{\"name\":\"v\",\"namespace\":\"ns\"},\"status\":{\"migrationState\":" ms "}}"
+#define MS(uid, pod, extra) "{\"migrationUid\":\"" uid "\",\"targetPod\":\"" pod "\"" extra "}"
+static const struct mig_row {
+        const char *name;
+        const char *migration_uid; /* the pod's label */
+        pid_t swtpm_pid;
+        bool handed_over;
+        const char *vmi;
+        node_step step;
+        const char *reason;
+        bool target; /* a NODE_START as migration_uid's target */
+} mig_rows[] = {
+        {"target, VMI not cached yet: wait", "m1", 0, false, NULL, NODE_WAIT_CACHE, NULL, false},
+        {"target named by the VMI: started as the target", "m1", 0, false, VMI(MS("m1", "virt-launcher-v-t", "")),
+         NODE_START, NULL, true},
+        {"labelled for another migration than the VMI's", "m1", 0, false, VMI(MS("m2", "virt-launcher-v-t", "")),
+         NODE_HALT, "MigrationTargetUnproven", false},
+        {"the VMI names another target pod (a second launcher)", "m1", 0, false,
+         VMI(MS("m1", "virt-launcher-v-other", "")), NODE_HALT, "MigrationTargetUnproven", false},
+        {"no migrationState at all", "m1", 0, false, "{\"metadata\":{\"name\":\"v\"}}", NODE_HALT,
+         "MigrationTargetUnproven", false},
+        {"migration failed before the target's vTPM started", "m1", 0, false,
+         VMI(MS("m1", "virt-launcher-v-t", ",\"failed\":true")), NODE_HALT, "MigrationOver", false},
+        {"target running, migration under way: keep running", "m1", 4321, false,
+         VMI(MS("m1", "virt-launcher-v-t", "")), NODE_KEEP_RUNNING, NULL, false},
+        {"target running, migration completed: hand over", "m1", 4321, false,
+         VMI(MS("m1", "virt-launcher-v-t", ",\"completed\":true")), NODE_HANDOVER, NULL, false},
+        {"completed and failed (aborted at the end): no hand-over", "m1", 4321, false,
+         VMI(MS("m1", "virt-launcher-v-t", ",\"completed\":true,\"failed\":true")), NODE_KEEP_RUNNING, NULL, false},
+        {"completed, but another migration's: no hand-over", "m1", 4321, false,
+         VMI(MS("m2", "virt-launcher-v-t", ",\"completed\":true")), NODE_KEEP_RUNNING, NULL, false},
+        {"completed, handed over already: keep running", "m1", 4321, true,
+         VMI(MS("m1", "virt-launcher-v-t", ",\"completed\":true")), NODE_KEEP_RUNNING, NULL, false},
+};
+
+static void test_migration_rows(void) {
+        for (size_t i = 0; i < ELEMENTSOF(mig_rows); i++) {
+                const struct mig_row *r = &mig_rows[i];
+                launcher l = {.key = (char *)"ns/virt-launcher-v-t", .vm_name = (char *)"v", .vm_uid = (char *)"vm-uid",
+                              .swtpm_pid = r->swtpm_pid, .persistent = true, .migration_uid = (char *)r->migration_uid,
+                              .handed_over = r->handed_over};
+                node_observed o = {.vm = parse(VM(TPM_PERSISTENT, "")), .ts = parse(TS_READY), .pvc = parse(PVC_BOUND),
+                                   .vmi = parse(r->vmi), .swtpm_alive = r->swtpm_pid > 0, .launcher_alive = true};
+                node_decision d;
+                node_decide(&l, &o, &d);
+                printf("# %s: %s\n", r->name, node_step_name(d.step));
+                check_str_eq(node_step_name(d.step), node_step_name(r->step));
+                if (r->reason)
+                        check_str_eq(node_reason_get(d.reason)->reason, r->reason);
+                if (r->target) {
+                        check_str_eq(d.migration_uid, r->migration_uid);
+                        check(d.persistent);
+                        check_str_eq(d.pv, "pv-1");
+                }
+                node_decision_done(&d);
+                node_observed_done(&o);
+        }
+        /* Not a target: the same VMI in the caches changes nothing. */
+        launcher l = {.key = (char *)"ns/virt-launcher-v-t", .vm_name = (char *)"v", .persistent = true};
+        node_observed o = {.vm = parse(VM(TPM_PERSISTENT, "")), .ts = parse(TS_READY), .pvc = parse(PVC_BOUND)};
+        node_decision d;
+        node_decide(&l, &o, &d);
+        check(d.step == NODE_START && !d.migration_uid);
+        node_decision_done(&d);
+        node_observed_done(&o);
+}
+
 static void test_version_message(void) {
         launcher l = {.vm_name = (char *)"v"};
         node_observed o = {.vm = parse(VM(TPM_EPHEMERAL, "\"vtpm-agent.io/tpm-version\":\"3.0\"")), .ts = parse(TS_EPHEMERAL)};
@@ -187,6 +257,13 @@ static const struct {
         {NR_PROVISION_FAILED, "ProvisionFailed", "Failed", NODE_THEN_FAIL, true},
         {NR_STATE_UNREADABLE, "StateUnreadable", "Refused", NODE_THEN_FAIL, true},
         {NR_SWTPM_START_FAILED, "SwtpmStartFailed", "Failed", NODE_THEN_FAIL, true},
+        {NR_MIGRATION_TARGET_READY, "MigrationTargetReady", "Migrating", NODE_THEN_DONE, false},
+        {NR_MIGRATION_TARGET_UNPROVEN, "MigrationTargetUnproven", "Refused", NODE_THEN_DONE, true},
+        {NR_MIGRATION_OVER, "MigrationOver", "Stopped", NODE_THEN_DONE, false},
+        {NR_MIGRATION_HANDOVER_WAITING, "StateHandoverWaiting", "Running", NODE_THEN_LOCK_WAIT, false},
+        {NR_STATE_HANDED_OVER, "StateHandedOver", "Running", NODE_THEN_DONE, false},
+        {NR_STATE_GENERATION_FAILED, "StateGenerationFailed", "Refused", NODE_THEN_FAIL, true},
+        {NR_MIGRATION_STATE_NOT_SHARED, "MigrationStateNotShared", "Refused", NODE_THEN_DONE, true},
 };
 
 static void test_reason_table(void) {
@@ -214,7 +291,8 @@ static void test_messages(void) {
 }
 
 int main(void) {
-        static const tap_case cases[] = {TAP_CASE(test_decide_rows), TAP_CASE(test_version_message),
+        static const tap_case cases[] = {TAP_CASE(test_decide_rows), TAP_CASE(test_migration_rows),
+                                         TAP_CASE(test_version_message),
                                          TAP_CASE(test_reason_table), TAP_CASE(test_messages), {0}};
         return tap_run(cases);
 }
