@@ -2,6 +2,7 @@
 #include "mount/localmount.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 
@@ -42,10 +43,33 @@ int mount_tmpfs_verified(const char *path, const char *source, const char *optio
         return 0;
 }
 
+/* What a bind mount of `src` shows in mountinfo: the mount holding it, with
+ * the root that directory has in its filesystem (src may be a directory
+ * below a mount point: a TPM state generation on a published volume). */
+static int bind_source_identity(const char *src, mountinfo_entry **ret, vt_error **err) {
+        _cleanup_mountinfo_entry_ mountinfo_entry *id = NULL;
+        int r = mount_source_identity(src, &id, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *canon = realpath(src, NULL);
+        if (!canon)
+                return vt_error_errno(err, errno, "cannot resolve %s", src);
+        bool at_root = strcmp(id->mount_point, "/") == 0;
+        size_t n = at_root ? 0 : strlen(id->mount_point);
+        const char *rel = canon + n;
+        if ((at_root || strncmp(canon, id->mount_point, n) == 0) && rel[0] == '/' && rel[1]) {
+                char *root = xasprintf("%s%s", strcmp(id->root, "/") == 0 ? "" : id->root, rel);
+                free(id->root);
+                id->root = root;
+        }
+        *ret = TAKE_PTR(id);
+        return 0;
+}
+
 int bind_mount_verified(const char *src, const char *dst, vt_error **err) {
         assert_return(src && dst, -EINVAL);
         _cleanup_mountinfo_entry_ mountinfo_entry *want = NULL, *have = NULL;
-        int r = mount_source_identity(src, &want, err);
+        int r = bind_source_identity(src, &want, err);
         if (r < 0)
                 return r;
         r = mount_at(dst, &have, err);

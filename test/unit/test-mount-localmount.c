@@ -55,6 +55,21 @@ static void test_bind(void) {
         check(unmount_detach(a, NULL) == 1 && unmount_detach(b, NULL) == 1);
 }
 
+/* A directory below a mount point (a TPM state generation on the published
+ * volume): its bind verifies, and is not mistaken for the whole volume's. */
+static void test_bind_subdirectory(void) {
+        _cleanup_free_ char *vol = dir("vol"), *gen = xasprintf("%s/m-1", vol), *dst = dir("gen-dst"),
+                            *whole = dir("whole-dst");
+        check_int_eq(mount_tmpfs_verified(vol, "test-vol", "size=64k", NULL), 0);
+        check(mkdir(gen, 0700) == 0);
+        check_int_eq(bind_mount_verified(gen, dst, NULL), 0);
+        check_int_eq(bind_mount_verified(gen, dst, NULL), 1);
+        _cleanup_error_ vt_error *err = NULL;
+        check_int_eq(bind_mount_verified(vol, dst, &err), -EBUSY); /* the whole volume is something else */
+        check_int_eq(bind_mount_verified(vol, whole, NULL), 0);
+        check(unmount_detach(dst, NULL) == 1 && unmount_detach(whole, NULL) == 1 && unmount_detach(vol, NULL) == 1);
+}
+
 static void test_mkdir_checked(void) {
         _cleanup_free_ char *d = xasprintf("%s/m", root), *l = xasprintf("%s/link", root);
         check_int_eq(mkdir_checked(d, 0700, NULL), 0);
@@ -80,7 +95,8 @@ int main(void) {
                 return 0;
         }
         int r = tap_run((tap_case[]){TAP_CASE(test_tmpfs), TAP_CASE(test_tmpfs_over_other_mount_is_busy),
-                                     TAP_CASE(test_bind), TAP_CASE(test_mkdir_checked), {0}});
+                                     TAP_CASE(test_bind), TAP_CASE(test_bind_subdirectory),
+                                     TAP_CASE(test_mkdir_checked), {0}});
         if (rm_rf(root, NULL) < 0)
                 printf("# cannot remove %s\n", root);
         return r;

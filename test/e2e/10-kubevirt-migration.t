@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Issue 22: live migration of a VM with a persistent, encrypted vTPM on real
+# KubeVirt (virtctl migrate), the agent installed as shipped with its Plugin,
+# Debian's swtpm 0.7.1. The TPM guest seals a secret on node-1 and then
+# unseals it again every 2 s while it runs (tpmguest.loop), so a running
+# guest's TPM is checked across every migration:
+#   1. migrate to node-2, the guest unseals there without a reboot; back to
+#      node-1 (an upstream bug once broke the second migration), unseals;
+#      each hand-over switches the state volume to the target's generation
+#      and moves the state lock; after a stop and start it still unseals;
+#   2. a migration cancelled mid-flight (slowed by a MigrationPolicy, then
+#      virtctl migrate-cancel): the VM runs on and unseals on its source, the
+#      state is exactly as it was; the next migration succeeds;
+#   3. a watcher on the host records every process holding a state file open
+#      and every write: no file is ever open in two processes, each
+#      generation has one swtpm, nothing writes the source's generation after
+#      the switch;
+#   4. a VM without a TPM migrates in the same run: migration time and the
+#      guest's downtime with and without the TPM (KubeVirt's own figures:
+#      the source launcher's "Migration info" line);
+#   5. key server down: the running VM is unaffected, the migration is
+#      refused with the agent's reason (KeyProviderUnavailable), cancelled,
+#      and once the server is back the VM migrates.
+. "$(dirname "$0")/lib.sh"
+. "$E2E_TOP/hack/testbed-lib.sh"
+. "$E2E_TOP/hack/nodes-lib.sh"
+. "$E2E_TOP/test/e2e/lib-realnode.sh"
+require_agent_on_kubevirt
+plan 45
+setup_namespace
+virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
+n1=$(nl_name 1) n2=$(nl_name 2)
+other() { if [ "$1" = "$n1" ]; then echo "$n2"; else echo "$n1"; fi; }
+rn_agent_on_kubevirt_up 10m
+broker() { kubectl -n "$RN_NS" scale deploy vtpm-controller --replicas="$1" >/dev/null; }
+at_exit "broker 1"
+results=${VTPM_MIGRATION_RESULTS:-$VTPM_RUN/migration-results.txt}
+: > "$results"
+
+vm=mguest plain=mplain
+tpmstate() { k get tpmstate "$vm" -o jsonpath="{$1}" 2>/dev/null; }
+vmi_field() { k get vmi "$1" -o jsonpath="{$2}" 2>/dev/null; }
+why_not() {
+  diag "VMI: $(vmi_field "$1" '{.status.phase} {.status.nodeName} {.status.migrationState}' | head -c 900)"
+  diag "TPMState nodeState: $(tpmstate .status.nodeState)"
+  diag "events: $(k get events --sort-by=.lastTimestamp -o jsonpath='{range .items[*]}{.involvedObject.name} {.reason}: {.message}{"\n"}{end}' | tail -8 | cut -c1-300)"
+  diag "migrations: $(k get vmim -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}')"
+}
+# Guests printing "unsealed#K SECRET uptime=U" every 2 s (tpmguest.loop=2).
+last_unseal() { rn_vm_console "$NS" "$1" | grep '^TPM-GUEST: unseal' | tail -1; }
+uptime_of() { sed -n 's/.* uptime=\([0-9.]*\).*/\1/p' <<< "$1"; }
+# unseals_after VM UPTIME: a new "unsealed#K <secret>" line later than UPTIME.
+unseals_after() {
+  local l; l=$(last_unseal "$1")
+  [[ $l == "TPM-GUEST: unsealed#"*" $secret uptime="* ]] && awk -v a="$(uptime_of "$l")" -v b="$2" 'BEGIN { exit !(a > b) }'
+}
+# A VM that prefers node-1 (no nodeSelector: that would pin the migration target too).
+guest_vm() { # NAME ARGS TPM
+  rn_guest_vm "$NS" "$1" "$n1" "$2" "$3" &&
+  k patch vm "$1" --type json -p '[{"op":"remove","path":"/spec/template/spec/nodeSelector"},
+    {"op":"add","path":"/spec/template/spec/affinity","value":{"nodeAffinity":{"preferredDuringSchedulingIgnoredDuringExecution":[
+      {"weight":100,"preference":{"matchExpressions":[{"key":"kubernetes.io/hostname","operator":"In","values":["'"$n1"'"]}]}}]}}}]' >/dev/null
+}
+vol_of() { echo "$T/store/$(k get pvc "$(tpmstate .status.pvcName)" -o jsonpath='{.spec.volumeName}')"; }
+current_gen() { cat "$vol/vtpm-current" 2>/dev/null || echo "(root)"; }
+
+# migrate VM DESC: virtctl migrate, then the VMI Running on the other node with
+# migrationState completed for that migration. Sets mig_uid, mig_ms (migration
+# time from KubeVirt's timestamps) and mig_down (the guest's downtime, from the
+# source launcher's "Migration info" line).
+migrate() {
+  local v=$1 desc=$2 from to src_pod name
+  from=$(vmi_field "$v" '{.status.nodeName}') to=$(other "$from")
+  src_pod=$(rn_vm_launcher "$NS" "$v"); src_pod=${src_pod#pod/}
+  name=$v-mig-$RANDOM
+  k apply -f - >/dev/null <<EOF
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstanceMigration
+metadata: {name: $name}
+spec: {vmiName: $v}
+EOF
+  _done() { [ "$(vmi_field "$v" '{.status.migrationState.completed}/{.status.nodeName}/{.status.migrationState.failed}')" = "true/$to/" ] &&
+            [ "$(vmi_field "$v" '{.status.migrationState.migrationUid}')" = "$(k get vmim "$name" -o jsonpath='{.metadata.uid}')" ]; }
+  if wait_until 300 _done; then pass "$desc ($from -> $to)"; else fail "$desc ($from -> $to)"; why_not "$v"; mig_uid=; return 1; fi
+  mig_uid=$(k get vmim "$name" -o jsonpath='{.metadata.uid}')
+  local s e
+  s=$(date -d "$(vmi_field "$v" '{.status.migrationState.startTimestamp}')" +%s)
+  e=$(date -d "$(vmi_field "$v" '{.status.migrationState.endTimestamp}')" +%s)
+  mig_ms=$(( (e - s) * 1000 ))
+  _info() { k logs "$src_pod" -c compute 2>/dev/null | grep -o 'Migration info for [^"]*Downtime:[0-9]*ms' | tail -1; }
+  wait_until 30 sh -c "[ -n \"\$(kubectl -n $NS logs $src_pod -c compute 2>/dev/null | grep -o 'Downtime:[0-9]*ms')\" ]"
+  mig_down=$(_info | sed -n 's/.* Downtime:\([0-9]*\)ms.*/\1/p')
+  diag "migration $name: ${mig_ms} ms (timestamps, 1 s resolution); downtime ${mig_down:-?} ms: $(_info | cut -c1-240)"
+  echo "$v tpm=$3 migration_ms=$mig_ms downtime_ms=${mig_down:-?} $from->$to" >> "$results"
+}
+
+# ---- 1. seal on node-1, migrate there and back ----
+secret=m1g-$RANDOM$RANDOM
+guest_vm "$vm" "console=ttyS0 quiet tpmguest.seal=$secret tpmguest.loop=2" persistent
+guest_vm "$plain" "console=ttyS0 quiet tpmguest.stay=1" none
+virtctl start "$vm" >/dev/null; virtctl start "$plain" >/dev/null
+if wait_until 300 rn_vmi_on "$NS" "$vm" "$n1"; then pass "the TPM guest runs on $n1"; else fail "the TPM guest runs on $n1"; why_not "$vm"; fi
+ok "the guest sealed a secret and unseals it every 2 s" wait_until 180 unseals_after "$vm" 0
+jwe=$(rn_vm_console "$NS" "$vm" | sed -n 's/^TPM-GUEST: sealed //p' | head -1)
+vol=$(vol_of)
+is "$(current_gen)" "(root)" "before any migration the state is at the volume's root"
+before=$(uptime_of "$(last_unseal "$vm")")
+python3 "$E2E_TOP/test/e2e/state-watch.py" watch "$vol" "$T/watch.log" &
+watcher=$!
+at_exit "kill $watcher 2>/dev/null"
+
+migrate "$vm" "virtctl migrate: the TPM VM migrates" yes
+m1=$mig_uid
+ok "on $n2 the running guest unseals its secret again (no reboot: uptime goes on from $before s)" \
+  wait_until 120 unseals_after "$vm" "$before"
+is "$(current_gen)" "m-$m1" "the state volume's current generation is the target's (m-<migration uid>)"
+_handed() { [ "$(tpmstate .status.nodeState.reason)/$(tpmstate .status.nodeState.node)" = "StateHandedOver/$n2" ]; }
+ok "TPMState: StateHandedOver on $n2" wait_until 60 _handed
+_lease_on() { kubectl -n "$RN_NS" get lease "vtpm-state-$(k get vm "$vm" -o jsonpath='{.metadata.uid}')" \
+                -o jsonpath='{.spec.holderIdentity}' | grep -q "^$1/"; }
+ok "the VM's state lock is held by $n2's launcher" wait_until 60 _lease_on "$n2"
+events=$(k get events --field-selector involvedObject.name="$vm" -o jsonpath='{range .items[*]}{.reason}{"\n"}{end}')
+for r in MigrationTargetReady StateHandedOver; do
+  like "$events" "$r" "event $r on the VM"
+done
+
+before=$(uptime_of "$(last_unseal "$vm")")
+migrate "$vm" "a second migration, back" yes
+m2=$mig_uid
+ok "back on $n1 the guest unseals again" wait_until 120 unseals_after "$vm" "$before"
+is "$(current_gen)" "m-$m2" "the current generation is the second target's"
+ok "TPMState: StateHandedOver on $n1" wait_until 60 sh -c "[ \"\$(kubectl -n $NS get tpmstate $vm -o jsonpath='{.status.nodeState.reason}/{.status.nodeState.node}')\" = StateHandedOver/$n1 ]"
+_pruned() { [ ! -e "$vol/m-$m1" ]; }
+ok "the first target's generation (the second's source) was removed after the hand-over" wait_until 60 _pruned
+
+# ---- 3. the watcher's record of both migrations ----
+sleep 3
+kill "$watcher"; wait "$watcher" 2>/dev/null
+python3 "$E2E_TOP/test/e2e/state-watch.py" report "$T/watch.log" > "$T/watch.json"
+diag "watcher: $(jq -c '{samples, holders, writes}' "$T/watch.json" | cut -c1-900)"
+is "$(jq -c .overlaps "$T/watch.json")" "[]" "no state file was ever open in two processes at once"
+is "$(jq -r --arg d "m-$m1" '.holders[$d] | map(.[1]) | unique | join(",")' "$T/watch.json")" "swtpm" \
+  "generation m-$m1 was held by swtpm processes only"
+is "$(jq -r --arg d "m-$m1" '[.holders[$d][] | select(.[1] == "swtpm")] | length' "$T/watch.json")" "1" \
+  "generation m-$m1 had one swtpm (the first target's)"
+is "$(jq -r '[.holders["."][]? | select(.[1] == "swtpm")] | length' "$T/watch.json")" "1" \
+  "the root generation had one swtpm (the first source's)"
+# The source's generation is never written after the switch to the target's.
+switch1=$(awk -v g="m-$m1" '$2 == "WRITE" && $3 == "vtpm-current" { print $1; exit }' "$T/watch.log")
+late=$(awk -v s="$switch1" '$2 == "WRITE" && $3 !~ /\// && $3 != "vtpm-current" && $1 > s + 0.2 { print }' "$T/watch.log" | head -3)
+is "$late" "" "nothing wrote the root generation after the first switch (at $switch1)"
+first_target=$(awk -v g="m-$m1/" '$2 == "WRITE" && index($3, g) == 1 { print $1; exit }' "$T/watch.log")
+diag "first write in m-$m1: $first_target; switch: $switch1"
+
+# ---- stop and start ----
+virtctl stop "$vm" >/dev/null
+wait_until 180 rn_vmi_gone "$NS" "$vm"
+k patch vm "$vm" --type json -p "[{\"op\":\"replace\",\"path\":\"/spec/template/spec/domain/firmware/kernelBoot/kernelArgs\",
+  \"value\":\"console=ttyS0 quiet tpmguest.unseal=$jwe tpmguest.loop=2\"}]" >/dev/null
+virtctl start "$vm" >/dev/null
+if wait_until 300 sh -c "[ \"\$(kubectl -n $NS get vmi $vm -o jsonpath='{.status.phase}')\" = Running ]"; then
+  pass "started again after the migrations"; else fail "started again after the migrations"; why_not "$vm"; fi
+ok "after a stop and start the guest unseals the secret (generation m-$m2)" wait_until 180 unseals_after "$vm" 0
+rn_state_loads "$vol/m-$m2/tpm2-00.permall"
+is "$?" 1 "the migrated state is ciphertext: a bare swtpm without the key cannot load it"
+
+# ---- 2. a migration cancelled mid-flight ----
+k apply -f - >/dev/null <<EOF
+apiVersion: migrations.kubevirt.io/v1alpha1
+kind: MigrationPolicy
+metadata: {name: $NS-slow}
+spec:
+  bandwidthPerMigration: 1Mi
+  selectors:
+    namespaceSelector: {kubernetes.io/metadata.name: $NS}
+EOF
+at_exit "kubectl delete migrationpolicy $NS-slow --ignore-not-found >/dev/null 2>&1"
+src=$(vmi_field "$vm" '{.status.nodeName}')
+gen_before=$(current_gen)
+sums() { (cd "$vol" && find . -path "./m-*" -prune -o -type f ! -name .lock -print0 | sort -z | xargs -0 sha256sum); }
+before=$(uptime_of "$(last_unseal "$vm")")
+k apply -f - >/dev/null <<EOF
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstanceMigration
+metadata: {name: $vm-cancelled}
+spec: {vmiName: $vm}
+EOF
+_running() { [ "$(k get vmim "$vm-cancelled" -o jsonpath='{.status.phase}')" = Running ]; }
+ok "a slowed migration (1 MiB/s) is running" wait_until 180 _running
+virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$vm-cancelled" --wait=false >/dev/null
+_aborted() { [ "$(vmi_field "$vm" '{.status.migrationState.failed}')" = true ] || [ "$(vmi_field "$vm" '{.status.migrationState.abortStatus}')" = Succeeded ]; }
+ok "virtctl migrate-cancel: the migration is aborted" wait_until 180 _aborted
+ok "the VM still runs on its source $src" rn_vmi_on "$NS" "$vm" "$src"
+ok "and the guest still unseals there" wait_until 60 unseals_after "$vm" "$before"
+is "$(current_gen)" "$gen_before" "the current generation is still the source's ($gen_before)"
+_cancel_gen_gone() { ! ls -d "$vol"/m-* 2>/dev/null | grep -v "/$gen_before\$" | grep -q .; }
+ok "the cancelled target's generation is gone" wait_until 120 _cancel_gen_gone
+k delete migrationpolicy "$NS-slow" >/dev/null
+before=$(uptime_of "$(last_unseal "$vm")")
+migrate "$vm" "after the cancelled one, a migration succeeds" yes
+ok "the guest unseals after it" wait_until 120 unseals_after "$vm" "$before"
+
+# ---- 4. the same without a TPM ----
+if wait_until 300 sh -c "[ \"\$(kubectl -n $NS get vmi $plain -o jsonpath='{.status.phase}')\" = Running ]"; then
+  pass "the VM without a TPM runs"; else fail "the VM without a TPM runs"; why_not "$plain"; fi
+migrate "$plain" "the VM without a TPM migrates" no
+migrate "$plain" "and back" no
+
+# ---- 5. key server down ----
+broker 0
+_broker_gone() { [ -z "$(kubectl -n "$RN_NS" get pods -l app.kubernetes.io/name=vtpm-controller -o name)" ]; }
+ok "the key server is down" wait_until 60 _broker_gone
+src=$(vmi_field "$vm" '{.status.nodeName}')
+gen_before=$(current_gen)
+before=$(uptime_of "$(last_unseal "$vm")")
+k apply -f - >/dev/null <<EOF
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstanceMigration
+metadata: {name: $vm-keys-down}
+spec: {vmiName: $vm}
+EOF
+_refused() { [ "$(tpmstate .status.nodeState.reason)/$(tpmstate .status.nodeState.node)" = "KeyProviderUnavailable/$(other "$src")" ]; }
+ok "the target says KeyProviderUnavailable (TPMState, from $(other "$src"))" wait_until 120 _refused
+ok "the running VM is unaffected: still on $src, still unsealing" wait_until 60 unseals_after "$vm" "$before"
+is "$(vmi_field "$vm" '{.status.migrationState.completed}')" "" "the migration did not complete"
+virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$vm-keys-down" --wait=false >/dev/null
+ok "cancelled: the VM stays on $src" wait_until 120 sh -c "kubectl -n $NS get vmi $vm -o jsonpath='{.status.migrationState.failed}{.status.migrationState.abortStatus}' | grep -q ."
+is "$(current_gen)" "$gen_before" "the state is as it was (generation $gen_before)"
+broker 1
+before=$(uptime_of "$(last_unseal "$vm")")
+migrate "$vm" "key server back: the VM migrates" yes
+ok "and unseals on the target" wait_until 120 unseals_after "$vm" "$before"
+diag "results: $(tr '\n' ';' < "$results")"
