@@ -131,11 +131,32 @@ static const char *launcher_refusal(const json_t *p, const key_subject *s, const
         return NULL;
 }
 
-/* The Lease must name this launcher: "<node>/<ns>/<pod>/<pod uid>". */
-static int lease_check(const key_subject *s, const char *node, const char *pod, const json_t *lease, vt_error **err) {
+/* A live migration under way whose target is this launcher on this node,
+ * and whose source holds the Lease (KubeVirt's migrationState, which only
+ * KubeVirt writes). */
+static bool migration_target_of_holder(const key_subject *s, const char *node, const char *pod, const char *holder,
+                                       const json_t *vmi) {
+        const json_t *ms = json_object_get(json_object_get(vmi, "status"), "migrationState");
+        if (!json_is_object(ms) || !holder || json_is_true(json_object_get(ms, "completed")) ||
+            json_is_true(json_object_get(ms, "failed")))
+                return false;
+        const char *source_node = json_string_value(json_object_get(ms, "sourceNode"));
+        const char *source_pod = json_string_value(json_object_get(ms, "sourcePod"));
+        if (!str_eq(field(vmi, "metadata", "namespace"), s->ns) || !str_eq(field(vmi, "metadata", "name"), s->vm) ||
+            !str_eq(json_string_value(json_object_get(ms, "targetPod")), pod) ||
+            !str_eq(json_string_value(json_object_get(ms, "targetNode")), node) || !source_node || !source_pod)
+                return false;
+        _cleanup_free_ char *prefix = xasprintf("%s/%s/%s/", source_node, s->ns, source_pod);
+        return strncmp(holder, prefix, strlen(prefix)) == 0;
+}
+
+/* The Lease must name this launcher: "<node>/<ns>/<pod>/<pod uid>"; or this
+ * launcher is the target of a migration from the launcher it names. */
+static int lease_check(const key_subject *s, const char *node, const char *pod, const json_t *lease,
+                       const json_t *vmi, vt_error **err) {
         const char *holder = field(lease, "spec", "holderIdentity");
         _cleanup_free_ char *want = xasprintf("%s/%s/%s/%s", node, s->ns, pod, s->launcher_uid);
-        if (str_eq(holder, want))
+        if (str_eq(holder, want) || migration_target_of_holder(s, node, pod, holder, vmi))
                 return 0;
         if (!holder || !*holder)
                 return vt_error_set(err, EACCES, "node %s, VM %s/%s, launcher %s: the VM's state Lease is held by nobody",
@@ -148,7 +169,7 @@ static int lease_check(const key_subject *s, const char *node, const char *pod, 
 }
 
 int broker_placement_check(const key_subject *s, const char *node, const json_t *list, const json_t *lease,
-                           vt_error **err) {
+                           const json_t *vmi, vt_error **err) {
         const json_t *items = json_object_get(list, "items");
         const json_t *mine = NULL;
         for (size_t i = 0; i < json_array_size(items); i++)
@@ -165,6 +186,6 @@ int broker_placement_check(const key_subject *s, const char *node, const json_t 
                 return vt_error_set(err, EACCES, "node %s, VM %s/%s, launcher %s: the launcher pod %s", node, s->ns,
                                     s->vm, s->launcher_uid, why);
         if (lease)
-                return lease_check(s, node, field(mine, "metadata", "name"), lease, err);
+                return lease_check(s, node, field(mine, "metadata", "name"), lease, vmi, err);
         return 0;
 }

@@ -64,6 +64,9 @@ char *broker_state_lease_name(const char *vm_uid);
  * node ("<node>/<ns>/<pod>/<pod uid>", agent/node_controller.c
  * lock_identity()): a persistent VM's node takes its Lease before it asks for
  * the key, so a Lease naming nobody or someone else means this node does not
- * run that VM's TPM. */
+ * run that VM's TPM. The one exception is a live migration's target:
+ * vmi_or_null (the VMI, as KubeVirt wrote its status.migrationState) names
+ * this launcher's pod as the target pod on this node, of a migration neither
+ * completed nor failed, whose source pod and node are the Lease's holder. */
 int broker_placement_check(const key_subject *s, const char *node, const json_t *launcher_pods_list,
-                           const json_t *state_lease_or_null, vt_error **err);
+                           const json_t *state_lease_or_null, const json_t *vmi_or_null, vt_error **err);

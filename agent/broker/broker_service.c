@@ -112,11 +112,11 @@ static int authenticate(void *ud, const char *token, broker_peer *ret, vt_error 
 static int check_placement(broker_service *b, const broker_peer *peer, const key_subject *s, vt_error **err) {
         _cleanup_free_ char *pods = kube_path(&res_pod, s->ns, NULL, NULL);
         _cleanup_free_ char *sel = xasprintf("kubevirt.io=virt-launcher,vm.kubevirt.io/name=%s", s->vm);
-        _cleanup_json_ json_t *list = NULL, *vm = NULL, *lease = NULL;
+        _cleanup_json_ json_t *list = NULL, *vm = NULL, *lease = NULL, *vmi = NULL;
         int r = kube_list_page(b->client, pods, sel, NULL, 0, NULL, &list, err);
         if (r < 0)
                 return api_failure(r);
-        r = broker_placement_check(s, peer->node, list, NULL, err);
+        r = broker_placement_check(s, peer->node, list, NULL, NULL, err);
         if (r < 0)
                 return r;
         /* The Lease is named by the VM's uid, which only the VM has (the
@@ -132,7 +132,13 @@ static int check_placement(broker_service *b, const broker_peer *peer, const key
         r = get_optional(b, kube_path(&res_lease, b->ns, lease_name, NULL), &lease, err);
         if (r < 0)
                 return r;
-        return broker_placement_check(s, peer->node, list, lease, err);
+        if (broker_placement_check(s, peer->node, list, lease, NULL, NULL) == 0)
+                return 0;
+        /* Not the holder: a live migration's target? Only then the VMI. */
+        r = get_optional(b, kube_path(&res_vmi, s->ns, s->vm, NULL), &vmi, err);
+        if (r < 0)
+                return r;
+        return broker_placement_check(s, peer->node, list, lease, vmi, err);
 }
 
 /* keymgr's errors, as the HTTP layer maps them. */

@@ -241,7 +241,7 @@ static void test_placement_table(void) {
                 json_t *lease = row->with_lease ? patched(good_lease, row->lease_patch) : NULL;
                 key_subject s = {.ns = "tenant-a", .vm = "vm1", .launcher_uid = row->launcher_uid};
                 vt_error *err = NULL;
-                int r = broker_placement_check(&s, row->node, list, lease, &err);
+                int r = broker_placement_check(&s, row->node, list, lease, NULL, &err);
                 printf("# placement: %s -> %d %s\n", row->name, r, err ? err->msg : "");
                 if (!row->why)
                         check_int_eq(r, 0);
@@ -259,11 +259,57 @@ static void test_placement_table(void) {
         }
 }
 
+/* A live migration's target (launcher-1 on node-1) may have the key while
+ * the Lease still names its source, and only then: KubeVirt's
+ * migrationState names it as the target of a migration under way from the
+ * Lease's holder. */
+#define MIG_LEASE "{\"spec\": {\"holderIdentity\": \"node-2/tenant-a/virt-launcher-vm1-src/src-uid\"}}"
+#define MIG_VMI(name, ms) "{\"metadata\": {\"namespace\": \"tenant-a\", \"name\": \"" name "\"}, \"status\": {\"migrationState\": {" ms "}}}"
+#define MS_OK "\"targetPod\": \"virt-launcher-vm1-abcde\", \"targetNode\": \"node-1\", \"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""
+static void test_placement_migration_target(void) {
+        static const struct {
+                const char *name, *lease, *vmi;
+                bool allowed;
+        } rows[] = {
+                {"the target of a migration under way from the Lease's holder", MIG_LEASE, MIG_VMI("vm1", MS_OK), true},
+                {"no VMI", MIG_LEASE, NULL, false},
+                {"the migration completed (the target takes the Lease)", MIG_LEASE,
+                 MIG_VMI("vm1", MS_OK ", \"completed\": true"), false},
+                {"the migration failed", MIG_LEASE, MIG_VMI("vm1", MS_OK ", \"failed\": true"), false},
+                {"another target pod", MIG_LEASE,
+                 MIG_VMI("vm1", "\"targetPod\": \"virt-launcher-vm1-zzzzz\", \"targetNode\": \"node-1\", "
+                                "\"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""),
+                 false},
+                {"another target node", MIG_LEASE,
+                 MIG_VMI("vm1", "\"targetPod\": \"virt-launcher-vm1-abcde\", \"targetNode\": \"node-3\", "
+                                "\"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""),
+                 false},
+                {"the Lease is held by someone else than the source",
+                 "{\"spec\": {\"holderIdentity\": \"node-3/tenant-a/virt-launcher-vm1-other/o-uid\"}}",
+                 MIG_VMI("vm1", MS_OK), false},
+                {"the Lease is held by nobody", "{\"spec\": {\"holderIdentity\": null}}", MIG_VMI("vm1", MS_OK), false},
+                {"another VM's VMI", MIG_LEASE, MIG_VMI("vm2", MS_OK), false},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+                json_t *list = json_pack("{s:s, s:[o]}", "kind", "PodList", "items", load(good_launcher));
+                json_t *lease = load(rows[i].lease), *vmi = rows[i].vmi ? load(rows[i].vmi) : NULL;
+                key_subject s = {.ns = "tenant-a", .vm = "vm1", .launcher_uid = "launcher-1"};
+                vt_error *err = NULL;
+                int r = broker_placement_check(&s, "node-1", list, lease, vmi, &err);
+                printf("# migration: %s -> %d %s\n", rows[i].name, r, err ? err->msg : "");
+                check_int_eq(r, rows[i].allowed ? 0 : -EACCES);
+                vt_error_free(err);
+                json_decref(list);
+                json_decref(lease);
+                json_decref(vmi);
+        }
+}
+
 static void test_placement_empty(void) {
         key_subject s = {.ns = "tenant-a", .vm = "vm1", .launcher_uid = "launcher-1"};
         json_t *empty = load("{\"kind\": \"PodList\", \"items\": []}");
-        check_int_eq(broker_placement_check(&s, "node-1", empty, NULL, NULL), -EACCES);
-        check_int_eq(broker_placement_check(&s, "node-1", NULL, NULL, NULL), -EACCES);
+        check_int_eq(broker_placement_check(&s, "node-1", empty, NULL, NULL, NULL), -EACCES);
+        check_int_eq(broker_placement_check(&s, "node-1", NULL, NULL, NULL, NULL), -EACCES);
         json_decref(empty);
 }
 
@@ -278,7 +324,7 @@ int main(void) {
                 TAP_CASE(test_authn_table),
                 TAP_CASE(test_authn_pod_name),
                 TAP_CASE(test_placement_table),
-                TAP_CASE(test_placement_empty),
+                TAP_CASE(test_placement_migration_target), TAP_CASE(test_placement_empty),
                 TAP_CASE(test_lease_name),
                 {0},
         });
