@@ -58,6 +58,7 @@ static kube_outcome carry_out(node_controller *nc, launcher *l, json_t *pod, con
                 if (d->reason != NR_NONE)
                         node_report(nc, l, d->reason, NULL);
                 l->swtpm_pid = 0;
+                l->swtpm_ended = true;
                 record_save(nc, l);
                 return kube_done();
         }

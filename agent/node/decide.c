@@ -106,6 +106,11 @@ void node_decide(const launcher *l, const node_observed *o, node_decision *ret) 
                 d.step = NODE_FENCED;
                 goto out;
         }
+        /* Its swtpm exited (QEMU shut it down: the VM stopped, or migrated
+         * away): never a second one for the same launcher, which would write
+         * the state behind the VM's new place. */
+        if (l->swtpm_ended && l->swtpm_pid <= 0)
+                goto out;
         /* Already running (ours, or adopted after a restart)? Leave it alone. */
         if (l->swtpm_pid > 0) {
                 decide_recorded_swtpm(l, o, &d);

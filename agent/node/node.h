@@ -60,6 +60,7 @@ typedef struct launcher {
         bool encrypted;
         bool lease_held;
         bool fenced;          /* swtpm stopped: its state lock could not be renewed */
+        bool swtpm_ended;     /* its swtpm exited: never a second one for this launcher (QEMU is done with it) */
         /* Live migration (act_migration.c). */
         char *migration_uid;  /* the pod's kubevirt.io/migrationJobUID: a migration's target, if proven */
         char *generation;     /* the state generation its swtpm writes (state_generation.h); NULL: the root */

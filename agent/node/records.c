@@ -62,6 +62,7 @@ void record_save(node_controller *nc, const launcher *l) {
         json_object_set_new(j, "generation", l->generation ? json_string(l->generation) : json_null());
         json_object_set_new(j, "volume", l->volume ? json_string(l->volume) : json_null());
         json_object_set_new(j, "handedOver", json_boolean(l->handed_over));
+        json_object_set_new(j, "swtpmEnded", json_boolean(l->swtpm_ended));
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
         _cleanup_free_ char *p = record_path(nc, l->pod_uid);
@@ -105,6 +106,7 @@ static launcher *record_parse(json_t *j) {
         l->generation = jstr(j, "generation");
         l->volume = jstr(j, "volume");
         l->handed_over = json_is_true(json_object_get(j, "handedOver"));
+        l->swtpm_ended = json_is_true(json_object_get(j, "swtpmEnded"));
         /* A migration's target holds no state lock until it has taken the state over. */
         l->lease_held = l->persistent && (!l->migration_uid || l->handed_over);
         l->fenced = json_is_true(json_object_get(j, "fenced"));

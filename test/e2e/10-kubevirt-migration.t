@@ -39,7 +39,7 @@ results=${VTPM_MIGRATION_RESULTS:-$VTPM_RUN/migration-results.txt}
 
 vm=mguest plain=mplain
 tpmstate() { k get tpmstate "$vm" -o jsonpath="{$1}" 2>/dev/null; }
-vmi_field() { k get vmi "$1" -o jsonpath="{$2}" 2>/dev/null; }
+vmi_field() { k get vmi "$1" -o jsonpath="$2" 2>/dev/null; }
 why_not() {
   diag "VMI: $(vmi_field "$1" '{.status.phase} {.status.nodeName} {.status.migrationState}' | head -c 900)"
   diag "TPMState nodeState: $(tpmstate .status.nodeState)"

@@ -201,6 +201,18 @@ static void test_migration_rows(void) {
                 node_decision_done(&d);
                 node_observed_done(&o);
         }
+        /* A launcher whose swtpm exited (its VM migrated away, or stopped)
+         * never gets a second one, whatever the caches say. */
+        {
+                launcher e = {.key = (char *)"ns/virt-launcher-v-s", .vm_name = (char *)"v", .persistent = true,
+                              .swtpm_ended = true};
+                node_observed eo = {.vm = parse(VM(TPM_PERSISTENT, "")), .ts = parse(TS_READY), .pvc = parse(PVC_BOUND)};
+                node_decision ed;
+                node_decide(&e, &eo, &ed);
+                check_str_eq(node_step_name(ed.step), "nothing");
+                node_decision_done(&ed);
+                node_observed_done(&eo);
+        }
         /* Not a target: the same VMI in the caches changes nothing. */
         launcher l = {.key = (char *)"ns/virt-launcher-v-t", .vm_name = (char *)"v", .persistent = true};
         node_observed o = {.vm = parse(VM(TPM_PERSISTENT, "")), .ts = parse(TS_READY), .pvc = parse(PVC_BOUND)};
