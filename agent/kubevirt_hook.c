@@ -49,7 +49,18 @@ static int wait_vtpm_here(kubevirt_hook *h, const char *hook_point, json_t *vmi,
                 return vt_error_set(err, EINVAL, "vtpm-agent: the VMI in the %s call has no namespace or name",
                                     hook_point);
         const char *uids[4];
-        size_t n = pods_here(vmi, h->cfg->node_name, uids, ELEMENTSOF(uids));
+        size_t n = 0;
+        _cleanup_free_ char *target_uid = NULL;
+        if (strcmp(hook_point, "PreMigrationTarget") == 0) {
+                /* Only the migration's target: the VMI's earlier launchers on
+                 * this node (a source it migrated away from) have ended. */
+                const char *target = json_string_value(
+                        json_object_get(json_object_get(json_object_get(vmi, "status"), "migrationState"), "targetPod"));
+                target_uid = target ? node_controller_launcher_uid(h->nc, ns, target) : NULL;
+                if (target_uid)
+                        uids[n++] = target_uid;
+        } else
+                n = pods_here(vmi, h->cfg->node_name, uids, ELEMENTSOF(uids));
         if (n == 0)
                 return vt_error_set(err, EAGAIN, "vtpm-agent: VMI %s/%s has no launcher pod on node %s yet", ns, name,
                                     h->cfg->node_name);

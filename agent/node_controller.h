@@ -41,5 +41,8 @@ void node_controller_free(node_controller *nc);
  * message) when the time is up. */
 int node_controller_wait_vtpm(node_controller *nc, const char *ns, const char *pod_uid, usec_t timeout,
                               vt_error **err);
+/* The uid of launcher pod ns/name on this node, from the watch cache (caller
+ * frees); NULL when it is not there (yet). */
+char *node_controller_launcher_uid(node_controller *nc, const char *ns, const char *name);
 void node_controller_get_stats(node_controller *nc, node_controller_stats *ret);
 DEFINE_TRIVIAL_CLEANUP_FUNC(node_controller *, node_controller_free)

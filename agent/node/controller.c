@@ -276,6 +276,13 @@ void node_controller_free(node_controller *nc) {
         free(nc);
 }
 
+char *node_controller_launcher_uid(node_controller *nc, const char *ns, const char *name) {
+        _cleanup_free_ char *key = xasprintf("%s/%s", ns, name);
+        _cleanup_json_ json_t *pod = kube_informer_get(nc->pods, key);
+        const char *uid = node_md(pod, "uid");
+        return uid ? xstrdup(uid) : NULL;
+}
+
 void node_controller_get_stats(node_controller *nc, node_controller_stats *ret) {
         pthread_mutex_lock(&nc->lock);
         *ret = nc->stats;
