@@ -71,8 +71,12 @@ static int wait_vtpm_here(kubevirt_hook *h, const char *hook_point, json_t *vmi,
                         return vt_error_prefix(err, r, "vtpm-agent: VM %s/%s: ", ns, name);
         }
         _cleanup_free_ char *ms = xasprintf("%llu", (unsigned long long)((now_monotonic() - t0) / USEC_PER_MSEC));
-        log_kv(LOG_LEVEL_INFO, "the vTPM runs, the VM may start (or be migrated here)", "hook", hook_point, "vm",
-               name, "namespace", ns, "waitedMs", ms, NULL);
+        /* The same line as before migration existed for PreVMStart (suite 09 and
+         * operators' log queries read it). */
+        log_kv(LOG_LEVEL_INFO,
+               strcmp(hook_point, "PreVMStart") == 0 ? "PreVMStart: the vTPM runs, the VM may start"
+                                                      : "PreMigrationTarget: the vTPM runs, the VM may migrate here",
+               "vm", name, "namespace", ns, "waitedMs", ms, NULL);
         return 0;
 }
 
