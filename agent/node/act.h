@@ -23,6 +23,7 @@ typedef struct bring_up {
         char *host_state;     /* the state as the agent sees it (published[/generation], or the scratch tmpfs) */
         char *host_ctrl;      /* the VM's control-socket directory on the node */
         char *run_dir, *stage, *work;
+        bool work_mounted;    /* `work` binds host_state: undone by the bring-up's end, whatever the outcome */
         proc_cgroups cg;
         secmem *dek;
         swtpm_spec spec;

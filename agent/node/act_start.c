@@ -15,7 +15,24 @@ DEFINE_JSON_CLEANUP
 #include "proc/proc.h"
 #include "tpm/state.h"
 
+/* A bring-up that stops early (the key broker unreachable, a state that does
+ * not load) must not leave its work mount: a migration target's next try
+ * re-seeds its generation (a new directory), and a mount still holding the
+ * old one would refuse every later try ("something else is mounted there"). */
+static void work_unmount(bring_up *b) {
+        if (!b->work_mounted)
+                return;
+        _cleanup_error_ vt_error *err = NULL;
+        if (unmount_detach(b->work, &err) < 0) {
+                log_kv(LOG_LEVEL_WARN, "cannot unmount the state's work mount; the next try of this launcher retries it",
+                       "vm", b->l->vm_name, "error", err->msg, NULL);
+                return;
+        }
+        b->work_mounted = false;
+}
+
 void bring_up_done(bring_up *b) {
+        work_unmount(b);
         free(b->state_in_ns);
         free(b->published);
         free(b->host_state);
@@ -168,9 +185,7 @@ static bool step_provision(bring_up *b, kube_outcome *ret) {
                 *ret = node_halt(b->nc, b->l, NR_STATE_UNREADABLE, err ? err->msg : NULL, &err);
                 return false;
         }
-        if (unmount_detach(b->work, &err) < 0)
-                log_kv(LOG_LEVEL_WARN, "cannot unmount the state's work mount; it goes with the launcher", "vm",
-                       b->l->vm_name, "error", err->msg, NULL);
+        work_unmount(b);
         return true;
 }
 

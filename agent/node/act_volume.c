@@ -158,6 +158,7 @@ static int work_dirs(bring_up *b, vt_error **err) {
                 r = bind_mount_verified(b->host_state, b->work, err);
         if (r < 0)
                 return vt_error_prefix(err, r, "cannot bind the state directory for provisioning: ");
+        b->work_mounted = true;
         return 0;
 }
 
