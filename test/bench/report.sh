@@ -16,10 +16,10 @@ jq -n --arg stamp "$stamp" --arg load "$load" --argjson wall "$wall" --arg host 
   --argjson baselines "$baselines" --argjson steady "$(slurp steady.json)" --argjson restart "$(slurp restart.json)" \
   --argjson callgrind "$(slurp callgrind.json)" --argjson node "$(slurp node.json)" \
   --argjson kubevirt "$(slurp kubevirt.json)" \
-  --argjson bare "$(slurp swtpm-bare.json)" --argjson phases "$phases" --argjson vmcreate "$vmcreate" '
+  --argjson bare "$(slurp swtpm-bare.json)" --argjson handover "$(slurp swtpm-handover.json)" --argjson phases "$phases" --argjson vmcreate "$vmcreate" '
   {stamp: $stamp, host: $host, cores: $cores, loadavg_at_end: $load, wall_s: $wall,
    footprint: $footprint, burst: $bursts, baseline: $baselines, steady: $steady, restart: $restart,
-   callgrind: $callgrind, node: $node, kubevirt: $kubevirt, swtpm_bare: $bare, phases: $phases, vm_create_no_agent: $vmcreate}
+   callgrind: $callgrind, node: $node, kubevirt: $kubevirt, swtpm_bare: $bare, swtpm_handover: $handover, phases: $phases, vm_create_no_agent: $vmcreate}
   | .ratios = [ .burst[]? as $b | (.baseline[]? | select(.creates == $b.vms)) as $p
       | {vms: $b.vms, baseline_wall_s: $p.wall_s,
          pvcs_ratio: (if $b.all_pvcs_s then ($b.all_pvcs_s / $p.wall_s) else null end),
@@ -101,6 +101,10 @@ jq -r '
   (.node | select(. != null and .skipped != null) | row("node path SKIPPED"; .skipped; ""; "")),
   (select(.node == null or .node.error != null or .node.skipped != null) | .swtpm_bare | select(. != null and .error == null) |
     row("bare swtpm: cold / warm (median)"; "\(f(.cold_s.median)) s / \(f(.warm_s.median)) s"; "storm of \(.storm_n): \(f(.storm_s)) s"; "no agent numbers to compare")),
+  (.swtpm_handover | select(. != null and .error == null) |
+    row("migration: TPM switchover (blobs out, in, init)"; "\(f(.handover_ms.median)) ms"; "7 empty round trips \(f(.round_trips_ms.median)) ms";
+        "swtpm work \(.tpm_work_ms) ms (goal < 50), \(.handover_ms.runs) runs")),
+  (.swtpm_handover | select(. != null and .error != null) | row("migration switchover"; .error; ""; "")),
   (select(.phases != null) | row("phase times"; (.phases | map("\(.phase) \(.s)") | join(", ")); "s"; "")),
   row("machine"; "\(.cores) cores, load \(.loadavg_at_end)"; "run \(.wall_s) s"; "numbers are noisy under load")
 ' "$out" | column -t -s $'\t'

@@ -15,27 +15,33 @@
 #      and every write: no file is ever open in two processes, each
 #      generation has one swtpm, nothing writes the source's generation after
 #      the switch;
-#   4. a VM without a TPM migrates in the same run: migration time and the
-#      guest's downtime with and without the TPM (KubeVirt's own figures:
-#      the source launcher's "Migration info" line);
-# Not yet here: acceptance 5 (a migration while the key server is down); the
-# key broker lets a target have the key only for a migration under way
-# (test/unit/test-agent-broker-authz.c).
+#   4. a VM with an idle TPM and one without a TPM migrate in the same run,
+#      VTPM_MIGRATION_ROUNDS times each (default 3): migration time and the
+#      guest's downtime with and without the TPM (KubeVirt's own figures: the
+#      source launcher's "Migration info" line), in $VTPM_RUN/migration-results.txt;
+#   5. the key server down (vtpm-controller, the key broker, scaled to 0):
+#      the target refuses with KeyProviderUnavailable, KubeVirt's event on
+#      the VMI says so, the running VM is unaffected and the migration waits;
+#      with the server back it completes. Another one, cancelled while the
+#      server is down: the VM stays, its state as it was.
 . "$(dirname "$0")/lib.sh"
 . "$E2E_TOP/hack/testbed-lib.sh"
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 require_agent_on_kubevirt
-plan 36
+rounds=${VTPM_MIGRATION_ROUNDS:-3}
+plan $((48 + 2 * rounds))
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
 other() { if [ "$1" = "$n1" ]; then echo "$n2"; else echo "$n1"; fi; }
 rn_agent_on_kubevirt_up 10m
+broker() { kubectl -n "$RN_NS" scale deploy vtpm-controller --replicas="$1" >/dev/null; }
+at_exit "broker 1"
 results=${VTPM_MIGRATION_RESULTS:-$VTPM_RUN/migration-results.txt}
 : > "$results"
 
-vm=mguest plain=mplain
+vm=mguest plain=mplain idle=midle
 tpmstate() { k get tpmstate "$vm" -o jsonpath="{$1}" 2>/dev/null; }
 vmi_field() { k get vmi "$1" -o jsonpath="$2" 2>/dev/null; }
 why_not() {
@@ -45,7 +51,12 @@ why_not() {
   diag "migrations: $(k get vmim -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}')"
 }
 # Guests printing "unsealed#K SECRET uptime=U" every 2 s (tpmguest.loop=2).
-last_unseal() { rn_vm_console "$NS" "$1" | grep '^TPM-GUEST: unseal' | tail -1; }
+# The launcher the VM runs in: during a migration its target runs too.
+vm_pod() {
+  k get pod -l "kubevirt.io=virt-launcher,vm.kubevirt.io/name=$1" -o name \
+    --field-selector "status.phase=Running,spec.nodeName=$(vmi_field "$1" '{.status.nodeName}')" | head -1
+}
+last_unseal() { k logs "$(vm_pod "$1")" -c guest-console-log 2>/dev/null | grep -o 'TPM-GUEST: unseal.*' | tr -d '\r' | tail -1; }
 uptime_of() { sed -n 's/.* uptime=\([0-9.]*\).*/\1/p' <<< "$1"; }
 # unseals_after VM UPTIME: a new "unsealed#K <secret>" line later than UPTIME.
 unseals_after() {
@@ -62,23 +73,31 @@ guest_vm() { # NAME ARGS TPM
 vol_of() { echo "$T/store/$(k get pvc "$(tpmstate .status.pvcName)" -o jsonpath='{.spec.volumeName}')"; }
 current_gen() { cat "$vol/vtpm-current" 2>/dev/null || echo "(root)"; }
 
-# migrate VM DESC: virtctl migrate, then the VMI Running on the other node with
-# migrationState completed for that migration. Sets mig_uid, mig_ms (migration
-# time from KubeVirt's timestamps) and mig_down (the guest's downtime, from the
-# source launcher's "Migration info" line).
+# migrate VM DESC TPM: virtctl migrate (a VirtualMachineInstanceMigration),
+# then migration_done.
 migrate() {
-  local v=$1 desc=$2 from to src_pod name
-  from=$(vmi_field "$v" '{.status.nodeName}') to=$(other "$from")
-  src_pod=$(rn_vm_launcher "$NS" "$v"); src_pod=${src_pod#pod/}
-  local info_before
-  info_before=$(kubectl -n "$NS" logs "$src_pod" -c compute 2>/dev/null | grep -c 'Migration info for [^"]*Downtime:[0-9]*ms')
-  name=$v-mig-$RANDOM
+  local name=$1-mig-$RANDOM
+  migration_start "$1" "$name" && migration_done "$1" "$name" "$2" "$3"
+}
+migration_start() { # VM NAME
   k apply -f - >/dev/null <<EOF
 apiVersion: kubevirt.io/v1
 kind: VirtualMachineInstanceMigration
-metadata: {name: $name}
-spec: {vmiName: $v}
+metadata: {name: $2}
+spec: {vmiName: $1}
 EOF
+}
+# migration_done VM NAME DESC TPM: the VMI Running on the other node with
+# migrationState completed for migration NAME. Sets mig_uid, mig_ms
+# (migration time from KubeVirt's timestamps) and mig_down (the guest's
+# downtime, from the source launcher's "Migration info" line); appends them
+# to $results with TPM (busy: unsealing every 2 s, idle, or none).
+migration_done() {
+  local v=$1 name=$2 desc=$3 from to src_pod
+  from=$(vmi_field "$v" '{.status.nodeName}') to=$(other "$from")
+  src_pod=$(vm_pod "$v"); src_pod=${src_pod#pod/}
+  local info_before
+  info_before=$(kubectl -n "$NS" logs "$src_pod" -c compute 2>/dev/null | grep -c 'Migration info for [^"]*Downtime:[0-9]*ms')
   _done() { [ "$(vmi_field "$v" '{.status.migrationState.completed}/{.status.nodeName}/{.status.migrationState.failed}')" = "true/$to/" ] &&
             [ "$(vmi_field "$v" '{.status.migrationState.migrationUid}')" = "$(k get vmim "$name" -o jsonpath='{.metadata.uid}')" ]; }
   if wait_until 300 _done; then pass "$desc ($from -> $to)"; else fail "$desc ($from -> $to)"; why_not "$v"; mig_uid=; return 1; fi
@@ -93,14 +112,15 @@ EOF
   wait_until 30 sh -c "[ \$(kubectl -n $NS logs $src_pod -c compute 2>/dev/null | grep -c 'Migration info for [^\"]*Downtime:[0-9]*ms') -gt $info_before ]"
   mig_down=$(_info | sed -n 's/.* Downtime:\([0-9]*\)ms.*/\1/p')
   diag "migration $name: ${mig_ms} ms (timestamps, 1 s resolution); downtime ${mig_down:-?} ms: $(_info | cut -c1-240)"
-  echo "$v tpm=$3 migration_ms=$mig_ms downtime_ms=${mig_down:-?} $from->$to" >> "$results"
+  echo "$v tpm=$4 migration_ms=$mig_ms downtime_ms=${mig_down:-?} $from->$to" >> "$results"
 }
 
 # ---- 1. seal on node-1, migrate there and back ----
 secret=m1g-$RANDOM$RANDOM
 guest_vm "$vm" "console=ttyS0 quiet tpmguest.seal=$secret tpmguest.loop=2" persistent
 guest_vm "$plain" "console=ttyS0 quiet tpmguest.stay=1" none
-virtctl start "$vm" >/dev/null; virtctl start "$plain" >/dev/null
+guest_vm "$idle" "console=ttyS0 quiet tpmguest.seal=$secret tpmguest.stay=1" persistent
+for v in "$vm" "$plain" "$idle"; do virtctl start "$v" >/dev/null; done
 if wait_until 300 rn_vmi_on "$NS" "$vm" "$n1"; then pass "the TPM guest runs on $n1"; else fail "the TPM guest runs on $n1"; why_not "$vm"; fi
 ok "the guest sealed a secret and unseals it every 2 s" wait_until 180 unseals_after "$vm" 0
 jwe=$(rn_vm_console "$NS" "$vm" | sed -n 's/^TPM-GUEST: sealed //p' | head -1)
@@ -111,7 +131,7 @@ python3 "$E2E_TOP/test/e2e/state-watch.py" watch "$vol" "$T/watch.log" &
 watcher=$!
 at_exit "kill $watcher 2>/dev/null"
 
-migrate "$vm" "virtctl migrate: the TPM VM migrates" yes
+migrate "$vm" "virtctl migrate: the TPM VM migrates" busy
 m1=$mig_uid
 ok "on $n2 the running guest unseals its secret again (no reboot: uptime goes on from $before s)" \
   wait_until 120 unseals_after "$vm" "$before"
@@ -127,7 +147,7 @@ for r in MigrationTargetReady StateHandedOver; do
 done
 
 before=$(uptime_of "$(last_unseal "$vm")")
-migrate "$vm" "a second migration, back" yes
+migrate "$vm" "a second migration, back" busy
 m2=$mig_uid
 ok "back on $n1 the guest unseals again" wait_until 120 unseals_after "$vm" "$before"
 is "$(current_gen)" "m-$m2" "the current generation is the second target's"
@@ -180,7 +200,6 @@ EOF
 at_exit "kubectl delete migrationpolicy $NS-slow --ignore-not-found >/dev/null 2>&1"
 src=$(vmi_field "$vm" '{.status.nodeName}')
 gen_before=$(current_gen)
-sums() { (cd "$vol" && find . -path "./m-*" -prune -o -type f ! -name .lock -print0 | sort -z | xargs -0 sha256sum); }
 before=$(uptime_of "$(last_unseal "$vm")")
 k apply -f - >/dev/null <<EOF
 apiVersion: kubevirt.io/v1
@@ -198,17 +217,82 @@ ok "and the guest still unseals there" wait_until 60 unseals_after "$vm" "$befor
 is "$(current_gen)" "$gen_before" "the current generation is still the source's ($gen_before)"
 k delete migrationpolicy "$NS-slow" >/dev/null
 before=$(uptime_of "$(last_unseal "$vm")")
-migrate "$vm" "after the cancelled one, a migration succeeds" yes
+migrate "$vm" "after the cancelled one, a migration succeeds" busy
 ok "the guest unseals after it" wait_until 120 unseals_after "$vm" "$before"
 # The cancelled target's generation goes with its launcher where the volume is
 # still published there, else with this hand-over: only the current one stays.
 _only_current() { [ "$(ls -d "$vol"/m-* 2>/dev/null)" = "$vol/$(current_gen)" ]; }
 ok "only the current generation is left on the volume (the cancelled target's is gone)" wait_until 60 _only_current
 
-# ---- 4. the same without a TPM ----
-if wait_until 300 sh -c "[ \"\$(kubectl -n $NS get vmi $plain -o jsonpath='{.status.phase}')\" = Running ]"; then
-  pass "the VM without a TPM runs"; else fail "the VM without a TPM runs"; why_not "$plain"; fi
-migrate "$plain" "the VM without a TPM migrates" no
-migrate "$plain" "and back" no
+# ---- 5. the key server down ----
+# The node agents get a VM's key from the key broker (vtpm-controller), which
+# holds the key provider's credentials: scaled to 0, no node can unwrap a key.
+_broker_gone() { [ -z "$(kubectl -n "$RN_NS" get pods -l app.kubernetes.io/name=vtpm-controller -o name)" ]; }
+# _refused MIGRATION: KubeVirt's migrationState names that migration, and
+# TPMState's nodeState has the agent's refusal for its target launcher.
+_refused() {
+  local pod; pod=$(vmi_field "$vm" '{.status.migrationState.targetPod}')
+  [ -n "$pod" ] && [ "$(vmi_field "$vm" '{.status.migrationState.migrationUid}')" = "$(k get vmim "$1" -o jsonpath='{.metadata.uid}')" ] &&
+  [ "$(tpmstate .status.nodeState.reason)/$(tpmstate .status.nodeState.node)/$(tpmstate .status.nodeState.launcher)" = "KeyProviderUnavailable/$dst/$NS/$pod" ]
+}
+broker 0
+ok "the key server is down (vtpm-controller scaled to 0)" wait_until 120 _broker_gone
+src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
+before=$(uptime_of "$(last_unseal "$vm")")
+migration_start "$vm" "$vm-keys-later"
+ok "a migration while the key server is down: its target refuses, TPMState says KeyProviderUnavailable from $dst" \
+  wait_until 120 _refused "$vm-keys-later"
+# virt-handler's event for the failed PreMigrationTarget hook carries the agent's answer.
+_hook_says() { k get events --field-selector involvedObject.kind=VirtualMachineInstance,involvedObject.name="$vm" \
+                 -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q "vtpm-agent.*KeyProviderUnavailable"; }
+ok "KubeVirt's event on the VMI names the reason (the PreMigrationTarget hook's answer)" wait_until 90 _hook_says
+ok "the running VM is unaffected: still on $src, still unsealing" wait_until 60 unseals_after "$vm" "$before"
+is "$(vmi_field "$vm" '{.status.migrationState.completed}')/$(vmi_field "$vm" '{.status.nodeName}')" "/$src" \
+  "the migration waits: the VM is not moved to a TPM it cannot load"
+broker 1
+migration_done "$vm" "$vm-keys-later" "the key server back: the waiting migration completes" busy
+ok "and the guest unseals on the target" wait_until 120 unseals_after "$vm" "$before"
+
+# A migration cancelled while the key server is down. KubeVirt acts on a
+# cancel (virtctl migrate-cancel) only once the migration runs; one still
+# preparing its target ends when the target launcher does (by itself after
+# virt-launcher's QEMU timeout, about 4 min): cancelled here, and its
+# launcher deleted.
+broker 0
+wait_until 120 _broker_gone
+src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
+gen_before=$(current_gen)
+before=$(uptime_of "$(last_unseal "$vm")")
+migration_start "$vm" "$vm-keys-down"
+ok "another migration with the key server down: KeyProviderUnavailable from $dst" wait_until 120 _refused "$vm-keys-down"
+target=$(vmi_field "$vm" '{.status.migrationState.targetPod}')
+virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$vm-keys-down" --wait=false >/dev/null
+k delete pod "$target" --wait=false >/dev/null
+_cancelled() { [ "$(vmi_field "$vm" '{.status.migrationState.failed}')" = true ]; }
+ok "cancelled (its target launcher deleted): the migration failed" wait_until 180 _cancelled
+ok "the VM stays on $src" rn_vmi_on "$NS" "$vm" "$src"
+ok "and unseals there" wait_until 60 unseals_after "$vm" "$before"
+is "$(current_gen)" "$gen_before" "the current generation is as it was ($gen_before)"
+broker 1
+
+# ---- 4. the same without a TPM, and the downtime ----
+# Three VMs from one image: the TPM guest above (unsealing every 2 s: a
+# migration may wait for a TPM command in flight), one with a persistent TPM
+# it does not use after sealing (idle), one without a TPM. The idle one and
+# the one without a TPM take turns, $rounds migrations each.
+for v in "$plain" "$idle"; do
+  if wait_until 300 sh -c "[ \"\$(kubectl -n $NS get vmi $v -o jsonpath='{.status.phase}')\" = Running ]"; then
+    pass "$v runs"; else fail "$v runs"; why_not "$v"; fi
+done
+ok "$idle sealed its secret (and leaves its TPM idle)" wait_until 180 rn_vm_said "$NS" "$idle" "sealed "
+for r in $(seq "$rounds"); do
+  migrate "$idle" "the VM with an idle TPM migrates ($r/$rounds)" idle
+  migrate "$plain" "the VM without a TPM migrates ($r/$rounds)" none
+done
+# Medians per kind, for the README (no timing is asserted: TCG is noisy).
+for kind in busy idle none; do
+  diag "downtime, TPM $kind: $(awk -v k="tpm=$kind" '$2 == k { sub("downtime_ms=", "", $4); print $4 }' "$results" | sort -n |
+    awk '{ a[NR] = $1 } END { if (NR) printf "median %s ms, min %s, max %s, n=%d", a[int((NR + 1) / 2)], a[1], a[NR], NR }')"
+done
 
 diag "results: $(tr '\n' ';' < "$results")"
