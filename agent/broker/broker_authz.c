@@ -5,6 +5,7 @@
 
 #include "base/alloc.h"
 #include "keys/broker_client.h"
+#include "vmi_migration.h"
 
 void broker_peer_done(broker_peer *p) {
         free(p->node);
@@ -136,17 +137,13 @@ static const char *launcher_refusal(const json_t *p, const key_subject *s, const
  * KubeVirt writes). */
 static bool migration_target_of_holder(const key_subject *s, const char *node, const char *pod, const char *holder,
                                        const json_t *vmi) {
-        const json_t *ms = json_object_get(json_object_get(vmi, "status"), "migrationState");
-        if (!json_is_object(ms) || !holder || json_is_true(json_object_get(ms, "completed")) ||
-            json_is_true(json_object_get(ms, "failed")))
+        vmi_migration m;
+        if (!vmi_migration_get(vmi, &m) || !vmi_migration_under_way(&m) || !holder)
                 return false;
-        const char *source_node = json_string_value(json_object_get(ms, "sourceNode"));
-        const char *source_pod = json_string_value(json_object_get(ms, "sourcePod"));
         if (!str_eq(field(vmi, "metadata", "namespace"), s->ns) || !str_eq(field(vmi, "metadata", "name"), s->vm) ||
-            !str_eq(json_string_value(json_object_get(ms, "targetPod")), pod) ||
-            !str_eq(json_string_value(json_object_get(ms, "targetNode")), node) || !source_node || !source_pod)
+            !str_eq(m.target_pod, pod) || !str_eq(m.target_node, node) || !m.source_node || !m.source_pod)
                 return false;
-        _cleanup_free_ char *prefix = xasprintf("%s/%s/%s/", source_node, s->ns, source_pod);
+        _cleanup_free_ char *prefix = xasprintf("%s/%s/%s/", m.source_node, s->ns, m.source_pod);
         return strncmp(holder, prefix, strlen(prefix)) == 0;
 }
 

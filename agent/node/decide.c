@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "node/node.h"
+#include "vmi_migration.h"
 #include "vmspec.h"
 
 void node_observed_done(node_observed *o) {
@@ -34,17 +35,10 @@ static void halt(node_decision *d, node_reason r, char *detail) {
         d->detail = detail;
 }
 
-static const char *ms_str(const node_observed *o, const char *field) {
-        return json_string_value(json_object_get(json_object_get(json_object_get(o->vmi, "status"), "migrationState"), field));
-}
-static bool ms_true(const node_observed *o, const char *field) {
-        return json_is_true(json_object_get(json_object_get(json_object_get(o->vmi, "status"), "migrationState"), field));
-}
-
 /* Does the VMI's migrationState (KubeVirt's) name this launcher as the
  * target of the migration its pod is labelled with? */
-static bool migration_names_launcher(const launcher *l, const node_observed *o) {
-        return str_eq(ms_str(o, "migrationUid"), l->migration_uid) && str_eq(ms_str(o, "targetPod"), launcher_pod_name(l));
+static bool migration_names_launcher(const launcher *l, const vmi_migration *m) {
+        return str_eq(m->uid, l->migration_uid) && str_eq(m->target_pod, launcher_pod_name(l));
 }
 
 /* A launcher that has (had) a swtpm: never a second one for it. */
@@ -53,8 +47,9 @@ static void decide_recorded_swtpm(const launcher *l, const node_observed *o, nod
                 d->step = NODE_KEEP_RUNNING;
                 /* A migration's target takes the state over once KubeVirt
                  * says its migration completed (the source is then done). */
-                if (l->persistent && l->migration_uid && !l->handed_over && migration_names_launcher(l, o) &&
-                    ms_true(o, "completed") && !ms_true(o, "failed"))
+                vmi_migration m;
+                if (l->persistent && l->migration_uid && !l->handed_over && vmi_migration_get(o->vmi, &m) &&
+                    migration_names_launcher(l, &m) && m.completed && !m.failed)
                         d->step = NODE_HANDOVER;
                 return;
         }
@@ -125,18 +120,19 @@ void node_decide(const launcher *l, const node_observed *o, node_decision *ret) 
                         d.step = NODE_WAIT_CACHE;
                         goto out;
                 }
-                if (!migration_names_launcher(l, o)) {
+                vmi_migration m;
+                vmi_migration_get(o->vmi, &m);
+                if (!migration_names_launcher(l, &m)) {
                         halt(&d, NR_MIGRATION_TARGET_UNPROVEN,
                              xasprintf("its pod is labelled the target of migration %s, but the VMI's migrationState "
                                        "names migration %s with target pod %s",
-                                       l->migration_uid, ms_str(o, "migrationUid") ?: "(none)",
-                                       ms_str(o, "targetPod") ?: "(none)"));
+                                       l->migration_uid, m.uid ?: "(none)", m.target_pod ?: "(none)"));
                         goto out;
                 }
-                if (ms_true(o, "failed") || ms_true(o, "completed")) {
+                if (!vmi_migration_under_way(&m)) {
                         /* Over before its vTPM ran: nothing to start (a
                          * completed one cannot have got this far without it). */
-                        halt(&d, NR_MIGRATION_OVER, xstrdup(ms_true(o, "failed") ? "failed" : "completed"));
+                        halt(&d, NR_MIGRATION_OVER, xstrdup(m.failed ? "failed" : "completed"));
                         goto out;
                 }
                 d.migration_uid = l->migration_uid;

@@ -265,7 +265,9 @@ static void test_placement_table(void) {
  * Lease's holder. */
 #define MIG_LEASE "{\"spec\": {\"holderIdentity\": \"node-2/tenant-a/virt-launcher-vm1-src/src-uid\"}}"
 #define MIG_VMI(name, ms) "{\"metadata\": {\"namespace\": \"tenant-a\", \"name\": \"" name "\"}, \"status\": {\"migrationState\": {" ms "}}}"
-#define MS_OK "\"targetPod\": \"virt-launcher-vm1-abcde\", \"targetNode\": \"node-1\", \"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""
+#define MS_OK                                                                                                  \
+        "\"migrationUid\": \"mig-1\", \"targetPod\": \"virt-launcher-vm1-abcde\", \"targetNode\": \"node-1\", " \
+        "\"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""
 static void test_placement_migration_target(void) {
         static const struct {
                 const char *name, *lease, *vmi;
@@ -289,6 +291,10 @@ static void test_placement_migration_target(void) {
                  MIG_VMI("vm1", MS_OK), false},
                 {"the Lease is held by nobody", "{\"spec\": {\"holderIdentity\": null}}", MIG_VMI("vm1", MS_OK), false},
                 {"another VM's VMI", MIG_LEASE, MIG_VMI("vm2", MS_OK), false},
+                {"no migration uid (not KubeVirt's migrationState)", MIG_LEASE,
+                 MIG_VMI("vm1", "\"targetPod\": \"virt-launcher-vm1-abcde\", \"targetNode\": \"node-1\", "
+                                "\"sourcePod\": \"virt-launcher-vm1-src\", \"sourceNode\": \"node-2\""),
+                 false},
         };
         for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
                 json_t *list = json_pack("{s:s, s:[o]}", "kind", "PodList", "items", load(good_launcher));
