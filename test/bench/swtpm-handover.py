@@ -59,7 +59,9 @@ def result(s, what):
 
 def get_blob(path, btype):
     with ctrl(path) as s:
-        s.sendall(struct.pack(">IIII", CMD_GET_STATEBLOB, 0, btype, 0))
+        # As QEMU asks: decrypted (PTM_STATE_FLAG_DECRYPTED). Without
+        # --migration-key, swtpm hands the state out in the clear.
+        s.sendall(struct.pack(">IIII", CMD_GET_STATEBLOB, 1, btype, 0))
         res, flags, total, length = struct.unpack(">IIII", recv_exact(s, 16))
         # A non-fatal result (0x800: TPM_RETRY) is a blob that does not
         # exist, as QEMU takes it (savestate, unless the TPM was suspended).

@@ -73,19 +73,19 @@ guest_vm() { # NAME ARGS TPM
 vol_of() { echo "$T/store/$(k get pvc "$(tpmstate .status.pvcName)" -o jsonpath='{.spec.volumeName}')"; }
 current_gen() { cat "$vol/vtpm-current" 2>/dev/null || echo "(root)"; }
 
-# migrate VM DESC TPM: virtctl migrate (a VirtualMachineInstanceMigration),
-# then migration_done.
-migrate() {
-  local name=$1-mig-$RANDOM
-  migration_start "$1" "$name" && migration_done "$1" "$name" "$2" "$3"
-}
-migration_start() { # VM NAME
-  k apply -f - >/dev/null <<EOF
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstanceMigration
-metadata: {name: $2}
-spec: {vmiName: $1}
-EOF
+# migrate VM DESC TPM: virtctl migrate, then migration_done.
+migrate() { migration_start "$1" && migration_done "$1" "$mig_name" "$2" "$3"; }
+# migration_start VM: `virtctl migrate VM`; sets mig_name to the
+# VirtualMachineInstanceMigration it created (KubeVirt names it).
+migration_start() {
+  local v=$1 before
+  before=$(k get vmim -l "kubevirt.io/vmi-name=$v" -o name)
+  mig_name=
+  virtctl migrate "$v" >/dev/null || { diag "virtctl migrate $v failed"; return 1; }
+  # (bash's dynamic scope: $v and $before are migration_start's here)
+  _new_vmim() { mig_name=$(k get vmim -l "kubevirt.io/vmi-name=$v" -o name | grep -vxF -e "$before" | head -1); [ -n "$mig_name" ]; }
+  wait_until 30 _new_vmim || { diag "virtctl migrate $v made no VirtualMachineInstanceMigration"; return 1; }
+  _new_vmim; mig_name=${mig_name#*/}
 }
 # migration_done VM NAME DESC TPM: the VMI Running on the other node with
 # migrationState completed for migration NAME. Sets mig_uid, mig_ms
@@ -161,10 +161,9 @@ kill "$watcher"; wait "$watcher" 2>/dev/null
 python3 "$E2E_TOP/test/e2e/state-watch.py" report "$T/watch.log" > "$T/watch.json"
 diag "watcher: $(jq -c '{samples, holders, writes}' "$T/watch.json" | cut -c1-900)"
 is "$(jq -c .overlaps "$T/watch.json")" "[]" "no state file was ever open in two processes at once"
-is "$(jq -r --arg d "m-$m1" '.holders[$d] | map(.[1]) | unique | join(",")' "$T/watch.json")" "swtpm" \
-  "generation m-$m1 was held by swtpm processes only"
-is "$(jq -r --arg d "m-$m1" '[.holders[$d][] | select(.[1] == "swtpm")] | length' "$T/watch.json")" "1" \
-  "generation m-$m1 had one swtpm (the first target's)"
+# (The agent reads it too, briefly, to seed the next generation from it.)
+is "$(jq -r --arg d "m-$m1" '.holders[$d] | map(.[1]) | unique - ["vtpm-agent"] | join(",")' "$T/watch.json")" "swtpm" \
+  "generation m-$m1 was held by swtpm processes only (besides the agent)"
 is "$(jq -r '[.holders["."][]? | select(.[1] == "swtpm")] | length' "$T/watch.json")" "1" \
   "the root generation had one swtpm (the first source's)"
 # The source's generation is never written after the switch to the target's.
@@ -172,6 +171,12 @@ switch1=$(awk -v g="m-$m1" '$2 == "WRITE" && $3 == "vtpm-current" { print $1; ex
 # (The marker and its temporary file are the volume's, not the root generation's.)
 late=$(awk -v s="$switch1" '$2 == "WRITE" && $3 !~ /\// && $3 !~ /^vtpm-current/ && $1 > s + 0.2 { print }' "$T/watch.log" | head -3)
 is "$late" "" "nothing wrote the root generation after the first switch (at $switch1)"
+# The first target's swtpm processes (the check that its seeded copy loads,
+# then its vTPM) all came before the hand-over: no swtpm started on that
+# generation after it (a launcher whose swtpm ended must never get a second).
+late=$(awk -v g="m-$m1/" -v s="$switch1" '$2 == "OPEN" && index($5, g) == 1 && !($3 in first) { first[$3] = $1 }
+  END { for (p in first) if (first[p] > s) print p }' "$T/watch.log")
+is "$late" "" "no swtpm came to generation m-$m1 after its hand-over (at $switch1)"
 first_target=$(awk -v g="m-$m1/" '$2 == "WRITE" && index($3, g) == 1 { print $1; exit }' "$T/watch.log")
 diag "first write in m-$m1: $first_target; switch: $switch1"
 
@@ -201,15 +206,10 @@ at_exit "kubectl delete migrationpolicy $NS-slow --ignore-not-found >/dev/null 2
 src=$(vmi_field "$vm" '{.status.nodeName}')
 gen_before=$(current_gen)
 before=$(uptime_of "$(last_unseal "$vm")")
-k apply -f - >/dev/null <<EOF
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstanceMigration
-metadata: {name: $vm-cancelled}
-spec: {vmiName: $vm}
-EOF
-_running() { [ "$(k get vmim "$vm-cancelled" -o jsonpath='{.status.phase}')" = Running ]; }
+migration_start "$vm"; cancelled=$mig_name
+_running() { [ "$(k get vmim "$cancelled" -o jsonpath='{.status.phase}')" = Running ]; }
 ok "a slowed migration (1 MiB/s) is running" wait_until 180 _running
-virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$vm-cancelled" --wait=false >/dev/null
+virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$cancelled" --wait=false >/dev/null
 _aborted() { [ "$(vmi_field "$vm" '{.status.migrationState.failed}')" = true ] || [ "$(vmi_field "$vm" '{.status.migrationState.abortStatus}')" = Succeeded ]; }
 ok "virtctl migrate-cancel: the migration is aborted" wait_until 180 _aborted
 ok "the VM still runs on its source $src" rn_vmi_on "$NS" "$vm" "$src"
@@ -239,9 +239,9 @@ broker 0
 ok "the key server is down (vtpm-controller scaled to 0)" wait_until 120 _broker_gone
 src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
 before=$(uptime_of "$(last_unseal "$vm")")
-migration_start "$vm" "$vm-keys-later"
+migration_start "$vm"; later=$mig_name
 ok "a migration while the key server is down: its target refuses, TPMState says KeyProviderUnavailable from $dst" \
-  wait_until 120 _refused "$vm-keys-later"
+  wait_until 120 _refused "$later"
 # virt-handler's event for the failed PreMigrationTarget hook carries the agent's answer.
 _hook_says() { k get events --field-selector involvedObject.kind=VirtualMachineInstance,involvedObject.name="$vm" \
                  -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q "vtpm-agent.*KeyProviderUnavailable"; }
@@ -250,7 +250,7 @@ ok "the running VM is unaffected: still on $src, still unsealing" wait_until 60 
 is "$(vmi_field "$vm" '{.status.migrationState.completed}')/$(vmi_field "$vm" '{.status.nodeName}')" "/$src" \
   "the migration waits: the VM is not moved to a TPM it cannot load"
 broker 1
-migration_done "$vm" "$vm-keys-later" "the key server back: the waiting migration completes" busy
+migration_done "$vm" "$later" "the key server back: the waiting migration completes" busy
 ok "and the guest unseals on the target" wait_until 120 unseals_after "$vm" "$before"
 
 # A migration cancelled while the key server is down. KubeVirt acts on a
@@ -263,10 +263,10 @@ wait_until 120 _broker_gone
 src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
 gen_before=$(current_gen)
 before=$(uptime_of "$(last_unseal "$vm")")
-migration_start "$vm" "$vm-keys-down"
-ok "another migration with the key server down: KeyProviderUnavailable from $dst" wait_until 120 _refused "$vm-keys-down"
+migration_start "$vm"; down=$mig_name
+ok "another migration with the key server down: KeyProviderUnavailable from $dst" wait_until 120 _refused "$down"
 target=$(vmi_field "$vm" '{.status.migrationState.targetPod}')
-virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$vm-keys-down" --wait=false >/dev/null
+virtctl migrate-cancel "$vm" >/dev/null 2>&1 || k delete vmim "$down" --wait=false >/dev/null
 k delete pod "$target" --wait=false >/dev/null
 _cancelled() { [ "$(vmi_field "$vm" '{.status.migrationState.failed}')" = true ]; }
 ok "cancelled (its target launcher deleted): the migration failed" wait_until 180 _cancelled
