@@ -49,6 +49,13 @@ why_not() {
   diag "TPMState nodeState: $(tpmstate .status.nodeState)"
   diag "events: $(k get events --sort-by=.lastTimestamp -o jsonpath='{range .items[*]}{.involvedObject.name} {.reason}: {.message}{"\n"}{end}' | tail -8 | cut -c1-300)"
   diag "migrations: $(k get vmim -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}')"
+  # What virt-handler on each node last failed at for this VMI (its log's reasons).
+  local n p
+  for n in "$n1" "$n2"; do
+    p=$(kubectl -n kubevirt get pod -l kubevirt.io=virt-handler --field-selector spec.nodeName="$n" -o name | head -1)
+    diag "virt-handler on $n: $(kubectl -n kubevirt logs "$p" -c virt-handler --since=10m 2>/dev/null |
+      grep "\"name\":\"$1\"" | grep -o '"reason":"[^"]*' | cut -c11-220 | uniq | tail -6 | tr '\n' '|')"
+  done
 }
 # Guests printing "unsealed#K SECRET uptime=U" every 2 s (tpmguest.loop=2).
 # The launcher the VM runs in: during a migration its target runs too.
@@ -192,6 +199,39 @@ ok "after a stop and start the guest unseals the secret (generation m-$m2)" wait
 rn_state_loads "$vol/m-$m2/tpm2-00.permall"
 is "$?" 1 "the migrated state is ciphertext: a bare swtpm without the key cannot load it"
 
+# ---- 5. the key server down ----
+# Right after the stop and start: a new VMI, so neither node's virt-handler
+# has a launcher of it from an aborted migration (see the README on a stale
+# launcher client, which stalled this migration once when it came after the
+# cancelled one of section 2).
+# The node agents get a VM's key from the key broker (vtpm-controller), which
+# holds the key provider's credentials: scaled to 0, no node can unwrap a key.
+_broker_gone() { [ -z "$(kubectl -n "$RN_NS" get pods -l app.kubernetes.io/name=vtpm-controller -o name)" ]; }
+# _refused MIGRATION: KubeVirt's migrationState names that migration, and
+# TPMState's nodeState has the agent's refusal for its target launcher.
+_refused() {
+  local pod; pod=$(vmi_field "$vm" '{.status.migrationState.targetPod}')
+  [ -n "$pod" ] && [ "$(vmi_field "$vm" '{.status.migrationState.migrationUid}')" = "$(k get vmim "$1" -o jsonpath='{.metadata.uid}')" ] &&
+  [ "$(tpmstate .status.nodeState.reason)/$(tpmstate .status.nodeState.node)/$(tpmstate .status.nodeState.launcher)" = "KeyProviderUnavailable/$dst/$NS/$pod" ]
+}
+broker 0
+ok "the key server is down (vtpm-controller scaled to 0)" wait_until 120 _broker_gone
+src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
+before=$(uptime_of "$(last_unseal "$vm")")
+migration_start "$vm"; later=$mig_name
+ok "a migration while the key server is down: its target refuses, TPMState says KeyProviderUnavailable from $dst" \
+  wait_until 120 _refused "$later" || why_not "$vm"
+# virt-handler's event for the failed PreMigrationTarget hook carries the agent's answer.
+_hook_says() { k get events --field-selector involvedObject.kind=VirtualMachineInstance,involvedObject.name="$vm" \
+                 -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q "vtpm-agent.*KeyProviderUnavailable"; }
+ok "KubeVirt's event on the VMI names the reason (the PreMigrationTarget hook's answer)" wait_until 90 _hook_says || why_not "$vm"
+ok "the running VM is unaffected: still on $src, still unsealing" wait_until 60 unseals_after "$vm" "$before"
+is "$(vmi_field "$vm" '{.status.migrationState.completed}')/$(vmi_field "$vm" '{.status.nodeName}')" "/$src" \
+  "the migration waits: the VM is not moved to a TPM it cannot load"
+broker 1
+migration_done "$vm" "$later" "the key server back: the waiting migration completes" busy
+ok "and the guest unseals on the target" wait_until 120 unseals_after "$vm" "$before"
+
 # ---- 2. a migration cancelled mid-flight ----
 k apply -f - >/dev/null <<EOF
 apiVersion: migrations.kubevirt.io/v1alpha1
@@ -224,35 +264,7 @@ ok "the guest unseals after it" wait_until 120 unseals_after "$vm" "$before"
 _only_current() { [ "$(ls -d "$vol"/m-* 2>/dev/null)" = "$vol/$(current_gen)" ]; }
 ok "only the current generation is left on the volume (the cancelled target's is gone)" wait_until 60 _only_current
 
-# ---- 5. the key server down ----
-# The node agents get a VM's key from the key broker (vtpm-controller), which
-# holds the key provider's credentials: scaled to 0, no node can unwrap a key.
-_broker_gone() { [ -z "$(kubectl -n "$RN_NS" get pods -l app.kubernetes.io/name=vtpm-controller -o name)" ]; }
-# _refused MIGRATION: KubeVirt's migrationState names that migration, and
-# TPMState's nodeState has the agent's refusal for its target launcher.
-_refused() {
-  local pod; pod=$(vmi_field "$vm" '{.status.migrationState.targetPod}')
-  [ -n "$pod" ] && [ "$(vmi_field "$vm" '{.status.migrationState.migrationUid}')" = "$(k get vmim "$1" -o jsonpath='{.metadata.uid}')" ] &&
-  [ "$(tpmstate .status.nodeState.reason)/$(tpmstate .status.nodeState.node)/$(tpmstate .status.nodeState.launcher)" = "KeyProviderUnavailable/$dst/$NS/$pod" ]
-}
-broker 0
-ok "the key server is down (vtpm-controller scaled to 0)" wait_until 120 _broker_gone
-src=$(vmi_field "$vm" '{.status.nodeName}') dst=$(other "$src")
-before=$(uptime_of "$(last_unseal "$vm")")
-migration_start "$vm"; later=$mig_name
-ok "a migration while the key server is down: its target refuses, TPMState says KeyProviderUnavailable from $dst" \
-  wait_until 120 _refused "$later"
-# virt-handler's event for the failed PreMigrationTarget hook carries the agent's answer.
-_hook_says() { k get events --field-selector involvedObject.kind=VirtualMachineInstance,involvedObject.name="$vm" \
-                 -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -q "vtpm-agent.*KeyProviderUnavailable"; }
-ok "KubeVirt's event on the VMI names the reason (the PreMigrationTarget hook's answer)" wait_until 90 _hook_says
-ok "the running VM is unaffected: still on $src, still unsealing" wait_until 60 unseals_after "$vm" "$before"
-is "$(vmi_field "$vm" '{.status.migrationState.completed}')/$(vmi_field "$vm" '{.status.nodeName}')" "/$src" \
-  "the migration waits: the VM is not moved to a TPM it cannot load"
-broker 1
-migration_done "$vm" "$later" "the key server back: the waiting migration completes" busy
-ok "and the guest unseals on the target" wait_until 120 unseals_after "$vm" "$before"
-
+# ---- 5, continued: a migration cancelled while the key server is down ----
 # A migration cancelled while the key server is down. KubeVirt acts on a
 # cancel (virtctl migrate-cancel) only once the migration runs; one still
 # preparing its target ends when the target launcher does (by itself after
