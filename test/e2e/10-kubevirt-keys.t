@@ -19,7 +19,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 require_agent_on_kubevirt
-plan 25
+plan 26
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -96,7 +96,14 @@ ok "the guest printed an unseal result" wait_until 120 rn_vm_said "$NS" "$vm" 'u
 is "$(unsealed)" "$secret" "the guest unseals the secret it sealed before the faults"
 
 # ---- rotation ----
-k annotate tpmstate "$vm" vtpm-agent.io/rotate-kek=r1 vtpm-agent.io/rotate-dek=r1 >/dev/null
+# Requested by the VM's owner: a user with the namespace's `edit` role, which
+# includes rotation requests (manifests/user-roles.yaml; suite 68).
+owner=vm-owner-$NS
+k create rolebinding vm-owner --clusterrole=edit --user="$owner" >/dev/null
+_owner_can() { [ "$(kubectl --as="$owner" -n "$NS" auth can-i patch tpmstates)" = yes ]; }
+wait_until 60 _owner_can
+ok "the VM's owner (edit in the namespace) requests a KEK and a DEK rotation" \
+  kubectl --as="$owner" -n "$NS" annotate tpmstate "$vm" vtpm-agent.io/rotate-kek=r1 vtpm-agent.io/rotate-dek=r1
 _kek_rotated() { [ "$(tpmstate .status.keys.kekRotation.completed)" = r1 ]; }
 ok "KEK rotation on the running VM: status.keys.kekRotation.completed r1" wait_until 120 _kek_rotated
 new_kek=$(tpmstate .status.keys.kekId)

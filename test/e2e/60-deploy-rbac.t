@@ -78,7 +78,7 @@ is "$(kubectl kustomize deploy/base | yq -r 'select(.kind == "ConfigMap" and .me
 # The node-scope admission policies (manifests/node-scope.yaml): bound to
 # deny, and their CEL type-checks against the real schemas (the policy
 # controller's status) clean: a misspelt field would fail every request.
-for p in vtpm-agent-node-pods vtpm-agent-node-labels vtpm-agent-node-tpmstates vtpm-agent-state-pvcs; do
+for p in vtpm-agent-node-pods vtpm-agent-node-labels vtpm-agent-node-tpmstates vtpm-agent-state-pvcs vtpm-agent-tpmstate-users; do
   is "$(kubectl get validatingadmissionpolicybinding "$p" -o jsonpath='{.spec.policyName} {.spec.validationActions[*]}' 2>&1)" \
     "$p Deny" "admission policy $p is bound, validationActions Deny"
   _typechecked() { [ "$(kubectl get validatingadmissionpolicy "$1" -o jsonpath='{.status.observedGeneration}')" = \
