@@ -167,6 +167,11 @@ static bool healthz(void *ud, char **detail) {
 
 static bool readyz(void *ud, char **detail) {
         agent *a = ud;
+        char *problem = a->sc ? state_controller_problem(a->sc) : NULL;
+        if (problem) {
+                *detail = problem;
+                return false;
+        }
         if (a->sc && !state_controller_synced(a->sc)) {
                 *detail = xstrdup("state controller caches not synced yet");
                 return false;

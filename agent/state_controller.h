@@ -32,6 +32,9 @@ int state_controller_new(kube_client *c, const agent_config *cfg, const char *id
 /* Start informers, wait for their caches, campaign for the Lease, run workers. */
 int state_controller_start(state_controller *sc, vt_error **err);
 bool state_controller_synced(state_controller *sc);
+/* Why it cannot work at all (caller frees), e.g. its Lease's namespace does
+ * not exist; NULL when nothing stops it. For /readyz. */
+char *state_controller_problem(state_controller *sc);
 void state_controller_stop(state_controller *sc);
 void state_controller_free(state_controller *sc);
 void state_controller_get_stats(state_controller *sc, state_controller_stats *ret);

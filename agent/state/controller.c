@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "context.h"
 #include "decide.h"
+#include "election.h"
 #include "informers.h"
 #include "kube/controller.h"
 #include "kube/lease.h"
@@ -41,6 +42,7 @@ struct state_controller {
         kube_controller *ctl;
         state_informers informers;
         kube_elector *elector;
+        state_election *election; /* why it cannot campaign, if it cannot */
         atomic_bool leader;
         state_lease_gc *lease_gc;
         state_counters counters;
@@ -124,6 +126,11 @@ static void stopped_leading(void *ud) {
         atomic_store(&sc->leader, false);
 }
 
+static void election_attempt(const vt_error *err, void *ud) {
+        state_controller *sc = ud;
+        state_election_attempt(sc->election, err, now_boottime());
+}
+
 static int setup(state_controller *sc, kube_client *c, vt_error **err) {
         kube_controller_ops ops = {.name = "state controller", .reconcile = reconcile, .on_failure = on_failure,
                                    .gate = leading, .userdata = sc};
@@ -140,7 +147,8 @@ static int setup(state_controller *sc, kube_client *c, vt_error **err) {
                 return r;
         kube_elector_options eo = {.namespace = sc->cfg->namespace, .name = sc->cfg->state.lease_name,
                                    .identity = sc->identity, .on_started_leading = started_leading,
-                                   .on_stopped_leading = stopped_leading, .userdata = sc};
+                                   .on_stopped_leading = stopped_leading, .on_attempt = election_attempt,
+                                   .userdata = sc};
         return kube_elector_new(c, &eo, &sc->elector, err);
 }
 
@@ -149,6 +157,7 @@ int state_controller_new(kube_client *c, const agent_config *cfg, const char *id
         state_controller *sc = xnew(state_controller, 1);
         sc->cfg = cfg;
         sc->identity = xstrdup(identity);
+        sc->election = state_election_new(cfg->namespace, cfg->state.lease_name);
         state_lease_timing lt;
         agent_config_state_lease_timing(cfg, &lt);
         sc->lease_gc = state_lease_gc_new(cfg->namespace, (usec_t)lt.duration * USEC_PER_SEC);
@@ -174,6 +183,10 @@ bool state_controller_synced(state_controller *sc) {
         return kube_controller_synced(sc->ctl);
 }
 
+char *state_controller_problem(state_controller *sc) {
+        return state_election_problem(sc->election);
+}
+
 void state_controller_stop(state_controller *sc) {
         if (!sc)
                 return;
@@ -191,6 +204,7 @@ void state_controller_free(state_controller *sc) {
         kube_recorder_free(sc->ctx.recorder);
         state_written_free(sc->ctx.written);
         state_lease_gc_free(sc->lease_gc);
+        state_election_free(sc->election);
         free(sc->identity);
         free(sc);
 }

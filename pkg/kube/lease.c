@@ -383,7 +383,15 @@ static void *elector_thread(void *userdata) {
         kube_elector *e = userdata;
         while (!vt_stopper_stopped(&e->stopper)) {
                 usec_t started = 0;
-                int r = kube_lease_try(e->lease, NULL, NULL, &started, NULL, NULL, NULL);
+                _cleanup_error_ vt_error *err = NULL;
+                int r = kube_lease_try(e->lease, NULL, NULL, &started, NULL, NULL, &err);
+                if (e->o.on_attempt) {
+                        _cleanup_error_ vt_error *unknown = NULL;
+                        if (r < 0 && !err)
+                                (void)vt_error_errno(&unknown, -r, "cannot reach the Lease %s/%s", e->namespace,
+                                                     e->name);
+                        e->o.on_attempt(r < 0 ? (err ?: unknown) : NULL, e->o.userdata);
+                }
                 if (r == 1) {
                         e->last_renew = started;
                         if (!atomic_exchange(&e->leader, true) && e->o.on_started_leading)

@@ -78,6 +78,11 @@ typedef struct kube_elector_options {
         /* Called on the elector's thread when leadership is gained / lost. */
         void (*on_started_leading)(void *userdata);
         void (*on_stopped_leading)(void *userdata);
+        /* Called on the elector's thread after every attempt: err is why it
+         * failed (e.g. -ENOENT, the Lease's namespace does not exist), NULL
+         * when it held the lease or saw who does. The caller decides what to
+         * log and report: the library never logs. */
+        void (*on_attempt)(const vt_error *err, void *userdata);
         void *userdata;
 } kube_elector_options;
 
