@@ -28,6 +28,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/hack/versions.sh"
 . "$top/hack/testbed-lib.sh"   # tb_kubevirt
+. "$top/hack/progress-lib.sh"  # with_progress
 logs=$VTPM_CACHE/build-all
 mkdir -p "$logs"
 t0=$(date +%s)
@@ -38,13 +39,14 @@ step() {
   local lane=$1 name=$2 t rc=0; shift 2
   t=$(date +%s)
   echo "=== $name: $*" >> "$logs/$lane.log"
-  "$@" >> "$logs/$lane.log" 2>&1 || rc=$?
+  echo "build-all: $lane: $name ..." >&2
+  with_progress "$logs/$lane.log" "build-all: $lane: $name" "$@" || rc=$?
   if [ $rc -ne 0 ]; then
     echo "build-all: $lane: $name FAILED ($rc) after $(( $(date +%s) - t )) s; the end of $logs/$lane.log:" >&2
     tail -25 "$logs/$lane.log" >&2
     return $rc
   fi
-  echo "build-all: $lane: $name ($(( $(date +%s) - t )) s)" >&2
+  echo "build-all: $lane: $name done ($(progress_elapsed "$t"); $(progress_elapsed "$t0") since the start)" >&2
 }
 
 compile() {

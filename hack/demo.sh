@@ -32,9 +32,13 @@ show() { printf '    $ %s\n' "$*"; "$@" 2>&1 | sed 's/^/    /'; }
 die() { echo "demo: $*" >&2; exit 1; }
 wait_for() { # SECS DESC CMD...
   local secs=$1 desc=$2; shift 2
-  local end=$(( $(date +%s) + secs ))
+  local t0 end next; t0=$(date +%s); end=$((t0 + secs)) next=$((t0 + 30))
   until "$@" >/dev/null 2>&1; do
     [ "$(date +%s)" -lt "$end" ] || die "timed out after ${secs}s waiting for $desc"
+    # A VM boots in about a minute under TCG: say so rather than go quiet.
+    if [ "$(date +%s)" -ge "$next" ]; then
+      echo "    still waiting for $desc ($(( $(date +%s) - t0 )) s)"; next=$((next + 30))
+    fi
     sleep 0.3
   done
 }
@@ -54,10 +58,14 @@ trap cleanup EXIT
 
 step "1. The local control plane ($K8S_VERSION on loopback) and two real nodes"
 echo "    (a first run builds containerd, runc, KubeVirt and the images: see README, test bed)"
-hack/build-all.sh 2>"$D/build-all.log" || { tail -20 "$D/build-all.log"; die "the builds failed"; }
-KUBECONFIG=$(hack/cluster-up.sh 2>"$D/cluster-up.log") || { tail -20 "$D/cluster-up.log"; die "cluster-up failed"; }
-export KUBECONFIG
+# Each build step says when it starts and ends, and every 30 s while it runs.
+hack/build-all.sh 2> >(tee "$D/build-all.log" | sed 's/^/    /' >&2) || { sleep 1; die "the builds failed (above; $D/build-all.log)"; }
 . hack/testbed-lib.sh
+. hack/progress-lib.sh
+echo "    starting the control plane, the nodes and KubeVirt (about 3 min; $D/cluster-up.log)"
+with_progress "$D/cluster-up.log" "    the test bed" hack/cluster-up.sh || { tail -20 "$D/cluster-up.log"; die "cluster-up failed"; }
+echo "    the test bed is up ($(progress_elapsed "$t_start") since the start)"
+export KUBECONFIG=$TB_KUBECONFIG
 . hack/nodes-lib.sh
 . test/e2e/lib-realnode.sh
 rn_images_ready || die "the nodes have no agent or launcher image; see $D/cluster-up.log"

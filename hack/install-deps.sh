@@ -13,6 +13,17 @@ PKGS=(
   libseccomp-dev containernetworking-plugins umoci busybox-static debootstrap buildah yq
 )
 
+# The test bed builds Kubernetes, containerd and KubeVirt from their Go
+# modules; Debian 12's golang is far too old for them, so Go is not among the
+# packages: say so now rather than fail later with a bare "No such file".
+. "$(dirname "$0")/versions.sh"   # GO
+if ! "$GO" version >/dev/null 2>&1; then
+  echo "install-deps: no Go toolchain at $GO. The test bed builds Kubernetes $K8S_VERSION, containerd" \
+       "and KubeVirt from source: install Go (1.26 is what this project is tested with) from" \
+       "https://go.dev/dl/ into /usr/local/go, or set GO=/path/to/bin/go." >&2
+  exit 1
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

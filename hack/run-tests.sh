@@ -38,7 +38,7 @@ mapfile -t units < <(find build/asan/test/unit -maxdepth 1 -type f -name "test-*
 e2e=(${VTPM_E2E_SUITES:-test/e2e/*.t})
 # Whatever it names, the wait for the test bed comes first.
 bed=test/e2e/00-test-bed.t
-suites=("${units[@]}" test/fuzz/regress.t test/tools/grpc-interop.sh test/guest/*.t "$bed")
+suites=("${units[@]}" test/fuzz/regress.t test/tools/grpc-interop.sh test/hack/*.t test/guest/*.t "$bed")
 for s in "${e2e[@]}"; do [ "$s" = "$bed" ] || suites+=("$s"); done
 export E2E_SINCE=$(date -u +%FT%T)
 # Every wait_until that gives up (test/e2e/lib.sh), listed after the summary.
