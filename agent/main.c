@@ -20,6 +20,7 @@
 #include "http_server.h"
 #include "metrics/metrics.h"
 #include "node_controller.h"
+#include "process_metrics.h"
 #include "state_controller.h"
 
 static void usage(FILE *f) {
@@ -102,6 +103,7 @@ typedef struct agent {
 
 static void collect(vt_metrics *m, void *ud) {
         agent *a = ud;
+        process_metrics_collect(m, VTPM_VERSION);
         kube_client_stats cs;
         kube_client_get_stats(a->client, &cs);
         /* By verb and resource: `sum by (verb)` is the count by verb. */

@@ -115,30 +115,43 @@ int proc_read_cmdline(pid_t pid, char ***ret_argv, vt_error **err) {
         return (int)argc;
 }
 
-int proc_start_time(pid_t pid, uint64_t *ret, vt_error **err) {
-        assert_return(pid > 0 && ret, -EINVAL);
+int proc_stat_numbers(pid_t pid, const unsigned *fields, size_t n, uint64_t *ret, vt_error **err) {
+        uint64_t values[PROC_STAT_NUMBERS_MAX];
+        assert_return(pid > 0 && fields && ret && n <= PROC_STAT_NUMBERS_MAX, -EINVAL);
         _cleanup_free_ char *data = NULL;
         const char *p;
         int r = read_stat_after_comm(pid, &data, &p, err);
         if (r < 0)
                 return r;
-        /* p is at field 3 (state); field 22 is 19 fields further on. */
-        for (int field = 3; field < 22; field++) {
-                p = strchr(p, ' ');
-                if (!p)
-                        return vt_error_set(err, EBADMSG, "/proc/%d/stat has too few fields", (int)pid);
-                p++;
+        /* p is at field 3 (state). */
+        unsigned at = 3;
+        for (size_t i = 0; i < n; i++) {
+                assert_return(fields[i] > at, -EINVAL); /* ascending, numeric (after the state, field 3) */
+                for (; at < fields[i]; at++) {
+                        p = strchr(p, ' ');
+                        if (!p)
+                                return vt_error_set(err, EBADMSG, "/proc/%d/stat has too few fields", (int)pid);
+                        p++;
+                }
+                uint64_t v = 0;
+                if (*p < '0' || *p > '9')
+                        return vt_error_set(err, EBADMSG, "/proc/%d/stat: field %u is not a number", (int)pid,
+                                            fields[i]);
+                for (; *p >= '0' && *p <= '9'; p++) {
+                        if (v > (UINT64_MAX - 9) / 10)
+                                return vt_error_set(err, EBADMSG, "/proc/%d/stat: field %u is too large", (int)pid,
+                                                    fields[i]);
+                        v = v * 10 + (uint64_t)(*p - '0');
+                }
+                values[i] = v;
         }
-        uint64_t v = 0;
-        if (*p < '0' || *p > '9')
-                return vt_error_set(err, EBADMSG, "/proc/%d/stat has a bad start time", (int)pid);
-        for (; *p >= '0' && *p <= '9'; p++) {
-                if (v > (UINT64_MAX - 9) / 10)
-                        return vt_error_set(err, EBADMSG, "/proc/%d/stat has a bad start time", (int)pid);
-                v = v * 10 + (uint64_t)(*p - '0');
-        }
-        *ret = v;
+        memcpy(ret, values, n * sizeof(*ret));
         return 0;
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret, vt_error **err) {
+        assert_return(ret, -EINVAL);
+        return proc_stat_numbers(pid, (const unsigned[]){22}, 1, ret, err);
 }
 
 int proc_effective_gid(pid_t pid, gid_t *ret, vt_error **err) {

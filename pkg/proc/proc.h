@@ -33,6 +33,13 @@ void proc_argv_free(char **argv);
  * pair (pid, start time) names one process for the whole uptime. */
 int proc_start_time(pid_t pid, uint64_t *ret, vt_error **err);
 
+/* The numeric fields of /proc/<pid>/stat numbered in fields (as proc(5)
+ * numbers them, ascending, from 4 on) into ret[0..n): e.g. 14 utime, 15
+ * stime, 23 vsize, 24 rss. The command name (field 2) may hold any byte: the
+ * fields are counted from its closing parenthesis. */
+#define PROC_STAT_NUMBERS_MAX 16
+int proc_stat_numbers(pid_t pid, const unsigned *fields, size_t n, uint64_t *ret, vt_error **err);
+
 /* The process's effective gid (the second field of /proc/<pid>/status's Gid:
  * line). */
 int proc_effective_gid(pid_t pid, gid_t *ret, vt_error **err);

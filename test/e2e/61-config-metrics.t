@@ -65,6 +65,21 @@ ok "reconcile counter moves when a VM appears (was $r1)" wait_until 60 _moved
 m2=$(curl -sf "http://127.0.0.1:$port/metrics" | "$check" vtpm_agent_api_requests_total vtpm_agent_leader)
 like "$m2" "vtpm_agent_leader 1" "this agent is the state controller's leader"
 like "$m2" "vtpm_agent_api_requests_total [1-9]" "API request counters are exported"
+# What every exporter has: the version, and the process_* family (from /proc/self).
+raw=$(curl -sf "http://127.0.0.1:$port/metrics")
+ok "/metrics still parses with them" sh -c "printf '%s\\n' \"\$1\" | '$check' >/dev/null" _ "$raw"
+like "$raw" "vtpm_agent_build_info\\{version=\"$("$agent" --version | awk '{print $2}')\"\\} 1" \
+  "vtpm_agent_build_info names the running version"
+metric() { awk -v n="$1" '$1 == n {print $2}' <<<"$raw"; }
+rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$apid/status")
+is "$(awk -v m="$(metric process_resident_memory_bytes)" -v k="$rss_kib" 'BEGIN { d = m - k * 1024; if (d < 0) d = -d; print (d < 8 * 1048576) ? "yes" : "no: " m " vs " k " KiB" }')" \
+  yes "process_resident_memory_bytes is the agent's RSS (within 8 MiB of VmRSS)"
+started=$(( $(date +%s) - $(ps -o etimes= -p "$apid") ))
+is "$(awk -v m="$(metric process_start_time_seconds)" -v s="$started" 'BEGIN { d = m - s; if (d < 0) d = -d; print (d < 5) ? "yes" : "no: " m " vs " s }')" \
+  yes "process_start_time_seconds is when the agent started"
+is "$(awk -v o="$(metric process_open_fds)" -v n="$(ls "/proc/$apid/fd" | wc -l)" -v x="$(metric process_max_fds)" \
+  'BEGIN { print (o > 3 && o - n < 10 && n - o < 10 && x >= o) ? "yes" : "no: " o " of " x ", " n " in /proc" }')" \
+  yes "process_open_fds and process_max_fds are the agent's"
 
 # --- logs are JSON lines with levels; SIGTERM ends cleanly
 kill -TERM "$apid"

@@ -270,6 +270,30 @@ static void test_start_time(void) {
         check(proc_start_time(child, &later, &err) < 0);
 }
 
+static void test_stat_numbers(void) {
+        /* utime, stime, starttime, vsize, rss: as the process metrics read them */
+        uint64_t f[5] = {0}, start = 0;
+        char old[16] = {0};
+        prctl(PR_GET_NAME, old);
+        prctl(PR_SET_NAME, "x) 1 2 (3) 4"); /* must not shift the fields */
+        check_int_eq(proc_stat_numbers(getpid(), (const unsigned[]){14, 15, 22, 23, 24}, 5, f, NULL), 0);
+        prctl(PR_SET_NAME, old);
+        check_int_eq(proc_start_time(getpid(), &start, NULL), 0);
+        check_int_eq(f[2], start);
+        check(f[3] > 1024 * 1024); /* vsize: this process maps more than 1 MiB */
+        check(f[4] > 0);           /* rss in pages */
+        check(f[4] * (uint64_t)sysconf(_SC_PAGESIZE) < f[3]);
+        /* Out of order, not numeric (field 3, the state), too many: refused, ret untouched. */
+        uint64_t untouched[2] = {7, 7};
+        check_int_eq(proc_stat_numbers(getpid(), (const unsigned[]){15, 14}, 2, untouched, NULL), -EINVAL);
+        check_int_eq(proc_stat_numbers(getpid(), (const unsigned[]){3}, 1, untouched, NULL), -EINVAL);
+        check(untouched[0] == 7 && untouched[1] == 7);
+        _cleanup_error_ vt_error *err = NULL;
+        check(proc_stat_numbers(getpid(), (const unsigned[]){400}, 1, untouched, &err) < 0);
+        check(err && strstr(err->msg, "too few fields"));
+        check(untouched[0] == 7);
+}
+
 static void test_mntns_and_pidfd(void) {
         _cleanup_close_ int fd = proc_open_mntns(getpid(), NULL);
         check(fd >= 0);
@@ -324,6 +348,7 @@ int main(void) {
                 TAP_CASE(test_alive_and_zombie),
                 TAP_CASE(test_cmdline),
                 TAP_CASE(test_start_time),
+                TAP_CASE(test_stat_numbers),
                 TAP_CASE(test_mntns_and_pidfd),
                 {0},
         });
