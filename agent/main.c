@@ -158,8 +158,15 @@ static void collect(vt_metrics *m, void *ud) {
                                NULL, (double)n.adoptions);
                 vt_counter_set(m, "vtpm_agent_swtpm_stops_total", "swtpm stopped when its launcher went.", NULL,
                                (double)n.stops);
-                vt_counter_set(m, "vtpm_agent_swtpm_refusals_total",
-                               "swtpm starts refused (mount, state, lock, version).", NULL, (double)n.refusals);
+                /* By the nodeState reason that refused it: `sum` is the old total. */
+                for (unsigned i = 0; node_controller_reason_name(i); i++) {
+                        if (!n.refusals_by_reason[i])
+                                continue;
+                        _cleanup_free_ char *l = xasprintf("reason=\"%s\"", node_controller_reason_name(i));
+                        vt_counter_set(m, "vtpm_agent_swtpm_refusals_total",
+                                       "swtpm starts refused, by the nodeState reason (mount, state, lock, keys, version).",
+                                       l, (double)n.refusals_by_reason[i]);
+                }
         }
 }
 

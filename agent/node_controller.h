@@ -18,6 +18,8 @@
 
 typedef struct node_controller node_controller;
 
+#define NODE_CONTROLLER_REASONS_MAX 64
+
 typedef struct node_controller_stats {
         uint64_t launchers;       /* launchers on this node we know of */
         uint64_t swtpm_running;   /* swtpm processes we supervise */
@@ -26,7 +28,13 @@ typedef struct node_controller_stats {
         uint64_t adoptions;       /* running swtpm adopted after a restart */
         uint64_t stops;           /* clean stops */
         uint64_t refusals;        /* starts refused (mount, state, lock, version) */
+        /* the same by reason, indexed as node_controller_reason_name names them */
+        uint64_t refusals_by_reason[NODE_CONTROLLER_REASONS_MAX];
 } node_controller_stats;
+
+/* The nodeState reason (e.g. "KeyProviderUnavailable") of index i of
+ * refusals_by_reason; NULL past the last. */
+const char *node_controller_reason_name(unsigned i);
 
 int node_controller_new(kube_client *c, const agent_config *cfg, vt_metrics *metrics, node_controller **ret,
                         vt_error **err);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "node_controller.h"
 #include "base/macro.h"
 
 #define SAY(r, p, w, ref, t, m, f) {.reason = r, .phase = p, .warn = w, .refusal = ref, .then = t, .message = m, .fallback = f}
@@ -50,6 +51,12 @@ static const node_reason_info table[_NR_MAX] = {
 
 const node_reason_info *node_reason_get(node_reason r) {
         return (unsigned)r < _NR_MAX ? &table[r] : &table[NR_NONE];
+}
+
+_Static_assert(_NR_MAX <= NODE_CONTROLLER_REASONS_MAX, "node_controller_stats.refusals_by_reason is too small");
+
+const char *node_controller_reason_name(unsigned i) {
+        return i < _NR_MAX ? (table[i].reason ?: "") : NULL;
 }
 
 char *node_reason_message(node_reason r, const char *detail) {

@@ -19,7 +19,7 @@
 . "$E2E_TOP/hack/nodes-lib.sh"
 . "$E2E_TOP/test/e2e/lib-realnode.sh"
 require_agent_on_kubevirt
-plan 26
+plan 27
 setup_namespace
 virtctl() { "$KUBEVIRT_BIN/virtctl" -n "$NS" "$@"; }
 n1=$(nl_name 1) n2=$(nl_name 2)
@@ -65,6 +65,11 @@ sums "$vol" > "$T/sums.before"
 rn_guest_vm "$NS" "$vm" "$n1" "console=ttyS0 quiet tpmguest.unseal=$jwe tpmguest.stay=1"
 virtctl start "$vm" >/dev/null
 ok "key server down: TPMState says KeyProviderUnavailable" wait_until 120 reason_is KeyProviderUnavailable
+# The node agent's /metrics (127.0.0.1:9464 in the node's network namespace) counts it by reason.
+_refusal_counted() { nl_in "${n1#node-}" curl -sf -m 2 http://127.0.0.1:9464/metrics |
+                       grep -q '^vtpm_agent_swtpm_refusals_total{reason="KeyProviderUnavailable"} [1-9]'; }
+ok "$n1's agent counts the refusal: vtpm_agent_swtpm_refusals_total{reason=\"KeyProviderUnavailable\"}" \
+  wait_until 30 _refusal_counted
 if wait_until 120 sync_failed_says "KeyProviderUnavailable"; then
   pass "key server down: virt-handler did not start the domain, its SyncFailed event gives the agent's reason"
 else fail "key server down: virt-handler did not start the domain, its SyncFailed event gives the agent's reason"; why_not; fi
