@@ -65,11 +65,6 @@ sums "$vol" > "$T/sums.before"
 rn_guest_vm "$NS" "$vm" "$n1" "console=ttyS0 quiet tpmguest.unseal=$jwe tpmguest.stay=1"
 virtctl start "$vm" >/dev/null
 ok "key server down: TPMState says KeyProviderUnavailable" wait_until 120 reason_is KeyProviderUnavailable
-# The node agent's /metrics (127.0.0.1:9464 in the node's network namespace) counts it by reason.
-_refusal_counted() { nl_in "${n1#node-}" curl -sf -m 2 http://127.0.0.1:9464/metrics |
-                       grep -q '^vtpm_agent_swtpm_refusals_total{reason="KeyProviderUnavailable"} [1-9]'; }
-ok "$n1's agent counts the refusal: vtpm_agent_swtpm_refusals_total{reason=\"KeyProviderUnavailable\"}" \
-  wait_until 30 _refusal_counted
 if wait_until 120 sync_failed_says "KeyProviderUnavailable"; then
   pass "key server down: virt-handler did not start the domain, its SyncFailed event gives the agent's reason"
 else fail "key server down: virt-handler did not start the domain, its SyncFailed event gives the agent's reason"; why_not; fi
@@ -85,6 +80,11 @@ set_kek() { # B64 value of the VM's KEK in the Secret (the value goes through st
 ok "the KEK in Secret $RN_NS/$kek_secret ($kek_field) replaced by other bytes" set_kek "$(openssl rand 32 | base64 -w0)"
 broker 1
 ok "wrong KEK: TPMState says KeyUnwrapFailed" wait_until 180 reason_is KeyUnwrapFailed
+# The node agent's /metrics (127.0.0.1:9464 in the node's network namespace) counts the refusal by reason (KeyProviderUnavailable is a wait, not a refusal).
+_refusal_counted() { nl_in "${n1#node-}" curl -sf -m 2 http://127.0.0.1:9464/metrics |
+                       grep -q '^vtpm_agent_swtpm_refusals_total{reason="KeyUnwrapFailed"} [1-9]'; }
+ok "$n1's agent counts the refusal: vtpm_agent_swtpm_refusals_total{reason=\"KeyUnwrapFailed\"}" \
+  wait_until 30 _refusal_counted
 if wait_until 120 sync_failed_says "KeyUnwrapFailed"; then pass "wrong KEK: the start is refused, SyncFailed says KeyUnwrapFailed"
 else fail "wrong KEK: the start is refused, SyncFailed says KeyUnwrapFailed"; why_not; fi
 sleep 5
