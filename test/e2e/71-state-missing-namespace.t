@@ -8,11 +8,20 @@
 # then nothing, forever.
 . "$(dirname "$0")/lib.sh"
 setup_namespace e2e-71
-# As an operator starting it by hand would: with their own (admin) kubeconfig.
-# The product's ServiceAccount lives in the agent's namespace and its Lease
-# Role is bound there, so neither can exist before the namespace does.
-AGENT_KUBECONFIG=$KUBECONFIG
+# The product's ServiceAccount (lib-agent.sh: in $NS, with a TokenRequest
+# token; suite 99 checks every agent request was made so). Its Lease Role is
+# namespaced in the agent's own namespace, which cannot exist before that
+# namespace does; an operator starting the agent by hand would use their own
+# credentials. Here a test-only ClusterRole gives the ServiceAccount the verbs
+# of its Lease Role (rbac.yaml) on Leases
+# in any namespace, so what the agent meets is the API server's answer to a
+# Lease in a namespace that does not exist (404), not a 403.
 . "$(dirname "$0")/lib-agent.sh"
+kubectl create clusterrole "vtpm-e2e-71-leases-$NS" --verb=get,list,watch,create,update,delete --resource=leases.coordination.k8s.io \
+  >/dev/null
+kubectl create clusterrolebinding "vtpm-e2e-71-leases-$NS" --clusterrole="vtpm-e2e-71-leases-$NS" \
+  --serviceaccount="$NS:vtpm-agent" >/dev/null
+at_exit "kubectl delete clusterrolebinding,clusterrole vtpm-e2e-71-leases-$NS --ignore-not-found --wait=false >/dev/null 2>&1"
 plan 8
 
 provisioner_start
