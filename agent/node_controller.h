@@ -27,8 +27,8 @@ typedef struct node_controller_stats {
         uint64_t starts;          /* swtpm starts */
         uint64_t adoptions;       /* running swtpm adopted after a restart */
         uint64_t stops;           /* clean stops */
-        uint64_t refusals;        /* starts refused (mount, state, lock, version) */
-        /* the same by reason, indexed as node_controller_reason_name names them */
+        /* starts refused (mount, state, lock, keys, version), by the reason
+         * node_controller_reason_name gives each index; their sum is the total */
         uint64_t refusals_by_reason[NODE_CONTROLLER_REASONS_MAX];
 } node_controller_stats;
 

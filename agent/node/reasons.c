@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "node_controller.h"
 #include "base/macro.h"
+#include "node_controller.h"
 
 #define SAY(r, p, w, ref, t, m, f) {.reason = r, .phase = p, .warn = w, .refusal = ref, .then = t, .message = m, .fallback = f}
 

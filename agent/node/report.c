@@ -174,9 +174,7 @@ kube_outcome node_outcome(node_reason r, vt_error **err) {
 kube_outcome node_halt(node_controller *nc, launcher *l, node_reason r, const char *detail, vt_error **err) {
         if (r != NR_NONE)
                 node_report(nc, l, r, detail);
-        if (node_reason_get(r)->refusal) {
-                node_stat_inc(nc, &nc->stats.refusals, 1);
+        if (node_reason_get(r)->refusal)
                 node_stat_inc(nc, &nc->stats.refusals_by_reason[r], 1);
-        }
         return node_outcome(r, err);
 }

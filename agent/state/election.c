@@ -10,7 +10,7 @@
 #include "base/log.h"
 
 struct state_election {
-        char *namespace, *lease_name;
+        char *lease; /* "namespace/name", as the log and /readyz name it */
         pthread_mutex_t lock;
         char *problem;    /* the outstanding failure as /readyz says it, or NULL */
         char *logged_msg; /* the error last logged, or NULL */
@@ -27,8 +27,7 @@ election_log election_log_decide(const char *last_msg, usec_t logged_at, const c
 
 state_election *state_election_new(const char *namespace, const char *lease_name) {
         state_election *e = xnew(state_election, 1);
-        e->namespace = xstrdup(namespace);
-        e->lease_name = xstrdup(lease_name);
+        e->lease = xasprintf("%s/%s", namespace, lease_name);
         pthread_mutex_init(&e->lock, NULL);
         return e;
 }
@@ -37,8 +36,7 @@ void state_election_free(state_election *e) {
         if (!e)
                 return;
         pthread_mutex_destroy(&e->lock);
-        free(e->namespace);
-        free(e->lease_name);
+        free(e->lease);
         free(e->problem);
         free(e->logged_msg);
         free(e);
@@ -47,7 +45,6 @@ void state_election_free(state_election *e) {
 void state_election_attempt(state_election *e, const vt_error *err, usec_t now) {
         const char *msg = err ? err->msg : NULL;
         election_log what = election_log_decide(e->logged_msg, e->logged_at, msg, now);
-        _cleanup_free_ char *lease = xasprintf("%s/%s", e->namespace, e->lease_name);
         if (what == ELECTION_LOG_FAILURE) {
                 /* The API server's NotFound for a create names the missing namespace. */
                 const char *hint = err->code == ENOENT ? "does the agent's namespace exist? (manifests/namespace.yaml; "
@@ -55,18 +52,18 @@ void state_election_attempt(state_election *e, const vt_error *err, usec_t now) 
                                                        : NULL;
                 log_kv(LOG_LEVEL_ERROR, "the state controller cannot campaign for its Lease: no VM gets a state PVC "
                                         "until it can",
-                       "lease", lease, "error", msg, hint ? "hint" : NULL, hint, NULL);
+                       "lease", e->lease, "error", msg, hint ? "hint" : NULL, hint, NULL);
                 free(e->logged_msg);
                 e->logged_msg = xstrdup(msg);
                 e->logged_at = now;
         } else if (what == ELECTION_LOG_RECOVERED) {
-                log_kv(LOG_LEVEL_INFO, "the state controller's Lease is reachable again", "lease", lease, NULL);
+                log_kv(LOG_LEVEL_INFO, "the state controller's Lease is reachable again", "lease", e->lease, NULL);
                 free(e->logged_msg);
                 e->logged_msg = NULL;
         }
         pthread_mutex_lock(&e->lock);
         free(e->problem);
-        e->problem = msg ? xasprintf("the state controller cannot campaign for its Lease %s: %s", lease, msg) : NULL;
+        e->problem = msg ? xasprintf("the state controller cannot campaign for its Lease %s: %s", e->lease, msg) : NULL;
         pthread_mutex_unlock(&e->lock);
 }
 
